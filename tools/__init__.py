@@ -1,0 +1,35 @@
+"""Tool registry: names map to lazy ``"module:Class"`` strings, so importing this never imports torch."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from agent.schema import TOOL_NAMES
+
+REGISTRY: dict[str, str] = {
+    "ocr": "tools.ocr:OcrTool",
+}
+
+
+def parse_tool_list(spec: str) -> list[str]:
+    """Parse ``--tools`` (``"ocr,detect"``, ``"none"``, ``"all"``) into tool names, in canonical order."""
+    spec = spec.strip().lower()
+    if spec in ("", "none"):
+        return []
+    if spec == "all":
+        return [t for t in TOOL_NAMES if t in REGISTRY]
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in TOOL_NAMES]
+    if unknown:
+        raise ValueError(f"unknown tool(s) {unknown}: expected a comma list of {list(TOOL_NAMES)}, 'all' or 'none'")
+    missing = [n for n in names if n not in REGISTRY]
+    if missing:
+        raise ValueError(f"tool(s) {missing} are not available in this version (available: {sorted(REGISTRY)})")
+    return [t for t in TOOL_NAMES if t in names]
+
+
+def load_tool(name: str, **settings: Any):
+    """Instantiate a tool by name (no weights are loaded until its first run)."""
+    module, _, cls = REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), cls)(**settings)
