@@ -1,0 +1,20 @@
+"""Reasoner registry: backends are chosen by registered name, loaded lazily (no torch import here)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from agent.errors import ConfigError
+
+REGISTRY: dict[str, str] = {
+    "qwen": "agent.reasoners.qwen:QwenBackend",
+    "evidence": "agent.reasoners.evidence:EvidenceReasoner",
+}
+
+
+def load_reasoner(name: str, **settings: Any):
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown reasoner {name!r}: expected one of {sorted(REGISTRY)}")
+    module, _, cls = REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), cls)(**settings)

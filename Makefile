@@ -1,0 +1,42 @@
+# The two commands: `make demo` (the main job on examples/) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO := runs/demo
+
+.PHONY: install system-deps demo test test-fast tiny clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# Tesseract with Korean, for offline Korean OCR (Debian/Ubuntu).
+system-deps:
+	@if ! (command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx kor); then \
+	  echo "installing tesseract-ocr + Korean (apt)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng fonts-nanum >/dev/null; \
+	fi
+
+install: system-deps $(VENV)/.installed
+
+demo: install
+	rm -rf $(DEMO)
+	$(BIN)/vqa route "간판에 적힌 가게 이름은?" --json
+	$(BIN)/vqa batch examples/test.csv --images examples --out $(DEMO)/submission.csv --run-dir $(DEMO) \
+	  --reasoner evidence --show
+	@echo "--- $(DEMO)/submission.csv"; cat $(DEMO)/submission.csv
+
+test: install
+	$(BIN)/python -m pytest -q -n 2
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+tiny: install
+	$(BIN)/vqa dev make-tiny .tiny
+
+clean:
+	rm -rf runs .tiny .pytest_cache

@@ -1,0 +1,199 @@
+"""Reading the competition CSV and writing the submission.
+
+Layout (Kaggle): ``id,path,question,a,b,c,d`` plus optional ``e``, ``answer`` and ``category``; header names
+are matched after stripping and lower-casing. Encodings: UTF-8 (with or without BOM), UTF-16 with BOM, and
+CP949 (a superset of EUC-KR, what Korean Excel writes); any newline style; quoted commas and newlines.
+
+A problem with the whole file is a ``DataError``. A problem with one row is a ``RowError`` in that row's place,
+so the caller still writes one submission row per input row (``RowError.id`` is the row's id when it has one,
+else ``""``; ``line`` is the 1-based line where the row starts, the header being line 1). Fully blank rows
+(``,,,,``) are not data rows and are skipped. Extra trailing fields are accepted only when empty.
+
+Paths: ``images.safe_relpath`` (no absolute paths, drives or ``..``) is applied here so a bad path fails its
+own row with its line number and ``Question.image`` is always lexically inside ``images_root``. The file is
+not opened here: symlinks and existence are checked per question by ``images.resolve_image_path``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import os
+import tempfile
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from agent.errors import DataError, ImageError
+from agent.images import safe_relpath
+from agent.schema import LETTERS, MIN_OPTIONS, Question
+
+REQUIRED: tuple[str, ...] = ("id", "path", "question", "a", "b", "c", "d")
+OPTIONAL: tuple[str, ...] = ("e", "answer", "category")
+_EXPECTED = "id,path,question,a,b,c,d[,e][,answer][,category]"
+
+
+@dataclass
+class RowError:
+    """A row that cannot become a ``Question``.
+
+    reason: malformed_row, duplicate_id, bad_path, bad_options or bad_answer; ``id`` is ``""`` when the row has none.
+    """
+
+    id: str
+    line: int
+    reason: str
+    message: str
+
+
+def read_questions(csv_path: Path, images_root: Path) -> list[Question | RowError]:
+    """One entry per data row, in file order."""
+    rows = csv.reader(io.StringIO(_decode(Path(csv_path)), newline=""))
+    try:
+        header: list[str] = []
+        while not any(header) and (first := next(rows, None)) is not None:  # skip blank lines before the header
+            header = [h.strip().lower() for h in first]
+        columns = _check_header(header, csv_path)
+        width = max(i for i, h in enumerate(header) if h) + 1  # unnamed trailing header columns are optional
+        out: list[Question | RowError] = []
+        seen: set[str] = set()
+        line = rows.line_num + 1
+        for row in rows:
+            if any(field.strip() for field in row):
+                parsed = _parse_row(row, line, columns, width, seen, Path(images_root))
+                if isinstance(parsed, RowError) and parsed.reason == "malformed_row" and rows.line_num > line:
+                    parsed.message += f" It spans lines {line}-{rows.line_num}: an unclosed quote may hide rows."
+                out.append(parsed)
+            line = rows.line_num + 1
+    except csv.Error as e:
+        raise DataError(f"{csv_path}: CSV syntax error near line {rows.line_num}: {e}; fix the quoting there.") from e
+    return out
+
+
+def _decode(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"expected a CSV file at {path}, found nothing; check the path.") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e}.") from e
+    if raw.startswith(codecs.BOM_UTF8):
+        encodings = ["utf-8-sig"]
+    elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encodings = ["utf-16"]
+    elif b"\x00" in raw:
+        raise DataError(f"expected a text CSV in {path}, found binary data (NUL bytes); pass the test.csv file.")
+    else:
+        encodings = ["utf-8", "cp949"]
+    for encoding in encodings:
+        try:
+            text = raw.decode(encoding)
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        raise DataError(f"expected UTF-8 or CP949/EUC-KR text in {path}, but it decodes as neither; save it as UTF-8.")
+    if "\x00" in text or not text.strip():
+        raise DataError(f"expected a CSV with a header ({_EXPECTED}) in {path}, found "
+                        f"{'binary data' if text.strip() else 'an empty file'}.")
+    return text
+
+
+def _check_header(header: list[str], csv_path: Path) -> dict[str, int]:
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        hint = ""
+        if len(header) == 1 and any(sep in header[0] for sep in ";\t"):
+            hint = " The header looks ';' or tab separated; save it comma separated."
+        elif set(header) <= {"id", "answer"}:
+            hint = " This looks like a submission file, not the questions file."
+        raise DataError(f"{csv_path}: missing required columns {missing}; found columns {header}. "
+                        f"Expected a header like {_EXPECTED}.{hint}")
+    duplicated = sorted({h for h in header if h and header.count(h) > 1})
+    if duplicated:
+        raise DataError(f"{csv_path}: columns {duplicated} appear more than once in the header {header}; keep one.")
+    return {name: header.index(name) for name in REQUIRED + OPTIONAL if name in header}
+
+
+def _parse_row(
+    row: list[str], line: int, columns: dict[str, int], width: int, seen: set[str], root: Path
+) -> Question | RowError:
+    def get(name: str) -> str:
+        return row[columns[name]].strip() if name in columns and columns[name] < len(row) else ""
+
+    qid = get("id")
+
+    def error(reason: str, message: str) -> RowError:
+        return RowError(qid, line, reason, f"line {line} (id {qid!r}): {message}")
+
+    if len(row) < width or any(field.strip() for field in row[width:]):
+        return error("malformed_row", f"expected {width} fields like the header, found {len(row)}; check for "
+                     "unquoted commas or a missing field.")
+    if not qid:
+        return error("malformed_row", "the id field is empty; every row needs an id.")
+    if qid in seen:
+        return error("duplicate_id", "this id already appeared on an earlier row; ids must be unique.")
+    seen.add(qid)
+    try:
+        image = root / safe_relpath(get("path"))
+    except ImageError as e:
+        return error("bad_path", str(e))
+    texts = [unicodedata.normalize("NFC", get(letter)) for letter in LETTERS]
+    n = max((i + 1 for i, t in enumerate(texts) if t), default=0)
+    if "" in texts[:n] or n < MIN_OPTIONS:
+        found = ",".join(letter if t else "_" for letter, t in zip(LETTERS, texts, strict=True))
+        return error("bad_options", f"expected {MIN_OPTIONS}-{len(LETTERS)} options filled from 'a' with no gaps, "
+                     f"found {found} (_ = empty).")
+    options = dict(zip(LETTERS, texts[:n], strict=False))
+    answer = get("answer").lower() or None
+    if answer is not None and answer not in options:
+        return error("bad_answer", f"expected the answer to be one of {list(options)}, found {get('answer')!r}.")
+    try:
+        return Question(id=qid, image=image, text=unicodedata.normalize("NFC", get("question")), options=options,
+                        answer=answer, category=get("category") or None)
+    except ValidationError as e:
+        return error("malformed_row", "; ".join(err["msg"] for err in e.errors()))
+
+
+def fallback_letter(options: Sequence[str]) -> str:
+    """The answer for a row nothing could answer: its first letter (``"a"`` when even the options are unknown).
+
+    Deterministic, so reruns and caches agree; every valid row has an ``a``. A prior (e.g. the train answer
+    distribution) can replace this later without changing callers.
+    """
+    return options[0] if options else LETTERS[0]
+
+
+def write_submission(path: Path, rows: Iterable[tuple[str, str]]) -> int:
+    """Write ``id,answer`` (UTF-8, ``\\n``) atomically: a temp file beside ``path``, fsynced, then ``os.replace``.
+
+    Kaggle needs unique, non-empty ids, so a row with an empty id (a ``RowError`` without one) or a repeated id
+    (``duplicate_id``) is left out, the first occurrence winning; the caller's failure log says why. An answer
+    that is not one letter a-e is a bug upstream: ``ValueError``, and any existing file stays untouched.
+    Returns the number of rows written.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        seen: set[str] = set()
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(["id", "answer"])
+            for qid, answer in rows:
+                if not isinstance(answer, str) or len(answer) != 1 or answer not in LETTERS:
+                    raise ValueError(f"submission row {qid!r}: expected one letter of {LETTERS!r}, found {answer!r}.")
+                if qid and qid not in seen:
+                    seen.add(qid)
+                    writer.writerow([qid, answer])
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(seen)

@@ -1,0 +1,57 @@
+"""Terminal rendering of answers and batch summaries (Rich). Only the CLI calls this."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from agent.schema import Answer, OcrEvidence, ToolResult
+
+
+def evidence_summary(r: ToolResult, limit: int = 6) -> str:
+    """One line per tool: what it found, or why it failed."""
+    if not r.ok:
+        return f"failed: {r.error}"
+    ev = r.evidence
+    if isinstance(ev, OcrEvidence):
+        if not ev.spans:
+            return f"{ev.engine}: no text found"
+        shown = ", ".join(repr(s.text) for s in ev.spans[:limit])
+        more = f" (+{len(ev.spans) - limit} more)" if len(ev.spans) > limit else ""
+        return f"{ev.engine}: {len(ev.spans)} spans: {shown}{more}"
+    return type(ev).__name__
+
+
+def answer_panel(a: Answer) -> Panel:
+    probs = Table.grid(padding=(0, 1))
+    for letter, text in a.options.items():
+        p = a.probs.get(letter, 0.0)
+        mark = "➜" if letter == a.answer else " "
+        bar = "█" * round(p * 20)
+        probs.add_row(mark, f"{letter}.", text, f"{p:6.1%}", Text(bar, style="green" if letter == a.answer else "dim"))
+    rows = [Text(a.question, style="bold"), probs]
+    route = a.route.get("method", "?")
+    rows.append(Text(f"tools: {', '.join(a.tools) or 'none'}   (route: {route})   method: {a.method}", style="cyan"))
+    for r in a.evidence:
+        rows.append(Text(f"  {r.tool}: {evidence_summary(r)}  [{r.seconds:.2f}s]"))
+    for e in a.errors:
+        rows.append(Text(f"error: {e}", style="red"))
+    if a.flags:
+        rows.append(Text(f"flags: {', '.join(a.flags)}", style="yellow"))
+    total = sum(v for k, v in a.timings.items() if not k.startswith("run_tool"))
+    rows.append(Text(f"{total:.2f}s", style="dim"))
+    return Panel(Group(*rows), title=f"[bold]{a.id}: {a.answer}[/]", expand=False)
+
+
+def print_batch_table(console: Console, answers: list[Answer]) -> None:
+    t = Table(title="per question")
+    for col in ("id", "answer", "p", "method", "tools", "evidence"):
+        t.add_column(col, overflow="fold")
+    for a in answers:
+        ev = "; ".join(f"{r.tool}: {evidence_summary(r, 3)}" for r in a.evidence) or "-"
+        if a.errors:
+            ev = (ev + "; " if ev != "-" else "") + "; ".join(a.errors)
+        t.add_row(a.id, a.answer, f"{a.probs.get(a.answer, 0.0):.2f}", a.method, ",".join(a.tools) or "-", ev)
+    console.print(t)

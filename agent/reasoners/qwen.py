@@ -1,0 +1,221 @@
+"""In-process Qwen-VL reasoner (transformers): scores option letters from next-token logits, or generates.
+
+Any checkpoint that ``AutoModelForImageTextToText`` + ``AutoProcessor`` load and that uses Qwen's chat
+format works (Qwen2.5-VL, Qwen3-VL); nothing branches on the model's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
+
+import torch
+
+import prompts
+from agent.errors import ConfigError, ModelLoadError
+from agent.reasoners.base import ReasonRequest, letter_variants, parse_letter, softmax_over_letters, uniform
+from agent.schema import LETTERS, Decision
+
+Quant = Literal["none", "4bit", "8bit"]
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def letter_token_ids(encode: Callable[[str], list[int]], letters: Iterable[str] = LETTERS) -> dict[str, list[int]]:
+    """For each letter, the sorted ids of its ``letter_variants`` that encode to exactly one token."""
+    out: dict[str, list[int]] = {}
+    for letter in letters:
+        ids = {ids[0] for ids in (encode(v) for v in letter_variants(letter)) if len(ids) == 1}
+        out[letter] = sorted(ids)
+    return out
+
+
+def logsumexp(values: Sequence[float]) -> float:
+    top = max(values, default=-math.inf)
+    if not math.isfinite(top):
+        return top
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def letter_probs(logits: Mapping[int, float] | Sequence[float], ids: Mapping[str, Sequence[int]],
+                 letters: Sequence[str]) -> dict[str, float]:
+    """Per-letter score = logsumexp of its tokens' logits, softmaxed over ``letters`` only (no tokens: probability 0)."""
+    scores = {k: logsumexp([float(logits[i]) for i in ids.get(k, ())]) for k in letters}
+    return softmax_over_letters(scores)
+
+
+def _brief(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _looks_local(model: str) -> bool:
+    p = Path(model).expanduser()
+    return p.exists() or p.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1 or "\\" in model
+
+
+class QwenBackend:
+    """Qwen-VL reasoner on transformers; loads lazily on the first ``decide`` (or ``load()``).
+
+    ``quant``: ``"4bit"`` (bitsandbytes NF4, double quantisation, compute in ``dtype``: bf16 under "auto") or ``"8bit"``
+    (LLM.int8); both need a CUDA GPU and bitsandbytes. ``dtype="auto"``: bf16 on CUDA (fp16 where bf16 is
+    unsupported), fp32 on CPU. ``adapter``: a PEFT LoRA folder applied with ``PeftModel.from_pretrained``.
+
+    Pixel budget: ``min_pixels``/``max_pixels`` bound each image's area after resizing (aspect kept, sides
+    multiples of patch*merge). They are passed on every processor call as
+    ``size={"shortest_edge": min_pixels, "longest_edge": max_pixels}`` (the transformers 5 form for Qwen2-VL
+    style image processors); ``None`` keeps the checkpoint's own value.
+
+    Scoring (default): one forward pass per batch (left padding + attention mask), the next-token logits at
+    the last position, per letter the logsumexp over its single-token variants, softmax over the question's
+    own letters. ``generate=True``: greedy decoding, the letter parsed from the new text.
+    """
+
+    name = "qwen"
+
+    def __init__(self, model: str, *, quant: Quant = "none", dtype: str = "auto", adapter: str | None = None,
+                 min_pixels: int | None = None, max_pixels: int | None = 1_003_520, generate: bool = False,
+                 max_new_tokens: int = 16, device: str = "auto") -> None:
+        if quant not in ("none", "4bit", "8bit"):
+            raise ConfigError(f"quant must be 'none', '4bit' or '8bit', found {quant!r}")
+        if dtype != "auto" and dtype not in _DTYPES:
+            raise ConfigError(f"dtype must be 'auto', 'bf16', 'fp16' or 'fp32', found {dtype!r}")
+        cuda = torch.cuda.is_available()
+        self.device = ("cuda" if cuda else "cpu") if device == "auto" else device
+        if self.device.startswith("cuda") and not cuda:
+            raise ConfigError(f"device={device!r} asks for CUDA, but torch sees no CUDA GPU; "
+                              "use device='cpu' or 'auto'")
+        if quant != "none":
+            if not self.device.startswith("cuda"):
+                raise ConfigError(f"quant={quant!r} needs a CUDA GPU (bitsandbytes), but the device is {self.device!r} "
+                                  f"(torch {torch.__version__}, CUDA available: {cuda}); use quant='none' on CPU")
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise ConfigError(f"quant={quant!r} needs bitsandbytes, which is not installed; "
+                                  "install it with `pip install 'vqa-orchestrator[gpu]'` or use quant='none'")
+        if dtype == "auto":
+            gpu_half = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+            self.dtype = gpu_half if self.device.startswith("cuda") else torch.float32
+        else:
+            self.dtype = _DTYPES[dtype]
+        self.model, self.quant, self.adapter = model, quant, adapter
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        self.generate, self.max_new_tokens = generate, max_new_tokens
+        self._model: Any = None
+        self._processor: Any = None
+        self._letter_ids: dict[str, list[int]] = {}
+
+    @property
+    def model_id(self) -> str:
+        return self.model if self.adapter is None else f"{self.model}+{self.adapter}"
+
+    @property
+    def fingerprint(self) -> str:
+        """Everything that determines the output, hashed: for traces and cache keys."""
+        parts = [self.model_id, self.quant, str(self.dtype).removeprefix("torch."), str(self.min_pixels),
+                 str(self.max_pixels), f"generate:{self.max_new_tokens}" if self.generate else "logits"]
+        return f"qwen:{self.model_id}@" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+    def load(self) -> None:
+        """Load processor, weights and adapter (idempotent). Raises ``ModelLoadError`` with a short reason."""
+        if self._model is not None:
+            return
+        from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+
+        if _looks_local(self.model) and not Path(self.model).expanduser().is_dir():
+            raise ModelLoadError(f"model folder {self.model!r} does not exist (or is not a folder); expected a "
+                                 "checkpoint folder or a hub id such as 'Qwen/Qwen2.5-VL-7B-Instruct'")
+        kwargs: dict[str, Any] = {"dtype": self.dtype, "device_map": {"": self.device}}
+        if self.quant == "4bit":
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=self.dtype)
+        elif self.quant == "8bit":
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        try:
+            processor = AutoProcessor.from_pretrained(self.model)
+            model = AutoModelForImageTextToText.from_pretrained(self.model, **kwargs)
+        except Exception as exc:  # noqa: BLE001 -- any failure here is the user's checkpoint or path
+            raise ModelLoadError(f"could not load {self.model!r} as a vision-language checkpoint "
+                                 f"(AutoModelForImageTextToText + AutoProcessor): {_brief(exc)}. Check the path, or for "
+                                 "a hub id that its files are in the local cache (with HF_HUB_OFFLINE=1 offline runs "
+                                 "fail fast)") from None
+        if self.adapter is not None:
+            model = self._with_adapter(model)
+        tokenizer = getattr(processor, "tokenizer", None)
+        if tokenizer is None or getattr(processor, "chat_template", None) is None:
+            raise ModelLoadError(f"{self.model!r} has no tokenizer or chat template in its processor; "
+                                 "expected an Instruct vision-language checkpoint")
+        tokenizer.padding_side = "left"
+        self._letter_ids = letter_token_ids(lambda s: tokenizer.encode(s, add_special_tokens=False))
+        self._model, self._processor = model.eval(), processor
+
+    def _with_adapter(self, model: Any) -> Any:
+        from peft import PeftModel
+
+        if not (Path(self.adapter).expanduser() / "adapter_config.json").is_file():
+            raise ModelLoadError(f"adapter {self.adapter!r} is not a PEFT adapter folder (no adapter_config.json)")
+        try:
+            return PeftModel.from_pretrained(model, self.adapter)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"could not apply adapter {self.adapter!r} to {self.model!r}: {_brief(exc)}; "
+                                 "was it trained on this base model?") from None
+
+    def _inputs(self, batch: Sequence[ReasonRequest]) -> tuple[Any, list[str]]:
+        texts, images = [], []
+        for req in batch:
+            text, _template_id = prompts.render(req.question, req.results, history=req.history)
+            content = ([{"type": "image"}] if req.image is not None else []) + [{"type": "text", "text": text}]
+            chat = self._processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                       add_generation_prompt=True)
+            texts.append(chat)
+            if req.image is not None:
+                images.append(req.image.convert("RGB"))
+        kwargs: dict[str, Any] = {}
+        if images:
+            size = dict(self._processor.image_processor.size)
+            if self.min_pixels is not None:
+                size["shortest_edge"] = self.min_pixels
+            if self.max_pixels is not None:
+                size["longest_edge"] = self.max_pixels
+            kwargs = {"images": images, "size": size}
+        inputs = self._processor(text=texts, padding=True, return_tensors="pt", **kwargs)
+        if "image_grid_thw" not in inputs:  # text only: positions must skip the left padding
+            mask = inputs["attention_mask"]
+            inputs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        return inputs.to(self._model.device), texts
+
+    def decide(self, batch: Sequence[ReasonRequest]) -> list[Decision]:
+        if not batch:
+            return []
+        self.load()
+        inputs, texts = self._inputs(batch)
+        with torch.inference_mode():
+            if self.generate:
+                return self._generate(batch, inputs, texts)
+            logits = self._model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1, :]
+            wanted = sorted({i for ids in self._letter_ids.values() for i in ids})
+            table = logits[:, wanted].float().cpu().tolist()
+        out = []
+        for req, text, row in zip(batch, texts, table):
+            probs = letter_probs(dict(zip(wanted, row)), self._letter_ids, req.question.letters)
+            out.append(Decision(probs=probs, method="logits", prompt=text))
+        return out
+
+    def _generate(self, batch: Sequence[ReasonRequest], inputs: Any, texts: list[str]) -> list[Decision]:
+        tokenizer = self._processor.tokenizer
+        inputs.pop("position_ids", None)  # generate derives positions from the attention mask itself
+        ids = self._model.generate(**inputs, do_sample=False, max_new_tokens=self.max_new_tokens,
+                                   pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
+        new = tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        out = []
+        for req, text, raw in zip(batch, texts, new):
+            letter = parse_letter(raw, req.question.options)
+            if letter is None:
+                out.append(Decision(probs=uniform(req.question.letters), method="generate", prompt=text, raw=raw,
+                                    flags=["unparsed"]))
+            else:
+                probs = {k: float(k == letter) for k in req.question.letters}
+                out.append(Decision(probs=probs, method="generate", prompt=text, raw=raw))
+        return out

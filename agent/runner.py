@@ -1,0 +1,164 @@
+"""Running questions through the graph: one (``ask``) or many, resumably (``batch``).
+
+A run directory keeps ``results.jsonl`` (one ``Answer`` per finished question,
+flushed and fsynced as each finishes), ``failed.csv`` (rows that got a fallback
+answer, with the reason) and ``artifacts/<id>/`` (images the tools made). A
+rerun with the same directory skips finished ids; failed rows are retried.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from agent.batching import BatchingReasoner
+from agent.data import RowError, fallback_letter, write_submission
+from agent.graph import Services, build_graph, final_answer
+from agent.schema import Answer, Question
+
+
+class ResultsLog:
+    """Append-only JSONL of ``Answer`` records; survives a kill mid-write (a torn last line is dropped)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair()
+
+    def _repair(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(self.path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+
+    def load(self) -> dict[str, Answer]:
+        out: dict[str, Answer] = {}
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    a = Answer.model_validate_json(line)
+                    out[a.id] = a
+        return out
+
+    def append(self, answer: Answer) -> None:
+        line = answer.model_dump_json() + "\n"
+        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@dataclass
+class BatchSummary:
+    rows: int
+    answered: int  # answered by the reasoner in this run or an earlier one
+    failed: int  # got a fallback answer (listed in failed.csv)
+    skipped: int  # already finished in an earlier run
+    seconds: float
+    new: int  # answered in this run
+    batch_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def seconds_per_question(self) -> float:
+        return self.seconds / self.new if self.new else 0.0
+
+
+def ask(services: Services, question: Question, *, forced_tools: list[str] | None = None,
+        history: list[tuple[str, str]] | None = None, graph=None) -> Answer:
+    """Answer one question (the graph never raises for bad images or failing tools)."""
+    graph = graph or build_graph()
+    state = graph.invoke({"question": question, "forced_tools": forced_tools, "history": history or [],
+                          "results": [], "steps": [], "errors": []}, context=services)
+    return final_answer(state)
+
+
+def fallback_answer(row: Question | RowError, reason: str) -> Answer:
+    if isinstance(row, RowError):
+        return Answer(id=row.id, answer=fallback_letter(["a"]), probs={"a": 1.0}, method="fallback", tools=[],
+                      evidence=[], timings={}, errors=[f"{row.reason}: {row.message}"], question="", options={})
+    letter = fallback_letter(row.letters)
+    return Answer(id=row.id, answer=letter, probs={k: float(k == letter) for k in row.letters}, method="fallback",
+                  tools=[], evidence=[], timings={}, errors=[reason], question=row.text, options=row.options)
+
+
+def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path, *, batch_size: int = 8,
+              forced_tools: list[str] | None = None, out: Path | None = None,
+              on_done: Callable[[Answer], None] | None = None) -> BatchSummary:
+    """Answer every row not yet finished in ``run_dir``; write the submission (one row per input row) to ``out``."""
+    log = ResultsLog(run_dir / "results.jsonl")
+    done = log.load()
+    batcher = BatchingReasoner(services.reasoner, batch_size)
+    services.reasoner = batcher
+    graph = build_graph()
+    todo = [r for r in rows if isinstance(r, Question) and r.id not in done]
+    failures: dict[str, Answer] = {}  # questions that got a fallback in this run (RowErrors are handled per row)
+    lock = threading.Lock()
+
+    def work(q: Question) -> None:
+        try:
+            a = ask(services, q, forced_tools=forced_tools, graph=graph)
+        except Exception as exc:  # noqa: BLE001 - one broken question must not stop the batch
+            a = fallback_answer(q, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            batcher.leave(q.id)
+        with lock:
+            if a.method == "fallback":
+                failures[q.id] = a
+            else:
+                log.append(a)
+                done[q.id] = a
+        if on_done:
+            on_done(a)
+
+    for q in todo:  # announced up front, so a batch waits for questions queued behind it, never for ghosts
+        batcher.enter(q.id)
+    t0 = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=batch_size, thread_name_prefix="question")
+    futures = [pool.submit(work, q) for q in todo]
+    try:
+        for f in futures:
+            f.result()
+    except BaseException:  # Ctrl-C: drop queued questions, let running ones finish and be logged
+        for q, f in zip(todo, futures):
+            if f.cancel():
+                batcher.leave(q.id)
+        raise
+    finally:
+        pool.shutdown(wait=True)
+        services.reasoner = batcher.backend
+    seconds = time.perf_counter() - t0
+    final = [_final(r, done, failures) for r in rows]
+    _write_failures(run_dir / "failed.csv", rows, final)
+    if out is not None:
+        write_submission(out, [(a.id, a.answer) for a in final])
+    return BatchSummary(rows=len(rows), answered=sum(a.method != "fallback" for a in final),
+                        failed=sum(a.method == "fallback" for a in final), skipped=len(rows) - len(todo) - sum(
+                            isinstance(r, RowError) for r in rows), seconds=seconds, new=len(todo) - len(failures),
+                        batch_sizes=batcher.batch_sizes)
+
+
+def _final(row: Question | RowError, done: dict[str, Answer], failures: dict[str, Answer]) -> Answer:
+    """The answer that goes into the submission for one input row."""
+    if isinstance(row, RowError):
+        return fallback_answer(row, row.reason)
+    return done.get(row.id) or failures.get(row.id) or fallback_answer(row, "not answered")
+
+
+def _write_failures(path: Path, rows: list[Question | RowError], final: list[Answer]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "line", "reason", "fallback_answer"])
+        for r, a in zip(rows, final):
+            if a.method == "fallback":
+                w.writerow([r.id, getattr(r, "line", ""), "; ".join(a.errors), a.answer])
+    os.replace(tmp, path)

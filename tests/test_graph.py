@@ -1,0 +1,105 @@
+"""The graph end to end: real image loading, router, OCR tool, tiny Qwen-VL forward pass, batching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.graph import Services, build_graph
+from agent.reasoners.evidence import EvidenceReasoner
+from agent.reasoners.qwen import QwenBackend
+from agent.runner import ask, run_batch
+from agent.schema import Question
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SNAPSHOT = Path(__file__).parent / "snapshots" / "graph.mmd"
+IMAGES = sorted((EXAMPLES / "images").glob("*.jpg"))
+
+
+def question(i: int, image: Path | None = None, n_options: int = 4) -> Question:
+    opts = ["파란색", "빨간색", "초록색", "검은색", "흰색"][:n_options]
+    text = ["사진 속 물체는 무슨 색인가요?", "What is the mood of this photo?", "이 사진의 계절은?"][i % 3]
+    return Question(id=f"q{i}", image=image or IMAGES[i % len(IMAGES)], text=text, options=dict(zip("abcde", opts)))
+
+
+def test_graph_drawing_matches_snapshot() -> None:
+    drawn = build_graph().get_graph().draw_mermaid()
+    assert drawn == SNAPSHOT.read_text(), "graph changed: review and delete tests/snapshots/graph.mmd to refresh"
+
+
+@pytest.fixture(scope="module")
+def qwen(tiny_dir: Path) -> QwenBackend:
+    backend = QwenBackend(str(tiny_dir / "vlm-qwen2.5-vl"))
+    backend.load()
+    return backend
+
+
+@pytest.mark.slow
+def test_ask_end_to_end_with_tiny_qwen_records_every_node(qwen: QwenBackend) -> None:
+    a = ask(Services(reasoner=qwen), question(0, n_options=3), forced_tools=[])
+    assert a.method == "logits" and set(a.probs) == {"a", "b", "c"}
+    assert sum(a.probs.values()) == pytest.approx(1.0, abs=1e-5)
+    assert a.answer == max(a.probs, key=a.probs.get)
+    assert [s.node for s in a.steps] == ["load_image", "route", "reason", "finish"]
+    assert all(s.ok and s.seconds >= 0 for s in a.steps)
+    assert "<|im_start|>" in a.prompt and "사진 속 물체는 무슨 색인가요?" in a.prompt
+    assert a.route["method"] == "forced" and a.tools == []
+
+
+@pytest.mark.slow
+def test_batch_through_the_graph_batches_forward_passes_without_changing_answers(qwen: QwenBackend,
+                                                                                   tmp_path: Path) -> None:
+    qs = [question(i, n_options=2 + i % 4) for i in range(8)]
+    alone = {q.id: ask(Services(reasoner=qwen), q, forced_tools=[]).probs for q in qs}
+    summary = run_batch(qs, Services(reasoner=qwen), tmp_path / "run", batch_size=4, forced_tools=[],
+                        out=tmp_path / "sub.csv")
+    assert summary.batch_sizes == [4, 4]
+    assert summary.answered == 8 and summary.failed == 0
+    from agent.runner import ResultsLog
+
+    batched = ResultsLog(tmp_path / "run" / "results.jsonl").load()
+    for q in qs:
+        assert batched[q.id].probs == pytest.approx(alone[q.id], abs=1e-4)
+        assert set(batched[q.id].probs) == set(q.letters)
+
+
+def test_bad_image_gives_a_recorded_fallback_not_an_exception(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    a = ask(Services(reasoner=EvidenceReasoner()), question(0, image=bad))
+    assert a.method == "fallback" and a.answer == "a"
+    assert a.errors and "corrupt" in a.errors[0]
+    assert [s.node for s in a.steps] == ["load_image", "finish"] and not a.steps[0].ok
+
+
+@pytest.mark.slow
+def test_failing_tool_is_recorded_and_the_question_still_answered() -> None:
+    services = Services(reasoner=EvidenceReasoner(), tool_settings={"ocr": {"engine": "easyocr",
+                                                                            "languages": ["ko", "en"],
+                                                                            "easyocr_model_dir": "/nonexistent"}})
+    a = ask(services, question(1), forced_tools=["ocr"])
+    assert a.method == "evidence" and a.flags == ["no_evidence"]
+    [r] = a.evidence
+    assert r.tool == "ocr" and not r.ok and "korean_g2" in r.error
+    assert any(s.node == "run_tool:ocr" and not s.ok for s in a.steps)
+
+
+@pytest.mark.slow
+def test_tool_timeout_is_recorded_as_a_failure() -> None:
+    services = Services(reasoner=EvidenceReasoner(), tool_timeout=0.001, tool_settings={"ocr": {"engine": "easyocr"}})
+    q = Question(id="t", image=EXAMPLES / "images" / "no_parking.jpg", text="What does the sign say?",
+                 options={"a": "NO PARKING", "b": "EXIT"})
+    a = ask(services, q, forced_tools=["ocr"])
+    [r] = a.evidence
+    assert not r.ok and "timed out" in r.error and a.method == "evidence"
+
+
+@pytest.mark.slow
+def test_router_choice_runs_ocr_and_the_evidence_reasoner_reads_the_sign(tmp_path: Path) -> None:
+    img = EXAMPLES / "images" / "no_parking.jpg"
+    q = Question(id="sign", image=img, text="표지판에 적힌 글자는?", options={"a": "NO PARKING", "b": "BUS STOP",
+                                                                       "c": "ONE WAY"})
+    a = ask(Services(reasoner=EvidenceReasoner(), artifacts_dir=tmp_path), q)
+    assert a.route["tools"] == ["ocr"] and a.tools == ["ocr"]
+    assert a.evidence[0].ok and a.answer == "a", a.evidence[0]

@@ -1,0 +1,359 @@
+"""``agent.images``: every pixel mode, orientation, size budget, failure reason and path escape."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import threading
+import time
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from agent.errors import ImageError
+from agent.images import _pixel_cap, load_image, resolve_image_path
+
+RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
+
+
+def near(pixel, expected, tol=40) -> bool:
+    return all(abs(int(p) - e) <= tol for p, e in zip(pixel, expected, strict=True))
+
+
+def png_header(width: int, height: int, *, color_type: int = 0, with_data: bool = False) -> bytes:
+    """A PNG whose IHDR claims ``width`` x ``height``; without ``with_data`` it cannot be decoded at all."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    idat = chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1))) if with_data else b""
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
+
+
+# --- modes ----------------------------------------------------------------------------------------------------
+
+
+def _transparent_palette(path: Path) -> None:
+    im = Image.new("P", (16, 16), 0)
+    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    im.paste(1, (8, 0, 16, 16))
+    im.save(path, transparency=0)
+
+
+def _rgba(path: Path) -> None:
+    im = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
+    im.paste((255, 0, 0, 255), (8, 0, 16, 16))
+    im.save(path)
+
+
+def _la(path: Path) -> None:
+    im = Image.new("LA", (16, 16), (0, 0))
+    im.paste((0, 255), (8, 0, 16, 16))
+    im.save(path)
+
+
+# builder, file name, mode Pillow opens it in, pixel in the left half, pixel in the right half
+MODE_CASES = {
+    "cmyk_jpeg_adobe": (lambda p: Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(p, quality=95), "x.jpg", "CMYK",
+                        RED, RED),
+    "cmyk_tiff": (lambda p: Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(p), "x.tif", "CMYK", RED, RED),
+    "palette_transparency_png": (_transparent_palette, "x.png", "P", WHITE, RED),
+    "palette_transparency_gif": (_transparent_palette, "x.gif", "P", WHITE, RED),
+    "rgba_png": (_rgba, "x.png", "RGBA", WHITE, RED),
+    "la_png": (_la, "x.png", "LA", WHITE, (0, 0, 0)),
+    "mode_1_png": (lambda p: Image.new("1", (16, 16), 1).save(p), "x.png", "1", WHITE, WHITE),
+    "mode_l_png": (lambda p: Image.new("L", (16, 16), 128).save(p), "x.png", "L", (128,) * 3, (128,) * 3),
+    "ycbcr_tiff": (lambda p: Image.new("YCbCr", (16, 16), (41, 240, 110)).save(p), "x.tif", "YCbCr", BLUE, BLUE),
+    "rgb_webp": (lambda p: Image.new("RGB", (16, 16), GREEN).save(p, lossless=True), "x.webp", "RGB", GREEN, GREEN),
+}
+
+
+@pytest.mark.parametrize("case", list(MODE_CASES))
+def test_every_mode_becomes_rgb_with_alpha_over_white(tmp_path: Path, case: str) -> None:
+    build, name, mode, left, right = MODE_CASES[case]
+    build(tmp_path / name)
+    with Image.open(tmp_path / name) as raw:
+        assert raw.mode == mode
+    loaded = load_image(tmp_path / name)
+    assert loaded.image.mode == "RGB"
+    assert loaded.image.size == loaded.original_size == (16, 16)
+    assert near(loaded.image.getpixel((2, 8)), left), loaded.image.getpixel((2, 8))
+    assert near(loaded.image.getpixel((13, 8)), right), loaded.image.getpixel((13, 8))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "lo", "hi", "name"),
+    [(np.uint16, 0, 65535, "x.png"), (np.int32, -70000, 900000, "x.tif"), (np.float32, -1.5, 2.5, "x.tif")],
+)
+def test_high_bit_grey_is_stretched_not_clipped(tmp_path: Path, dtype, lo, hi, name: str) -> None:
+    ramp = np.linspace(lo, hi, 256).astype(dtype)
+    Image.fromarray(np.tile(ramp, (8, 1))).save(tmp_path / name)
+    with Image.open(tmp_path / name) as raw:
+        assert raw.mode in ("I;16", "I", "F")
+    grey = np.asarray(load_image(tmp_path / name).image)[..., 0].astype(int)
+    assert grey.min() <= 2 and grey.max() >= 253  # uses the whole 8-bit range, not all 0 or all 255
+    assert (np.diff(grey[4]) >= 0).all()  # still a ramp
+    assert len(np.unique(grey)) > 200
+
+
+def _frames(path: Path, **save) -> None:
+    frames = [Image.new("RGB", (16, 16), c) for c in (RED, BLUE, GREEN)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], **save)
+
+
+@pytest.mark.parametrize(
+    ("name", "save"),
+    [("x.gif", {"duration": 100, "loop": 0}), ("x.webp", {"duration": 100, "lossless": True}),
+     ("x.png", {"duration": 100}), ("x.tif", {}), ("x.jpg", {"format": "MPO"})],
+    ids=["animated_gif", "animated_webp", "apng", "multipage_tiff", "mpo_jpeg"],
+)
+def test_animations_and_multipage_give_the_first_frame(tmp_path: Path, name: str, save: dict) -> None:
+    _frames(tmp_path / name, **save)
+    with Image.open(tmp_path / name) as raw:
+        assert getattr(raw, "n_frames", 1) == 3
+    assert near(load_image(tmp_path / name).image.getpixel((8, 8)), RED)
+
+
+# --- orientation and size -------------------------------------------------------------------------------------
+
+
+def _oriented(path: Path, orientation: int, size=(400, 200)) -> None:
+    """Stored landscape: red top-left quadrant, blue elsewhere."""
+    im = Image.new("RGB", size, BLUE)
+    im.paste(RED, (0, 0, size[0] // 2, size[1] // 2))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    im.save(path, exif=exif, quality=95)
+
+
+@pytest.mark.parametrize("name", ["x.jpg", "x.png"])
+@pytest.mark.parametrize(
+    ("orientation", "red_corner"),
+    [(1, "top_left"), (3, "bottom_right"), (6, "top_right"), (8, "bottom_left")],
+)
+@pytest.mark.parametrize("max_pixels", [4_000_000, 5_000], ids=["full", "draft"])
+def test_exif_orientation_is_applied(tmp_path: Path, name, orientation, red_corner, max_pixels) -> None:
+    _oriented(tmp_path / name, orientation)
+    loaded = load_image(tmp_path / name, max_pixels=max_pixels)
+    swapped = orientation in (6, 8)
+    assert loaded.original_size == ((200, 400) if swapped else (400, 200))
+    w, h = loaded.image.size
+    assert (h > w) == swapped and w * h <= max_pixels
+    corners = {"top_left": (w // 8, h // 8), "top_right": (w - 1 - w // 8, h // 8),
+               "bottom_left": (w // 8, h - 1 - h // 8), "bottom_right": (w - 1 - w // 8, h - 1 - h // 8)}
+    for corner, xy in corners.items():
+        assert near(loaded.image.getpixel(xy), RED if corner == red_corner else BLUE), (corner, xy)
+
+
+@pytest.mark.parametrize("name", ["x.jpg", "x.png", "x.webp"])
+def test_downscale_fits_the_budget_and_keeps_aspect(tmp_path: Path, name: str) -> None:
+    Image.new("RGB", (3000, 1000), GREEN).save(tmp_path / name)
+    loaded = load_image(tmp_path / name, max_pixels=300_000)
+    w, h = loaded.image.size
+    assert w * h <= 300_000 and w * h > 0.99 * 300_000
+    assert abs(w / h - 3.0) < 0.01
+    assert loaded.original_size == (3000, 1000)
+    assert loaded.scale == pytest.approx(w / 3000)
+
+
+def test_jpeg_is_decoded_at_reduced_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import JpegImagePlugin
+
+    Image.new("RGB", (2000, 1600), GREEN).save(tmp_path / "x.jpg")
+    decoded: list[tuple[int, int]] = []
+    original_load = JpegImagePlugin.JpegImageFile.load
+
+    def spy(self):  # the size libjpeg actually decodes to
+        decoded.append(self.size)
+        return original_load(self)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "load", spy)
+    loaded = load_image(tmp_path / "x.jpg", max_pixels=50_000)
+    assert decoded[0] == (250, 200)  # 1/8 scale, still >= the 250 x 200 target
+    assert loaded.image.size == (250, 200) and loaded.original_size == (2000, 1600)
+
+
+def test_small_images_are_not_upscaled_and_hash_the_file(tmp_path: Path) -> None:
+    Image.new("RGB", (30, 20), RED).save(tmp_path / "x.png")
+    loaded = load_image(tmp_path / "x.png")
+    assert loaded.image.size == (30, 20) and loaded.scale == 1.0
+    assert loaded.sha256 == hashlib.sha256((tmp_path / "x.png").read_bytes()).hexdigest()
+    assert loaded.path == tmp_path / "x.png"
+
+
+def test_extreme_aspect_stays_within_budget(tmp_path: Path) -> None:
+    Image.new("L", (5000, 2), 0).save(tmp_path / "x.png")
+    w, h = load_image(tmp_path / "x.png", max_pixels=100).image.size
+    assert 0 < w * h <= 100 and h == 1
+
+
+# --- failures -------------------------------------------------------------------------------------------------
+
+
+def _truncated_jpeg(path: Path) -> None:
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(path, quality=90)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+FAILURES = {
+    "missing": (lambda p: None, "missing"),
+    "directory": (lambda p: p.mkdir(), "not_a_file"),
+    "empty": (lambda p: p.write_bytes(b""), "empty"),
+    "text_named_jpg": (lambda p: p.write_text("id,answer\n1,a\n"), "corrupt"),
+    "random_bytes": (lambda p: p.write_bytes(np.random.default_rng(1).bytes(4096)), "corrupt"),
+    "truncated_jpeg": (_truncated_jpeg, "corrupt"),
+    "header_only_png": (lambda p: p.write_bytes(png_header(64, 64)), "corrupt"),
+}
+
+
+@pytest.mark.parametrize("case", list(FAILURES))
+def test_failures_have_reasons(tmp_path: Path, case: str) -> None:
+    build, reason = FAILURES[case]
+    path = tmp_path / "x.jpg"
+    build(path)
+    with pytest.raises(ImageError) as err:
+        load_image(path)
+    assert err.value.reason == reason
+    assert str(path) in str(err.value)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def test_huge_header_is_too_large_without_decoding(tmp_path: Path) -> None:
+    # 100000 x 100000 claimed, no pixel data: decoding it would say "corrupt", so "too_large" proves no decode.
+    (tmp_path / "bomb.png").write_bytes(png_header(100_000, 100_000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ImageError) as err:
+            load_image(tmp_path / "bomb.png")
+    assert err.value.reason == "too_large" and "100000x100000" in str(err.value)
+
+
+def test_real_image_over_a_small_cap_is_too_large(tmp_path: Path) -> None:
+    Image.new("RGB", (200, 100), RED).save(tmp_path / "x.jpg")
+    with pytest.raises(ImageError) as err:
+        load_image(tmp_path / "x.jpg", hard_cap_pixels=19_999)
+    assert err.value.reason == "too_large"
+
+
+def test_file_over_byte_cap_is_too_large(tmp_path: Path) -> None:
+    Image.new("RGB", (64, 64), RED).save(tmp_path / "x.png")
+    with pytest.raises(ImageError) as err:
+        load_image(tmp_path / "x.png", max_file_bytes=10)
+    assert err.value.reason == "too_large"
+
+
+def test_our_cap_replaces_pillows_global_limit_only_inside_the_call(tmp_path: Path) -> None:
+    # 15000 x 14000 = 210 MP: over Pillow's default error limit (2 * MAX_IMAGE_PIXELS = 179 MP), under our 400 MP.
+    (tmp_path / "big.png").write_bytes(png_header(15_000, 14_000))
+    before = Image.MAX_IMAGE_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ImageError) as err:
+            load_image(tmp_path / "big.png")
+    assert err.value.reason == "corrupt"  # got past the header to the (missing) pixel data
+    assert Image.MAX_IMAGE_PIXELS == before
+    with pytest.raises(Image.DecompressionBombError):  # outside our call Pillow's own limit still applies
+        Image.open(tmp_path / "big.png")
+
+
+def test_pixel_cap_is_per_thread() -> None:
+    seen: dict[str, object] = {}
+
+    def other_thread() -> None:
+        try:
+            Image._decompression_bomb_check((100, 100))
+            seen["other"] = "ok"
+        except Image.DecompressionBombError:
+            seen["other"] = "refused"
+
+    with _pixel_cap(10):
+        with pytest.raises(Image.DecompressionBombError):
+            Image._decompression_bomb_check((100, 100))
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+    assert seen["other"] == "ok"
+    Image._decompression_bomb_check((100, 100))  # restored after the block
+
+
+def test_concurrent_loads_agree(tmp_path: Path) -> None:
+    _oriented(tmp_path / "x.jpg", 6, size=(800, 400))
+    results: list[tuple[int, int]] = []
+
+    def work() -> None:
+        for _ in range(5):
+            results.append(load_image(tmp_path / "x.jpg", max_pixels=20_000).image.size)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 20 and len(set(results)) == 1
+
+
+# --- paths ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "images" / "sub").mkdir(parents=True)
+    for p in ("outside.jpg", "images/a.jpg", "images/sub/b.jpg"):
+        Image.new("RGB", (4, 4), RED).save(tmp_path / p)
+    (tmp_path / "images" / "out_link.jpg").symlink_to(tmp_path / "outside.jpg")
+    (tmp_path / "images" / "in_link.jpg").symlink_to(tmp_path / "images" / "sub" / "b.jpg")
+    (tmp_path / "images" / "dir_link").symlink_to(tmp_path, target_is_directory=True)
+    return tmp_path / "images"
+
+
+@pytest.mark.parametrize(
+    ("rel", "reason"),
+    [("../outside.jpg", "escapes_root"), ("sub/../../outside.jpg", "escapes_root"), ("out_link.jpg", "escapes_root"),
+     ("dir_link/outside.jpg", "escapes_root"), ("ABSOLUTE", "escapes_root"), ("C:\\images\\a.jpg", "escapes_root"),
+     ("..\\outside.jpg", "escapes_root"), ("nope.jpg", "missing"), ("", "missing")],
+)
+def test_path_escapes_and_missing(root: Path, rel: str, reason: str) -> None:
+    rel = str(root.parent / "outside.jpg") if rel == "ABSOLUTE" else rel
+    with pytest.raises(ImageError) as err:
+        resolve_image_path(rel, root)
+    assert err.value.reason == reason
+
+
+@pytest.mark.parametrize(("rel", "target"), [("a.jpg", "a.jpg"), ("sub/b.jpg", "sub/b.jpg"),
+                                            ("sub\\b.jpg", "sub/b.jpg"), ("in_link.jpg", "sub/b.jpg")])
+def test_paths_inside_root_resolve(root: Path, rel: str, target: str) -> None:
+    assert resolve_image_path(rel, root) == (root / target).resolve()
+
+
+# --- a real competition-sized photo ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def photo_123mp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12800 x 9600 (122.9 MP) JPEG, built once per module from an upscaled gradient."""
+    x = np.linspace(0, 255, 320, dtype=np.float32)
+    small = np.stack([np.tile(x, (240, 1)), np.tile(x[:240, None], (1, 320)), np.full((240, 320), 96.0)], axis=-1)
+    path = tmp_path_factory.mktemp("big") / "photo.jpg"
+    Image.fromarray(small.astype(np.uint8)).resize((12800, 9600), Image.Resampling.BILINEAR).save(path, quality=50)
+    return path
+
+
+@pytest.mark.slow
+def test_123_megapixel_jpeg_loads_fast_through_draft(photo_123mp: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning although 123 MP > Pillow's 89 MP warning level
+        start = time.perf_counter()
+        loaded = load_image(photo_123mp)
+        seconds = time.perf_counter() - start
+    assert loaded.original_size == (12800, 9600)
+    w, h = loaded.image.size
+    assert w * h <= 4_000_000 and abs(w / h - 12800 / 9600) < 0.01
+    assert loaded.scale == pytest.approx(w / 12800)
+    assert seconds < 5.0, f"{seconds:.2f}s: draft should decode at 1/4 scale"
+    assert capfd.readouterr() == ("", "")
