@@ -13,10 +13,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# Tesseract with Korean, for offline Korean OCR (Debian/Ubuntu).
+# Tesseract with Korean (offline Korean OCR) and a Hangul font (labels on annotated images), Debian/Ubuntu.
 system-deps:
-	@if ! (command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx kor); then \
-	  echo "installing tesseract-ocr + Korean (apt)"; \
+	@if ! (command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx kor \
+	      && [ -f /usr/share/fonts/truetype/nanum/NanumGothic.ttf ]); then \
+	  echo "installing tesseract-ocr (kor, eng) and fonts-nanum with apt"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng fonts-nanum >/dev/null; \
 	fi
 

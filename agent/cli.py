@@ -36,6 +36,9 @@ Tools = Annotated[Optional[str], Opt("--tools", help="Override the router: comma
                                      "'all' or 'none'.")]
 OcrEngine = Annotated[Optional[str], Opt("--ocr-engine", help="auto, easyocr or tesseract.")]
 ToolTimeout = Annotated[Optional[float], Opt("--tool-timeout", help="Seconds before a tool is given up on.")]
+Detector = Annotated[Optional[str], Opt("--detector", help="Grounding DINO hub id or path (the detect tool).")]
+Segmenter = Annotated[Optional[str], Opt("--segmenter", help="SAM hub id or path (the som tool).")]
+Kb = Annotated[Optional[str], Opt("--kb", help="Knowledge-base folder for the retrieve tool (vqa kb build).")]
 RunDir = Annotated[Optional[Path], Opt("--run-dir", help="Keep every question's full record and images here.")]
 Config = Annotated[Optional[Path], Opt("--config", help="TOML file with the same settings as the flags.")]
 AsJson = Annotated[bool, Opt("--json", help="Print the machine-readable record.")]
@@ -65,7 +68,7 @@ def _services(settings, run_dir: Path | None, images_root: Path | None = None):
     reasoner = load_reasoner(settings.reasoner, **settings.reasoner_kwargs())
     if hasattr(reasoner, "load"):
         reasoner.load()
-    return Services(reasoner=reasoner, tool_settings={"ocr": dict(settings.ocr)}, max_pixels=settings.image_max_pixels,
+    return Services(reasoner=reasoner, tool_settings=settings.tool_settings(), max_pixels=settings.image_max_pixels,
                     hard_cap_pixels=settings.hard_cap_pixels, tool_timeout=settings.tool_timeout,
                     artifacts_dir=run_dir / "artifacts" if run_dir else None, images_root=images_root)
 
@@ -90,6 +93,7 @@ def ask(
     reasoner: Reasoner = None, model: Model = None, quant: Quant = None, dtype: Dtype = None,
     adapter: Adapter = None, min_pixels: MinPx = None, max_pixels: MaxPx = None, generate: Generate = None,
     device: Device = None, ocr_engine: OcrEngine = None, tool_timeout: ToolTimeout = None,
+    detector: Detector = None, segmenter: Segmenter = None, kb: Kb = None,
 ) -> None:
     """Answer one question about one image."""
     from pydantic import ValidationError
@@ -107,7 +111,8 @@ def ask(
         _fail("; ".join(e["msg"] for e in exc.errors()) + " (give 2-5 options with -c)")
     settings = _settings(config, reasoner=reasoner, model=model, quant=quant, dtype=dtype, adapter=adapter,
                          min_pixels=min_pixels, max_pixels=max_pixels, generate=generate, device=device,
-                         ocr_engine=ocr_engine, tool_timeout=tool_timeout)
+                         ocr_engine=ocr_engine, tool_timeout=tool_timeout, detector=detector, segmenter=segmenter,
+                         kb=kb)
     services = _services(settings, run_dir)
     answer = run_ask(services, q, forced_tools=forced)
     if run_dir:
@@ -150,11 +155,13 @@ def batch(
     reasoner: Reasoner = None, model: Model = None, quant: Quant = None, dtype: Dtype = None,
     adapter: Adapter = None, min_pixels: MinPx = None, max_pixels: MaxPx = None, generate: Generate = None,
     device: Device = None, ocr_engine: OcrEngine = None, tool_timeout: ToolTimeout = None,
+    detector: Detector = None, segmenter: Segmenter = None, kb: Kb = None,
     show: Annotated[bool, Opt("--show", help="Print a per-question table of tools and evidence.")] = False,
 ) -> None:
     """Answer a competition CSV; resumable through --run-dir; writes one submission row per input row."""
     from agent.data import read_questions
     from agent.runner import ResultsLog, run_batch
+    from agent.schema import Question
 
     forced = _tools(tools)
     if not images.is_dir():
@@ -162,7 +169,8 @@ def batch(
     rows = read_questions(csv_path, images)
     settings = _settings(config, reasoner=reasoner, model=model, quant=quant, dtype=dtype, adapter=adapter,
                          min_pixels=min_pixels, max_pixels=max_pixels, generate=generate, device=device,
-                         ocr_engine=ocr_engine, tool_timeout=tool_timeout, batch_size=batch_size)
+                         ocr_engine=ocr_engine, tool_timeout=tool_timeout, batch_size=batch_size,
+                         detector=detector, segmenter=segmenter, kb=kb)
     run_dir = run_dir or Path("runs") / f"batch-{csv_path.stem}"
     services = _services(settings, run_dir, images_root=images)
     progress = Progress(TextColumn("[bold]answering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -175,7 +183,8 @@ def batch(
     if show:
         from agent.display import print_batch_table
 
-        print_batch_table(out, list(ResultsLog(run_dir / "results.jsonl").load().values()))
+        done = ResultsLog(run_dir / "results.jsonl").load()
+        print_batch_table(out, [done[r.id] for r in rows if isinstance(r, Question) and r.id in done])
     out.print(f"[bold]rows[/] {summary.rows}  [bold]answered[/] {summary.answered}  [bold]failed[/] {summary.failed}"
               f"  [bold]resumed[/] {summary.skipped}  [bold]s/question[/] {summary.seconds_per_question:.3f}")
     out.print(f"submission: {out_path}   run: {run_dir}" + (f"   failures: {run_dir / 'failed.csv'}"

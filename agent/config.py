@@ -6,6 +6,7 @@ The config file uses the flag names with underscores, e.g.::
     model = "/models/Qwen3-VL-8B-Instruct"
     quant = "4bit"
     max_pixels = 1003520
+    detector = "/models/grounding-dino-base"
     [ocr]
     engine = "tesseract"
 """
@@ -40,7 +41,23 @@ class Settings(BaseModel):
     tool_timeout: float = 120.0
     image_max_pixels: int = 4_000_000  # the working copy every tool sees
     hard_cap_pixels: int = 400_000_000  # images larger than this are refused, not decoded
+    detector: str | None = None  # Grounding DINO hub id or path (the detect tool)
+    segmenter: str | None = None  # SAM hub id or path (the som tool)
+    kb: str | None = None  # knowledge-base folder (the retrieve tool)
     ocr: dict[str, Any] = Field(default_factory=dict)
+    detect: dict[str, Any] = Field(default_factory=dict)
+    som: dict[str, Any] = Field(default_factory=dict)
+    retrieve: dict[str, Any] = Field(default_factory=dict)
+
+    def tool_settings(self) -> dict[str, dict[str, Any]]:
+        """Per-tool constructor settings; the short flags fill the tools' main keys."""
+        out = {"ocr": dict(self.ocr), "detect": dict(self.detect), "som": dict(self.som),
+               "retrieve": dict(self.retrieve)}
+        for tool, key, value in (("detect", "model", self.detector), ("som", "model", self.segmenter),
+                                 ("retrieve", "kb", self.kb)):
+            if value is not None:
+                out[tool][key] = value
+        return {k: v for k, v in out.items() if v}
 
     def reasoner_kwargs(self) -> dict[str, Any]:
         if self.reasoner == "evidence":

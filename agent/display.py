@@ -34,14 +34,18 @@ def answer_panel(a: Answer) -> Panel:
     rows = [Text(a.question, style="bold"), probs]
     route = a.route.get("method", "?")
     rows.append(Text(f"tools: {', '.join(a.tools) or 'none'}   (route: {route})   method: {a.method}", style="cyan"))
+    for t, why in a.route.get("skipped", {}).items():
+        rows.append(Text(f"  {t}: skipped, {why}", style="yellow"))
     for r in a.evidence:
         rows.append(Text(f"  {r.tool}: {evidence_summary(r)}  [{r.seconds:.2f}s]"))
     for e in a.errors:
         rows.append(Text(f"error: {e}", style="red"))
     if a.flags:
         rows.append(Text(f"flags: {', '.join(a.flags)}", style="yellow"))
-    total = sum(v for k, v in a.timings.items() if not k.startswith("run_tool"))
-    rows.append(Text(f"{total:.2f}s", style="dim"))
+    if a.steps:  # wall clock: tools run in parallel, so per-node times do not add up
+        total = max(s.started + s.seconds for s in a.steps) - min(s.started for s in a.steps)
+        rows.append(Text(f"{total:.2f}s  (" + ", ".join(f"{k} {v:.2f}s" for k, v in a.timings.items()) + ")",
+                         style="dim"))
     return Panel(Group(*rows), title=f"[bold]{a.id}: {a.answer}[/]", expand=False)
 
 
@@ -53,5 +57,6 @@ def print_batch_table(console: Console, answers: list[Answer]) -> None:
         ev = "; ".join(f"{r.tool}: {evidence_summary(r, 3)}" for r in a.evidence) or "-"
         if a.errors:
             ev = (ev + "; " if ev != "-" else "") + "; ".join(a.errors)
-        t.add_row(a.id, a.answer, f"{a.probs.get(a.answer, 0.0):.2f}", a.method, ",".join(a.tools) or "-", ev)
+        tools = ",".join(a.tools + [f"{t} (unavailable)" for t in a.route.get("skipped", {})]) or "-"
+        t.add_row(a.id, a.answer, f"{a.probs.get(a.answer, 0.0):.2f}", a.method, tools, ev)
     console.print(t)

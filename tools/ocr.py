@@ -29,6 +29,8 @@ ENGINES = ("auto", "easyocr", "tesseract")
 TESSERACT_BOXES = ("craft", "tesseract")
 TESSERACT_LANGS = {"en": "eng", "ko": "kor"}  # our language codes (EasyOCR's) -> Tesseract's
 DETECTOR_WEIGHTS, ENGLISH_WEIGHTS, KOREAN_WEIGHTS = "craft_mlt_25k.pth", "english_g2.pth", "korean_g2.pth"
+BORDER_CHARS = " \t|[]{}"  # sign edges and frames that Tesseract glues onto words
+LINE_HEIGHT = 48.0  # px: detector boxes are rescaled to this height before Tesseract reads them
 APT_HINT = "apt-get install tesseract-ocr tesseract-ocr-kor"
 HANGUL_FONTS = ("/usr/share/fonts/truetype/nanum/NanumGothic.ttf",
                 "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
@@ -40,7 +42,8 @@ def empty_detections() -> sv.Detections:
     return sv.Detections(xyxy=np.empty((0, 4)), confidence=np.empty(0), data={"text": np.array([], dtype=object)})
 
 
-def make_detections(boxes: Sequence[Sequence[float]], texts: Sequence[str], confidences: Sequence[float]) -> sv.Detections:
+def make_detections(boxes: Sequence[Sequence[float]], texts: Sequence[str],
+                    confidences: Sequence[float]) -> sv.Detections:
     if not len(boxes):
         return empty_detections()
     return sv.Detections(xyxy=np.asarray(boxes, dtype=float).reshape(-1, 4),
@@ -68,13 +71,14 @@ def has_text(s: str) -> bool:
 def tesseract_lines(data: Mapping[str, Sequence[Any]], min_word_confidence: float = 0.0) -> sv.Detections:
     """``image_to_data(..., output_type=DICT)`` word rows -> one span per text line.
 
-    Words are kept when they have a letter or digit and a confidence (0..100, ``-1`` on layout rows) of at
-    least ``min_word_confidence`` (0..1); kept words are grouped by (page, block, paragraph, line), joined
-    with spaces in ``word_num`` order; the line box is their union and its confidence their mean, in 0..1.
+    Words lose frame characters (``|``, brackets) at their ends and are kept when they have a letter or digit
+    and a confidence (0..100, ``-1`` on layout rows) of at least ``min_word_confidence`` (0..1); kept words are
+    grouped by (page, block, paragraph, line), joined with spaces in ``word_num`` order; the line box is their
+    union and its confidence their mean, in 0..1. Word boxes keep Tesseract's (frame included) size.
     """
     lines: dict[tuple[int, ...], list[tuple[int, str, float, list[float]]]] = {}
     for i, raw in enumerate(data.get("text", [])):
-        text, conf = str(raw).strip(), float(data["conf"][i])
+        text, conf = str(raw).strip(BORDER_CHARS), float(data["conf"][i])
         if conf < 0 or not has_text(text) or conf / 100.0 < min_word_confidence:
             continue
         key = tuple(int(data[k][i]) for k in ("page_num", "block_num", "par_num", "line_num"))
@@ -240,6 +244,23 @@ class CraftBoxes:
         return np.asarray(boxes, dtype=float).reshape(-1, 4)
 
 
+def check_tesseract(languages: Sequence[str]) -> str:
+    """Tesseract's ``lang`` argument (``"kor+eng"``) once the binary and its traineddata are found."""
+    import pytesseract
+
+    lang = "+".join(TESSERACT_LANGS[code] for code in languages)
+    try:
+        available = pytesseract.get_languages()
+    except pytesseract.TesseractNotFoundError as exc:
+        raise ToolError(f"the tesseract binary was not found ({pytesseract.pytesseract.tesseract_cmd!r} "
+                        f"is not on PATH): {APT_HINT}") from exc
+    missing = [code for code in lang.split("+") if code not in available]
+    if missing:
+        raise ToolError(f"tesseract has no traineddata for {missing} (found {available}): "
+                        f"apt-get install {' '.join('tesseract-ocr-' + m for m in missing)}")
+    return lang
+
+
 class TesseractEngine:
     """Tesseract via pytesseract, on the grey image: its own page layout (``boxes=None``, sparse text, psm 11)
     or one line per box from a detector such as :class:`CraftBoxes` (psm 7), which finds Korean text in
@@ -250,17 +271,8 @@ class TesseractEngine:
         import pytesseract
 
         self._tess, self._boxes, self._psm, self._min = pytesseract, boxes, psm, min_word_confidence
-        self._lang = "+".join(TESSERACT_LANGS[code] for code in languages)
+        self._lang = check_tesseract(languages)
         self.name = ("tesseract+craft:" if boxes else "tesseract:") + self._lang
-        try:
-            available = pytesseract.get_languages()
-        except pytesseract.TesseractNotFoundError as exc:
-            raise ToolError(f"the tesseract binary was not found ({pytesseract.pytesseract.tesseract_cmd!r} "
-                            f"is not on PATH): {APT_HINT}") from exc
-        missing = [code for code in self._lang.split("+") if code not in available]
-        if missing:
-            raise ToolError(f"tesseract has no traineddata for {missing} (found {available}): "
-                            f"apt-get install {' '.join('tesseract-ocr-' + m for m in missing)}")
 
     def _data(self, image: Image.Image, psm: int) -> dict[str, list]:
         try:
@@ -269,7 +281,8 @@ class TesseractEngine:
         except self._tess.TesseractNotFoundError as exc:
             raise ToolError(f"the tesseract binary was not found: {APT_HINT}") from exc
         except self._tess.TesseractError as exc:
-            raise ToolError(f"tesseract failed ({exc.message.strip()}): check `tesseract --list-langs`; {APT_HINT}") from exc
+            raise ToolError(f"tesseract failed ({exc.message.strip()}): check `tesseract --list-langs`; "
+                            f"{APT_HINT}") from exc
 
     def read(self, image: Image.Image) -> sv.Detections:
         grey = image.convert("L")
@@ -282,8 +295,11 @@ class TesseractEngine:
             right, bottom = min(grey.width, int(x2 + pad) + 1), min(grey.height, int(y2 + pad) + 1)
             if right - left < 2 or bottom - top < 2:
                 continue
-            line = tesseract_lines(self._data(grey.crop((left, top, right, bottom)), 7), self._min)
-            line.xyxy = line.xyxy + [left, top, left, top]
+            crop, zoom = grey.crop((left, top, right, bottom)), LINE_HEIGHT / max(y2 - y1, 1.0)
+            crop = crop.resize((max(2, round(crop.width * zoom)), max(2, round(crop.height * zoom))),
+                               Image.Resampling.LANCZOS)
+            line = tesseract_lines(self._data(crop, 7), self._min)
+            line.xyxy = line.xyxy / zoom + [left, top, left, top]
             found.append(line)
         return sv.Detections.merge(found) if found else empty_detections()
 
@@ -362,6 +378,7 @@ class OcrTool(Tool):
         if kind == "easyocr":
             recogniser = KOREAN_WEIGHTS if "ko" in langs else ENGLISH_WEIGHTS
             return EasyOcrEngine(langs, storage_dir([DETECTOR_WEIGHTS, recogniser], dirs), self._gpu)
+        check_tesseract(langs)  # before loading CRAFT, so a missing binary fails fast
         if s["tesseract_boxes"] == "craft" and self._craft is None:
             self._craft = CraftBoxes(storage_dir([DETECTOR_WEIGHTS], dirs), self._gpu)
         return TesseractEngine(langs, min_word_confidence=s["min_confidence"], psm=s["tesseract_psm"],

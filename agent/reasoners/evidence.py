@@ -17,6 +17,12 @@ from agent.reasoners.base import ReasonRequest, softmax_over_letters, uniform
 from agent.schema import Decision, OcrEvidence, Question
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+_NEGATION = re.compile(r"아닌|않은|없는|틀린|\bnot\b|\bexcept\b|\bisn't\b|\bnever\b", re.IGNORECASE)
+
+
+def is_negated(question: str) -> bool:
+    """``"...이 아닌 것은?"`` / ``"Which is NOT ..."``: the answer is the option the evidence does not support."""
+    return bool(_NEGATION.search(question))
 
 
 def normalise(text: str) -> str:
@@ -85,6 +91,7 @@ class EvidenceReasoner:
         if max(total.values()) < self.min_support:
             return Decision(probs=uniform(q.letters), method="evidence", flags=["no_evidence"],
                             raw=f"evidence supports no option (best support {max(total.values()):.2f})")
-        probs = softmax_over_letters({k: self.sharpness * v for k, v in total.items()})
-        return Decision(probs=probs, method="evidence",
+        sign, flags = (-1.0, ["negated"]) if is_negated(q.text) else (1.0, [])
+        probs = softmax_over_letters({k: sign * self.sharpness * v for k, v in total.items()})
+        return Decision(probs=probs, method="evidence", flags=flags,
                         raw="support " + ", ".join(f"{k}={v:.2f}" for k, v in total.items()))
