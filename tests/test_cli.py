@@ -142,7 +142,7 @@ def test_killed_batch_loses_no_finished_row_and_rerun_duplicates_none(tiny_dir: 
             w.writerow([f"q{i:02d}", "images/coffee.jpg", f"질문 {i}: 컵은 무슨 색인가요?", "흰색", "검은색", "빨간색", ""])
     run, sub = tmp_path / "run", tmp_path / "sub.csv"
     args = [VQA, "batch", csv_path, "--images", EXAMPLES, "--out", sub, "--run-dir", run, "--tools", "none",
-            "--model", tiny_dir / "vlm-qwen2.5-vl", "--batch-size", "1", "--generate"]
+            "--model", tiny_dir / "vlm-qwen2.5-vl", "--batch-size", "1"]
     proc = subprocess.Popen(list(map(str, args)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = run / "results.jsonl"
     deadline = time.time() + 120

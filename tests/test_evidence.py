@@ -69,3 +69,10 @@ def test_no_evidence_is_uniform_and_flagged(results: list[ToolResult]) -> None:
 @pytest.mark.parametrize(("option", "found", "expected"), [("다", "전혀 다른 글", 0.0), ("3", "NO 3 PARKING", 1.0)])
 def test_single_character_options_match_whole_words_only(option: str, found: str, expected: float) -> None:
     assert text_support(option, found) == expected
+
+
+@pytest.mark.parametrize("text", ["표지판에 적힌 장소가 아닌 것은?", "Which place is NOT on the sign?"])
+def test_negated_question_prefers_the_unsupported_option(text: str) -> None:
+    d = EvidenceReasoner().decide([ReasonRequest(question=q(["Car Parks", "Swimming Pool", "Sports Centre"], text),
+                                                 image=None, results=[ocr(("Car Parks", 0.9), ("Sports Centre", 0.9))])])[0]
+    assert max(d.probs, key=d.probs.get) == "b" and d.flags == ["negated"]
