@@ -186,7 +186,8 @@ def batch(
         done = ResultsLog(run_dir / "results.jsonl").load()
         print_batch_table(out, [done[r.id] for r in rows if isinstance(r, Question) and r.id in done])
     out.print(f"[bold]rows[/] {summary.rows}  [bold]answered[/] {summary.answered}  [bold]failed[/] {summary.failed}"
-              f"  [bold]resumed[/] {summary.skipped}  [bold]s/question[/] {summary.seconds_per_question:.3f}")
+              f"  [bold]resumed[/] {summary.skipped}  [bold]s/question[/] {summary.seconds_per_question:.3f}"
+              + (f"  [yellow]no evidence (uniform guess)[/] {summary.no_evidence}" if summary.no_evidence else ""))
     out.print(f"submission: {out_path}   run: {run_dir}" + (f"   failures: {run_dir / 'failed.csv'}"
                                                            if summary.failed else ""))
 

@@ -65,6 +65,7 @@ class BatchSummary:
     skipped: int  # already finished in an earlier run
     seconds: float
     new: int  # answered in this run
+    no_evidence: int = 0  # answered with uniform probabilities: the evidence reasoner had nothing to go on
     batch_sizes: list[int] = field(default_factory=list)
 
     @property
@@ -143,7 +144,8 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
     return BatchSummary(rows=len(rows), answered=sum(a.method != "fallback" for a in final),
                         failed=sum(a.method == "fallback" for a in final), skipped=len(rows) - len(todo) - sum(
                             isinstance(r, RowError) for r in rows), seconds=seconds, new=len(todo) - len(failures),
-                        batch_sizes=batcher.batch_sizes)
+                        batch_sizes=batcher.batch_sizes,
+                        no_evidence=sum("no_evidence" in a.flags for a in final))
 
 
 def _final(row: Question | RowError, done: dict[str, Answer], failures: dict[str, Answer]) -> Answer:
