@@ -1,0 +1,91 @@
+"""``retrieve``: the k nearest knowledge-base entries to the image and question, with their scores and ids.
+
+For a competition train set these are the most similar solved questions (options and answer included), which
+the prompt shows as few-shot examples and the evidence reasoner turns into a prior; for passages, the most
+relevant passages. The KB (``vqa kb build``) decides the embedder: its manifest names the model, which is
+loaded here and checked against the KB's fingerprint. The leakage guard keeps the question's own row out
+(see ``agent.kb.Guard``): by id, and by image file hash (sha256 of the bytes, as ``agent.images`` computes it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from agent.errors import ConfigError
+from agent.kb import GUARDS, Guard, Hit, check_weight, question_text
+from agent.schema import Question, RetrievedEntry, RetrieveEvidence
+from tools.base import Tool, ToolError
+
+NO_KB = "no knowledge base: pass --kb DIR (build one with vqa kb build)"
+
+
+def file_sha256(path: Path | None) -> str | None:
+    """sha256 of the file's bytes (``LoadedImage.sha256``); ``None`` when there is no readable file."""
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def to_entry(hit: Hit) -> RetrievedEntry:
+    e = hit.entry
+    return RetrievedEntry(id=e.id, kind=e.kind, score=round(hit.score, 4),
+                          image_score=None if hit.image_score is None else round(hit.image_score, 4),
+                          text_score=None if hit.text_score is None else round(hit.text_score, 4),
+                          same_image=hit.same_image, text=e.text, options=e.options, answer=e.answer,
+                          answer_text=e.answer_text, image=e.image)
+
+
+class RetrieveTool(Tool):
+    name = "retrieve"
+    description = ("Finds the k entries of a knowledge base (vqa kb build) most similar to the image and the "
+                   "question: solved questions with their options and answers, captioned images, or passages, "
+                   "each with a similarity score and id.")
+    limitations = ("Similar is not the same: a retrieved answer belongs to another question and may not hold for "
+                   "this image. Scores are raw cosine similarities of the KB's embedder (e5 scores run high, about "
+                   "0.7-1.0). Needs --kb and the KB's embedding model available locally; CLIP models read Korean "
+                   "poorly unless multilingual or Korean-trained.")
+
+    def __init__(self, *, kb: str | os.PathLike | None = None, k: int = 3, clip: str | None = None,
+                 image_weight: float | None = None, leakage_guard: str = "row", exclude_ids: Sequence[str] = (),
+                 device: str = "auto") -> None:
+        """``clip`` overrides the embedder named in the KB (same weights, e.g. moved); ``image_weight`` the KB's
+        image share of the score; ``leakage_guard``: row, image or off (``agent.kb.Guard``)."""
+        if int(k) < 1:
+            raise ConfigError(f"retrieve k must be at least 1, found {k}")
+        if leakage_guard not in GUARDS:
+            raise ConfigError(f"retrieve leakage_guard must be one of {list(GUARDS)}, found {leakage_guard!r}")
+        if image_weight is not None:
+            check_weight(image_weight)
+        super().__init__(kb=str(kb) if kb else None, k=int(k), clip=clip, image_weight=image_weight,
+                         leakage_guard=leakage_guard, exclude_ids=sorted(map(str, exclude_ids)), device=device)
+        self._kb = None
+        self._embedder = None
+
+    def load(self) -> None:
+        from agent.kb import KnowledgeBase
+        from agent.kb_build import embedder_for
+
+        if not self.settings["kb"]:
+            raise ToolError(NO_KB)
+        kb = KnowledgeBase.open(self.settings["kb"])
+        self._embedder = embedder_for(kb, self.settings["clip"], self.settings["device"])
+        self._kb = kb
+
+    def apply(self, image: Image.Image, question: Question,
+              workdir: Path | None) -> tuple[RetrieveEvidence, dict[str, str]]:
+        s = self.settings
+        guard = Guard(mode=s["leakage_guard"], query_id=question.id, image_sha256=file_sha256(question.image),
+                      text=question.text, exclude_ids=frozenset(s["exclude_ids"]))
+        hits, excluded = self._kb.search(self._embedder, image=image,
+                                         text=question_text(question.text, question.options), k=s["k"],
+                                         guard=guard, image_weight=s["image_weight"])
+        return RetrieveEvidence(kb=str(self._kb.root), embedder=self._kb.embedder["name"],
+                                entries=[to_entry(h) for h in hits], excluded=[i for i, _ in excluded]), {}
