@@ -1,0 +1,176 @@
+"""``vqa eval`` and ``vqa trace show``; registered in ``agent.cli`` with::
+
+    app.command("eval")(eval_cmd)
+    app.add_typer(trace_app, name="trace")
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+Opt = typer.Option
+out = Console()
+err = Console(stderr=True, soft_wrap=True)  # error messages stay on one line (paths, commands to copy)
+
+trace_app = typer.Typer(no_args_is_help=True, help="Read a run's trace (RUN/trace.jsonl).")
+
+
+def _fail(msg: str) -> None:
+    err.print(f"[bold red]error:[/] {msg}", highlight=False)
+    raise typer.Exit(2)
+
+
+def eval_cmd(
+    csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="Labelled competition file (with an answer column).")],
+    images: Annotated[Path, Opt("--images", help="Root folder the CSV's paths are relative to.")],
+    run_dir: Annotated[Path, Opt("--run-dir", help="Where metrics.json, the arms, the trace and the cache go.")],
+    ablate: Annotated[bool, Opt("--ablate", help="Run the tool ablation arms; writes ablation.csv and .png.")] = False,
+    ablate_tools: Annotated[Optional[str], Opt("--ablate-tools", help="Tools the arms vary (comma list; default: "
+                                               "every available tool).")] = None,
+    circular: Annotated[bool, Opt("--circular", help="Ask every rotation of the options: circular accuracy and "
+                                  "position bias.")] = False,
+    debias: Annotated[Optional[bool], Opt("--debias/--no-debias", help="Average probabilities over option "
+                                          "rotations.")] = None,
+    temperature: Annotated[Optional[float], Opt("--temperature", help="Also report calibration at this "
+                                                "temperature.")] = None,
+    cache: Annotated[Optional[str], Opt("--cache", help="Tool cache: auto (RUN/cache), off, or a folder.")] = None,
+    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Questions per model forward pass.")] = None,
+    config: Annotated[Optional[Path], Opt("--config", help="TOML file with the same settings as the flags.")] = None,
+    reasoner: Annotated[Optional[str], Opt("--reasoner", help="qwen or evidence (model-free).")] = None,
+    model: Annotated[Optional[str], Opt("--model", help="Hub id or local path of a Qwen-VL checkpoint.")] = None,
+    quant: Annotated[Optional[str], Opt("--quant", help="none, 4bit or 8bit.")] = None,
+    dtype: Annotated[Optional[str], Opt("--dtype", help="auto, bf16, fp16 or fp32.")] = None,
+    adapter: Annotated[Optional[str], Opt("--adapter", help="PEFT LoRA adapter folder.")] = None,
+    max_pixels: Annotated[Optional[int], Opt("--max-pixels", help="Pixel budget of the model's image.")] = None,
+    generate: Annotated[Optional[bool], Opt("--generate/--logits", help="Generate instead of scoring.")] = None,
+    device: Annotated[Optional[str], Opt("--device", help="auto, cpu, cuda ...")] = None,
+    ocr_engine: Annotated[Optional[str], Opt("--ocr-engine", help="auto, easyocr or tesseract.")] = None,
+    tool_timeout: Annotated[Optional[float], Opt("--tool-timeout", help="Seconds before a tool is given up.")] = None,
+    detector: Annotated[Optional[str], Opt("--detector", help="Grounding DINO id or path.")] = None,
+    segmenter: Annotated[Optional[str], Opt("--segmenter", help="SAM id or path.")] = None,
+    kb: Annotated[Optional[str], Opt("--kb", help="Knowledge-base folder (retrieve).")] = None,
+    as_json: Annotated[bool, Opt("--json", help="Print metrics.json instead of tables.")] = False,
+) -> None:
+    """Accuracy with 95% intervals (overall, per category), calibration, and optionally the tool ablation."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from agent.cache import open_cache
+    from agent.cli import _services, _settings
+    from agent.data import read_questions
+    from eval.evaluate import evaluate, labelled
+    from tools import REGISTRY, parse_tool_list
+
+    if not images.is_dir():
+        _fail(f"--images {images} is not a folder")
+    try:
+        tools = parse_tool_list(ablate_tools) if ablate_tools else [t for t in parse_tool_list("all") if t in REGISTRY]
+    except ValueError as exc:
+        _fail(f"--ablate-tools: {exc}")
+    rows = read_questions(csv_path, images)
+    questions, _, _ = labelled(rows, csv_path)  # fail before loading any model
+    settings = _settings(config, reasoner=reasoner, model=model, quant=quant, dtype=dtype, adapter=adapter,
+                         max_pixels=max_pixels, generate=generate, device=device, ocr_engine=ocr_engine,
+                         tool_timeout=tool_timeout, batch_size=batch_size, detector=detector, segmenter=segmenter,
+                         kb=kb, debias=debias, temperature=temperature, cache=cache)
+    services = _services(settings, run_dir, images_root=images)
+    services.cache = open_cache(settings.cache, run_dir)
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err, transient=True)
+    with progress:
+        task = progress.add_task("router", total=len(questions))
+
+        def on_arm(name: str) -> None:
+            progress.reset(task, description=name, total=len(questions))
+
+        metrics = evaluate(rows, services, run_dir, ablate=ablate, ablate_tools=tools, circular=circular,
+                           debias=settings.debias, temperature=settings.temperature, batch_size=settings.batch_size,
+                           csv_path=csv_path, on_arm=on_arm, on_done=lambda a: progress.advance(task))
+    if as_json:
+        print(json.dumps(metrics, ensure_ascii=False, indent=2))
+        return
+    print_metrics(metrics)
+    out.print(f"metrics: {run_dir / 'metrics.json'}" + (f"   ablation: {run_dir / 'ablation.csv'}, "
+                                                         f"{run_dir / 'ablation.png'}" if ablate else "")
+              + f"   trace: vqa trace show {run_dir}")
+
+
+def _pct(x: float) -> str:
+    return f"{x:.1%}"
+
+
+def print_metrics(m: dict[str, Any]) -> None:
+    out.print(f"[bold]accuracy[/] {_pct(m['accuracy'])}  (95% CI {_pct(m['ci_low'])}–{_pct(m['ci_high'])}, "
+              f"n={m['n']}, failed {m['failed']})   [bold]s/question[/] {m['s_per_q']:.3f}   reasoner {m['reasoner']}")
+    t = Table(title=f"per category (from the {'CSV' if m['category_source'] == 'column' else 'router'})")
+    for col in ("category", "n", "accuracy", "95% CI"):
+        t.add_column(col)
+    for c, s in m["per_category"].items():
+        t.add_row(c, str(s["n"]), _pct(s["accuracy"]), f"{_pct(s['ci_low'])}–{_pct(s['ci_high'])}")
+    out.print(t)
+    c = m["calibration"]
+    line = (f"[bold]calibration[/] ECE {c['ece']:.3f}  NLL {c['nll']:.3f}  fitted temperature "
+            f"{c['temperature_fit']:.3g} → ECE {c['ece_at_fit']:.3f}, NLL {c['nll_at_fit']:.3f} (in-sample)")
+    if c.get("temperature") is not None:
+        line += f"; at --temperature {c['temperature']:g}: ECE {c['ece_at_temperature']:.3f}"
+    out.print(line)
+    if m.get("cache"):
+        k = m["cache"]
+        out.print(f"[bold]tool cache[/] computed {k['computed']}, served {k['served']}, failed {k['failed']}  "
+                  f"({k['root']})")
+    if m.get("circular"):
+        ci = m["circular"]
+        out.print(f"[bold]circular accuracy[/] {_pct(ci['circular_accuracy'])} (rotations right: "
+                  f"{_pct(ci['rotation_accuracy'])} of {ci['evaluations']})")
+        t = Table(title="position bias (share of answers)")
+        for col in ("letter", "chosen", "correct", "gap"):
+            t.add_column(col)
+        for k, v in ci["position_bias"].items():
+            t.add_row(k, _pct(v["chosen"]), _pct(v["correct"]), f"{v['gap']:+.1%}")
+        out.print(t)
+    if m.get("ablation"):
+        rows = m["ablation"]["rows"]
+        t = Table(title="tool ablation (Δ and McNemar p vs router)")
+        extra = [k for k in rows[0] if k.startswith("ran:")] if rows else []
+        for col in ["arm", "n", "accuracy", "95% CI", "Δ", "p", "s/q", *extra]:
+            t.add_column(col)
+        for r in rows:
+            t.add_row(r["arm"], str(r["n"]), _pct(r["accuracy"]), f"{_pct(r['ci_low'])}–{_pct(r['ci_high'])}",
+                      f"{r['delta_vs_router']:+.1%}", f"{r['mcnemar_p']:.3g}", f"{r['s_per_q']:.3f}",
+                      *[_pct(r[k]) for k in extra])
+        out.print(t)
+
+
+@trace_app.command("show")
+def show(
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder (or its trace.jsonl).")],
+    qid: Annotated[Optional[str], Opt("--id", help="Only this question.")] = None,
+    arm: Annotated[Optional[str], Opt("--arm", help="Only this ablation arm (e.g. router, only:ocr).")] = None,
+    all_runs: Annotated[bool, Opt("--all-runs", help="Every attempt, not only each question's latest.")] = False,
+    html: Annotated[Optional[Path], Opt("--html", help="Write a self-contained HTML page here instead.")] = None,
+    limit: Annotated[int, Opt("--limit", help="At most this many questions.")] = 200,
+) -> None:
+    """Show each question as a tree (route → tools → reasoner → answer, with timings), or as an HTML page."""
+    from agent.trace import questions, read_trace, render_question, trace_path
+
+    path = trace_path(run)
+    views = questions(read_trace(path), qid=qid, tags={"arm": arm} if arm else None, all_runs=all_runs)
+    if not views:
+        _fail(f"no events in {path} match" + (f" --id {qid}" if qid else "") + (f" --arm {arm}" if arm else ""))
+    total = len(views)
+    views = views[:limit]
+    if html is not None:
+        from agent.trace_html import write_html
+
+        write_html(views, path.parent, html, title=str(run), truncated=total if total > len(views) else None)
+        out.print(f"wrote {html} ({len(views)} question(s))")
+        return
+    for v in views:
+        out.print(render_question(v))
+    if total > len(views):
+        out.print(f"[dim]… {total - len(views)} more (raise --limit, or pick one with --id)[/]")

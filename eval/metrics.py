@@ -1,0 +1,160 @@
+"""Evaluation metrics as small pure functions: accuracy, Wilson intervals, exact McNemar, circular accuracy,
+position bias, expected calibration error and temperature scaling.
+
+Probabilities are per-option dicts (``{"a": 0.7, "b": 0.3}``); letters are option keys. Nothing here reads
+files or models, so every function is tested against hand-computed values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+Z95 = 1.959963984540054  # the standard normal quantile for a two-sided 95% interval
+LOG_FLOOR = 1e-12  # probabilities below this count as this when taking logs (one-hot "generate" decisions)
+
+
+def accuracy(correct: Sequence[bool]) -> float:
+    """Share of ``True``; 0.0 for no questions."""
+    return sum(map(bool, correct)) / len(correct) if correct else 0.0
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for ``k`` successes in ``n`` trials; ``(0.0, 1.0)`` when ``n == 0`` (no information).
+
+    ``centre ± half`` with ``centre = (p + z²/2n) / (1 + z²/n)`` and
+    ``half = z / (1 + z²/n) * sqrt(p(1-p)/n + z²/4n²)``; unlike the normal interval it stays inside [0, 1]
+    and is not empty at ``k = 0`` or ``k = n``.
+    """
+    if not 0 <= k <= n:
+        raise ValueError(f"expected 0 <= k <= n, found k={k}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    p, z2 = k / n, z * z
+    denom = 1.0 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts ``b`` (only A right) and ``c`` (only B right).
+
+    Under the null each discordant pair is a fair coin: ``p = min(1, 2 * P(X <= min(b, c)))`` with
+    ``X ~ Binomial(b + c, 1/2)``; 1.0 when there are no discordant pairs.
+    """
+    if b < 0 or c < 0:
+        raise ValueError(f"expected non-negative discordant counts, found b={b}, c={c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2.0**n
+    return min(1.0, 2.0 * tail)
+
+
+def paired_comparison(a: Sequence[bool], b: Sequence[bool]) -> tuple[int, int, float]:
+    """``(only_a, only_b, p)`` for two systems judged on the same questions, in the same order."""
+    if len(a) != len(b):
+        raise ValueError(f"paired comparison needs the same questions: {len(a)} vs {len(b)} results")
+    only_a = sum(1 for x, y in zip(a, b) if x and not y)
+    only_b = sum(1 for x, y in zip(a, b) if y and not x)
+    return only_a, only_b, mcnemar_exact(only_a, only_b)
+
+
+def chosen_letter(probs: Mapping[str, float], letters: Sequence[str]) -> str:
+    """The highest-probability letter, ties going to the earliest (as the graph's ``finish`` does)."""
+    return max(letters, key=lambda k: (probs.get(k, 0.0), -letters.index(k)))
+
+
+def circular_accuracy(rotation_correct: Sequence[Sequence[bool]]) -> float:
+    """Share of questions answered correctly under every rotation of their options."""
+    return accuracy([bool(rs) and all(rs) for rs in rotation_correct])
+
+
+def position_bias(chosen: Sequence[str], gold: Sequence[str], letters: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per letter: how often it was chosen and how often it was the right answer (shares of all answers).
+
+    An unbiased model's ``chosen`` follows ``correct``; a model that likes "a" chooses it more often than it is
+    right. ``gap`` is ``chosen - correct``.
+    """
+    if len(chosen) != len(gold):
+        raise ValueError(f"expected one gold letter per choice, found {len(chosen)} choices and {len(gold)} golds")
+    n = len(chosen)
+    out = {}
+    for k in letters:
+        c, g = (sum(x == k for x in chosen) / n, sum(x == k for x in gold) / n) if n else (0.0, 0.0)
+        out[k] = {"chosen": c, "correct": g, "gap": c - g}
+    return out
+
+
+def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], n_bins: int = 10) -> float:
+    """ECE with ``n_bins`` equal-width bins over [0, 1]: ``sum_b |B|/N * |accuracy(B) - mean confidence(B)|``.
+
+    Bin ``i`` holds confidences in ``(i/n_bins, (i+1)/n_bins]``; a confidence of exactly 0 goes to the first bin.
+    """
+    if len(confidence) != len(correct):
+        raise ValueError(f"expected one correctness per confidence, found {len(confidence)} and {len(correct)}")
+    if not confidence:
+        return 0.0
+    bins: dict[int, list[tuple[float, bool]]] = {}
+    for p, ok in zip(confidence, correct):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"expected confidences in [0, 1], found {p}")
+        i = min(n_bins - 1, max(0, math.ceil(p * n_bins) - 1))
+        bins.setdefault(i, []).append((p, bool(ok)))
+    n = len(confidence)
+    return sum(len(b) / n * abs(sum(ok for _, ok in b) / len(b) - sum(p for p, _ in b) / len(b))
+               for b in bins.values())
+
+
+def _logits(probs: Mapping[str, float], letters: Sequence[str]) -> list[float]:
+    return [math.log(max(probs.get(k, 0.0), LOG_FLOOR)) for k in letters]
+
+
+def apply_temperature(probs: Mapping[str, float], temperature: float) -> dict[str, float]:
+    """``softmax(log p / T)`` over the same letters: T > 1 flattens, T < 1 sharpens, the argmax never changes.
+
+    Exact zeros stay zero (a one-hot generated answer is unchanged).
+    """
+    if temperature <= 0:
+        raise ValueError(f"expected a positive temperature, found {temperature}")
+    letters = list(probs)
+    live = [k for k in letters if probs[k] > 0]
+    if not live:
+        return dict(probs)
+    scaled = {k: math.log(probs[k]) / temperature for k in live}
+    top = max(scaled.values())
+    exps = {k: math.exp(v - top) for k, v in scaled.items()}
+    z = sum(exps.values())
+    return {k: exps.get(k, 0.0) / z for k in letters}
+
+
+def nll(probs: Sequence[Mapping[str, float]], gold: Sequence[str], temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of the gold letters after ``apply_temperature`` (floored at ``LOG_FLOOR``)."""
+    if not probs:
+        return 0.0
+    total = 0.0
+    for p, g in zip(probs, gold, strict=True):
+        letters = list(p)
+        z = [v / temperature for v in _logits(p, letters)]
+        top = max(z)
+        lse = top + math.log(sum(math.exp(v - top) for v in z))
+        total += lse - z[letters.index(g)]
+    return total / len(probs)
+
+
+def fit_temperature(probs: Sequence[Mapping[str, float]], gold: Sequence[str],
+                    bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """The temperature minimising ``nll`` on a labelled set (logits = log probabilities), searched on log T.
+
+    One scalar, so accuracy is unchanged; returns 1.0 for an empty set, or when the NLL does not depend on T
+    (every row uniform).
+    """
+    if not probs or abs(nll(probs, gold, bounds[0]) - nll(probs, gold, bounds[1])) < 1e-12:
+        return 1.0
+    from scipy.optimize import minimize_scalar
+
+    lo, hi = math.log(bounds[0]), math.log(bounds[1])
+    res = minimize_scalar(lambda t: nll(probs, gold, math.exp(t)), bounds=(lo, hi), method="bounded",
+                          options={"xatol": 1e-6})
+    return float(math.exp(res.x))
