@@ -1,0 +1,246 @@
+"""``vqa chat``: ask follow-up questions about one image, in a terminal or one line per turn from a pipe.
+
+A line is a question, optionally followed by its options after ``|``: ``컵은 무슨 색? | 흰색 | 검은색``.
+Without options the reasoner answers in free text. Slash commands: ``/tools LIST|auto``, ``/trace``,
+``/image PATH``, ``/help``, ``/quit``. Registered in ``agent/cli.py`` as ``app.command("chat")(chat_cmd)``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+Opt = typer.Option
+HELP = ("Ask a question; add options after '|' (What colour is the cup? | white | black).\n"
+        "  /tools LIST|auto   force tools (e.g. ocr,detect or none) or let the router choose\n"
+        "  /trace             the last turn's route, tools, evidence, timings and prompt\n"
+        "  /image PATH        talk about another image\n"
+        "  /quit              leave (the session is saved; continue it with --resume)")
+
+
+def parse_line(line: str) -> tuple[str, dict[str, str]]:
+    """``"Q | x | y"`` -> ``("Q", {"a": "x", "b": "y"})``; ``"Q"`` -> ``("Q", {})``."""
+    from agent.schema import LETTERS
+
+    question, *options = [part.strip() for part in line.split("|")]
+    return question, dict(zip(LETTERS, options))
+
+
+def chat_cmd(
+    image: Annotated[Optional[Path], typer.Argument(help="The photo (not needed with --resume).")] = None,
+    session: Annotated[Optional[str], Opt("--session", help="Name of a new session (default: chat-DATE-TIME).")] = None,
+    resume: Annotated[Optional[str], Opt("--resume", help="Continue the session with this name.")] = None,
+    tools: Annotated[Optional[str], Opt("--tools", help="Force tools: comma list of som,detect,ocr,retrieve; "
+                                        "'all' or 'none' (default: the router decides).")] = None,
+    run_dir: Annotated[Optional[Path], Opt("--run-dir", help="Keep the session (chat.sqlite) and tool images here "
+                                           "instead of the user data directory.")] = None,
+    config: Annotated[Optional[Path], Opt("--config", help="TOML file with the same settings as the flags.")] = None,
+    reasoner: Annotated[Optional[str], Opt("--reasoner", help="qwen or evidence (multiple choice only).")] = None,
+    backend: Annotated[Optional[str], Opt("--backend", help="transformers (in-process) or openai (a server).")] = None,
+    base_url: Annotated[Optional[str], Opt("--base-url", help="OpenAI-compatible server, e.g. "
+                                           "http://127.0.0.1:8000/v1.")] = None,
+    api_key: Annotated[Optional[str], Opt("--api-key", help="The server's API key (or VQA_API_KEY).")] = None,
+    model: Annotated[Optional[str], Opt("--model", help="Checkpoint id or path; with --backend openai the "
+                                        "served model name.")] = None,
+    quant: Annotated[Optional[str], Opt("--quant", help="none, 4bit or 8bit (transformers, GPU only).")] = None,
+    device: Annotated[Optional[str], Opt("--device", help="auto, cpu, cuda, cuda:1 ...")] = None,
+    max_pixels: Annotated[Optional[int], Opt("--max-pixels", help="Pixel budget of the image the model sees.")] = None,
+    ocr_engine: Annotated[Optional[str], Opt("--ocr-engine", help="auto, easyocr or tesseract.")] = None,
+    tool_timeout: Annotated[Optional[float], Opt("--tool-timeout", help="Seconds before giving up on a tool.")] = None,
+    detector: Annotated[Optional[str], Opt("--detector", help="Grounding DINO hub id or path.")] = None,
+    segmenter: Annotated[Optional[str], Opt("--segmenter", help="SAM hub id or path.")] = None,
+    kb: Annotated[Optional[str], Opt("--kb", help="Knowledge-base folder for the retrieve tool.")] = None,
+) -> None:
+    """Chat about an image: follow-up questions with or without options; resumable sessions."""
+    from agent.cli import _fail, _services, _settings, _tools
+
+    if image is not None and resume:
+        _fail("give IMAGE to start a session or --resume NAME to continue one, not both (switch images with /image)")
+    if image is None and not resume:
+        _fail("give the photo to talk about: vqa chat IMAGE (or continue a session with --resume NAME)")
+    if image is not None and not image.is_file():
+        _fail(f"image {image} does not exist or is not a file")
+    forced = _tools(tools)
+    from agent.chat import ChatRuntime, ChatSession, ChatStore, default_db  # langgraph: after the cheap checks
+
+    interactive = sys.stdin.isatty()
+    out = Console(highlight=False, emoji=False)
+    info = out if interactive else Console(stderr=True, highlight=False, emoji=False)  # a pipe's stdout: answers only
+    flags = {k: v for k, v in dict(reasoner=reasoner, backend=backend, base_url=base_url, model=model, quant=quant,
+                                   device=device, max_pixels=max_pixels, ocr_engine=ocr_engine,
+                                   tool_timeout=tool_timeout, detector=detector, segmenter=segmenter, kb=kb,
+                                   config=str(config.resolve()) if config else None).items() if v is not None}
+    store = ChatStore(default_db(run_dir))
+    if resume:
+        state = store.state(resume)
+        if state is None:
+            _fail(f"no chat session {resume!r} in {store.path}; sessions there: {store.sessions() or 'none'} (a "
+                  "session started with --run-dir lives in that folder: pass the same --run-dir)")
+        name, flags = resume, {**state.get("settings", {}), **flags}
+    else:
+        name = session or time.strftime("chat-%Y%m%d-%H%M%S")
+        if store.state(name) is not None:
+            _fail(f"session {name!r} already exists in {store.path}; continue it with `vqa chat --resume {name}` "
+                  "or pick another --session")
+    cfg = flags.pop("config", None)
+    settings = _settings(Path(cfg) if cfg else None, **flags, api_key=api_key)
+    services = _services(settings, run_dir)
+    if cfg:
+        flags["config"] = cfg
+    chat = ChatSession(store, name, ChatRuntime(services))
+    if resume:
+        chat.update(settings=flags, **({"tools": forced} if tools is not None else {}))
+        info.print(f"[bold]resuming {escape(name)}[/] ({len(chat.turns)} earlier turns, image "
+                   f"{escape(chat.state['image'])})")
+        for turn in chat.turns:
+            info.print(Text("you> ", style="bold cyan") + Text(_question(turn)))
+            _show(info, turn, interactive=True)
+    else:
+        chat.start(image.resolve(), flags, forced)
+        info.print(f"[bold]session {escape(name)}[/] about {escape(str(image))} (saved in {escape(str(store.path))})"
+                   f"\n{HELP}", soft_wrap=True)
+    try:
+        _loop(chat, out, info, interactive, settings.reasoner)
+    finally:
+        again = f"vqa chat --resume {name}" + (f" --run-dir {run_dir}" if run_dir else "")
+        info.print(Text(f"session {name} saved; continue it with: {again}"), soft_wrap=True)
+        store.close()
+
+
+def _loop(chat: Any, out: Console, info: Console, interactive: bool, reasoner: str) -> None:
+    from pydantic import ValidationError
+
+    if interactive:
+        try:
+            import readline  # noqa: F401 - line editing and history for input()
+        except ImportError:
+            pass
+
+    while True:
+        try:
+            line = out.input("[bold cyan]you>[/] ") if interactive else sys.stdin.readline()
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D / Ctrl-C at the prompt
+            out.print()
+            return
+        if not interactive and not line:  # end of the pipe
+            return
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("/"):
+            if _command(chat, line, info) == "quit":
+                return
+            continue
+        text, options = parse_line(line)
+        if not options and reasoner == "evidence":
+            info.print("[yellow]the evidence reasoner answers multiple-choice questions only: add options after "
+                       "'|', or use a model (--reasoner qwen, or --backend openai)[/]")
+            continue
+        try:
+            turn = chat.ask(text, options)
+        except ValidationError as exc:
+            why = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+            info.print(Text(why, style="red") + Text(" (a question, then 2-5 options after '|')"))
+            continue
+        except KeyboardInterrupt:
+            info.print("[yellow]interrupted: this turn was not saved[/]")
+            if not interactive:
+                return
+            continue
+        _show(out, turn, interactive)
+
+
+def _command(chat: Any, line: str, info: Console) -> str | None:
+    cmd, _, arg = line.partition(" ")
+    arg = arg.strip()
+    if cmd in ("/quit", "/exit", "/q"):
+        return "quit"
+    if cmd == "/help":
+        info.print(HELP)
+    elif cmd == "/tools":
+        if arg:
+            try:
+                chat.update(tools=None if arg == "auto" else _parse_tools(arg))
+            except ValueError as exc:
+                info.print(Text(f"/tools: {exc}", style="red"))
+                return None
+        tools = chat.state.get("tools")
+        info.print("tools: chosen by the router" if tools is None else f"tools: {', '.join(tools) or 'none'} (forced)",
+                   markup=False)
+    elif cmd == "/trace":
+        answer = chat.last_answer()
+        info.print(_trace(answer) if answer else "no turn yet")
+    elif cmd == "/image":
+        path = Path(arg).expanduser()
+        if not arg or not path.is_file():
+            info.print(Text(f"/image: expected the path of an image file, found {arg!r}", style="red"))
+            return None
+        chat.update(image=str(path.resolve()))
+        info.print(Text(f"image: {path}"))
+    else:
+        info.print(Text(f"unknown command {cmd}", style="red"))
+        info.print(HELP)
+    return None
+
+
+def _parse_tools(spec: str) -> list[str]:
+    from tools import parse_tool_list
+
+    return parse_tool_list(spec)
+
+
+def _question(turn: dict) -> str:
+    from agent.chat import shown_question
+
+    return shown_question(turn)
+
+
+def _show(console: Console, turn: dict, interactive: bool) -> None:
+    from agent.chat import shown_answer
+
+    rec = turn["record"]
+    line = Text("vqa> ", style="bold green") if interactive else Text()
+    if turn["failed"]:
+        line += Text(f"no answer: {'; '.join(rec['errors']) or 'the reasoner gave none'}", style="red")
+    elif turn["options"]:
+        line += Text(f"{shown_answer(turn)}  ({rec['probs'].get(turn['answer'], 0.0):.0%})")
+    else:
+        line += Text(shown_answer(turn))
+    console.print(line, soft_wrap=not interactive)  # a pipe gets one line per answer, unwrapped
+    if interactive:
+        tools = ", ".join(rec["tools"]) or "none"
+        steps = rec["steps"]  # wall clock: tools run in parallel
+        seconds = max(s["started"] + s["seconds"] for s in steps) - min(s["started"] for s in steps) if steps else 0.0
+        meta = f"     tools: {tools} · {rec['method']} · {seconds:.2f}s (/trace for details)"
+        console.print(Text(meta, style="dim"))
+
+
+def _trace(a: Any) -> Table:
+    from agent.display import evidence_summary
+
+    rows = [("route", f"{a.route.get('method', '?')}: {', '.join(a.route.get('run', [])) or 'no tools'}")]
+    why = {**a.route.get("reasons", {}), **a.route.get("skipped", {})}
+    rows += [("", f"{tool}: {reason}") for tool, reason in why.items()]
+    rows += [(f"tool {r.tool}", f"{evidence_summary(r)} [{r.seconds:.2f}s]") for r in a.evidence]
+    rows += [(f"step {s.node}", f"{'ok' if s.ok else 'FAILED'} {s.seconds:.3f}s" + (f" {s.error}" if s.error else ""))
+             for s in a.steps]
+    rows.append(("reasoner", f"{a.method}; flags: {', '.join(a.flags) or '-'}"))
+    if a.probs:
+        rows.append(("probs", "  ".join(f"{k} {p:.1%}" for k, p in a.probs.items())))
+    rows += [("raw", a.raw)] if a.raw is not None else []
+    rows += [("error", e) for e in a.errors]
+    rows += [("prompt", a.prompt)] if a.prompt else []
+    t = Table(title=Text(f"trace of {a.id}"), show_header=False, expand=False)
+    t.add_column(style="bold")
+    t.add_column(overflow="fold")
+    for name, value in rows:  # Text: tool output and prompts are data, never Rich markup
+        t.add_row(Text(name), Text(value))
+    return t
