@@ -13,12 +13,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# Tesseract with Korean (offline Korean OCR) and a Hangul font (labels on annotated images), Debian/Ubuntu.
+# Tesseract with Korean (offline Korean OCR) and a Hangul font (labels on annotated images, Korean in trace pages),
+# and Chromium (the test that renders `vqa trace show --html` headless), Debian/Ubuntu.
 system-deps:
 	@if ! (command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -qx kor \
-	      && [ -f /usr/share/fonts/truetype/nanum/NanumGothic.ttf ]); then \
-	  echo "installing tesseract-ocr (kor, eng) and fonts-nanum with apt"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng fonts-nanum >/dev/null; \
+	      && [ -f /usr/share/fonts/truetype/nanum/NanumGothic.ttf ] && command -v chromium >/dev/null); then \
+	  echo "installing tesseract-ocr (kor, eng), fonts-nanum and chromium with apt"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq tesseract-ocr tesseract-ocr-kor tesseract-ocr-eng fonts-nanum \
+	    chromium >/dev/null; \
 	fi
 
 install: system-deps $(VENV)/.installed

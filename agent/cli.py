@@ -19,7 +19,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 dev = typer.Typer(no_args_is_help=True, help="Developer utilities.")
 app.add_typer(dev, name="dev")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # error messages stay on one line (paths, commands to copy)
 
 Opt = typer.Option
 Reasoner = Annotated[Optional[str], Opt("--reasoner", help="qwen (a Qwen-VL checkpoint) or evidence (model-free).")]
@@ -39,6 +39,11 @@ ToolTimeout = Annotated[Optional[float], Opt("--tool-timeout", help="Seconds bef
 Detector = Annotated[Optional[str], Opt("--detector", help="Grounding DINO hub id or path (the detect tool).")]
 Segmenter = Annotated[Optional[str], Opt("--segmenter", help="SAM hub id or path (the som tool).")]
 Kb = Annotated[Optional[str], Opt("--kb", help="Knowledge-base folder for the retrieve tool (vqa kb build).")]
+Backend = Annotated[Optional[str], Opt("--backend", help="Where qwen runs: transformers (in-process) or openai (an "
+                                       "OpenAI-compatible server: vLLM, LMDeploy, llama.cpp, Ollama).")]
+BaseUrl = Annotated[Optional[str], Opt("--base-url", help="The server's URL, e.g. http://127.0.0.1:8000/v1 "
+                                       "(--backend openai; also VQA_BASE_URL).")]
+ApiKey = Annotated[Optional[str], Opt("--api-key", help="The server's API key (also VQA_API_KEY or OPENAI_API_KEY).")]
 RunDir = Annotated[Optional[Path], Opt("--run-dir", help="Keep every question's full record and images here.")]
 Config = Annotated[Optional[Path], Opt("--config", help="TOML file with the same settings as the flags.")]
 AsJson = Annotated[bool, Opt("--json", help="Print the machine-readable record.")]
@@ -94,6 +99,7 @@ def ask(
     adapter: Adapter = None, min_pixels: MinPx = None, max_pixels: MaxPx = None, generate: Generate = None,
     device: Device = None, ocr_engine: OcrEngine = None, tool_timeout: ToolTimeout = None,
     detector: Detector = None, segmenter: Segmenter = None, kb: Kb = None,
+    backend: Backend = None, base_url: BaseUrl = None, api_key: ApiKey = None,
 ) -> None:
     """Answer one question about one image."""
     from pydantic import ValidationError
@@ -112,9 +118,16 @@ def ask(
     settings = _settings(config, reasoner=reasoner, model=model, quant=quant, dtype=dtype, adapter=adapter,
                          min_pixels=min_pixels, max_pixels=max_pixels, generate=generate, device=device,
                          ocr_engine=ocr_engine, tool_timeout=tool_timeout, detector=detector, segmenter=segmenter,
-                         kb=kb)
+                         kb=kb, backend=backend, base_url=base_url, api_key=api_key)
     services = _services(settings, run_dir)
-    answer = run_ask(services, q, forced_tools=forced)
+    trace = None
+    if run_dir:
+        from agent.cache import open_cache
+        from agent.trace import TraceWriter
+
+        services.cache = open_cache(settings.cache, run_dir)
+        trace = TraceWriter(run_dir / "trace.jsonl")
+    answer = run_ask(services, q, forced_tools=forced, trace=trace)
     if run_dir:
         ResultsLog(run_dir / "results.jsonl").append(answer)
     if as_json:
@@ -156,7 +169,12 @@ def batch(
     adapter: Adapter = None, min_pixels: MinPx = None, max_pixels: MaxPx = None, generate: Generate = None,
     device: Device = None, ocr_engine: OcrEngine = None, tool_timeout: ToolTimeout = None,
     detector: Detector = None, segmenter: Segmenter = None, kb: Kb = None,
+    backend: Backend = None, base_url: BaseUrl = None, api_key: ApiKey = None,
     show: Annotated[bool, Opt("--show", help="Print a per-question table of tools and evidence.")] = False,
+    debias: Annotated[Optional[bool], Opt("--debias/--no-debias", help="Average each option's probability over "
+                                          "every rotation of the options (n times the reasoner).")] = None,
+    temperature: Annotated[Optional[float], Opt("--temperature", help="Apply this temperature to the option "
+                                                "probabilities (fit it with vqa eval).")] = None,
 ) -> None:
     """Answer a competition CSV; resumable through --run-dir; writes one submission row per input row."""
     from agent.data import read_questions
@@ -170,16 +188,21 @@ def batch(
     settings = _settings(config, reasoner=reasoner, model=model, quant=quant, dtype=dtype, adapter=adapter,
                          min_pixels=min_pixels, max_pixels=max_pixels, generate=generate, device=device,
                          ocr_engine=ocr_engine, tool_timeout=tool_timeout, batch_size=batch_size,
-                         detector=detector, segmenter=segmenter, kb=kb)
+                         detector=detector, segmenter=segmenter, kb=kb, backend=backend, base_url=base_url,
+                         api_key=api_key, debias=debias, temperature=temperature)
     run_dir = run_dir or Path("runs") / f"batch-{csv_path.stem}"
     services = _services(settings, run_dir, images_root=images)
+    from agent.cache import open_cache
+
+    services.cache = open_cache(settings.cache, run_dir)  # tool outputs survive reruns of the same run directory
     progress = Progress(TextColumn("[bold]answering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TimeRemainingColumn(), console=err, transient=False)
     with progress:
         task = progress.add_task("answering", total=len(rows))
         progress.update(task, completed=0)
         summary = run_batch(rows, services, run_dir, batch_size=settings.batch_size, forced_tools=forced,
-                            out=out_path, on_done=lambda a: progress.advance(task))
+                            out=out_path, on_done=lambda a: progress.advance(task), debias=settings.debias,
+                            temperature=settings.temperature)
     if show:
         from agent.display import print_batch_table
 
@@ -217,6 +240,17 @@ def make_tiny_cmd(out_dir: Annotated[Path, typer.Argument(help="Folder to write 
 
     for role, path in make_tiny(out_dir).items():
         out.print(f"{role}: {path}")
+
+
+# Commands defined beside their own logic, registered here so `vqa --help` lists them all.
+from agent.chat_cli import chat_cmd  # noqa: E402
+from agent.eval_cli import eval_cmd, trace_app  # noqa: E402
+from agent.kb_cli import kb_app  # noqa: E402
+
+app.command("chat")(chat_cmd)
+app.command("eval")(eval_cmd)
+app.add_typer(trace_app, name="trace")
+app.add_typer(kb_app, name="kb")
 
 
 def main() -> None:

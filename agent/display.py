@@ -7,7 +7,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from agent.schema import Answer, OcrEvidence, ToolResult
+from agent.schema import Answer, DetectEvidence, OcrEvidence, RetrieveEvidence, SomEvidence, ToolResult
 
 
 def evidence_summary(r: ToolResult, limit: int = 6) -> str:
@@ -21,6 +21,18 @@ def evidence_summary(r: ToolResult, limit: int = 6) -> str:
         shown = ", ".join(repr(s.text) for s in ev.spans[:limit])
         more = f" (+{len(ev.spans) - limit} more)" if len(ev.spans) > limit else ""
         return f"{ev.engine}: {len(ev.spans)} spans: {shown}{more}"
+    if isinstance(ev, DetectEvidence):
+        return (f"{ev.count} x {ev.target or ev.phrase!r} (confidence {ev.confidence:.2f}; phrase from {ev.source}: "
+                f"{ev.query!r})")
+    if isinstance(ev, SomEvidence):
+        labels = ", ".join(f"{m.id}:{m.label}" if m.label else str(m.id) for m in ev.marks[:limit])
+        more = f" (+{len(ev.marks) - limit} more)" if len(ev.marks) > limit else ""
+        return f"{len(ev.marks)} marks from {ev.source}: {labels}{more}" + (f"; {ev.note}" if ev.note else "")
+    if isinstance(ev, RetrieveEvidence):
+        if not ev.entries:
+            return "no similar entries"
+        return f"{len(ev.entries)} similar: " + ", ".join(
+            f"{e.id} {e.score:.2f}" + (f" -> {e.answer_text!r}" if e.answer_text else "") for e in ev.entries[:limit])
     return type(ev).__name__
 
 

@@ -21,7 +21,9 @@ from typing import Annotated, Any, Callable, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
+from PIL import Image
 
+from agent.cache import ToolCache
 from agent.data import fallback_letter
 from agent.errors import ImageError
 from agent.images import LoadedImage, load_image, resolve_image_path
@@ -52,6 +54,7 @@ class ToolTask(TypedDict):
     tool: str
     question: Question
     image: LoadedImage
+    routed: list[str]  # every tool routed for the question: a tool may use a routed peer's output (som <- detect)
 
 
 @dataclass
@@ -66,6 +69,7 @@ class Services:
     tool_timeout: float = 120.0
     artifacts_dir: Path | None = None
     images_root: Path | None = None  # when set, image paths must stay inside it (symlinks included)
+    cache: ToolCache | None = None  # tool outputs computed once per image, tool, settings and question inputs
     _tools: dict[str, Tool] = field(default_factory=dict)
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="tool"))
 
@@ -73,6 +77,14 @@ class Services:
         if name not in self._tools:
             self._tools.setdefault(name, load_tool(name, **self.tool_settings.get(name, {})))
         return self._tools[name]
+
+    def run_tool(self, tool: Tool, image: LoadedImage, question: Question,
+                 peers: dict[str, Tool] | None = None) -> ToolResult:
+        """``tool.run`` on the working image, through the tool cache when there is one."""
+        workdir, kwargs = self.workdir(question.id), ({"peers": peers} if peers else {})
+        if self.cache is None:
+            return tool.run(image.image, question, workdir, **kwargs)
+        return self.cache.run(tool, image, question, workdir, **kwargs)
 
     def workdir(self, qid: str) -> Path | None:
         if self.artifacts_dir is None:
@@ -134,7 +146,8 @@ def route_node(state: VQAState, runtime: Runtime[Services]) -> dict:
 def run_tool_node(task: ToolTask, runtime: Runtime[Services]) -> dict:
     s = runtime.context
     tool = s.tool(task["tool"])
-    fut = s._pool.submit(tool.run, task["image"].image, task["question"], s.workdir(task["question"].id))
+    peers = {n: s.tool(n) for n in getattr(tool, "uses", ()) if n in task["routed"]}
+    fut = s._pool.submit(s.run_tool, tool, task["image"], task["question"], peers)
     try:
         result = fut.result(timeout=s.tool_timeout)
     except FutureTimeout:
@@ -148,21 +161,38 @@ def run_tool_node(task: ToolTask, runtime: Runtime[Services]) -> dict:
 def reason_node(state: VQAState, runtime: Runtime[Services]) -> dict:
     q, s = state["question"], runtime.context
     img = state.get("image")
+    images, problems = marked_images(state.get("results", []))
     req = ReasonRequest(question=q, image=img.image if img else None, results=state.get("results", []),
-                        history=state.get("history", []))
+                        history=state.get("history", []), images=images)
     try:
         decision = s.reasoner.decide([req])[0]
     except Exception as exc:  # noqa: BLE001 - a reasoner failure becomes a recorded fallback, never a crash
         msg = f"reasoner {s.reasoner.name} failed: {type(exc).__name__}: {exc}"
-        return {"decision": None, "errors": [msg], "_error": msg}
-    return {"decision": decision, "_detail": {"method": decision.method, "probs": decision.probs,
-                                              "flags": decision.flags}}
+        return {"decision": None, "errors": problems + [msg], "_error": msg}
+    return {"decision": decision, "errors": problems, "_detail": {"method": decision.method, "probs": decision.probs,
+                                                                  "flags": decision.flags}}
+
+
+def marked_images(results: list[ToolResult]) -> tuple[list[Image.Image], list[str]]:
+    """The images tools drew for the reasoner (artifact ``marked``, e.g. som's numbered regions), in tool order,
+    and an error line for each that cannot be read."""
+    images, problems = [], []
+    for r in results:
+        if r.ok and "marked" in r.artifacts:
+            try:
+                with Image.open(r.artifacts["marked"]) as im:
+                    images.append(im.convert("RGB"))
+            except OSError as exc:
+                problems.append(f"{r.tool}: marked image {r.artifacts['marked']} unreadable: {exc}")
+    return images, problems
 
 
 @timed("finish")
 def finish_node(state: VQAState, runtime: Runtime[Services]) -> dict:
     q, d = state["question"], state.get("decision")
-    if d is None:
+    if not q.options:  # an open question (vqa chat): the answer is the reasoner's text
+        letter, probs, method = "", {}, d.method if d is not None and d.text else "fallback"
+    elif d is None:
         letter, probs, method = fallback_letter(q.letters), {k: 0.0 for k in q.letters}, "fallback"
         probs[letter] = 1.0
     else:
@@ -174,7 +204,7 @@ def finish_node(state: VQAState, runtime: Runtime[Services]) -> dict:
         tools=[r.tool for r in state.get("results", [])], evidence=state.get("results", []),
         timings=step_timings(steps), errors=state.get("errors", []), flags=d.flags if d else [],
         prompt=d.prompt if d else None, raw=d.raw if d else None, question=q.text, options=q.options,
-        route=state.get("route", {}), steps=steps, gold=q.answer,
+        route=state.get("route", {}), steps=steps, gold=q.answer, text=d.text if d else None,
     )
     return {"answer": answer, "_detail": {"answer": letter, "method": method}}
 
@@ -201,7 +231,8 @@ def fan_out(state: VQAState) -> list[Send] | str:
     tools = state["route"]["run"]
     if not tools or state.get("image") is None:
         return "reason"
-    return [Send("run_tool", ToolTask(tool=t, question=state["question"], image=state["image"])) for t in tools]
+    return [Send("run_tool", ToolTask(tool=t, question=state["question"], image=state["image"], routed=list(tools)))
+            for t in tools]
 
 
 def build_graph():

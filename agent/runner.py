@@ -2,8 +2,10 @@
 
 A run directory keeps ``results.jsonl`` (one ``Answer`` per finished question,
 flushed and fsynced as each finishes), ``failed.csv`` (rows that got a fallback
-answer, with the reason) and ``artifacts/<id>/`` (images the tools made). A
-rerun with the same directory skips finished ids; failed rows are retried.
+answer, with the reason), ``artifacts/<id>/`` (images the tools made) and
+``trace.jsonl`` (every node of every attempt, appended as it finishes; see
+``agent.trace``). A rerun with the same directory skips finished ids; failed
+rows are retried.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from agent.batching import BatchingReasoner
+from agent.calibration import adjusted
 from agent.data import RowError, fallback_letter, write_submission
 from agent.graph import Services, build_graph, final_answer
 from agent.schema import Answer, Question
+from agent.trace import TRACE_FILE, TraceWriter
 
 
 class ResultsLog:
@@ -74,11 +78,27 @@ class BatchSummary:
 
 
 def ask(services: Services, question: Question, *, forced_tools: list[str] | None = None,
-        history: list[tuple[str, str]] | None = None, graph=None) -> Answer:
-    """Answer one question (the graph never raises for bad images or failing tools)."""
+        history: list[tuple[str, str]] | None = None, graph=None, trace: TraceWriter | None = None) -> Answer:
+    """Answer one question (the graph never raises for bad images or failing tools); with ``trace``, each node's
+    event is appended as the node finishes."""
     graph = graph or build_graph()
-    state = graph.invoke({"question": question, "forced_tools": forced_tools, "history": history or [],
-                          "results": [], "steps": [], "errors": []}, context=services)
+    inputs = {"question": question, "forced_tools": forced_tools, "history": history or [], "results": [],
+              "steps": [], "errors": []}
+    if trace is None:
+        return final_answer(graph.invoke(inputs, context=services))
+    qt = trace.question(question, forced_tools=forced_tools, reasoner=getattr(services.reasoner, "name", None))
+    state: dict = {}
+    try:
+        for mode, chunk in graph.stream(inputs, context=services, stream_mode=["updates", "values"]):
+            if mode == "updates":
+                qt.update(chunk)
+            else:
+                state = chunk
+    except BaseException as exc:
+        qt.error(f"internal error: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        qt.close()
     return final_answer(state)
 
 
@@ -93,11 +113,19 @@ def fallback_answer(row: Question | RowError, reason: str) -> Answer:
 
 def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path, *, batch_size: int = 8,
               forced_tools: list[str] | None = None, out: Path | None = None,
-              on_done: Callable[[Answer], None] | None = None) -> BatchSummary:
-    """Answer every row not yet finished in ``run_dir``; write the submission (one row per input row) to ``out``."""
+              on_done: Callable[[Answer], None] | None = None, trace: TraceWriter | None = None,
+              debias: bool = False, temperature: float | None = None) -> BatchSummary:
+    """Answer every row not yet finished in ``run_dir``; write the submission (one row per input row) to ``out``.
+
+    ``trace``: where node events go (default ``run_dir/trace.jsonl``). ``debias``: average the probabilities over
+    every rotation of the options; ``temperature``: apply a fitted temperature (``agent.calibration``).
+    """
     log = ResultsLog(run_dir / "results.jsonl")
     done = log.load()
-    batcher = BatchingReasoner(services.reasoner, batch_size)
+    trace = trace if trace is not None else TraceWriter(run_dir / TRACE_FILE)
+    original = services.reasoner
+    batcher = BatchingReasoner(adjusted(original, debias=debias, temperature=temperature,
+                                        on_rotations=trace.rotations), batch_size)
     services.reasoner = batcher
     graph = build_graph()
     todo = [r for r in rows if isinstance(r, Question) and r.id not in done]
@@ -106,7 +134,7 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
 
     def work(q: Question) -> None:
         try:
-            a = ask(services, q, forced_tools=forced_tools, graph=graph)
+            a = ask(services, q, forced_tools=forced_tools, graph=graph, trace=trace)
         except Exception as exc:  # noqa: BLE001 - one broken question must not stop the batch
             a = fallback_answer(q, f"internal error: {type(exc).__name__}: {exc}")
         finally:
@@ -120,6 +148,9 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
         if on_done:
             on_done(a)
 
+    for r in rows:
+        if isinstance(r, RowError):
+            trace.row_error(r.id or f"line {r.line}", f"{r.reason}: {r.message}")
     for q in todo:  # announced up front, so a batch waits for questions queued behind it, never for ghosts
         batcher.enter(q.id)
     t0 = time.perf_counter()
@@ -135,7 +166,7 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
         raise
     finally:
         pool.shutdown(wait=True)
-        services.reasoner = batcher.backend
+        services.reasoner = original
     seconds = time.perf_counter() - t0
     final = [_final(r, done, failures) for r in rows]
     _write_failures(run_dir / "failed.csv", rows, final)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -26,7 +26,8 @@ def detect_language(text: str) -> Literal["ko", "en"]:
 
 
 class Question(BaseModel):
-    """One multiple-choice question about one image."""
+    """One multiple-choice question about one image; with no options (``vqa chat`` only) an open question,
+    answered in free text (``Answer.text``)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -48,6 +49,8 @@ class Question(BaseModel):
     @field_validator("options")
     @classmethod
     def _options_are_letters(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v:  # an open question (chat); CSV rows and `vqa ask` always bring 2-5 options
+            return {}
         letters = list(v)
         expected = list(LETTERS[: len(letters)])
         if not (MIN_OPTIONS <= len(letters) <= MAX_OPTIONS):
@@ -91,8 +94,80 @@ class OcrEvidence(BaseModel):
         return " ".join(s.text for s in self.spans)
 
 
+class RetrievedEntry(BaseModel):
+    """A knowledge-base entry the ``retrieve`` tool found: a solved question, a captioned image or a passage."""
+
+    id: str
+    kind: Literal["question", "caption", "passage"]
+    score: float  # image and text similarity combined (agent/kb.py)
+    image_score: float | None = None
+    text_score: float | None = None
+    same_image: bool = False  # the entry's image file is byte-identical to the question's
+    text: str  # the question, caption or passage
+    options: dict[str, str] | None = None
+    answer: str | None = None  # letter, for solved questions
+    answer_text: str | None = None
+    image: str | None = None
+
+
+class RetrieveEvidence(BaseModel):
+    tool: Literal["retrieve"] = "retrieve"
+    kb: str
+    embedder: str
+    entries: list[RetrievedEntry]
+    excluded: list[str] = Field(default_factory=list)  # ids the leakage guard kept out
+
+
+class DetectedBox(BaseModel):
+    box: list[float]  # x1, y1, x2, y2 in original-image pixels
+    score: float
+    label: str  # the detector phrase it matched
+
+
+class DetectEvidence(BaseModel):
+    """What ``detect`` found: the boxes of the asked-for phrase and their count, with how sure it is."""
+
+    tool: Literal["detect"] = "detect"
+    model: str
+    phrase: str  # the detector's text prompt, e.g. "person." or "cat. dog."
+    target: str | None  # the counted phrase; None when the options name the objects (then every box counts)
+    source: str  # where the phrase came from: lexicon | english | counter | options | default
+    query: str  # the question's (or options') words it came from, e.g. "사람"
+    count: int
+    count_probs: dict[int, float]  # P(count = k), for the k with P >= 0.001
+    confidence: float  # count_probs[count]
+    counts: dict[str, int]  # boxes per phrase
+    boxes: list[DetectedBox]
+    tiles: int = 0  # tiles read besides the whole image
+    image_size: list[int] = Field(default_factory=list)  # width, height the boxes refer to
+    option_counts: dict[str, list[int | None]] = Field(default_factory=dict)  # letter -> [lo, hi] (hi None: no limit)
+    option_labels: dict[str, str] = Field(default_factory=dict)  # letter -> phrase, when options name objects
+
+
+class Mark(BaseModel):
+    """One numbered region of the marked image."""
+
+    id: int  # the number drawn in the image
+    box: list[float]  # x1, y1, x2, y2 of the region in original-image pixels
+    area: float  # share of the image the region covers, 0..1
+    point: list[float]  # x, y where the number is drawn (inside the region)
+    label: str | None = None  # the detector phrase, when the region came from a detect box
+    score: float | None = None  # detector score or segmenter quality
+
+
+class SomEvidence(BaseModel):
+    """Set-of-Mark: regions with numbers drawn on a copy of the photo (artifact ``marked``) and their table."""
+
+    tool: Literal["som"] = "som"
+    model: str
+    source: Literal["detect", "auto"]  # regions seeded from detect's boxes, or automatic mask generation
+    note: str | None = None  # e.g. why detect's boxes were not used
+    marks: list[Mark]
+    image_size: list[int] = Field(default_factory=list)
+
+
 # Later tools add their evidence types to this union (discriminated by ``tool``).
-Evidence = OcrEvidence
+Evidence = Annotated[Union[OcrEvidence, RetrieveEvidence, DetectEvidence, SomEvidence], Field(discriminator="tool")]
 
 
 class ToolResult(BaseModel):
@@ -138,6 +213,7 @@ class Decision(BaseModel):
     prompt: str | None = None
     raw: str | None = None  # generated text, when generating
     flags: list[str] = Field(default_factory=list)  # e.g. "no_evidence", "unparsed"
+    text: str | None = None  # the free-text answer to an open question (no options)
 
 
 class Answer(BaseModel):
@@ -159,6 +235,7 @@ class Answer(BaseModel):
     route: dict[str, Any] = Field(default_factory=dict)
     steps: list[Step] = Field(default_factory=list)
     gold: str | None = None
+    text: str | None = None  # the free-text answer to an open question ("answer" is then "")
 
     @property
     def failed(self) -> bool:

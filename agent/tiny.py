@@ -285,9 +285,164 @@ def build_qwen3_vl(out: Path) -> None:
     _save(out, "vlm-qwen3-vl", model, processor, tok)
 
 
+CLIP_NOTE = """# clip (tiny, random weights)
+
+Random weights: similarities mean nothing beyond "identical inputs give identical vectors". Built by
+`agent.tiny.make_tiny` (`vqa dev make-tiny`) so that knowledge-base tests run the real CLIP loading and embedding
+code (`AutoModel` + `AutoProcessor`) on CPU in seconds. Architecture: {arch}. Tokenizer: CLIP's lower-cased
+byte-level BPE with `</w>` word ends, {vocab} tokens trained locally on a small English + Korean corpus.
+"""
+
+
+def _bpe_merges(words: list[list[str]], n: int) -> list[tuple[str, str]]:
+    """Up to ``n`` BPE merges learned from ``words`` (symbol lists): the most frequent adjacent pair first, ties to
+    the smallest pair, so the result never depends on hash order (the ``tokenizers`` trainer breaks ties by it)."""
+    merges: list[tuple[str, str]] = []
+    for _ in range(n):
+        counts: dict[tuple[str, str], int] = {}
+        for w in words:
+            for pair in zip(w, w[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            break
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        merges.append(best)
+        for i, w in enumerate(words):
+            j, out = 0, []
+            while j < len(w):
+                if j + 1 < len(w) and (w[j], w[j + 1]) == best:
+                    out.append(w[j] + w[j + 1])
+                    j += 2
+                else:
+                    out.append(w[j])
+                    j += 1
+            words[i] = out
+    return merges
+
+
+def _clip_tokenizer():
+    """A CLIPTokenizer: CLIP's lower-cased byte-level BPE with ``</w>`` word ends around a vocabulary learned here
+    from CORPUS (every byte, alone and word-final, then the merges, then ``<|startoftext|>`` and
+    ``<|endoftext|>``, as in the real vocabulary)."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTokenizer
+
+    backend = CLIPTokenizer(vocab={"<|startoftext|>": 0, "<|endoftext|>": 1}, merges=[]).backend_tokenizer
+    words = [list(w) for line in CORPUS.splitlines()  # CLIP's own normaliser and byte-level word splitter
+             for w, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(line))]
+    words = [w[:-1] + [w[-1] + "</w>"] for w in words if w]
+    merges = _bpe_merges(words, BPE_VOCAB)
+    alphabet = sorted(ByteLevel.alphabet())
+    vocab: dict[str, int] = {}
+    for token in alphabet + [a + "</w>" for a in alphabet] + [a + b for a, b in merges]:
+        vocab.setdefault(token, len(vocab))
+    for token in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[token] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def build_clip(out: Path) -> None:
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tok = _clip_tokenizer()
+    bos, eos = tok.convert_tokens_to_ids("<|startoftext|>"), tok.convert_tokens_to_ids("<|endoftext|>")
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=bos, eos_token_id=eos,
+                         pad_token_id=eos),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    torch.manual_seed(SEED)
+    model = CLIPModel(config).eval()
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                                 crop_size={"height": 32, "width": 32}),
+                              tokenizer=tok)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    arch = f"{type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters"
+    (out / "README.md").write_text(CLIP_NOTE.format(arch=arch, vocab=len(tok)), encoding="utf-8")
+
+
+VISION_NOTE = """# {role} (tiny, random weights)
+
+Random weights: boxes and masks are noise. Built by `agent.tiny.make_tiny` (`vqa dev make-tiny`) so that tests run
+the real loading and inference code of the `{tool}` tool on CPU in seconds. Architecture: {arch}.{extra}
+"""
+
+
+def _wordpiece_tokenizer():
+    """A BertTokenizer over a WordPiece vocabulary written here: BERT's special tokens, punctuation, digits, every
+    letter (alone and as a ``##`` continuation) and every word of the detect lexicon's English phrases."""
+    from transformers import BertTokenizer
+
+    from tools.phrases import COUNTER_CLASS, LEXICON, MODIFIERS
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    words = sorted({w for p in [*LEXICON.values(), *MODIFIERS.values(), *COUNTER_CLASS.values()] for w in p.split()})
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *".,?!'-", *"0123456789", *letters,
+              *("##" + c for c in letters + list("0123456789")), *words]
+    return BertTokenizer(vocab={t: i for i, t in enumerate(dict.fromkeys(tokens))}, do_lower_case=True)
+
+
+def build_grounding_dino(out: Path) -> None:
+    import torch
+    from transformers import (BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection,
+                              GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
+
+    tok = _wordpiece_tokenizer()
+    backbone = SwinConfig(image_size=224, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
+                          window_size=7, out_features=["stage2", "stage3", "stage4"])
+    text = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=64)
+    config = GroundingDinoConfig(backbone_config=backbone, text_config=text, d_model=32, encoder_layers=1,
+                                 decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64, encoder_attention_heads=2,
+                                 decoder_attention_heads=2, num_queries=50, encoder_n_points=2, decoder_n_points=2,
+                                 max_text_len=64, num_feature_levels=4)
+    torch.manual_seed(SEED)
+    model = GroundingDinoForObjectDetection(config).eval()
+    processor = GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 160, "longest_edge": 256}), tokenizer=tok)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    arch = f"{type(model).__name__} (Swin + BERT), {sum(p.numel() for p in model.parameters()):,} parameters"
+    extra = f" Tokenizer: WordPiece, {len(tok)} tokens (the detect lexicon's English words, letters, digits)."
+    (out / "README.md").write_text(VISION_NOTE.format(role="detector-grounding-dino", tool="detect", arch=arch,
+                                                      extra=extra), encoding="utf-8")
+
+
+def build_sam(out: Path) -> None:
+    import torch
+    from transformers import (SamConfig, SamImageProcessor, SamMaskDecoderConfig, SamModel, SamProcessor,
+                              SamPromptEncoderConfig, SamVisionConfig)
+
+    config = SamConfig(
+        vision_config=SamVisionConfig(hidden_size=32, output_channels=32, num_hidden_layers=2, num_attention_heads=2,
+                                      image_size=256, patch_size=16, window_size=4, global_attn_indexes=[1],
+                                      mlp_dim=64, num_pos_feats=16),
+        prompt_encoder_config=SamPromptEncoderConfig(hidden_size=32, image_size=256, patch_size=16,
+                                                     mask_input_channels=4),
+        mask_decoder_config=SamMaskDecoderConfig(hidden_size=32, mlp_dim=64, num_hidden_layers=2,
+                                                 num_attention_heads=2, iou_head_hidden_dim=32))
+    torch.manual_seed(SEED)
+    model = SamModel(config).eval()
+    processor = SamProcessor(image_processor=SamImageProcessor(
+        size={"longest_edge": 256}, pad_size={"height": 256, "width": 256}, mask_size={"longest_edge": 64},
+        mask_pad_size={"height": 64, "width": 64}))
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    arch = f"{type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters, 256 px input"
+    (out / "README.md").write_text(VISION_NOTE.format(role="segmenter-sam", tool="som", arch=arch, extra=""),
+                                   encoding="utf-8")
+
+
 ROLES: dict[str, Callable[[Path], None]] = {
     "vlm-qwen2.5-vl": build_qwen25_vl,
     "vlm-qwen3-vl": build_qwen3_vl,
+    "clip": build_clip,
+    "detector-grounding-dino": build_grounding_dino,
+    "segmenter-sam": build_sam,
 }
 
 

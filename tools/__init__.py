@@ -9,6 +9,9 @@ from agent.schema import TOOL_NAMES
 
 REGISTRY: dict[str, str] = {
     "ocr": "tools.ocr:OcrTool",
+    "detect": "tools.detect:DetectTool",
+    "som": "tools.som:SomTool",
+    "retrieve": "tools.retrieve:RetrieveTool",
 }
 
 

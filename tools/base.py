@@ -18,6 +18,9 @@ from agent.errors import VqaError
 from agent.schema import Evidence, Question, ToolResult
 
 
+_LOAD_LOCK = threading.RLock()  # transformers loads in parallel threads corrupt each other: one load at a time
+
+
 class ToolError(VqaError):
     """A tool could not do its job; the message says what to do about it."""
 
@@ -38,7 +41,8 @@ class Tool(ABC):
         """Load weights/binaries once; thread-safe; raises ``ToolError`` with a fix when impossible."""
         with self._lock:
             if not self._ready:
-                self.load()
+                with _LOAD_LOCK:
+                    self.load()
                 self._ready = True
 
     @abstractmethod

@@ -10,6 +10,7 @@ from agent.errors import ConfigError
 REGISTRY: dict[str, str] = {
     "qwen": "agent.reasoners.qwen:QwenBackend",
     "evidence": "agent.reasoners.evidence:EvidenceReasoner",
+    "openai": "agent.reasoners.openai:OpenAIBackend",  # Qwen-VL behind an OpenAI-compatible server
 }
 
 

@@ -22,6 +22,7 @@ class ReasonRequest:
     image: Image.Image | None
     results: list[ToolResult] = field(default_factory=list)
     history: list[tuple[str, str]] = field(default_factory=list)  # earlier (question, answer) turns
+    images: list[Image.Image] = field(default_factory=list)  # shown after the photo, e.g. som's marked image
 
 
 class Reasoner(Protocol):
@@ -58,7 +59,7 @@ def uniform(letters: Sequence[str]) -> dict[str, float]:
 _PATTERNS = [
     r"(?:answer|option|choice)\s*(?:is|:)?\s*\(?\**([a-e])\b",
     r"정답\s*(?:은|는|:)?\s*\(?\**([a-e])\b",
-    r"^\W*\(?([a-e])\)?(?:[.):\s]|$)",
+    r"^\W*\(?([a-e])\)?(?:[.):*\s]|$)",  # "b", "(b)", "b. milk", "**b**"
     r"\(([a-e])\)",
 ]
 

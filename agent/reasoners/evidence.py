@@ -14,7 +14,8 @@ import unicodedata
 from typing import Callable, Sequence
 
 from agent.reasoners.base import ReasonRequest, softmax_over_letters, uniform
-from agent.schema import Decision, OcrEvidence, Question
+from agent.schema import Decision, DetectEvidence, OcrEvidence, Question, RetrieveEvidence
+from tools.phrases import is_polar, parse_yes_no
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 _NEGATION = re.compile(r"아닌|않은|없는|틀린|\bnot\b|\bexcept\b|\bisn't\b|\bnever\b", re.IGNORECASE)
@@ -59,7 +60,70 @@ def score_ocr(ev: OcrEvidence, q: Question) -> dict[str, float]:
     return out
 
 
-SCORERS: dict[type, Callable[[object, Question], dict[str, float]]] = {OcrEvidence: score_ocr}
+# Similarity at or below which a retrieved answer counts for nothing. Scores run high (e5: 0.80-0.92 between
+# different questions of examples/train.csv and test.csv, 0.93 for a question and its translation, ~1 for a
+# repeat), and a count or colour answer ("2개") matches options of unrelated questions: only near-duplicates vote.
+PRIOR_FLOOR = 0.9
+
+
+def score_retrieve(ev: RetrieveEvidence, q: Question) -> dict[str, float]:
+    """A prior from the answers of retrieved solved questions.
+
+    A retrieved question asked the same way (both negated, "...아닌 것은?", or neither) votes for the options
+    whose text equals its answer text (after ``normalise``), with its similarity rescaled from
+    ``PRIOR_FLOOR..1`` to ``0..1``. An option's support is its share of the votes, times the strongest vote: a
+    repeated question gives its answer almost 1, a paraphrase a little, a merely similar question nothing.
+    For negated questions the reasoner negates every support (OCR presence means "not the answer"), while a
+    retrieved answer already is the answer; so there the prior is returned as its complement,
+    ``strength - support``, which the reasoner's negation turns back.
+    """
+    out = dict.fromkeys(q.letters, 0.0)
+    by_text = {normalise(t): k for k, t in q.options.items()}
+    negated = is_negated(q.text)
+    votes: list[tuple[str, float]] = []
+    for e in ev.entries:
+        usable = e.kind == "question" and e.answer_text and is_negated(e.text) == negated
+        letter = by_text.get(normalise(e.answer_text)) if usable else None
+        weight = min(1.0, max(0.0, (e.score - PRIOR_FLOOR) / (1.0 - PRIOR_FLOOR)))
+        if letter is not None and weight > 0:
+            votes.append((letter, weight))
+    total = sum(w for _, w in votes)
+    if not total:
+        return out
+    strength = max(w for _, w in votes)
+    for letter, w in votes:
+        out[letter] += strength * w / total
+    return {k: strength - v for k, v in out.items()} if negated else out
+
+
+_ASKS_ABSENCE = re.compile(r"없(?:나요|습니까|어요|을까요|니)|\bis there no\b|\bare there no\b", re.IGNORECASE)
+
+
+def score_detect(ev: DetectEvidence, q: Question) -> dict[str, float]:
+    """Support from detected boxes, per option: a count option gets the probability that the count lies in its
+    interval; a yes/no option the probability that there is at least one (예/yes to "...없나요?" means none);
+    an option naming an object the best score of a box of that object. A count under a negated question
+    ("...않은 사람은 몇 명?") is of a set the detector did not count, so it supports nothing."""
+    out = dict.fromkeys(q.letters, 0.0)
+    present = 1.0 - ev.count_probs.get(0, 0.0)
+    absence = bool(_ASKS_ABSENCE.search(q.text))
+    for k, option in q.options.items():
+        yes = parse_yes_no(option)
+        if k in ev.option_counts:
+            lo, hi = ev.option_counts[k]
+            if not is_negated(q.text):
+                out[k] = sum(p for n, p in ev.count_probs.items() if n >= lo and (hi is None or n <= hi))
+        elif yes is not None:
+            says_present = yes != (absence and is_polar(option))
+            out[k] = present if says_present else 1.0 - present
+        elif k in ev.option_labels:
+            out[k] = max((b.score for b in ev.boxes if b.label == ev.option_labels[k]), default=0.0)
+    return out
+
+
+SCORERS: dict[type, Callable[[object, Question], dict[str, float]]] = {OcrEvidence: score_ocr,
+                                                                       RetrieveEvidence: score_retrieve,
+                                                                       DetectEvidence: score_detect}
 
 
 class EvidenceReasoner:

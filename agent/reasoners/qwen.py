@@ -74,6 +74,7 @@ class QwenBackend:
     """
 
     name = "qwen"
+    max_text_tokens = 256  # generation budget for open (free-text, `vqa chat`) questions
 
     def __init__(self, model: str, *, quant: Quant = "none", dtype: str = "auto", adapter: str | None = None,
                  min_pixels: int | None = None, max_pixels: int | None = 1_003_520, generate: bool = False,
@@ -165,13 +166,14 @@ class QwenBackend:
     def _inputs(self, batch: Sequence[ReasonRequest]) -> tuple[Any, list[str]]:
         texts, images = [], []
         for req in batch:
-            text, _template_id = prompts.render(req.question, req.results, history=req.history)
-            content = ([{"type": "image"}] if req.image is not None else []) + [{"type": "text", "text": text}]
+            text, _template_id = prompts.render(req.question, req.results, history=req.history,
+                                                marked=bool(req.images))
+            pictures = ([req.image] if req.image is not None else []) + list(req.images)  # photo, then marked copies
+            content = [{"type": "image"} for _ in pictures] + [{"type": "text", "text": text}]
             chat = self._processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                                        add_generation_prompt=True)
             texts.append(chat)
-            if req.image is not None:
-                images.append(req.image.convert("RGB"))
+            images.extend(p.convert("RGB") for p in pictures)
         kwargs: dict[str, Any] = {}
         if images:
             size = dict(self._processor.image_processor.size)
@@ -189,10 +191,15 @@ class QwenBackend:
     def decide(self, batch: Sequence[ReasonRequest]) -> list[Decision]:
         if not batch:
             return []
+        is_open = [not r.question.options for r in batch]
+        if any(is_open) and not all(is_open):  # open questions are generated apart from scored ones
+            parts = {flag: [i for i, o in enumerate(is_open) if o == flag] for flag in (True, False)}
+            got = {i: d for idx in parts.values() for i, d in zip(idx, self.decide([batch[i] for i in idx]))}
+            return [got[i] for i in range(len(batch))]
         self.load()
         inputs, texts = self._inputs(batch)
         with torch.inference_mode():
-            if self.generate:
+            if self.generate or all(is_open):
                 return self._generate(batch, inputs, texts)
             logits = self._model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1, :]
             wanted = sorted({i for ids in self._letter_ids.values() for i in ids})
@@ -206,11 +213,15 @@ class QwenBackend:
     def _generate(self, batch: Sequence[ReasonRequest], inputs: Any, texts: list[str]) -> list[Decision]:
         tokenizer = self._processor.tokenizer
         inputs.pop("position_ids", None)  # generate derives positions from the attention mask itself
-        ids = self._model.generate(**inputs, do_sample=False, max_new_tokens=self.max_new_tokens,
+        limit = self.max_new_tokens if batch[0].question.options else self.max_text_tokens
+        ids = self._model.generate(**inputs, do_sample=False, max_new_tokens=limit,
                                    pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
         new = tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         out = []
         for req, text, raw in zip(batch, texts, new):
+            if not req.question.options:
+                out.append(Decision(probs={}, method="generate", prompt=text, raw=raw, text=raw.strip()))
+                continue
             letter = parse_letter(raw, req.question.options)
             if letter is None:
                 out.append(Decision(probs=uniform(req.question.letters), method="generate", prompt=text, raw=raw,
