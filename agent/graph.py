@@ -25,7 +25,7 @@ from PIL import Image
 
 from agent.cache import ToolCache
 from agent.data import fallback_letter
-from agent.errors import ImageError
+from agent.errors import ImageError, VqaError
 from agent.images import LoadedImage, load_image, resolve_image_path
 from agent.reasoners.base import Reasoner, ReasonRequest
 from agent.router import Route, Router
@@ -145,11 +145,13 @@ def route_node(state: VQAState, runtime: Runtime[Services]) -> dict:
 @timed("run_tool")
 def run_tool_node(task: ToolTask, runtime: Runtime[Services]) -> dict:
     s = runtime.context
-    tool = s.tool(task["tool"])
-    peers = {n: s.tool(n) for n in getattr(tool, "uses", ()) if n in task["routed"]}
-    fut = s._pool.submit(s.run_tool, tool, task["image"], task["question"], peers)
     try:
+        tool = s.tool(task["tool"])
+        peers = {n: s.tool(n) for n in getattr(tool, "uses", ()) if n in task["routed"]}
+        fut = s._pool.submit(s.run_tool, tool, task["image"], task["question"], peers)
         result = fut.result(timeout=s.tool_timeout)
+    except VqaError as exc:  # a bad tool setting fails this tool for this question, like any tool failure
+        result = ToolResult(tool=task["tool"], ok=False, error=f"{type(exc).__name__}: {exc}")
     except FutureTimeout:
         result = ToolResult(tool=task["tool"], ok=False, seconds=s.tool_timeout,
                             error=f"timed out after {s.tool_timeout:.0f}s (raise --tool-timeout to wait longer)")

@@ -103,3 +103,16 @@ def test_router_choice_runs_ocr_and_the_evidence_reasoner_reads_the_sign(tmp_pat
     a = ask(Services(reasoner=EvidenceReasoner(), artifacts_dir=tmp_path), q)
     assert a.route["tools"] == ["ocr"] and a.tools == ["ocr"]
     assert a.evidence[0].ok and a.answer == "a", a.evidence[0]
+
+
+def test_bad_tool_setting_fails_that_tool_only() -> None:
+    services = Services(reasoner=EvidenceReasoner(), tool_settings={"ocr": {"engine": "magic"}})
+    a = ask(services, question(0), forced_tools=["ocr"])
+    [r] = a.evidence
+    assert not r.ok and "magic" in r.error and a.method == "evidence"
+
+
+def test_unknown_tool_setting_fails_that_tool_only() -> None:
+    services = Services(reasoner=EvidenceReasoner(), tool_settings={"ocr": {"engnie": "easyocr"}})
+    [r] = ask(services, question(0), forced_tools=["ocr"]).evidence
+    assert not r.ok and "engnie" in r.error

@@ -35,4 +35,10 @@ def parse_tool_list(spec: str) -> list[str]:
 def load_tool(name: str, **settings: Any):
     """Instantiate a tool by name (no weights are loaded until its first run)."""
     module, _, cls = REGISTRY[name].partition(":")
-    return getattr(importlib.import_module(module), cls)(**settings)
+    tool_cls = getattr(importlib.import_module(module), cls)
+    try:
+        return tool_cls(**settings)
+    except TypeError as exc:  # an unknown key in the [tool] section of the config
+        from agent.errors import ConfigError
+
+        raise ConfigError(f"bad settings for tool {name!r} {sorted(settings)}: {exc}") from None
