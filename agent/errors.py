@@ -1,6 +1,12 @@
 """User-facing errors: the CLI prints their message (what was expected, what was found, what to do), never a traceback."""
 
 
+def brief(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, cut to ``limit`` characters: for wrapping library errors in ours."""
+    text = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class VqaError(Exception):
     """Base for every error a user can cause and fix."""
 

@@ -26,7 +26,7 @@ import numpy as np
 import supervision as sv
 from PIL import Image
 
-from agent.errors import ConfigError
+from agent.errors import ConfigError, brief
 from agent.schema import DetectedBox, DetectEvidence, Question
 from tools.base import Tool, ToolError
 from tools.boxes import count_boxes, count_distribution, grounded_detections, merge_tiles, tile_grid
@@ -39,11 +39,6 @@ TILING = ("auto", "on", "off")
 # transformers builds models under a process-wide meta-device context: two from_pretrained calls in parallel
 # threads (detect and som start together) corrupt each other, so checkpoints load one at a time.
 LOAD_LOCK = threading.Lock()
-
-
-def brief(exc: BaseException, limit: int = 240) -> str:
-    text = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def resolve_device(device: str) -> tuple[str, Any]:

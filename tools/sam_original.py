@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from tools.base import ToolError
-from tools.detect import brief, resolve_device
+from agent.errors import brief
+from tools.detect import resolve_device
 
 EMBED_TOKENS = 64  # SAM's image encoder: 1024 px input, 16 px patches -> 64 x 64 tokens
 

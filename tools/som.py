@@ -28,10 +28,10 @@ import numpy as np
 import supervision as sv
 from PIL import Image
 
-from agent.errors import ConfigError
+from agent.errors import ConfigError, brief
 from agent.schema import Mark, Question, SomEvidence, ToolResult
 from tools.base import Tool
-from tools.detect import Grounded, brief, sources_digest
+from tools.detect import Grounded, sources_digest
 from tools.marks import LabelStyle, assign_colors, disjoint_regions, draw_marks, place_labels, reading_order
 from tools.phrases import target
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 import torch
 
 import prompts
-from agent.errors import ConfigError, ModelLoadError
+from agent.errors import ConfigError, ModelLoadError, brief
 from agent.reasoners.base import ReasonRequest, letter_variants, parse_letter, softmax_over_letters, uniform
 from agent.schema import LETTERS, Decision
 
@@ -44,11 +44,6 @@ def letter_probs(logits: Mapping[int, float] | Sequence[float], ids: Mapping[str
     """Per-letter score = logsumexp of its tokens' logits, softmaxed over ``letters`` only (no tokens: probability 0)."""
     scores = {k: logsumexp([float(logits[i]) for i in ids.get(k, ())]) for k in letters}
     return softmax_over_letters(scores)
-
-
-def _brief(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _looks_local(model: str) -> bool:
@@ -139,7 +134,7 @@ class QwenBackend:
             model = AutoModelForImageTextToText.from_pretrained(self.model, **kwargs)
         except Exception as exc:  # noqa: BLE001 -- any failure here is the user's checkpoint or path
             raise ModelLoadError(f"could not load {self.model!r} as a vision-language checkpoint "
-                                 f"(AutoModelForImageTextToText + AutoProcessor): {_brief(exc)}. Check the path, or for "
+                                 f"(AutoModelForImageTextToText + AutoProcessor): {brief(exc)}. Check the path, or for "
                                  "a hub id that its files are in the local cache (with HF_HUB_OFFLINE=1 offline runs "
                                  "fail fast)") from None
         if self.adapter is not None:
@@ -160,7 +155,7 @@ class QwenBackend:
         try:
             return PeftModel.from_pretrained(model, self.adapter)
         except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"could not apply adapter {self.adapter!r} to {self.model!r}: {_brief(exc)}; "
+            raise ModelLoadError(f"could not apply adapter {self.adapter!r} to {self.model!r}: {brief(exc)}; "
                                  "was it trained on this base model?") from None
 
     def _inputs(self, batch: Sequence[ReasonRequest]) -> tuple[Any, list[str]]:
