@@ -12,8 +12,7 @@ import functools
 import operator
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Callable, TypedDict
@@ -30,8 +29,7 @@ from agent.images import LoadedImage, load_image, resolve_image_path
 from agent.reasoners.base import Reasoner, ReasonRequest
 from agent.router import Route, Router
 from agent.schema import Answer, Decision, Question, Step, ToolResult
-from tools import REGISTRY as TOOL_REGISTRY
-from tools import load_tool
+from tools import REGISTRY as TOOL_REGISTRY, load_tool
 from tools.base import Tool
 
 

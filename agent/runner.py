@@ -4,7 +4,7 @@ A run directory keeps ``results.jsonl`` (one ``Answer`` per finished question,
 flushed and fsynced as each finishes), ``failed.csv`` (rows that got a fallback
 answer, with the reason), ``artifacts/<id>/`` (images the tools made) and
 ``trace.jsonl`` (every node of every attempt, appended as it finishes; see
-``agent.trace``). A rerun with the same directory skips finished ids; failed
+``agent.trace.events``). A rerun with the same directory skips finished ids; failed
 rows are retried.
 """
 
@@ -24,7 +24,7 @@ from agent.calibration import adjusted
 from agent.data import RowError, fallback_letter, write_submission
 from agent.graph import Services, build_graph, final_answer
 from agent.schema import Answer, Question
-from agent.trace import TRACE_FILE, TraceWriter
+from agent.trace.events import TRACE_FILE, TraceWriter
 
 
 class ResultsLog:

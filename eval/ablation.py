@@ -22,7 +22,7 @@ from typing import Any
 from agent.graph import Services
 from agent.runner import fallback_answer, run_batch
 from agent.schema import Answer, Question
-from agent.trace import TraceWriter
+from agent.trace.events import TraceWriter
 from eval.metrics import accuracy, paired_comparison, wilson_interval
 
 COLUMNS = ["arm", "n", "accuracy", "ci_low", "ci_high", "delta_vs_router", "mcnemar_p", "s_per_q"]

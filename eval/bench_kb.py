@@ -2,7 +2,7 @@
 
 For each size: build seconds, query latency (a batch of queries, per query; and one query at a time, as the
 ``retrieve`` tool asks) for the exact ``flat`` index and the approximate ``ivf`` and ``hnsw`` indexes built
-exactly as ``agent.kb_index.build_index`` builds them, and recall@10 of each approximate index against flat, with a
+exactly as ``tools.retrieve.index.build_index`` builds them, and recall@10 of each approximate index against flat, with a
 sweep of its search-time knob (IVF ``nprobe``, HNSW ``efSearch``).
 
 The vectors lie near a 64-dimensional subspace with a falling spectrum, and the queries are perturbed database
@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from agent.embedders import normalised
-from agent.kb_index import FLAT_MAX, HNSW_EF_SEARCH, build_index, choose_index_type
+from tools.retrieve.embedders import normalised
+from tools.retrieve.index import FLAT_MAX, HNSW_EF_SEARCH, build_index, choose_index_type
 
 
 def synthetic(n: int, dim: int, n_queries: int, seed: int, rank: int = 64) -> tuple[np.ndarray, np.ndarray]:

@@ -30,10 +30,19 @@ from agent.data import RowError
 from agent.errors import DataError
 from agent.graph import Services
 from agent.schema import Answer, Question
-from agent.trace import TRACE_FILE, TraceWriter
+from agent.trace.events import TRACE_FILE, TraceWriter
 from eval.ablation import plot_table, run_ablation, run_arm, table_rows, write_table
-from eval.metrics import (accuracy, apply_temperature, chosen_letter, circular_accuracy,
-                          expected_calibration_error, fit_temperature, nll, position_bias, wilson_interval)
+from eval.metrics import (
+    accuracy,
+    apply_temperature,
+    chosen_letter,
+    circular_accuracy,
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+    position_bias,
+    wilson_interval,
+)
 
 METRICS_VERSION = 1
 

@@ -14,8 +14,15 @@ from typing import Iterable
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from agent.schema import (DetectEvidence, OcrEvidence, Question, RetrievedEntry, RetrieveEvidence, SomEvidence,
-                          ToolResult)
+from agent.schema import (
+    DetectEvidence,
+    OcrEvidence,
+    Question,
+    RetrievedEntry,
+    RetrieveEvidence,
+    SomEvidence,
+    ToolResult,
+)
 
 HERE = Path(__file__).parent
 _VERSION = re.compile(r"\{#\s*version:\s*(\S+)\s*#\}")

@@ -13,7 +13,7 @@ EXAMPLES = ROOT / "examples"
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     """``vqa dev make-tiny`` output: ``tiny_dir / "vlm-qwen2.5-vl"`` etc. (random weights, useless for answers)."""
-    from agent.tiny import make_tiny
+    from agent.dev.tiny import make_tiny
 
     out = tmp_path_factory.mktemp("tiny")
     make_tiny(out)

@@ -5,8 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tools.boxes import (count_boxes, count_distribution, cxcywh_to_xyxy, dedupe, empty_detections,
-                         grounded_detections, make_detections, merge_tiles, remove_group_boxes, tile_grid)
+from tools.boxes import (
+    count_boxes,
+    count_distribution,
+    cxcywh_to_xyxy,
+    dedupe,
+    empty_detections,
+    grounded_detections,
+    make_detections,
+    merge_tiles,
+    remove_group_boxes,
+    tile_grid,
+)
 
 PHRASES = ["person", "dog"]
 

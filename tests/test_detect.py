@@ -230,8 +230,13 @@ def test_a_checkpoint_of_another_kind_is_refused(tiny_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_mm_grounding_dino_checkpoints_load_too(tiny_dir: Path, tmp_path: Path) -> None:
-    from transformers import (AutoProcessor, BertConfig, MMGroundingDinoConfig, MMGroundingDinoForObjectDetection,
-                              SwinConfig)
+    from transformers import (
+        AutoProcessor,
+        BertConfig,
+        MMGroundingDinoConfig,
+        MMGroundingDinoForObjectDetection,
+        SwinConfig,
+    )
 
     processor = AutoProcessor.from_pretrained(tiny_dir / "detector-grounding-dino")
     config = MMGroundingDinoConfig(

@@ -16,7 +16,7 @@ from PIL import Image
 from agent.errors import DataError
 from agent.runner import ResultsLog
 from agent.schema import Answer, Question
-from agent.trace import questions, read_trace
+from agent.trace.read import questions, read_trace
 from eval.ablation import COLUMNS, ArmRun, arm_specs, table_rows
 from eval.evaluate import calibration, categories, circular_metrics, labelled
 from eval.metrics import mcnemar_exact

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from agent import kb_index
-from agent.embedders import E5Backend, identity, load_embedder, normalised
+from agent.cli.kb import kb_app
 from agent.errors import ConfigError, DataError
-from agent.kb import EmbedderMismatch, Guard, KbEntry, KnowledgeBase, question_text
-from agent.kb_build import add_to_kb, build_kb
-from agent.kb_cli import kb_app
-from agent.kb_index import choose_index_type
+from agent.kb.build import add_to_kb, build_kb
+from tools.retrieve import index as kb_index
+from tools.retrieve.embedders import E5Backend, identity, load_embedder, normalised
+from tools.retrieve.index import choose_index_type
+from tools.retrieve.kb import EmbedderMismatch, Guard, KbEntry, KnowledgeBase, question_text
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TRAIN = EXAMPLES / "train.csv"
@@ -97,7 +97,7 @@ def passages_kb(tmp_path_factory, e5) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory) -> Path:
-    from agent.tiny import make_tiny
+    from agent.dev.tiny import make_tiny
 
     return make_tiny(tmp_path_factory.mktemp("tiny"), ["clip"])["clip"]
 
@@ -291,7 +291,7 @@ def test_tiny_clip_kb_scores_images_and_text_and_finds_the_same_photo(tmp_path: 
 
 @pytest.mark.slow
 def test_tiny_clip_builds_are_identical(tmp_path: Path, tiny_clip: Path) -> None:
-    from agent.tiny import make_tiny
+    from agent.dev.tiny import make_tiny
 
     again = make_tiny(tmp_path, ["clip"])["clip"]
     for name in ("model.safetensors", "tokenizer.json", "config.json"):

@@ -15,8 +15,19 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage import filters, measure, segmentation
 
-from tools.marks import (LABEL_GAP, PALETTE, LabelStyle, assign_colors, contrast_ratio, disjoint_regions, draw_marks,
-                         label_rect, place_labels, reading_order, text_color_for)
+from tools.marks import (
+    LABEL_GAP,
+    PALETTE,
+    LabelStyle,
+    assign_colors,
+    contrast_ratio,
+    disjoint_regions,
+    draw_marks,
+    label_rect,
+    place_labels,
+    reading_order,
+    text_color_for,
+)
 
 IMAGES = Path(__file__).resolve().parents[1] / "examples" / "images"
 

@@ -6,8 +6,19 @@ import math
 
 import pytest
 
-from eval.metrics import (accuracy, apply_temperature, chosen_letter, circular_accuracy, expected_calibration_error,
-                          fit_temperature, mcnemar_exact, nll, paired_comparison, position_bias, wilson_interval)
+from eval.metrics import (
+    accuracy,
+    apply_temperature,
+    chosen_letter,
+    circular_accuracy,
+    expected_calibration_error,
+    fit_temperature,
+    mcnemar_exact,
+    nll,
+    paired_comparison,
+    position_bias,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize(("correct", "expected"), [

@@ -16,8 +16,19 @@ from PIL import Image, ImageDraw, ImageFont
 from agent.errors import ConfigError
 from agent.schema import Question, ToolResult
 from tools.base import ToolError
-from tools.ocr import (KOREAN_WEIGHTS, OcrTool, choose_engine, clean_spans, easyocr_to_detections,
-                       fit_within, make_detections, quad_to_xyxy, reading_order, storage_dir, tesseract_lines)
+from tools.ocr import (
+    KOREAN_WEIGHTS,
+    OcrTool,
+    choose_engine,
+    clean_spans,
+    easyocr_to_detections,
+    fit_within,
+    make_detections,
+    quad_to_xyxy,
+    reading_order,
+    storage_dir,
+    tesseract_lines,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 KOREAN_FONT = Path("/usr/share/fonts/truetype/nanum/NanumGothicBold.ttf")

@@ -26,8 +26,15 @@ from agent.config import load_settings
 from agent.errors import ConfigError, ModelLoadError
 from agent.reasoners import load_reasoner
 from agent.reasoners.base import ReasonRequest
-from agent.reasoners.openai import (OpenAIBackend, ServerError, conforming_letter, constraint_fields, fit_pixels,
-                                    logprob_probs, token_letter)
+from agent.reasoners.openai import (
+    OpenAIBackend,
+    ServerError,
+    conforming_letter,
+    constraint_fields,
+    fit_pixels,
+    logprob_probs,
+    token_letter,
+)
 from agent.schema import Question
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -12,11 +12,11 @@ import skimage
 import torch
 from PIL import Image
 
+from agent.dev.tiny import ROLES, SPECIAL_TOKENS, make_tiny
 from agent.errors import ConfigError, ModelLoadError
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.qwen import QwenBackend, letter_probs, letter_token_ids, logsumexp
 from agent.schema import Question
-from agent.tiny import ROLES, SPECIAL_TOKENS, make_tiny
 
 VLMS = ["vlm-qwen2.5-vl", "vlm-qwen3-vl"]
 DATA = Path(skimage.__file__).parent / "data"

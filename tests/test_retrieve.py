@@ -14,14 +14,14 @@ import pytest
 
 from agent.errors import ConfigError
 from agent.graph import Services
-from agent.kb_build import build_kb
+from agent.kb.build import build_kb
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.evidence import EvidenceReasoner, score_retrieve
 from agent.runner import ask
 from agent.schema import Question, RetrievedEntry, RetrieveEvidence, ToolResult
 from prompts import evidence_lines, render
 from tools import REGISTRY, load_tool
-from tools.retrieve import NO_KB, RetrieveTool
+from tools.retrieve.tool import NO_KB, RetrieveTool
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CAT = EXAMPLES / "images" / "chelsea.jpg"
@@ -49,7 +49,7 @@ def run_tool(question: Question, **settings) -> ToolResult:
 # ---------------------------------------------------------------- card and settings
 
 def test_registered_lazily_with_a_card() -> None:
-    assert REGISTRY["retrieve"] == "tools.retrieve:RetrieveTool"
+    assert REGISTRY["retrieve"] == "tools.retrieve.tool:RetrieveTool"
     tool = load_tool("retrieve", kb="/does/not/exist")  # nothing is opened until the first run
     assert isinstance(tool, RetrieveTool) and tool.name == "retrieve" and not tool._ready
     assert "knowledge base" in tool.description and "Similar is not the same" in tool.limitations

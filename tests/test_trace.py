@@ -24,8 +24,10 @@ from agent.reasoners.base import ReasonRequest
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.runner import ResultsLog, run_batch
 from agent.schema import OcrEvidence, Question, TextSpan, ToolResult
-from agent.trace import TRACE_VERSION, TraceError, TraceEvent, TraceWriter, questions, read_trace, render_question
-from agent.trace_export import OtelSink, sinks_from_env
+from agent.trace.events import TRACE_VERSION, TraceError, TraceEvent, TraceWriter
+from agent.trace.export import OtelSink, sinks_from_env
+from agent.trace.read import questions, read_trace
+from agent.trace.render import render_question
 from eval.metrics import apply_temperature
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

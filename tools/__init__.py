@@ -11,7 +11,7 @@ REGISTRY: dict[str, str] = {
     "ocr": "tools.ocr:OcrTool",
     "detect": "tools.detect:DetectTool",
     "som": "tools.som:SomTool",
-    "retrieve": "tools.retrieve:RetrieveTool",
+    "retrieve": "tools.retrieve.tool:RetrieveTool",
 }
 
 

@@ -17,7 +17,6 @@ from PIL import Image
 from agent.errors import VqaError
 from agent.schema import Evidence, Question, ToolResult
 
-
 _LOAD_LOCK = threading.RLock()  # transformers loads in parallel threads corrupt each other: one load at a time
 
 

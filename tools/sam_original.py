@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from tools.base import ToolError
 from agent.errors import brief
+from tools.base import ToolError
 from tools.detect import resolve_device
 
 EMBED_TOKENS = 64  # SAM's image encoder: 1024 px input, 16 px patches -> 64 x 64 tokens

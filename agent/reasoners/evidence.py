@@ -10,25 +10,19 @@ flag ``no_evidence``.
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Callable, Sequence
 
 from agent.reasoners.base import ReasonRequest, softmax_over_letters, uniform
 from agent.schema import Decision, DetectEvidence, OcrEvidence, Question, RetrieveEvidence
 from tools.phrases import is_polar, parse_yes_no
+from tools.text import normalise
 
-_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 _NEGATION = re.compile(r"아닌|않은|없는|틀린|\bnot\b|\bexcept\b|\bisn't\b|\bnever\b", re.IGNORECASE)
 
 
 def is_negated(question: str) -> bool:
     """``"...이 아닌 것은?"`` / ``"Which is NOT ..."``: the answer is the option the evidence does not support."""
     return bool(_NEGATION.search(question))
-
-
-def normalise(text: str) -> str:
-    """NFKC, lower case, no spaces or punctuation: ``"Hello, World!" -> "helloworld"``."""
-    return _NON_WORD.sub("", unicodedata.normalize("NFKC", text).lower())
 
 
 def _bigrams(s: str) -> set[str]:

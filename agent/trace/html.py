@@ -16,7 +16,8 @@ from typing import Any
 
 from jinja2 import Environment, StrictUndefined
 
-from agent.trace import QuestionView, TraceEvent
+from agent.trace.events import TraceEvent
+from agent.trace.read import QuestionView
 
 PALETTE = {"ocr": "#e4572e", "detect": "#17bebb", "som": "#ffc914", "retrieve": "#76b041"}
 
@@ -191,7 +192,7 @@ def _question_context(view: QuestionView, base: Path) -> dict[str, Any]:
 
 def render_html(views: list[QuestionView], base: Path, *, title: str, truncated: int | None = None) -> str:
     """The page for ``views``; ``base`` is the trace's folder (event paths are relative to it)."""
-    from agent.trace import TRACE_VERSION
+    from agent.trace.events import TRACE_VERSION
 
     env = Environment(autoescape=True, undefined=StrictUndefined)
     return env.from_string(TEMPLATE).render(title=title, version=TRACE_VERSION, truncated=truncated,

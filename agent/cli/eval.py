@@ -1,8 +1,4 @@
-"""``vqa eval`` and ``vqa trace show``; registered in ``agent.cli`` with::
-
-    app.command("eval")(eval_cmd)
-    app.add_typer(trace_app, name="trace")
-"""
+"""``vqa eval``: accuracy with intervals, calibration, circular evaluation and the tool ablation."""
 
 from __future__ import annotations
 
@@ -11,19 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-Opt = typer.Option
-out = Console()
-err = Console(stderr=True, soft_wrap=True)  # error messages stay on one line (paths, commands to copy)
-
-trace_app = typer.Typer(no_args_is_help=True, help="Read a run's trace (RUN/trace.jsonl).")
-
-
-def _fail(msg: str) -> None:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False)
-    raise typer.Exit(2)
+from agent.cli.common import Opt, build_services, build_settings, err, fail, out
 
 
 def eval_cmd(
@@ -61,24 +47,23 @@ def eval_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from agent.cache import open_cache
-    from agent.cli import _services, _settings
     from agent.data import read_questions
     from eval.evaluate import evaluate, labelled
     from tools import REGISTRY, parse_tool_list
 
     if not images.is_dir():
-        _fail(f"--images {images} is not a folder")
+        fail(f"--images {images} is not a folder")
     try:
         tools = parse_tool_list(ablate_tools) if ablate_tools else [t for t in parse_tool_list("all") if t in REGISTRY]
     except ValueError as exc:
-        _fail(f"--ablate-tools: {exc}")
+        fail(f"--ablate-tools: {exc}")
     rows = read_questions(csv_path, images)
     questions, _, _ = labelled(rows, csv_path)  # fail before loading any model
-    settings = _settings(config, reasoner=reasoner, model=model, quant=quant, dtype=dtype, adapter=adapter,
+    settings = build_settings(config, reasoner=reasoner, model=model, quant=quant, dtype=dtype, adapter=adapter,
                          max_pixels=max_pixels, generate=generate, device=device, ocr_engine=ocr_engine,
                          tool_timeout=tool_timeout, batch_size=batch_size, detector=detector, segmenter=segmenter,
                          kb=kb, debias=debias, temperature=temperature, cache=cache)
-    services = _services(settings, run_dir, images_root=images)
+    services = build_services(settings, run_dir, images_root=images)
     services.cache = open_cache(settings.cache, run_dir)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err, transient=True)
@@ -144,33 +129,3 @@ def print_metrics(m: dict[str, Any]) -> None:
                       f"{r['delta_vs_router']:+.1%}", f"{r['mcnemar_p']:.3g}", f"{r['s_per_q']:.3f}",
                       *[_pct(r[k]) for k in extra])
         out.print(t)
-
-
-@trace_app.command("show")
-def show(
-    run: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder (or its trace.jsonl).")],
-    qid: Annotated[Optional[str], Opt("--id", help="Only this question.")] = None,
-    arm: Annotated[Optional[str], Opt("--arm", help="Only this ablation arm (e.g. router, only:ocr).")] = None,
-    all_runs: Annotated[bool, Opt("--all-runs", help="Every attempt, not only each question's latest.")] = False,
-    html: Annotated[Optional[Path], Opt("--html", help="Write a self-contained HTML page here instead.")] = None,
-    limit: Annotated[int, Opt("--limit", help="At most this many questions.")] = 200,
-) -> None:
-    """Show each question as a tree (route → tools → reasoner → answer, with timings), or as an HTML page."""
-    from agent.trace import questions, read_trace, render_question, trace_path
-
-    path = trace_path(run)
-    views = questions(read_trace(path), qid=qid, tags={"arm": arm} if arm else None, all_runs=all_runs)
-    if not views:
-        _fail(f"no events in {path} match" + (f" --id {qid}" if qid else "") + (f" --arm {arm}" if arm else ""))
-    total = len(views)
-    views = views[:limit]
-    if html is not None:
-        from agent.trace_html import write_html
-
-        write_html(views, path.parent, html, title=str(run), truncated=total if total > len(views) else None)
-        out.print(f"wrote {html} ({len(views)} question(s))")
-        return
-    for v in views:
-        out.print(render_question(v))
-    if total > len(views):
-        out.print(f"[dim]… {total - len(views)} more (raise --limit, or pick one with --id)[/]")

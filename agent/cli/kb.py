@@ -8,30 +8,20 @@ from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from agent.cli.common import AsJson, Opt, err, fail, out
 from agent.errors import VqaError
 
 kb_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
                      help="The retrieve tool's knowledge base: build, add, search, info.")
-out = Console()
-err = Console(stderr=True, soft_wrap=True)  # error messages stay on one line (paths, commands to copy)
-
-Opt = typer.Option
 Images = Annotated[Optional[Path], Opt("--images", help="Root folder the CSV's image paths are relative to "
                                        "(default: the CSV's folder).")]
 Device = Annotated[str, Opt("--device", help="auto, cpu, cuda ... (CLIP models only).")]
-AsJson = Annotated[bool, Opt("--json", help="Print the machine-readable result.")]
 SOURCE_HELP = ("A competition CSV with answers (id,path,question,a,b,c,d,answer), a JSONL of passages "
                '({"id": ..., "text": ...} a line), or a folder of images captioned by NAME.txt files or '
                "metadata.jsonl.")
-
-
-def _fail(msg: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False)
-    raise typer.Exit(code)
 
 
 def _num(x: float | None) -> str:
@@ -78,14 +68,14 @@ def build(
     device: Device = "auto", as_json: AsJson = False,
 ) -> None:
     """Build a knowledge base from a labelled competition CSV, passages or captioned images."""
-    from agent.kb_build import build_kb
+    from agent.kb.build import build_kb
 
     try:
         with _progress("embedding") as update:
             summary = build_kb(source, out_dir, clip=clip, images_root=images, index=index,
                                image_weight=image_weight, force=force, device=device, on_progress=update)
     except VqaError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _report(summary, as_json)
 
 
@@ -99,13 +89,13 @@ def add(
     device: Device = "auto", as_json: AsJson = False,
 ) -> None:
     """Append a source to a knowledge base; ids already in it are skipped and listed."""
-    from agent.kb_build import add_to_kb
+    from agent.kb.build import add_to_kb
 
     try:
         with _progress("embedding") as update:
             summary = add_to_kb(kb, source, images_root=images, clip=clip, device=device, on_progress=update)
     except VqaError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _report(summary, as_json)
 
 
@@ -122,11 +112,10 @@ def search(
 ) -> None:
     """Show the entries nearest to an image, a text or both, with their scores."""
     from agent.images import load_image
-    from agent.kb import Guard, KnowledgeBase
-    from agent.kb_build import embedder_for
+    from tools.retrieve.kb import Guard, KnowledgeBase, embedder_for
 
     if image is None and not text:
-        _fail("give --image, --text or both")
+        fail("give --image, --text or both")
     try:
         base = KnowledgeBase.open(kb)
         loaded = load_image(image) if image is not None else None
@@ -135,7 +124,7 @@ def search(
                               guard=Guard(mode="off", image_sha256=loaded.sha256 if loaded else None),
                               image_weight=image_weight)
     except VqaError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         print(json.dumps({"hits": [h.as_dict() for h in hits]}, ensure_ascii=False))
         return
@@ -156,12 +145,12 @@ def info(
     as_json: AsJson = False,
 ) -> None:
     """Show a knowledge base's manifest: embedder, counts, index types, sources."""
-    from agent.kb import KnowledgeBase
+    from tools.retrieve.kb import KnowledgeBase
 
     try:
         manifest = KnowledgeBase.open(kb).manifest
     except VqaError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         print(json.dumps(manifest, ensure_ascii=False))
         return

@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from agent.errors import ConfigError
-from agent.trace import Sink, TraceEvent
+from agent.trace.events import Sink, TraceEvent
 
 
 def sinks_from_env() -> list[Sink]:

@@ -21,18 +21,17 @@ Event kinds (schema version ``TRACE_VERSION``; readers refuse newer versions):
 - ``error``: the question failed outside any node (a bad CSV row, an internal error).
 
 Paths in events are relative to the trace's folder when they lie inside it. ``tags`` carries e.g. the
-ablation arm. Export to OpenTelemetry is opt-in (``VQA_TRACE_EXPORT=otel``; ``agent.trace_export``).
+ablation arm. Export to OpenTelemetry is opt-in (``VQA_TRACE_EXPORT=otel``; ``agent.trace.export``).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -109,11 +108,7 @@ class TraceWriter:
             path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             _repair(path)
-            if sinks is None:
-                from agent.trace_export import sinks_from_env
-
-                sinks = sinks_from_env()
-            _shared = _Shared(path=path, run=run or new_run_id(), sinks=sinks)
+            _shared = _Shared(path=path, run=run or new_run_id(), sinks=list(sinks or []))
         self._s = _shared
         self.tags = dict(tags or {})
 
@@ -265,9 +260,6 @@ class QuestionTrace:
         self.writer._close(self.qid)
 
 
-# ---------------------------------------------------------------- reading
-
-
 def _repair(path: Path) -> None:
     """Drop a torn last line (a write cut by a kill) so appends start on a fresh line."""
     if not path.exists():
@@ -276,164 +268,3 @@ def _repair(path: Path) -> None:
     if data and not data.endswith(b"\n"):
         with open(path, "r+b") as f:
             f.truncate(data.rfind(b"\n") + 1)
-
-
-def trace_path(run: Path) -> Path:
-    """``RUN/trace.jsonl`` for a run folder, or the file itself."""
-    run = Path(run)
-    path = run / TRACE_FILE if run.is_dir() else run
-    if not path.is_file():
-        raise TraceError(f"expected a trace at {path}, found nothing; run `vqa batch` or `vqa eval` with "
-                         f"--run-dir {run} first")
-    return path
-
-
-def read_trace(path: Path) -> list[TraceEvent]:
-    """Every event in file order; a torn last line is ignored, a newer schema version is refused."""
-    events = []
-    lines = Path(path).read_text(encoding="utf-8").split("\n")
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError:
-            if i >= len(lines) - 1:  # the last line, cut by a kill
-                continue
-            raise TraceError(f"{path}:{i}: expected one JSON event per line, found {line[:60]!r}") from None
-        if raw.get("v", 0) > TRACE_VERSION:
-            raise TraceError(f"{path}:{i}: trace schema version {raw.get('v')} is newer than this program's "
-                             f"({TRACE_VERSION}); upgrade vqa-orchestrator to read it")
-        events.append(TraceEvent.model_validate(raw))
-    return events
-
-
-@dataclass
-class QuestionView:
-    """The events of one attempt at one question, in order."""
-
-    qid: str
-    run: str
-    tags: dict[str, str]
-    events: list[TraceEvent]
-
-    def first(self, kind: Kind, node: str | None = None) -> TraceEvent | None:
-        return next((e for e in self.events if e.kind == kind and (node is None or e.node == node)), None)
-
-    def nodes(self, node: str) -> list[TraceEvent]:
-        return [e for e in self.events if e.kind == "node" and e.node == node]
-
-    @property
-    def question(self) -> dict[str, Any]:
-        q = self.first("question")
-        return q.inputs if q else {}
-
-    @property
-    def answer(self) -> dict[str, Any]:
-        f = self.first("node", "finish")
-        return f.outputs if f else {}
-
-    @property
-    def start(self) -> float:
-        return min(e.start for e in self.events)
-
-    @property
-    def seconds(self) -> float:
-        return max(e.end for e in self.events) - self.start
-
-
-def questions(events: Iterable[TraceEvent], *, qid: str | None = None, tags: dict[str, str] | None = None,
-              all_runs: bool = False) -> list[QuestionView]:
-    """Group events by attempt; by default keep each question's latest attempt (per tag set), first-seen order."""
-    groups: dict[tuple, QuestionView] = {}
-    for e in events:
-        if qid is not None and e.qid != qid:
-            continue
-        if tags and any(e.tags.get(k) != v for k, v in tags.items()):
-            continue
-        key = (e.run, tuple(sorted(e.tags.items())), e.qid)
-        groups.setdefault(key, QuestionView(e.qid, e.run, e.tags, [])).events.append(e)
-    views = list(groups.values())
-    for v in views:
-        v.events.sort(key=lambda e: e.seq)
-    if all_runs:
-        return views
-    latest: dict[tuple, QuestionView] = {}
-    for v in views:  # file order: a later run's attempt replaces an earlier one
-        latest[(tuple(sorted(v.tags.items())), v.qid)] = v
-    return list(latest.values())
-
-
-# ---------------------------------------------------------------- terminal rendering
-
-
-def _probs_text(probs: dict[str, float], chosen: str | None = None) -> str:
-    return "  ".join(f"{'[b]' if k == chosen else ''}{k} {p:.0%}{'[/b]' if k == chosen else ''}"
-                     for k, p in probs.items())
-
-
-def _tool_summary(e: TraceEvent) -> str:
-    from agent.display import evidence_summary
-    from agent.schema import ToolResult
-
-    try:
-        r = ToolResult.model_validate({**e.outputs, "settings": e.inputs.get("settings", {})})
-    except ValueError:
-        return "failed: " + str(e.error) if not e.ok else "evidence of an unknown type"
-    return evidence_summary(r, 4)
-
-
-def render_question(view: QuestionView):
-    """A Rich tree: question → load_image, route → tools, reason → answer, with start offsets and durations."""
-    from rich.markup import escape
-    from rich.tree import Tree
-
-    q, a = view.question, view.answer
-    gold, letter = q.get("gold"), a.get("answer")
-    verdict = "" if gold is None or letter is None else (" [green]✓[/]" if gold == letter else " [red]✗[/]")
-    tags = " · ".join(f"{v}" for v in view.tags.values())
-    head = (f"[bold]{escape(view.qid)}[/]{' · ' + escape(tags) if tags else ''} · answer [bold]{letter or '-'}[/]"
-            f"{' · gold ' + gold if gold else ''}{verdict} · {view.seconds:.2f}s  [dim]{view.run}[/]")
-    tree = Tree(head)
-    if q:
-        tree.add(escape(q.get("text", "")) + "  " + "  ".join(f"{k}. {escape(v)}" for k, v in
-                                                                q.get("options", {}).items()), style="italic")
-    t0 = view.start
-
-    def line(e: TraceEvent, what: str) -> str:
-        error = e.error or "failed"
-        status = "" if e.ok else f"  [red]{escape(error if len(error) <= 240 else error[:237] + '...')}[/]"
-        return f"[cyan]{e.label}[/]  [dim]+{e.start - t0:.2f}s[/] {e.seconds:.2f}s  {what}{status}"
-
-    route_branch = tree
-    for e in view.events:
-        if e.kind == "node" and e.node == "load_image":
-            o = e.outputs
-            what = f"{Path(str(e.inputs.get('path', ''))).name} {o.get('original_size')} → {o.get('size')}" if o.get(
-                "size") else ""
-            tree.add(line(e, escape(what)))
-        elif e.kind == "node" and e.node == "route":
-            o = e.outputs
-            skipped = "".join(f"  [yellow]{t} skipped[/]" for t in o.get("skipped", {}))
-            route_branch = tree.add(line(e, f"tools: [bold]{', '.join(o.get('run', [])) or 'none'}[/] "
-                                            f"(by {o.get('method', '?')}){skipped}"))
-        elif e.kind == "node" and e.node == "run_tool":
-            tag = "[magenta]cached[/] · " if e.cached else ""
-            route_branch.add(line(e, tag + escape(_tool_summary(e)) if e.ok else ""))
-        elif e.kind == "node" and e.node == "reason":
-            o = e.outputs
-            node = tree.add(line(e, f"{o.get('method', '')}  {_probs_text(o.get('probs', {}))}"
-                                    + (f"  [yellow]{', '.join(o.get('flags', []))}[/]" if o.get("flags") else "")))
-            if o.get("prompt"):
-                node.add(f"[dim]prompt: {len(o['prompt'])} chars: {escape(o['prompt'][:100])!s}…[/]")
-        elif e.kind == "rotations":
-            for r in e.outputs.get("rotations", []):
-                tree.add(f"[cyan]rotation {r['shift']}[/]  order {''.join(r['order'])} → chose "
-                         f"{r['chosen']}  {_probs_text(r['probs'])}")
-        elif e.kind == "node" and e.node == "finish":
-            tree.add(line(e, f"answer [bold]{a.get('answer')}[/] ({a.get('method')})"))
-        elif e.kind == "error":
-            tree.add(f"[red]error: {escape(e.error or '')}[/]")
-        elif e.kind == "node":
-            tree.add(line(e, ""))
-    return tree

@@ -2,7 +2,7 @@
 
 A line is a question, optionally followed by its options after ``|``: ``컵은 무슨 색? | 흰색 | 검은색``.
 Without options the reasoner answers in free text. Slash commands: ``/tools LIST|auto``, ``/trace``,
-``/image PATH``, ``/help``, ``/quit``. Registered in ``agent/cli.py`` as ``app.command("chat")(chat_cmd)``.
+``/image PATH``, ``/help``, ``/quit``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+
+from agent.cli.common import build_services, build_settings, fail, tools as parse_tools
 
 Opt = typer.Option
 HELP = ("Ask a question; add options after '|' (What colour is the cup? | white | black).\n"
@@ -60,15 +62,14 @@ def chat_cmd(
     kb: Annotated[Optional[str], Opt("--kb", help="Knowledge-base folder for the retrieve tool.")] = None,
 ) -> None:
     """Chat about an image: follow-up questions with or without options; resumable sessions."""
-    from agent.cli import _fail, _services, _settings, _tools
 
     if image is not None and resume:
-        _fail("give IMAGE to start a session or --resume NAME to continue one, not both (switch images with /image)")
+        fail("give IMAGE to start a session or --resume NAME to continue one, not both (switch images with /image)")
     if image is None and not resume:
-        _fail("give the photo to talk about: vqa chat IMAGE (or continue a session with --resume NAME)")
+        fail("give the photo to talk about: vqa chat IMAGE (or continue a session with --resume NAME)")
     if image is not None and not image.is_file():
-        _fail(f"image {image} does not exist or is not a file")
-    forced = _tools(tools)
+        fail(f"image {image} does not exist or is not a file")
+    forced = parse_tools(tools)
     from agent.chat import ChatRuntime, ChatSession, ChatStore, default_db  # langgraph: after the cheap checks
 
     interactive = sys.stdin.isatty()
@@ -82,17 +83,17 @@ def chat_cmd(
     if resume:
         state = store.state(resume)
         if state is None:
-            _fail(f"no chat session {resume!r} in {store.path}; sessions there: {store.sessions() or 'none'} (a "
+            fail(f"no chat session {resume!r} in {store.path}; sessions there: {store.sessions() or 'none'} (a "
                   "session started with --run-dir lives in that folder: pass the same --run-dir)")
         name, flags = resume, {**state.get("settings", {}), **flags}
     else:
         name = session or time.strftime("chat-%Y%m%d-%H%M%S")
         if store.state(name) is not None:
-            _fail(f"session {name!r} already exists in {store.path}; continue it with `vqa chat --resume {name}` "
+            fail(f"session {name!r} already exists in {store.path}; continue it with `vqa chat --resume {name}` "
                   "or pick another --session")
     cfg = flags.pop("config", None)
-    settings = _settings(Path(cfg) if cfg else None, **flags, api_key=api_key)
-    services = _services(settings, run_dir)
+    settings = build_settings(Path(cfg) if cfg else None, **flags, api_key=api_key)
+    services = build_services(settings, run_dir)
     if cfg:
         flags["config"] = cfg
     chat = ChatSession(store, name, ChatRuntime(services))
@@ -224,7 +225,7 @@ def _show(console: Console, turn: dict, interactive: bool) -> None:
 
 
 def _trace(a: Any) -> Table:
-    from agent.display import evidence_summary
+    from agent.cli.display import evidence_summary
 
     rows = [("route", f"{a.route.get('method', '?')}: {', '.join(a.route.get('run', [])) or 'no tools'}")]
     why = {**a.route.get("reasons", {}), **a.route.get("skipped", {})}

@@ -21,7 +21,7 @@ BPE_VOCAB = 448  # 256 byte symbols + learned merges; special tokens come after
 
 NOTE = """# {role} (tiny, random weights)
 
-Random weights, useless for answers. Built by `agent.tiny.make_tiny` (`vqa dev make-tiny`) so that tests
+Random weights, useless for answers. Built by `agent.dev.tiny.make_tiny` (`vqa dev make-tiny`) so that tests
 run the real loading and inference code on CPU in seconds. Architecture: {arch}. Tokenizer: byte-level BPE
 with {vocab} tokens trained locally on a small English + Korean corpus, plus Qwen's special tokens.
 """
@@ -50,141 +50,11 @@ You are a helpful assistant. Describe this image. The sky is blue, the grass is 
 """
 
 # Faithful copies of the processors' chat templates (Qwen2.5-VL-*-Instruct chat_template.json,
-# Qwen3-VL-*-Instruct chat_template.json).
-QWEN25_VL_CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
-    "<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in content"
-    " or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture "
-    "{{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] == 'video'"
-    " or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video "
-    "{{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}"
-    "{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}"
-    "<|im_start|>assistant\n{% endif %}"
-)
+# Qwen3-VL-*-Instruct chat_template.json), kept as data files beside this module.
+TEMPLATES = Path(__file__).parent / "templates"
+QWEN25_VL_CHAT_TEMPLATE = (TEMPLATES / "qwen2_5_vl.jinja").read_text(encoding="utf-8")
 
-QWEN3_VL_CHAT_TEMPLATE = r"""{%- if tools %}
-    {{- '<|im_start|>system\n' }}
-    {%- if messages[0].role == 'system' %}
-        {%- if messages[0].content is string %}
-            {{- messages[0].content }}
-        {%- else %}
-            {%- for content in messages[0].content %}
-                {%- if 'text' in content %}
-                    {{- content.text }}
-                {%- endif %}
-            {%- endfor %}
-        {%- endif %}
-        {{- '\n\n' }}
-    {%- endif %}
-    {{- "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
-    {%- for tool in tools %}
-        {{- "\n" }}
-        {{- tool | tojson }}
-    {%- endfor %}
-    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
-{%- else %}
-    {%- if messages[0].role == 'system' %}
-        {{- '<|im_start|>system\n' }}
-        {%- if messages[0].content is string %}
-            {{- messages[0].content }}
-        {%- else %}
-            {%- for content in messages[0].content %}
-                {%- if 'text' in content %}
-                    {{- content.text }}
-                {%- endif %}
-            {%- endfor %}
-        {%- endif %}
-        {{- '<|im_end|>\n' }}
-    {%- endif %}
-{%- endif %}
-{%- set image_count = namespace(value=0) %}
-{%- set video_count = namespace(value=0) %}
-{%- for message in messages %}
-    {%- if message.role == "user" %}
-        {{- '<|im_start|>' + message.role + '\n' }}
-        {%- if message.content is string %}
-            {{- message.content }}
-        {%- else %}
-            {%- for content in message.content %}
-                {%- if content.type == 'image' or 'image' in content or 'image_url' in content %}
-                    {%- set image_count.value = image_count.value + 1 %}
-                    {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}
-                    <|vision_start|><|image_pad|><|vision_end|>
-                {%- elif content.type == 'video' or 'video' in content %}
-                    {%- set video_count.value = video_count.value + 1 %}
-                    {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}
-                    <|vision_start|><|video_pad|><|vision_end|>
-                {%- elif 'text' in content %}
-                    {{- content.text }}
-                {%- endif %}
-            {%- endfor %}
-        {%- endif %}
-        {{- '<|im_end|>\n' }}
-    {%- elif message.role == "assistant" %}
-        {{- '<|im_start|>' + message.role + '\n' }}
-        {%- if message.content is string %}
-            {{- message.content }}
-        {%- else %}
-            {%- for content_item in message.content %}
-                {%- if 'text' in content_item %}
-                    {{- content_item.text }}
-                {%- endif %}
-            {%- endfor %}
-        {%- endif %}
-        {%- if message.tool_calls %}
-            {%- for tool_call in message.tool_calls %}
-                {%- if (loop.first and message.content) or (not loop.first) %}
-                    {{- '\n' }}
-                {%- endif %}
-                {%- if tool_call.function %}
-                    {%- set tool_call = tool_call.function %}
-                {%- endif %}
-                {{- '<tool_call>\n{"name": "' }}
-                {{- tool_call.name }}
-                {{- '", "arguments": ' }}
-                {%- if tool_call.arguments is string %}
-                    {{- tool_call.arguments }}
-                {%- else %}
-                    {{- tool_call.arguments | tojson }}
-                {%- endif %}
-                {{- '}\n</tool_call>' }}
-            {%- endfor %}
-        {%- endif %}
-        {{- '<|im_end|>\n' }}
-    {%- elif message.role == "tool" %}
-        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
-            {{- '<|im_start|>user' }}
-        {%- endif %}
-        {{- '\n<tool_response>\n' }}
-        {%- if message.content is string %}
-            {{- message.content }}
-        {%- else %}
-            {%- for content in message.content %}
-                {%- if content.type == 'image' or 'image' in content or 'image_url' in content %}
-                    {%- set image_count.value = image_count.value + 1 %}
-                    {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}
-                    <|vision_start|><|image_pad|><|vision_end|>
-                {%- elif content.type == 'video' or 'video' in content %}
-                    {%- set video_count.value = video_count.value + 1 %}
-                    {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}
-                    <|vision_start|><|video_pad|><|vision_end|>
-                {%- elif 'text' in content %}
-                    {{- content.text }}
-                {%- endif %}
-            {%- endfor %}
-        {%- endif %}
-        {{- '\n</tool_response>' }}
-        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
-            {{- '<|im_end|>\n' }}
-        {%- endif %}
-    {%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}
-    {{- '<|im_start|>assistant\n' }}
-{%- endif %}
-"""
+QWEN3_VL_CHAT_TEMPLATE = (TEMPLATES / "qwen3_vl.jinja").read_text(encoding="utf-8")
 
 
 def _tokenizer(chat_template: str):
@@ -243,8 +113,13 @@ def _save(out: Path, role: str, model, processor, tok) -> None:
 
 def build_qwen25_vl(out: Path) -> None:
     import torch
-    from transformers import (AutoModelForImageTextToText, Qwen2_5_VLConfig, Qwen2_5_VLProcessor,
-                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+    from transformers import (
+        AutoModelForImageTextToText,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     tok = _tokenizer(QWEN25_VL_CHAT_TEMPLATE)
     config = Qwen2_5_VLConfig(
@@ -264,8 +139,13 @@ def build_qwen25_vl(out: Path) -> None:
 
 def build_qwen3_vl(out: Path) -> None:
     import torch
-    from transformers import (AutoModelForImageTextToText, Qwen2VLImageProcessor, Qwen3VLConfig,
-                              Qwen3VLProcessor, Qwen3VLVideoProcessor)
+    from transformers import (
+        AutoModelForImageTextToText,
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
 
     tok = _tokenizer(QWEN3_VL_CHAT_TEMPLATE)
     config = Qwen3VLConfig(
@@ -288,7 +168,7 @@ def build_qwen3_vl(out: Path) -> None:
 CLIP_NOTE = """# clip (tiny, random weights)
 
 Random weights: similarities mean nothing beyond "identical inputs give identical vectors". Built by
-`agent.tiny.make_tiny` (`vqa dev make-tiny`) so that knowledge-base tests run the real CLIP loading and embedding
+`agent.dev.tiny.make_tiny` (`vqa dev make-tiny`) so that knowledge-base tests run the real CLIP loading and embedding
 code (`AutoModel` + `AutoProcessor`) on CPU in seconds. Architecture: {arch}. Tokenizer: CLIP's lower-cased
 byte-level BPE with `</w>` word ends, {vocab} tokens trained locally on a small English + Korean corpus.
 """
@@ -367,7 +247,7 @@ def build_clip(out: Path) -> None:
 
 VISION_NOTE = """# {role} (tiny, random weights)
 
-Random weights: boxes and masks are noise. Built by `agent.tiny.make_tiny` (`vqa dev make-tiny`) so that tests run
+Random weights: boxes and masks are noise. Built by `agent.dev.tiny.make_tiny` (`vqa dev make-tiny`) so that tests run
 the real loading and inference code of the `{tool}` tool on CPU in seconds. Architecture: {arch}.{extra}
 """
 
@@ -388,8 +268,14 @@ def _wordpiece_tokenizer():
 
 def build_grounding_dino(out: Path) -> None:
     import torch
-    from transformers import (BertConfig, GroundingDinoConfig, GroundingDinoForObjectDetection,
-                              GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
+    from transformers import (
+        BertConfig,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
 
     tok = _wordpiece_tokenizer()
     backbone = SwinConfig(image_size=224, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
@@ -414,8 +300,15 @@ def build_grounding_dino(out: Path) -> None:
 
 def build_sam(out: Path) -> None:
     import torch
-    from transformers import (SamConfig, SamImageProcessor, SamMaskDecoderConfig, SamModel, SamProcessor,
-                              SamPromptEncoderConfig, SamVisionConfig)
+    from transformers import (
+        SamConfig,
+        SamImageProcessor,
+        SamMaskDecoderConfig,
+        SamModel,
+        SamProcessor,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
 
     config = SamConfig(
         vision_config=SamVisionConfig(hidden_size=32, output_channels=32, num_hidden_layers=2, num_attention_heads=2,

@@ -16,7 +16,7 @@ rescored exactly from the stored vectors::
 with ``w_image = image_weight`` (0.5 by default) and ``w_text = 1 - image_weight``: ``w·image + (1-w)·text`` when
 both have an image and a text, and text alone for an entry without an image (a passage) or a text-only KB.
 
-Index type: chosen by ``agent.kb_index`` (exact up to 50,000 vectors, IVF above; HNSW on request). Appends go
+Index type: chosen by ``tools.retrieve.index`` (exact up to 50,000 vectors, IVF above; HNSW on request). Appends go
 into the existing index, which is rebuilt when the chosen type changes or an IVF index has grown past
 ``IVF_RETRAIN_GROWTH`` times what its centroids were trained on.
 """
@@ -34,9 +34,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from agent.errors import ConfigError, DataError
-from agent.kb_index import IVF_RETRAIN_GROWTH, all_vectors, build_index, choose_index_type, configure
-from agent.reasoners.evidence import normalise
+from agent.errors import ConfigError, DataError, ModelLoadError
+from tools.retrieve.embedders import Embedder, load_embedder
+from tools.retrieve.index import IVF_RETRAIN_GROWTH, all_vectors, build_index, choose_index_type, configure
+from tools.text import normalise
 
 FORMAT, FORMAT_VERSION = "vqa-kb", 1
 GUARDS = ("row", "image", "off")
@@ -387,3 +388,15 @@ def _npy(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, a.astype(np.int64))
     return buf.getvalue()
+
+
+def embedder_for(kb: KnowledgeBase, spec: str | None = None, device: str = "auto") -> Embedder:
+    """The KB's own embedder (or ``spec``, which must be the same model), loaded and checked."""
+    want = kb.embedder
+    try:
+        embedder = load_embedder(spec or want["spec"], device=device)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{exc}; knowledge base {kb.root} was built with {want['name']!r}: if that model "
+                             "moved, pass its new location with --clip PATH") from exc
+    kb.check_embedder(embedder)
+    return embedder

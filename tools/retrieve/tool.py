@@ -17,9 +17,9 @@ from pathlib import Path
 from PIL import Image
 
 from agent.errors import ConfigError
-from agent.kb import GUARDS, Guard, Hit, check_weight, question_text
 from agent.schema import Question, RetrievedEntry, RetrieveEvidence
 from tools.base import Tool, ToolError
+from tools.retrieve.kb import GUARDS, Guard, Hit, check_weight, question_text
 
 NO_KB = "no knowledge base: pass --kb DIR (build one with vqa kb build)"
 
@@ -70,8 +70,7 @@ class RetrieveTool(Tool):
         self._embedder = None
 
     def load(self) -> None:
-        from agent.kb import KnowledgeBase
-        from agent.kb_build import embedder_for
+        from tools.retrieve.kb import KnowledgeBase, embedder_for
 
         if not self.settings["kb"]:
             raise ToolError(NO_KB)

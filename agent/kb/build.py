@@ -29,11 +29,20 @@ from typing import Any
 import numpy as np
 
 from agent.data import RowError, read_questions
-from agent.embedders import BATCH, Embedder, identity, load_embedder
-from agent.errors import ConfigError, DataError, ImageError, ModelLoadError
+from agent.errors import ConfigError, DataError, ImageError
 from agent.images import load_image, resolve_image_path
-from agent.kb import IMAGE_ROWS, MANIFEST, KbEntry, KnowledgeBase, check_weight, entry_role, question_text
-from agent.kb_index import choose_index_type
+from tools.retrieve.embedders import BATCH, Embedder, identity, load_embedder
+from tools.retrieve.index import choose_index_type
+from tools.retrieve.kb import (
+    IMAGE_ROWS,
+    MANIFEST,
+    KbEntry,
+    KnowledgeBase,
+    check_weight,
+    embedder_for,
+    entry_role,
+    question_text,
+)
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 Progress = Callable[[int, int], None]
@@ -227,16 +236,6 @@ def _embed_texts(entries: list[KbEntry], embedder: Embedder) -> np.ndarray:
 
 # ---------------------------------------------------------------- build and add
 
-def embedder_for(kb: KnowledgeBase, spec: str | None = None, device: str = "auto") -> Embedder:
-    """The KB's own embedder (or ``spec``, which must be the same model), loaded and checked."""
-    want = kb.embedder
-    try:
-        embedder = load_embedder(spec or want["spec"], device=device)
-    except ModelLoadError as exc:
-        raise ModelLoadError(f"{exc}; knowledge base {kb.root} was built with {want['name']!r}: if that model "
-                             "moved, pass its new location with --clip PATH") from exc
-    kb.check_embedder(embedder)
-    return embedder
 
 
 def build_kb(source: Path, out: Path, *, clip: str = "e5", images_root: Path | None = None, index: str = "auto",

@@ -1,0 +1,43 @@
+"""The ``vqa`` command line; each command lives in its own module and is registered here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from agent.cli.ask import ask, route
+from agent.cli.batch import batch
+from agent.cli.chat import chat_cmd
+from agent.cli.common import err
+from agent.cli.dev import bench, dev
+from agent.cli.eval import eval_cmd
+from agent.cli.kb import kb_app
+from agent.cli.trace import trace_app
+from agent.errors import VqaError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
+                  help="Answer multiple-choice questions about images with tools and a local Qwen-VL.")
+app.command()(ask)
+app.command()(route)
+app.command()(batch)
+app.command()(bench)
+app.command("chat")(chat_cmd)
+app.command("eval")(eval_cmd)
+app.add_typer(trace_app, name="trace")
+app.add_typer(kb_app, name="kb")
+app.add_typer(dev, name="dev")
+
+def main() -> None:
+    try:
+        app()
+    except VqaError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted: finished questions are kept in the run directory; rerun the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
