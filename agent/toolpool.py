@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
