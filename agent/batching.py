@@ -5,6 +5,9 @@ A batch goes to the backend as soon as it is full, or when every announced
 question that has not yet asked is gone (failed early or finished) — so
 nobody waits for a request that will never come, and batch composition does
 not change results (backends score padded batches exactly).
+
+A backend that serves concurrent calls (a server: ``concurrent_batches`` > 1) gets up to that many batches in
+flight, each sent as soon as a slot is free; the in-process model takes one batch at a time.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ class BatchingReasoner:
         self.backend = backend
         self.name = backend.name
         self.max_batch = max(1, max_batch)
+        self.max_inflight = max(1, int(getattr(backend, "concurrent_batches", 1)))
         self.batch_sizes: list[int] = []
         self._cv = threading.Condition()
         self._expecting: set[str] = set()
         self._queue: list[tuple[ReasonRequest, Future]] = []
-        self._flushing = False
+        self._inflight = 0
 
     def enter(self, qid: str) -> None:
         with self._cv:
@@ -53,8 +57,10 @@ class BatchingReasoner:
         return [f.result() for f in futures]
 
     def _ready(self) -> bool:
-        return bool(self._queue) and not self._flushing and (
-            len(self._queue) >= self.max_batch or not self._expecting)
+        """A batch may go: a slot is free, and the batch is full, nobody else is coming, or the backend takes
+        concurrent batches (then waiting to fill one only adds latency)."""
+        return bool(self._queue) and self._inflight < self.max_inflight and (
+            len(self._queue) >= self.max_batch or not self._expecting or self.max_inflight > 1)
 
     def _wait(self, fut: Future) -> None:
         while not fut.done():
@@ -65,12 +71,12 @@ class BatchingReasoner:
                     self._cv.wait(timeout=1.0)
                     continue
                 taken, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-                self._flushing = True
+                self._inflight += 1
             try:
                 self._run(taken)
             finally:
                 with self._cv:
-                    self._flushing = False
+                    self._inflight -= 1
                     self._cv.notify_all()
 
     def _run(self, taken: list[tuple[ReasonRequest, Future]]) -> None:

@@ -154,7 +154,7 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
     for q in todo:  # announced up front, so a batch waits for questions queued behind it, never for ghosts
         batcher.enter(q.id)
     t0 = time.perf_counter()
-    pool = ThreadPoolExecutor(max_workers=batch_size, thread_name_prefix="question")
+    pool = ThreadPoolExecutor(max_workers=max(batch_size, batcher.max_inflight), thread_name_prefix="question")
     futures = [pool.submit(work, q) for q in todo]
     try:
         for f in futures:

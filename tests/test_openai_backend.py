@@ -342,4 +342,15 @@ def test_vqa_batch_sends_batches_concurrently(server: FakeOpenAIServer, tmp_path
     assert p.returncode == 0, p.stderr
     rows = list(csv.DictReader(open(tmp_path / "sub.csv", encoding="utf-8")))
     assert len(rows) == 12 and {r["answer"] for r in rows} == {"b"}
-    assert 2 <= server.stats.max_in_flight <= 4
+    assert 2 <= server.stats.max_in_flight <= 8  # max_concurrency (default 8) bounds requests in flight
+
+
+def test_a_server_backend_gets_several_batches_in_flight(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    """Batches of one question each still overlap: the batcher does not wait for a batch to come back before
+    sending the next one to a server (the in-process model takes one batch at a time)."""
+    server.script.delay = 0.2
+    p = vqa("batch", EXAMPLES / "test.csv", "--images", EXAMPLES, "--out", tmp_path / "sub.csv", "--run-dir",
+            tmp_path / "run", "--tools", "none", "--batch-size", "1", "--backend", "openai", "--base-url", server.url,
+            "--model", "fake-qwen")
+    assert p.returncode == 0, p.stderr
+    assert server.stats.answered >= 12 and server.stats.max_in_flight >= 2

@@ -205,6 +205,11 @@ class OpenAIBackend:
         self._served: list[str] = []
 
     @property
+    def concurrent_batches(self) -> int:
+        """The server takes concurrent requests: the batcher keeps up to this many batches in flight."""
+        return self.max_concurrency
+
+    @property
     def fingerprint(self) -> str:
         """Everything that determines the output, hashed: for traces and cache keys."""
         parts = [self.model, self.base_url, str(self.max_pixels), self.constrain,
