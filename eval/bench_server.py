@@ -27,12 +27,12 @@ from pathlib import Path
 
 import httpx
 
-from agent.graph import Services
 from agent.images import load_image
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.openai import OpenAIBackend
 from agent.runner import run_batch
 from agent.schema import Question
+from agent.services import Services
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = sorted((ROOT / "examples" / "images").glob("*.jpg"))
