@@ -57,7 +57,8 @@ class Flag:
 
 MODEL, TOOLS, RUN = "Model", "Tools", "Run"
 FLAGS: tuple[Flag, ...] = (
-    Flag("reasoner", "--reasoner", "qwen (a Qwen-VL checkpoint), or evidence (model-free, multiple choice only).", MODEL),
+    Flag("reasoner", "--reasoner", "qwen (a Qwen-VL checkpoint), or evidence (model-free, multiple choice only).",
+         MODEL),
     Flag("backend", "--backend", "Where qwen runs: transformers (in-process) or openai (an OpenAI-compatible server: "
          "vLLM, LMDeploy, llama.cpp, Ollama).", MODEL),
     Flag("base_url", "--base-url", "The server's URL, e.g. http://127.0.0.1:8000/v1 (--backend openai).", MODEL),
