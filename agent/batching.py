@@ -34,6 +34,13 @@ class BatchingReasoner:
         self._queue: list[tuple[ReasonRequest, Future]] = []
         self._inflight = 0
 
+    def load(self) -> None:
+        self.backend.load()
+
+    def close(self) -> None:
+        """Closes the backend: only for an owner that wrapped its own backend."""
+        self.backend.close()
+
     def enter(self, qid: str) -> None:
         with self._cv:
             self._expecting.add(qid)

@@ -45,7 +45,19 @@ def unrotate(probs: dict[str, float], letters: Sequence[str], shift: int) -> dic
     return {letters[k]: probs.get(letters[(k - shift) % n], 0.0) for k in range(n)}
 
 
-class RotatingReasoner:
+class _Wrapper:
+    """A reasoner around ``backend``: loading and closing are the backend's."""
+
+    backend: Reasoner
+
+    def load(self) -> None:
+        self.backend.load()
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+class RotatingReasoner(_Wrapper):
     """Decides every rotation of each question's options; ``average=True`` debiases, ``False`` only records."""
 
     def __init__(self, backend: Reasoner, *, average: bool, on_rotations: RotationsCallback | None = None) -> None:
@@ -86,7 +98,7 @@ class RotatingReasoner:
         return first.model_copy(update={"probs": probs, "flags": [*first.flags, "debiased"]})
 
 
-class TemperatureReasoner:
+class TemperatureReasoner(_Wrapper):
     """Applies a fitted temperature to every decision's probabilities."""
 
     def __init__(self, backend: Reasoner, temperature: float) -> None:

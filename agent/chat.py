@@ -25,9 +25,10 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agent.graph import Services, build_graph
+from agent.graph import build_graph
 from agent.runner import ask
 from agent.schema import Answer, Question
+from agent.services import Services
 
 HISTORY_TURNS = 8  # earlier turns about the same image given to the reasoner
 

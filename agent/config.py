@@ -1,38 +1,56 @@
-"""Settings for a run: defaults < config file (TOML) < command-line flags.
+"""Settings for a run, from pydantic-settings: flags > config file (TOML) > ``VQA_*`` environment > defaults.
 
-The config file uses the flag names with underscores, e.g.::
+The config file uses the flag names as keys, with hyphens or underscores (``max-pixels`` or ``max_pixels``)::
 
     reasoner = "qwen"
     model = "/models/Qwen3-VL-8B-Instruct"
     quant = "4bit"
-    max_pixels = 1003520
+    max-pixels = 1003520
     detector = "/models/grounding-dino-base"
-    [ocr]
+    [ocr]                      # per-tool settings, keyed like the tool's constructor
     engine = "tesseract"
+    [tools.register]           # plug-in tools: name = "module:Class"
+    mean_color = "mean_color:MeanColorTool"
 
-A Qwen-VL served by vLLM, LMDeploy, llama.cpp or Ollama: ``backend = "openai"`` with ``base_url`` (and
-``model`` = the served name); ``reasoner = "qwen"`` then resolves to the registered ``openai`` backend. The
-environment fills what neither the file nor the flags say: ``VQA_BACKEND``, ``VQA_BASE_URL``, ``VQA_MODEL``,
-``VQA_API_KEY`` (else ``OPENAI_API_KEY``).
+Every setting can also come from the environment as ``VQA_<NAME>`` (``VQA_BACKEND``, ``VQA_BASE_URL``,
+``VQA_MODEL``, ``VQA_API_KEY`` ...); the API key falls back to ``OPENAI_API_KEY``. A Qwen-VL served by vLLM,
+LMDeploy, llama.cpp or Ollama: ``backend = "openai"`` with ``base_url`` (and ``model`` = the served name);
+``reasoner = "qwen"`` then resolves to the registered ``openai`` backend.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import ConfigDict, Field, SecretStr, ValidationError, model_validator, with_config
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from agent.errors import ConfigError
 
 DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
-ENVIRONMENT = {"VQA_BACKEND": "backend", "VQA_BASE_URL": "base_url", "VQA_MODEL": "model", "VQA_API_KEY": "api_key"}
+TOOL_SECTIONS = ("ocr", "detect", "som", "retrieve")  # per-tool tables, passed to the tools' constructors as is
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+@with_config(ConfigDict(extra="forbid"))
+class ToolsSection(TypedDict, total=False):
+    """The ``[tools]`` table: ``[tools.register]`` names plug-in tool classes (``name = "module:Class"``)."""
+
+    register: dict[str, str]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="forbid", env_prefix="VQA_", env_ignore_empty=True)
 
     reasoner: Literal["qwen", "evidence", "openai"] = "qwen"  # "openai": qwen on a server (backend "openai")
     backend: Literal["transformers", "openai"] = "transformers"  # where "qwen" runs: in-process or on a server
@@ -51,10 +69,11 @@ class Settings(BaseModel):
     generate: bool = False
     max_new_tokens: int = 16
     device: str = "auto"
-    batch_size: int = 8
-    tool_timeout: float = 120.0
+    batch_size: int = Field(8, ge=1)
+    tool_timeout: float = Field(120.0, gt=0)
     image_max_pixels: int = 4_000_000  # the working copy every tool sees
     hard_cap_pixels: int = 400_000_000  # images larger than this are refused, not decoded
+    ocr_engine: str | None = None  # the ocr tool's engine (its own default: auto)
     detector: str | None = None  # Grounding DINO hub id or path (the detect tool)
     segmenter: str | None = None  # SAM hub id or path (the som tool)
     kb: str | None = None  # knowledge-base folder (the retrieve tool)
@@ -65,6 +84,17 @@ class Settings(BaseModel):
     detect: dict[str, Any] = Field(default_factory=dict)
     som: dict[str, Any] = Field(default_factory=dict)
     retrieve: dict[str, Any] = Field(default_factory=dict)
+    tools: ToolsSection = Field(default_factory=ToolsSection)  # passed on untouched
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple:
+        """Flags (the init arguments), then the TOML file, then ``VQA_*``, then ``OPENAI_API_KEY`` for the key."""
+        key = os.environ.get("OPENAI_API_KEY")
+        return (init_settings, TomlFile(settings_cls), env_settings,
+                InitSettingsSource(settings_cls, {"api_key": key} if key else {}))
 
     @model_validator(mode="after")
     def _resolve_backend(self) -> Settings:
@@ -77,10 +107,9 @@ class Settings(BaseModel):
 
     def tool_settings(self) -> dict[str, dict[str, Any]]:
         """Per-tool constructor settings; the short flags fill the tools' main keys."""
-        out = {"ocr": dict(self.ocr), "detect": dict(self.detect), "som": dict(self.som),
-               "retrieve": dict(self.retrieve)}
-        for tool, key, value in (("detect", "model", self.detector), ("som", "model", self.segmenter),
-                                 ("retrieve", "kb", self.kb)):
+        out = {name: dict(getattr(self, name)) for name in TOOL_SECTIONS}
+        for tool, key, value in (("ocr", "engine", self.ocr_engine), ("detect", "model", self.detector),
+                                 ("som", "model", self.segmenter), ("retrieve", "kb", self.kb)):
             if value is not None:
                 out[tool][key] = value
         return {k: v for k, v in out.items() if v}
@@ -99,25 +128,52 @@ class Settings(BaseModel):
                 "max_new_tokens": self.max_new_tokens, "device": self.device}
 
 
-def load_settings(config: Path | None, overrides: dict[str, Any]) -> Settings:
-    """Merge the environment, the config file and the flags that were given (``None`` means not given)."""
-    data: dict[str, Any] = {key: os.environ[var] for var, key in ENVIRONMENT.items() if os.environ.get(var)}
-    if "api_key" not in data and os.environ.get("OPENAI_API_KEY"):
-        data["api_key"] = os.environ["OPENAI_API_KEY"]
-    if config is not None:
-        if not config.is_file():
-            raise ConfigError(f"config file {config} does not exist")
+class TomlFile(TomlConfigSettingsSource):
+    """The config file named by ``toml_file`` in the settings class's config; top-level keys may use the flag
+    spelling (``max-pixels``). Tables (``[ocr]``, ``[tools.register]`` ...) are passed on untouched."""
+
+    def _read_file(self, file_path: Path) -> dict[str, Any]:
         try:
-            data.update(tomllib.loads(config.read_text(encoding="utf-8")))
+            data = super()._read_file(file_path)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {config} is not valid TOML: {exc}") from None
-    data.update({k: v for k, v in overrides.items() if v is not None})
+            raise ConfigError(f"config file {file_path} is not valid TOML: {exc}") from None
+        out: dict[str, Any] = {}
+        spelled: dict[str, str] = {}
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name in out:
+                raise ConfigError(f"config file {file_path} sets {name} twice (as {spelled[name]} and {key}); "
+                                  "keep one")
+            out[name], spelled[name] = value, key
+        return out
+
+
+def load_settings(config: Path | None, flags: Mapping[str, Any]) -> Settings:
+    """The settings from the flags that were given (``None`` means not given), the config file and ``VQA_*``."""
+    source: type[Settings] = Settings
+    if config is not None:
+        if not Path(config).is_file():
+            raise ConfigError(f"config file {config} does not exist")
+        source = type("Settings", (Settings,), {"model_config": SettingsConfigDict(toml_file=Path(config)),
+                                                "__module__": __name__})
     try:
-        settings = Settings(**data)
+        settings = source(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings: {problems}") from None
+        raise ConfigError(_explain(exc, config)) from None
     if settings.reasoner == "openai" and not settings.base_url:
         raise ConfigError("the openai backend needs the server's URL: pass --base-url http://127.0.0.1:8000/v1, "
                           "or set base_url in the config file or VQA_BASE_URL")
     return settings
+
+
+def _explain(exc: ValidationError, config: Path | None) -> str:
+    """One line: an unknown key is named with the valid ones; other problems as ``key: message``."""
+    where = f" in {config}" if config is not None else ""
+    for e in exc.errors():
+        if e["type"] == "extra_forbidden":
+            key = ".".join(map(str, e["loc"]))
+            valid = [f"tools.{k}" for k in ToolsSection.__annotations__] if len(e["loc"]) > 1 else sorted(
+                Settings.model_fields)
+            return f"unknown setting {key!r}{where}: expected one of {', '.join(valid)}"
+    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return f"invalid settings: {problems}"

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import functools
 import operator
-import re
 import time
-from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
-from pathlib import Path
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Annotated, Any, Callable, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -22,15 +19,14 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 from PIL import Image
 
-from agent.cache import ToolCache
 from agent.data import fallback_letter
 from agent.errors import ImageError, VqaError
 from agent.images import LoadedImage, load_image, resolve_image_path
-from agent.reasoners.base import Reasoner, ReasonRequest
-from agent.router import Route, Router
+from agent.reasoners.base import ReasonRequest
+from agent.router import Route
 from agent.schema import Answer, Decision, Question, Step, ToolResult
-from tools import REGISTRY as TOOL_REGISTRY, load_tool
-from tools.base import Tool
+from agent.services import Services
+from tools import REGISTRY as TOOL_REGISTRY
 
 
 class VQAState(TypedDict, total=False):
@@ -53,43 +49,6 @@ class ToolTask(TypedDict):
     question: Question
     image: LoadedImage
     routed: list[str]  # every tool routed for the question: a tool may use a routed peer's output (som <- detect)
-
-
-@dataclass
-class Services:
-    """Everything the nodes use that is not per-question data."""
-
-    reasoner: Reasoner
-    router: Router = field(default_factory=Router)
-    tool_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
-    max_pixels: int = 4_000_000
-    hard_cap_pixels: int = 400_000_000
-    tool_timeout: float = 120.0
-    artifacts_dir: Path | None = None
-    images_root: Path | None = None  # when set, image paths must stay inside it (symlinks included)
-    cache: ToolCache | None = None  # tool outputs computed once per image, tool, settings and question inputs
-    _tools: dict[str, Tool] = field(default_factory=dict)
-    _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="tool"))
-
-    def tool(self, name: str) -> Tool:
-        if name not in self._tools:
-            self._tools.setdefault(name, load_tool(name, **self.tool_settings.get(name, {})))
-        return self._tools[name]
-
-    def run_tool(self, tool: Tool, image: LoadedImage, question: Question,
-                 peers: dict[str, Tool] | None = None) -> ToolResult:
-        """``tool.run`` on the working image, through the tool cache when there is one."""
-        workdir, kwargs = self.workdir(question.id), ({"peers": peers} if peers else {})
-        if self.cache is None:
-            return tool.run(image.image, question, workdir, **kwargs)
-        return self.cache.run(tool, image, question, workdir, **kwargs)
-
-    def workdir(self, qid: str) -> Path | None:
-        if self.artifacts_dir is None:
-            return None
-        d = self.artifacts_dir / re.sub(r"[^\w.-]", "_", qid)
-        d.mkdir(parents=True, exist_ok=True)
-        return d
 
 
 def timed(node: str) -> Callable:
@@ -146,7 +105,7 @@ def run_tool_node(task: ToolTask, runtime: Runtime[Services]) -> dict:
     try:
         tool = s.tool(task["tool"])
         peers = {n: s.tool(n) for n in getattr(tool, "uses", ()) if n in task["routed"]}
-        fut = s._pool.submit(s.run_tool, tool, task["image"], task["question"], peers)
+        fut = s.submit(s.run_tool, tool, task["image"], task["question"], peers)
         result = fut.result(timeout=s.tool_timeout)
     except VqaError as exc:  # a bad tool setting fails this tool for this question, like any tool failure
         result = ToolResult(tool=task["tool"], ok=False, error=f"{type(exc).__name__}: {exc}")

@@ -22,8 +22,9 @@ from typing import Callable
 from agent.batching import BatchingReasoner
 from agent.calibration import adjusted
 from agent.data import RowError, fallback_letter, write_submission
-from agent.graph import Services, build_graph, final_answer
+from agent.graph import build_graph, final_answer
 from agent.schema import Answer, Question
+from agent.services import Services
 from agent.trace.events import TRACE_FILE, TraceWriter
 
 
@@ -117,16 +118,16 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
               debias: bool = False, temperature: float | None = None) -> BatchSummary:
     """Answer every row not yet finished in ``run_dir``; write the submission (one row per input row) to ``out``.
 
-    ``trace``: where node events go (default ``run_dir/trace.jsonl``). ``debias``: average the probabilities over
+    ``trace``: where node events go (default ``run_dir/trace.jsonl`` without export sinks; the command line passes
+    one with ``agent.trace.export.sinks_from_env()``). ``debias``: average the probabilities over
     every rotation of the options; ``temperature``: apply a fitted temperature (``agent.calibration``).
     """
     log = ResultsLog(run_dir / "results.jsonl")
     done = log.load()
     trace = trace if trace is not None else TraceWriter(run_dir / TRACE_FILE)
-    original = services.reasoner
-    batcher = BatchingReasoner(adjusted(original, debias=debias, temperature=temperature,
+    batcher = BatchingReasoner(adjusted(services.reasoner, debias=debias, temperature=temperature,
                                         on_rotations=trace.rotations), batch_size)
-    services.reasoner = batcher
+    services = services.replace(reasoner=batcher)
     graph = build_graph()
     todo = [r for r in rows if isinstance(r, Question) and r.id not in done]
     failures: dict[str, Answer] = {}  # questions that got a fallback in this run (RowErrors are handled per row)
@@ -166,7 +167,6 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
         raise
     finally:
         pool.shutdown(wait=True)
-        services.reasoner = original
     seconds = time.perf_counter() - t0
     final = [_final(r, done, failures) for r in rows]
     _write_failures(run_dir / "failed.csv", rows, final)

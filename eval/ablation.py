@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.graph import Services
 from agent.runner import fallback_answer, run_batch
 from agent.schema import Answer, Question
+from agent.services import Services
 from agent.trace.events import TraceWriter
 from eval.metrics import accuracy, paired_comparison, wilson_interval
 
@@ -85,14 +85,9 @@ def run_arm(name: str, tools: list[str] | None, questions: list[Question], servi
         if on_done:
             on_done(a)
 
-    saved = services.artifacts_dir
-    services.artifacts_dir = folder / "artifacts"
     t0 = time.perf_counter()
-    try:
-        run_batch(list(questions), services, folder, batch_size=batch_size, forced_tools=tools, on_done=done,
-                  trace=trace.tagged(arm=name), debias=debias)
-    finally:
-        services.artifacts_dir = saved
+    run_batch(list(questions), services.replace(artifacts_dir=folder / "artifacts"), folder, batch_size=batch_size,
+              forced_tools=tools, on_done=done, trace=trace.tagged(arm=name), debias=debias)
     seconds = time.perf_counter() - t0
     answers = {q.id: got.get(q.id) or fallback_answer(q, "not answered") for q in questions}
     return ArmRun(name, tools, answers, seconds, tool_runs=count_tool_runs(list(answers.values())))

@@ -22,17 +22,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import httpx
 
-from agent.graph import Services
 from agent.images import load_image
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.openai import OpenAIBackend
 from agent.runner import run_batch
 from agent.schema import Question
+from agent.services import Services
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = sorted((ROOT / "examples" / "images").glob("*.jpg"))
@@ -69,17 +69,17 @@ def bench(n: int, latency: float, concurrency: list[int], max_pixels: int) -> di
     with test_server(latency) as url:
         for c in concurrency:
             backend = OpenAIBackend("fake-qwen", url, max_concurrency=c, max_pixels=max_pixels)
-            backend.load()
-            t0 = time.perf_counter()
-            for i in range(0, n, c):
-                backend.decide(prepared[i : i + c])
-            backend_s = time.perf_counter() - t0
-            server_stats(url, reset=True)
-            with tempfile.TemporaryDirectory() as tmp:
-                summary = run_batch(list(qs), Services(reasoner=backend), Path(tmp) / "run", batch_size=c,
-                                    forced_tools=[])
+            with closing(backend):
+                backend.load()
+                t0 = time.perf_counter()
+                for i in range(0, n, c):
+                    backend.decide(prepared[i : i + c])
+                backend_s = time.perf_counter() - t0
+                server_stats(url, reset=True)
+                with tempfile.TemporaryDirectory() as tmp:
+                    summary = run_batch(list(qs), Services(reasoner=backend), Path(tmp) / "run", batch_size=c,
+                                        forced_tools=[])
             assert summary.answered == n, f"expected {n} answers, found {summary.answered}"
-            backend.close()
             out["runs"].append({"concurrency": c, "batch_q_per_s": round(n / summary.seconds, 1),
                                 "backend_q_per_s": round(n / backend_s, 1), "ideal_q_per_s": round(c / latency, 1),
                                 "batch_seconds": round(summary.seconds, 3),

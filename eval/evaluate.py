@@ -28,8 +28,8 @@ from typing import Any
 from agent.calibration import RotatingReasoner
 from agent.data import RowError
 from agent.errors import DataError
-from agent.graph import Services
 from agent.schema import Answer, Question
+from agent.services import Services
 from agent.trace.events import TRACE_FILE, TraceWriter
 from eval.ablation import plot_table, run_ablation, run_arm, table_rows, write_table
 from eval.metrics import (
@@ -113,17 +113,20 @@ def labelled(rows: Sequence[Question | RowError], csv_path: Path | None = None) 
 def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: Path, *, ablate: bool = False,
              ablate_tools: Sequence[str] = (), circular: bool = False, debias: bool = False,
              temperature: float | None = None, batch_size: int = 8, csv_path: Path | None = None,
-             on_arm: Callable[[str], None] | None = None,
-             on_done: Callable[[Answer], None] | None = None) -> dict[str, Any]:
-    """Run the evaluation and write ``metrics.json`` (plus the ablation table and plot); returns the metrics."""
+             on_arm: Callable[[str], None] | None = None, on_done: Callable[[Answer], None] | None = None,
+             trace: TraceWriter | None = None) -> dict[str, Any]:
+    """Run the evaluation and write ``metrics.json`` (plus the ablation table and plot); returns the metrics.
+
+    ``trace``: where node events go (default ``run_dir/trace.jsonl``, no export sinks).
+    """
     run_dir = Path(run_dir)
     questions, row_errors, unlabelled = labelled(rows, csv_path)
-    trace = TraceWriter(run_dir / TRACE_FILE)
+    trace = trace if trace is not None else TraceWriter(run_dir / TRACE_FILE)
     cache = services.cache
     before = (cache.computed, cache.served, cache.failed) if cache else (0, 0, 0)
 
     records: dict[str, list[dict[str, Any]]] = {}
-    original = services.reasoner
+    router_services = services
     if circular:
         arm_trace = trace.tagged(arm="router")
 
@@ -131,21 +134,19 @@ def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: P
             records[qid] = recs
             arm_trace.rotations(qid, recs, start, end)
 
-        services.reasoner = RotatingReasoner(original, average=debias, on_rotations=keep)
+        router_services = services.replace(reasoner=RotatingReasoner(services.reasoner, average=debias,
+                                                                     on_rotations=keep))
     if on_arm:
         on_arm("router")
-    try:
-        router = run_arm("router", None, questions, services, run_dir, trace, batch_size=batch_size,
-                         debias=debias and not circular, on_done=on_done)
-    finally:
-        services.reasoner = original
+    router = run_arm("router", None, questions, router_services, run_dir, trace, batch_size=batch_size,
+                     debias=debias and not circular, on_done=on_done)
     correct = router.correct(questions)
     source, cats = categories(questions, router.answers)
     per_cat = {c: summary([ok for q, ok in zip(questions, correct) if cats[q.id] == c])
                for c in sorted(set(cats.values()))}
     metrics: dict[str, Any] = {
         "version": METRICS_VERSION, "csv": str(csv_path) if csv_path else None, "run": trace.run,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "reasoner": getattr(original, "name", "?"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "reasoner": getattr(services.reasoner, "name", "?"),
         **summary(correct), "row_errors": row_errors, "unlabelled": unlabelled,
         "failed": sum(a.method == "fallback" for a in router.answers.values()), "s_per_q": router.s_per_q,
         "debias": debias, "category_source": source, "per_category": per_cat, "tool_runs": router.tool_runs,

@@ -12,7 +12,9 @@ concurrency are exercised for real, at the process boundary. What the "model" sa
 - faults: ``fail`` (HTTP status codes for the next chat requests), ``drop`` (close the next N connections without
   answering), ``delay`` (seconds before each chat answer), ``api_key`` (401 when the bearer token differs).
 
-``stats`` records every chat request body and the largest number of chat requests in flight at once;
+``stats`` records every chat request body, the largest number of chat requests in flight at once, and the client's
+TCP connections (``connections`` opened, ``open_connections`` not yet closed by the client: a client that keeps
+its connections alive and never closes them leaves them open);
 ``GET /_stats`` returns the counters and ``POST /_stats/reset`` clears them (for a server in another process).
 
 Standalone, in its own process (as ``eval/bench_server.py`` runs it, or to try ``vqa chat`` without a GPU)::
@@ -62,6 +64,8 @@ class Stats:
     in_flight: int = 0
     max_in_flight: int = 0
     answered: int = 0
+    connections: int = 0
+    open_connections: int = 0
 
 
 def prompt_text(body: dict) -> str:
@@ -107,6 +111,16 @@ class FakeOpenAIServer:
             def log_message(self, *args: Any) -> None:  # no access log on the test's stderr
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                outer._count_connection(+1)
+
+            def finish(self) -> None:  # the client closed the connection (or the server dropped it)
+                try:
+                    super().finish()
+                finally:
+                    outer._count_connection(-1)
+
             def do_GET(self) -> None:
                 outer._get(self)
 
@@ -135,9 +149,14 @@ class FakeOpenAIServer:
 
     def reset(self, script: Script | None = None) -> None:
         self.script = script or Script()
-        self.stats = Stats()
+        self.stats = Stats(open_connections=self.stats.open_connections)  # those stay open
 
     # ------------------------------------------------------------------ handlers
+
+    def _count_connection(self, delta: int) -> None:
+        with self._lock:
+            self.stats.open_connections += delta
+            self.stats.connections += max(delta, 0)
 
     def _authorised(self, h: BaseHTTPRequestHandler) -> bool:
         key = self.script.api_key
@@ -163,7 +182,7 @@ class FakeOpenAIServer:
     def _post(self, h: BaseHTTPRequestHandler) -> None:
         body = json.loads(h.rfile.read(int(h.headers.get("Content-Length", 0))) or b"{}")
         if h.path == "/_stats/reset":
-            self.stats = Stats()
+            self.stats = Stats(open_connections=self.stats.open_connections)
             _send(h, 200, {})
             return
         if h.path.rstrip("/") != "/v1/chat/completions":

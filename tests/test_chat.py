@@ -159,8 +159,8 @@ def test_history_keeps_answered_turns_about_the_image() -> None:
 
 def test_session_state_survives_reopening_the_store(tmp_path: Path) -> None:
     from agent.chat import ChatRuntime
-    from agent.graph import Services
     from agent.reasoners.evidence import EvidenceReasoner
+    from agent.services import Services
 
     store = ChatStore(tmp_path / "chat.sqlite")
     chat = ChatSession(store, "s", ChatRuntime(Services(reasoner=EvidenceReasoner())))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -61,6 +62,78 @@ def test_csv_missing_columns_is_a_clear_error(tmp_path: Path) -> None:
     f.write_text("id,question,a,b\n1,q,x,y\n", encoding="utf-8")
     assert_clean_error(vqa("batch", f, "--images", tmp_path, "--out", tmp_path / "s.csv", "--reasoner", "evidence"),
                        "path")
+
+
+# Every command that runs the reasoner takes these, with the same defaults (those of the Settings model).
+SHARED_FLAGS = {"--reasoner": "reasoner", "--backend": "backend", "--base-url": "base_url", "--api-key": "api_key",
+                "--model": "model", "--quant": "quant", "--dtype": "dtype", "--adapter": "adapter",
+                "--min-pixels": "min_pixels", "--max-pixels": "max_pixels", "--generate": "generate",
+                "--device": "device", "--ocr-engine": "ocr_engine", "--tool-timeout": "tool_timeout",
+                "--detector": "detector", "--segmenter": "segmenter", "--kb": "kb"}
+RUN_FLAGS = {"--batch-size": "batch_size", "--debias": "debias", "--temperature": "temperature", "--cache": "cache"}
+
+
+def help_rows(command: str) -> dict[str, str]:
+    """``vqa COMMAND --help`` as ``{flag: its row}`` (a row's wrapped lines joined), flags from every panel."""
+    p = subprocess.run([VQA, command, "--help"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "COLUMNS": "220", "TERMINAL_WIDTH": "220"})
+    assert p.returncode == 0, p.stderr
+    rows: dict[str, str] = {}
+    flag = None
+    for line in p.stdout.splitlines():
+        first = re.match(r"\s*│\s{1,5}(?:\*\s+)?(--[\w-]+)", line)  # a row starts near the panel's left edge
+        if first:
+            flag = first.group(1)
+            rows[flag] = line
+        elif flag and line.lstrip().startswith("│"):
+            rows[flag] += " " + line
+        else:
+            flag = None
+    return {f: " ".join(r.replace("│", " ").split()) for f, r in rows.items()}
+
+
+def shown_default(row: str) -> str | None:
+    m = re.search(r"\[default: ([^\]]+)\]", row)
+    return m.group(1) if m else None
+
+
+def test_every_reasoner_command_takes_the_same_settings_flags_with_the_real_defaults() -> None:
+    from agent.config import Settings
+
+    helps = {c: help_rows(c) for c in ("ask", "batch", "eval", "chat")}
+    for command, rows in helps.items():
+        assert set(SHARED_FLAGS) | {"--config"} <= set(rows), (command, set(SHARED_FLAGS) - set(rows))
+        for flag, setting in SHARED_FLAGS.items():
+            assert rows[flag] == helps["ask"][flag], (command, flag)  # same help text and default everywhere
+            default = Settings.model_fields[setting].default
+            if isinstance(default, bool):
+                want = flag.removeprefix("--") if default else {"--generate": "logits", "--debias": "no-debias"}[flag]
+            else:
+                want = None if default is None else str(default)
+            assert shown_default(rows[flag]) == want, (command, flag, rows[flag])
+    for flag, setting in RUN_FLAGS.items():  # the commands that answer a whole CSV
+        assert helps["batch"][flag] == helps["eval"][flag]
+        default = Settings.model_fields[setting].default
+        want = "no-debias" if default is False else None if default is None else str(default)
+        assert shown_default(helps["batch"][flag]) == want, flag
+    assert shown_default(helps["ask"]["--max-pixels"]) == "1003520" and "--model" in helps["chat"]
+
+
+def test_flags_left_at_their_default_leave_the_choice_to_the_file_and_the_environment(tmp_path: Path) -> None:
+    def method(*args: object, **env: str) -> str:
+        p = subprocess.run([VQA, "ask", PHOTO, "What is in the cup?", "-c", "tea", "-c", "coffee", "--tools", "none",
+                            "--json", *map(str, args)], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, **env})
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)["method"]
+
+    cfg = tmp_path / "vqa.toml"
+    cfg.write_text('reasoner = "evidence"\n')
+    missing = {"VQA_REASONER": "qwen", "VQA_MODEL": str(tmp_path / "no-model")}  # would fail if it were used
+    assert method("--config", cfg, **missing) == "evidence"  # file > environment; --reasoner's default is no flag
+    cfg.write_text(f'reasoner = "qwen"\nmodel = "{tmp_path / "no-model"}"\n')
+    assert method("--config", cfg, "--reasoner", "evidence") == "evidence"  # flag > file
+    assert method(VQA_REASONER="evidence") == "evidence"  # environment > default
 
 
 @pytest.mark.slow

@@ -34,3 +34,48 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, needle: str) -> 
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml", {})
+
+
+def test_precedence_is_flags_then_file_then_environment_then_defaults(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("VQA_MODEL", "env-model")
+    monkeypatch.setenv("VQA_BATCH_SIZE", "5")
+    monkeypatch.setenv("VQA_DEVICE", "cpu")
+    monkeypatch.setenv("VQA_DATA_DIR", str(tmp_path))  # another VQA_ variable (vqa chat's), not a setting: ignored
+    cfg = tmp_path / "vqa.toml"
+    cfg.write_text('model = "file-model"\nbatch_size = 6\nmax-pixels = 1000\ntool-timeout = 9.5\n')
+    s = load_settings(cfg, {"model": "flag-model"})
+    assert s.model == "flag-model"  # flag > file > environment
+    assert s.batch_size == 6  # file > environment
+    assert s.device == "cpu"  # environment > default
+    assert (s.max_pixels, s.tool_timeout) == (1000, 9.5)  # the flag spelling (hyphens) in the file
+    assert s.dtype == "auto" and s.quant == "none"  # defaults
+    assert load_settings(None, {}).model == "env-model"
+
+
+def test_both_spellings_of_one_key_in_the_file_are_refused(tmp_path: Path) -> None:
+    cfg = tmp_path / "vqa.toml"
+    cfg.write_text("max-pixels = 1000\nmax_pixels = 2000\n")
+    with pytest.raises(ConfigError, match="max_pixels twice.*max-pixels and max_pixels"):
+        load_settings(cfg, {})
+
+
+def test_an_unknown_key_is_named_with_the_valid_ones(tmp_path: Path) -> None:
+    cfg = tmp_path / "vqa.toml"
+    cfg.write_text("max-pixel = 1000\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg, {})
+    msg = str(info.value)
+    assert "\n" not in msg and "'max_pixel'" in msg and str(cfg) in msg
+    assert "expected one of" in msg and "max_pixels" in msg and "ocr_engine" in msg
+
+
+def test_tool_tables_and_plug_in_registrations_pass_through(tmp_path: Path) -> None:
+    cfg = tmp_path / "vqa.toml"
+    cfg.write_text('ocr-engine = "easyocr"\n[ocr]\nengine = "tesseract"\ntesseract_boxes = "tesseract"\n'
+                   '[tools.register]\nmean_color = "mean_color:MeanColorTool"\n')
+    s = load_settings(cfg, {})
+    assert s.tools == {"register": {"mean_color": "mean_color:MeanColorTool"}}
+    assert s.tool_settings() == {"ocr": {"engine": "easyocr", "tesseract_boxes": "tesseract"}}  # the short key wins
+    cfg.write_text("[tools]\nplugins = 1\n")
+    with pytest.raises(ConfigError, match="'tools.plugins'.*tools.register"):
+        load_settings(cfg, {})

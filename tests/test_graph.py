@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.graph import Services, build_graph
+from agent.graph import build_graph
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.reasoners.qwen import QwenBackend
 from agent.runner import ask, run_batch
 from agent.schema import Question
+from agent.services import Services
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SNAPSHOT = Path(__file__).parent / "snapshots" / "graph.mmd"

@@ -12,9 +12,11 @@ import io
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -354,3 +356,103 @@ def test_a_server_backend_gets_several_batches_in_flight(server: FakeOpenAIServe
             "--model", "fake-qwen")
     assert p.returncode == 0, p.stderr
     assert server.stats.answered >= 12 and server.stats.max_in_flight >= 2
+
+
+def labelled_csv(path: Path, ids: tuple[str, ...] = ("TRAIN_008", "TRAIN_010")) -> Path:
+    """examples/train.csv rows (with the gold answer) that the router sends to no tool."""
+    with open(EXAMPLES / "train.csv", encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    path.write_text("\n".join([lines[0], *(ln for ln in lines if ln.split(",")[0] in ids)]) + "\n", encoding="utf-8")
+    return path
+
+
+def test_vqa_eval_against_the_server(server: FakeOpenAIServer, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    p = vqa("eval", labelled_csv(tmp_path / "train.csv"), "--images", EXAMPLES, "--run-dir", run, "--backend",
+            "openai", "--base-url", server.url, "--model", "fake-qwen", "--json")
+    assert p.returncode == 0, p.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert json.loads(p.stdout) == metrics
+    assert metrics["reasoner"] == "openai" and metrics["n"] == 2 and metrics["failed"] == 0
+    assert metrics["accuracy"] == 0.5  # the server always says b: TRAIN_008's gold is b, TRAIN_010's a
+    assert server.stats.answered == 2 and all(r.get("logprobs") for r in server.stats.requests)
+
+
+# ---------------------------------------------------------------- the backend is closed at exit
+
+
+def closed(srv: FakeOpenAIServer, within: float = 10.0) -> bool:
+    """Whether the client has closed every connection it opened to ``srv`` (waiting up to ``within`` seconds)."""
+    deadline = time.monotonic() + within
+    while srv.stats.open_connections and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return srv.stats.connections > 0 and srv.stats.open_connections == 0
+
+
+def test_close_ends_the_connections_and_a_later_decide_opens_them_again(server: FakeOpenAIServer) -> None:
+    b = backend(server)
+    one(b)
+    assert server.stats.open_connections >= 1  # kept alive between requests
+    b.close()
+    assert closed(server)
+    assert one(b).flags == ["path:logprobs"]
+    b.close()
+    assert closed(server)
+
+
+@pytest.fixture()
+def kept(monkeypatch) -> list:
+    """The backends the commands build, kept alive here: their connections close only if the command closes them,
+    not because the object was freed."""
+    import agent.reasoners
+
+    made: list = []
+    real = agent.reasoners.load_reasoner
+    monkeypatch.setattr(agent.reasoners, "load_reasoner", lambda *a, **kw: made.append(real(*a, **kw)) or made[-1])
+    return made
+
+
+def cli(srv: FakeOpenAIServer, *args: object, stdin: str | None = None):
+    """``vqa ARGS --backend openai ...`` in this process, so the server sees what the command itself closed."""
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    return CliRunner().invoke(app, [*map(str, args), "--backend", "openai", "--base-url", srv.url, "--model",
+                                    "fake-qwen"], input=stdin)
+
+
+@pytest.mark.parametrize("command", ["ask", "batch", "eval", "chat"])
+def test_every_command_closes_its_backend(server: FakeOpenAIServer, tmp_path: Path, kept: list,
+                                          command: str) -> None:
+    args = {
+        "ask": ["ask", EXAMPLES / "images" / "coffee.jpg", "Q?", "-c", "tea", "-c", "coffee", "--tools", "none"],
+        "batch": ["batch", labelled_csv(tmp_path / "t.csv"), "--images", EXAMPLES, "--out", tmp_path / "sub.csv",
+                  "--run-dir", tmp_path / "run", "--tools", "none"],
+        "eval": ["eval", labelled_csv(tmp_path / "t.csv"), "--images", EXAMPLES, "--run-dir", tmp_path / "run"],
+        "chat": ["chat", EXAMPLES / "images" / "coffee.jpg", "--run-dir", tmp_path, "--tools", "none"],
+    }[command]
+    r = cli(server, *args, stdin="What is in the cup? | tea | coffee\n" if command == "chat" else None)
+    assert r.exit_code == 0, r.output
+    assert len(kept) == 1 and server.stats.answered >= 1
+    assert closed(server)
+
+
+def test_ctrl_c_in_the_middle_of_a_batch_still_closes_the_backend(server: FakeOpenAIServer, tmp_path: Path,
+                                                                  kept: list) -> None:
+    main, pressed = threading.main_thread().ident, threading.Event()
+
+    def reply(body: dict) -> str:
+        if not pressed.is_set():  # Ctrl-C while the first question waits for its answer
+            pressed.set()
+            signal.pthread_kill(main, signal.SIGINT)
+        return "b"
+
+    server.script.reply = reply
+    server.script.delay = 0.2
+    r = cli(server, "batch", EXAMPLES / "test.csv", "--images", EXAMPLES, "--out", tmp_path / "sub.csv", "--run-dir",
+            tmp_path / "run", "--tools", "none", "--batch-size", "1")
+    assert pressed.is_set() and r.exit_code == 130 and len(kept) == 1, r.output
+    assert not (tmp_path / "sub.csv").exists()  # interrupted before the submission
+    assert server.stats.answered < 12
+    assert closed(server)

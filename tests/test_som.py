@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 import prompts
-from agent.graph import Services
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.reasoners.qwen import QwenBackend
 from agent.runner import ask
 from agent.schema import Question, SomEvidence
+from agent.services import Services
 from tools.detect import DetectTool
 from tools.sam_original import architecture
 from tools.sam_transformers import point_grid, stability

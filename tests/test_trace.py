@@ -18,12 +18,12 @@ from agent.cache import ToolCache, cache_key, key_parts
 from agent.calibration import RotatingReasoner, TemperatureReasoner, rotate, unrotate
 from agent.data import RowError
 from agent.errors import ConfigError
-from agent.graph import Services
 from agent.images import load_image
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.runner import ResultsLog, run_batch
 from agent.schema import OcrEvidence, Question, TextSpan, ToolResult
+from agent.services import Services
 from agent.trace.events import TRACE_VERSION, TraceError, TraceEvent, TraceWriter
 from agent.trace.export import OtelSink, sinks_from_env
 from agent.trace.read import questions, read_trace
@@ -263,3 +263,42 @@ def test_trace_show_prints_trees_and_the_html_page_renders_in_headless_chromium(
         assert im.format == "PNG" and im.size == (1200, 1400)
         colours = im.convert("RGB").getcolors(maxcolors=1_000_000)
     assert colours is not None and len(colours) > 1000  # the photo is there, not a blank page
+
+
+OTEL_MAIN = """
+import sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+spans = open(sys.argv[1], "w", encoding="utf-8")
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=spans, formatter=lambda s: s.name + "\\n")))
+trace.set_tracer_provider(provider)  # what a user's OpenTelemetry set-up does before the command runs
+sys.argv = ["vqa", *sys.argv[2:]]
+from agent.cli import main
+
+main()
+"""
+
+
+@pytest.mark.parametrize("command", ["ask", "batch", "eval"])
+def test_every_tracing_command_exports_its_spans_when_asked(tmp_path: Path, command: str) -> None:
+    data = tmp_path / "train.csv"
+    lines = (EXAMPLES / "train.csv").read_text(encoding="utf-8").splitlines()
+    data.write_text("\n".join([lines[0], *(ln for ln in lines if ln.startswith(("TRAIN_008,", "TRAIN_010,")))]) + "\n",
+                    encoding="utf-8")
+    run = tmp_path / "run"
+    args = {"ask": ["ask", SIGN, "What does it say?", "-c", "NO PARKING", "-c", "BUS STOP", "--tools", "none",
+                    "--run-dir", run],
+            "batch": ["batch", data, "--images", EXAMPLES, "--out", tmp_path / "sub.csv", "--run-dir", run, "--tools",
+                      "none"],
+            "eval": ["eval", data, "--images", EXAMPLES, "--run-dir", run]}[command]
+    spans = tmp_path / "spans.txt"
+    p = subprocess.run([sys.executable, "-c", OTEL_MAIN, str(spans), *map(str, args), "--reasoner", "evidence"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "VQA_TRACE_EXPORT": "otel"})
+    assert p.returncode == 0, p.stderr
+    names = spans.read_text(encoding="utf-8").splitlines()
+    asked = {e.qid for e in read_trace(run / "trace.jsonl") if e.kind == "question"}
+    assert names.count("vqa.question") == len(asked) == (1 if command == "ask" else 2)
+    assert names.count("vqa.finish") == len(asked) and "vqa.reason" in names

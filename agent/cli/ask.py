@@ -9,47 +9,27 @@ from typing import Annotated, Optional
 import typer
 
 from agent.cli.common import (
-    Adapter,
-    ApiKey,
     AsJson,
-    Backend,
-    BaseUrl,
-    Config,
-    Detector,
-    Device,
-    Dtype,
-    Generate,
-    Kb,
-    MaxPx,
-    MinPx,
-    Model,
-    OcrEngine,
     Opt,
-    Quant,
-    Reasoner,
     RunDir,
-    Segmenter,
+    SettingsFlags,
     Tools,
-    ToolTimeout,
-    build_services,
-    build_settings,
     fail,
+    open_services,
     out,
+    settings_flags,
     tools as parse_tools,
+    trace_writer,
 )
 from agent.schema import LETTERS
 
 
+@settings_flags()
 def ask(
     image: Annotated[Path, typer.Argument(help="The photo.")],
     question: Annotated[str, typer.Argument(help="The question, Korean or English.")],
     choice: Annotated[list[str], Opt("--choice", "-c", help="An option; repeat 2-5 times, in order a, b, c ...")],
-    tools: Tools = None, run_dir: RunDir = None, as_json: AsJson = False, config: Config = None,
-    reasoner: Reasoner = None, model: Model = None, quant: Quant = None, dtype: Dtype = None,
-    adapter: Adapter = None, min_pixels: MinPx = None, max_pixels: MaxPx = None, generate: Generate = None,
-    device: Device = None, ocr_engine: OcrEngine = None, tool_timeout: ToolTimeout = None,
-    detector: Detector = None, segmenter: Segmenter = None, kb: Kb = None,
-    backend: Backend = None, base_url: BaseUrl = None, api_key: ApiKey = None,
+    tools: Tools = None, run_dir: RunDir = None, as_json: AsJson = False, *, opts: SettingsFlags,
 ) -> None:
     """Answer one question about one image."""
     from pydantic import ValidationError
@@ -64,19 +44,10 @@ def ask(
         q = Question(id="ask", image=image, text=question, options=dict(zip(LETTERS, choice)))
     except ValidationError as exc:
         fail("; ".join(e["msg"] for e in exc.errors()) + " (give 2-5 options with -c)")
-    settings = build_settings(config, reasoner=reasoner, model=model, quant=quant, dtype=dtype, adapter=adapter,
-                         min_pixels=min_pixels, max_pixels=max_pixels, generate=generate, device=device,
-                         ocr_engine=ocr_engine, tool_timeout=tool_timeout, detector=detector, segmenter=segmenter,
-                         kb=kb, backend=backend, base_url=base_url, api_key=api_key)
-    services = build_services(settings, run_dir)
-    trace = None
-    if run_dir:
-        from agent.cache import open_cache
-        from agent.trace.events import TraceWriter
-
-        services.cache = open_cache(settings.cache, run_dir)
-        trace = TraceWriter(run_dir / "trace.jsonl")
-    answer = run_ask(services, q, forced_tools=forced, trace=trace)
+    settings = opts.settings()
+    trace = trace_writer(run_dir) if run_dir else None
+    with open_services(settings, run_dir, cache=run_dir is not None) as services:
+        answer = run_ask(services, q, forced_tools=forced, trace=trace)
     if run_dir:
         ResultsLog(run_dir / "results.jsonl").append(answer)
     if as_json:
@@ -87,7 +58,6 @@ def ask(
         out.print(answer_panel(answer))
     if answer.failed:
         raise typer.Exit(1)
-
 
 
 def route(

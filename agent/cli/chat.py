@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from agent.cli.common import build_services, build_settings, fail, tools as parse_tools
+from agent.cli.common import SettingsFlags, Tools, fail, open_services, settings_flags, tools as parse_tools
 
 Opt = typer.Option
 HELP = ("Ask a question; add options after '|' (What colour is the cup? | white | black).\n"
@@ -36,30 +36,15 @@ def parse_line(line: str) -> tuple[str, dict[str, str]]:
     return question, dict(zip(LETTERS, options))
 
 
+@settings_flags()
 def chat_cmd(
     image: Annotated[Optional[Path], typer.Argument(help="The photo (not needed with --resume).")] = None,
     session: Annotated[Optional[str], Opt("--session", help="Name of a new session (default: chat-DATE-TIME).")] = None,
     resume: Annotated[Optional[str], Opt("--resume", help="Continue the session with this name.")] = None,
-    tools: Annotated[Optional[str], Opt("--tools", help="Force tools: comma list of som,detect,ocr,retrieve; "
-                                        "'all' or 'none' (default: the router decides).")] = None,
+    tools: Tools = None,
     run_dir: Annotated[Optional[Path], Opt("--run-dir", help="Keep the session (chat.sqlite) and tool images here "
                                            "instead of the user data directory.")] = None,
-    config: Annotated[Optional[Path], Opt("--config", help="TOML file with the same settings as the flags.")] = None,
-    reasoner: Annotated[Optional[str], Opt("--reasoner", help="qwen or evidence (multiple choice only).")] = None,
-    backend: Annotated[Optional[str], Opt("--backend", help="transformers (in-process) or openai (a server).")] = None,
-    base_url: Annotated[Optional[str], Opt("--base-url", help="OpenAI-compatible server, e.g. "
-                                           "http://127.0.0.1:8000/v1.")] = None,
-    api_key: Annotated[Optional[str], Opt("--api-key", help="The server's API key (or VQA_API_KEY).")] = None,
-    model: Annotated[Optional[str], Opt("--model", help="Checkpoint id or path; with --backend openai the "
-                                        "served model name.")] = None,
-    quant: Annotated[Optional[str], Opt("--quant", help="none, 4bit or 8bit (transformers, GPU only).")] = None,
-    device: Annotated[Optional[str], Opt("--device", help="auto, cpu, cuda, cuda:1 ...")] = None,
-    max_pixels: Annotated[Optional[int], Opt("--max-pixels", help="Pixel budget of the image the model sees.")] = None,
-    ocr_engine: Annotated[Optional[str], Opt("--ocr-engine", help="auto, easyocr or tesseract.")] = None,
-    tool_timeout: Annotated[Optional[float], Opt("--tool-timeout", help="Seconds before giving up on a tool.")] = None,
-    detector: Annotated[Optional[str], Opt("--detector", help="Grounding DINO hub id or path.")] = None,
-    segmenter: Annotated[Optional[str], Opt("--segmenter", help="SAM hub id or path.")] = None,
-    kb: Annotated[Optional[str], Opt("--kb", help="Knowledge-base folder for the retrieve tool.")] = None,
+    *, opts: SettingsFlags,
 ) -> None:
     """Chat about an image: follow-up questions with or without options; resumable sessions."""
 
@@ -75,44 +60,44 @@ def chat_cmd(
     interactive = sys.stdin.isatty()
     out = Console(highlight=False, emoji=False)
     info = out if interactive else Console(stderr=True, highlight=False, emoji=False)  # a pipe's stdout: answers only
-    flags = {k: v for k, v in dict(reasoner=reasoner, backend=backend, base_url=base_url, model=model, quant=quant,
-                                   device=device, max_pixels=max_pixels, ocr_engine=ocr_engine,
-                                   tool_timeout=tool_timeout, detector=detector, segmenter=segmenter, kb=kb,
-                                   config=str(config.resolve()) if config else None).items() if v is not None}
+    flags = {k: v for k, v in opts.given.items() if k != "api_key"}  # kept with the session: never the API key
+    if opts.config:
+        flags["config"] = str(opts.config.resolve())
     store = ChatStore(default_db(run_dir))
-    if resume:
-        state = store.state(resume)
-        if state is None:
-            fail(f"no chat session {resume!r} in {store.path}; sessions there: {store.sessions() or 'none'} (a "
-                  "session started with --run-dir lives in that folder: pass the same --run-dir)")
-        name, flags = resume, {**state.get("settings", {}), **flags}
-    else:
-        name = session or time.strftime("chat-%Y%m%d-%H%M%S")
-        if store.state(name) is not None:
-            fail(f"session {name!r} already exists in {store.path}; continue it with `vqa chat --resume {name}` "
-                  "or pick another --session")
-    cfg = flags.pop("config", None)
-    settings = build_settings(Path(cfg) if cfg else None, **flags, api_key=api_key)
-    services = build_services(settings, run_dir)
-    if cfg:
-        flags["config"] = cfg
-    chat = ChatSession(store, name, ChatRuntime(services))
-    if resume:
-        chat.update(settings=flags, **({"tools": forced} if tools is not None else {}))
-        info.print(f"[bold]resuming {escape(name)}[/] ({len(chat.turns)} earlier turns, image "
-                   f"{escape(chat.state['image'])})")
-        for turn in chat.turns:
-            info.print(Text("you> ", style="bold cyan") + Text(_question(turn)))
-            _show(info, turn, interactive=True)
-    else:
-        chat.start(image.resolve(), flags, forced)
-        info.print(f"[bold]session {escape(name)}[/] about {escape(str(image))} (saved in {escape(str(store.path))})"
-                   f"\n{HELP}", soft_wrap=True)
     try:
-        _loop(chat, out, info, interactive, settings.reasoner)
+        if resume:
+            state = store.state(resume)
+            if state is None:
+                fail(f"no chat session {resume!r} in {store.path}; sessions there: {store.sessions() or 'none'} (a "
+                     "session started with --run-dir lives in that folder: pass the same --run-dir)")
+            name, flags = resume, {**state.get("settings", {}), **flags}
+        else:
+            name = session or time.strftime("chat-%Y%m%d-%H%M%S")
+            if store.state(name) is not None:
+                fail(f"session {name!r} already exists in {store.path}; continue it with `vqa chat --resume {name}` "
+                     "or pick another --session")
+        given = {k: v for k, v in flags.items() if k != "config"}
+        key = {"api_key": opts.given["api_key"]} if "api_key" in opts.given else {}
+        settings = SettingsFlags(Path(flags["config"]) if flags.get("config") else None, {**given, **key}).settings()
+        with open_services(settings, run_dir, cache=False) as services:
+            chat = ChatSession(store, name, ChatRuntime(services))
+            if resume:
+                chat.update(settings=flags, **({"tools": forced} if tools is not None else {}))
+                info.print(f"[bold]resuming {escape(name)}[/] ({len(chat.turns)} earlier turns, image "
+                           f"{escape(chat.state['image'])})")
+                for turn in chat.turns:
+                    info.print(Text("you> ", style="bold cyan") + Text(_question(turn)))
+                    _show(info, turn, interactive=True)
+            else:
+                chat.start(image.resolve(), flags, forced)
+                info.print(f"[bold]session {escape(name)}[/] about {escape(str(image))} (saved in "
+                           f"{escape(str(store.path))})\n{HELP}", soft_wrap=True)
+            try:
+                _loop(chat, out, info, interactive, settings.reasoner)
+            finally:
+                again = f"vqa chat --resume {name}" + (f" --run-dir {run_dir}" if run_dir else "")
+                info.print(Text(f"session {name} saved; continue it with: {again}"), soft_wrap=True)
     finally:
-        again = f"vqa chat --resume {name}" + (f" --run-dir {run_dir}" if run_dir else "")
-        info.print(Text(f"session {name} saved; continue it with: {again}"), soft_wrap=True)
         store.close()
 
 

@@ -1,43 +1,146 @@
 """What every ``vqa`` command shares: the consoles, the option declarations, settings and services building, and
-the single error exit."""
+the single error exit.
+
+The settings flags are declared once, in ``FLAGS``: ``@settings_flags()`` adds ``--config`` and every model,
+backend and tool flag (and optionally the ``RUN_FLAGS``) to a command, with the defaults of ``Settings`` shown in
+``--help``, and hands the command one ``SettingsFlags`` (the flags given on the command line) as its ``opts``
+parameter.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import types
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Union, get_args, get_origin
 
 import typer
 from rich.console import Console
+
+from agent.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from agent.services import Services
+    from agent.trace.events import TraceWriter
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # error messages stay on one line (paths, commands to copy)
 
 Opt = typer.Option
-Reasoner = Annotated[Optional[str], Opt("--reasoner", help="qwen (a Qwen-VL checkpoint) or evidence (model-free).")]
-Model = Annotated[Optional[str], Opt("--model", help="Hub id or local path of a Qwen2.5-VL/Qwen3-VL checkpoint.")]
-Quant = Annotated[Optional[str], Opt("--quant", help="none, 4bit (NF4) or 8bit; bitsandbytes, GPU only.")]
-Dtype = Annotated[Optional[str], Opt("--dtype", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.")]
-Adapter = Annotated[Optional[str], Opt("--adapter", help="Path of a PEFT LoRA adapter to apply.")]
-MinPx = Annotated[Optional[int], Opt("--min-pixels", help="Smallest image the model sees, in pixels.")]
-MaxPx = Annotated[Optional[int], Opt("--max-pixels", help="Pixel budget of the image the model sees.")]
-Generate = Annotated[Optional[bool], Opt("--generate/--logits", help="Generate and parse the letter instead of "
-                                         "scoring option letters from the next-token logits.")]
-Device = Annotated[Optional[str], Opt("--device", help="auto, cpu, cuda, cuda:1 ...")]
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line flag for the setting of the same name; its type and default come from ``Settings``."""
+
+    setting: str
+    decl: str  # "--max-pixels", or "--generate/--logits" for a switch
+    help: str
+    panel: str
+
+    @property
+    def default(self) -> Any:
+        return Settings.model_fields[self.setting].get_default(call_default_factory=True)
+
+    def option(self) -> Any:
+        """``Annotated[T, typer.Option(...)]`` for a parameter whose default is ``default`` (shown in ``--help``)."""
+        kind = Settings.model_fields[self.setting].annotation
+        if get_origin(kind) in (Union, types.UnionType):
+            kind = next(a for a in get_args(kind) if a is not type(None))
+        kind = kind if kind in (bool, int, float) else str
+        return Annotated[Optional[kind], Opt(self.decl, help=self.help, rich_help_panel=self.panel)]
+
+
+MODEL, TOOLS, RUN = "Model", "Tools", "Run"
+FLAGS: tuple[Flag, ...] = (
+    Flag("reasoner", "--reasoner", "qwen (a Qwen-VL checkpoint), or evidence (model-free, multiple choice only).",
+         MODEL),
+    Flag("backend", "--backend", "Where qwen runs: transformers (in-process) or openai (an OpenAI-compatible server: "
+         "vLLM, LMDeploy, llama.cpp, Ollama).", MODEL),
+    Flag("base_url", "--base-url", "The server's URL, e.g. http://127.0.0.1:8000/v1 (--backend openai).", MODEL),
+    Flag("api_key", "--api-key", "The server's API key (else VQA_API_KEY or OPENAI_API_KEY).", MODEL),
+    Flag("model", "--model", "Hub id or local path of a Qwen2.5-VL/Qwen3-VL checkpoint; with --backend openai the "
+         "served model name.", MODEL),
+    Flag("quant", "--quant", "none, 4bit (NF4) or 8bit; bitsandbytes, GPU only.", MODEL),
+    Flag("dtype", "--dtype", "auto (bf16 on GPU, fp32 on CPU), bf16, fp16 or fp32.", MODEL),
+    Flag("adapter", "--adapter", "Path of a PEFT LoRA adapter to apply.", MODEL),
+    Flag("min_pixels", "--min-pixels", "Smallest image the model sees, in pixels (default: the checkpoint's).", MODEL),
+    Flag("max_pixels", "--max-pixels", "Pixel budget of the image the model sees.", MODEL),
+    Flag("generate", "--generate/--logits", "Generate and parse the letter instead of scoring option letters from "
+         "the next-token logits.", MODEL),
+    Flag("device", "--device", "auto, cpu, cuda, cuda:1 ...", MODEL),
+    Flag("ocr_engine", "--ocr-engine", "auto, easyocr or tesseract (default: the ocr tool's, auto).", TOOLS),
+    Flag("tool_timeout", "--tool-timeout", "Seconds before a tool is given up on.", TOOLS),
+    Flag("detector", "--detector", "Grounding DINO hub id or path (the detect tool).", TOOLS),
+    Flag("segmenter", "--segmenter", "SAM hub id or path (the som tool).", TOOLS),
+    Flag("kb", "--kb", "Knowledge-base folder for the retrieve tool (vqa kb build).", TOOLS),
+)
+RUN_FLAGS: tuple[Flag, ...] = (  # for the commands that answer a whole CSV
+    Flag("batch_size", "--batch-size", "Questions per model forward pass.", RUN),
+    Flag("debias", "--debias/--no-debias", "Average each option's probability over every rotation of the options "
+         "(n times the reasoner).", RUN),
+    Flag("temperature", "--temperature", "Temperature for the option probabilities: vqa batch applies it, vqa eval "
+         "also reports calibration at it (fit it with vqa eval).", RUN),
+    Flag("cache", "--cache", "Tool-output cache: auto (RUN/cache), off, or a folder shared between runs.", RUN),
+)
+BY_SETTING = {f.setting: f for f in FLAGS + RUN_FLAGS}
+
+Config = Annotated[Optional[Path], Opt("--config", help="TOML file of settings keyed by the flag names (max-pixels or "
+                                       "max_pixels); flags win over it, it wins over VQA_<NAME> variables.")]
 Tools = Annotated[Optional[str], Opt("--tools", help="Override the router: comma list of som,detect,ocr,retrieve; "
                                      "'all' or 'none'.")]
-OcrEngine = Annotated[Optional[str], Opt("--ocr-engine", help="auto, easyocr or tesseract.")]
-ToolTimeout = Annotated[Optional[float], Opt("--tool-timeout", help="Seconds before a tool is given up on.")]
-Detector = Annotated[Optional[str], Opt("--detector", help="Grounding DINO hub id or path (the detect tool).")]
-Segmenter = Annotated[Optional[str], Opt("--segmenter", help="SAM hub id or path (the som tool).")]
-Kb = Annotated[Optional[str], Opt("--kb", help="Knowledge-base folder for the retrieve tool (vqa kb build).")]
-Backend = Annotated[Optional[str], Opt("--backend", help="Where qwen runs: transformers (in-process) or openai (an "
-                                       "OpenAI-compatible server: vLLM, LMDeploy, llama.cpp, Ollama).")]
-BaseUrl = Annotated[Optional[str], Opt("--base-url", help="The server's URL, e.g. http://127.0.0.1:8000/v1 "
-                                       "(--backend openai; also VQA_BASE_URL).")]
-ApiKey = Annotated[Optional[str], Opt("--api-key", help="The server's API key (also VQA_API_KEY or OPENAI_API_KEY).")]
 RunDir = Annotated[Optional[Path], Opt("--run-dir", help="Keep every question's full record and images here.")]
-Config = Annotated[Optional[Path], Opt("--config", help="TOML file with the same settings as the flags.")]
 AsJson = Annotated[bool, Opt("--json", help="Print the machine-readable record.")]
+Device = BY_SETTING["device"].option()
+
+
+@dataclass(frozen=True)
+class SettingsFlags:
+    """The settings flags of one command line: the config file and the settings whose flags were given."""
+
+    config: Path | None = None
+    given: Mapping[str, Any] = field(default_factory=dict)
+
+    def settings(self) -> Settings:
+        return load_settings(self.config, self.given)
+
+
+def settings_flags(*extra: Flag) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add ``--config``, ``FLAGS`` and ``extra`` to a command whose ``opts`` parameter receives them as one
+    ``SettingsFlags``."""
+    flags = FLAGS + extra
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(fn, eval_str=True)
+        if "opts" not in sig.parameters:
+            raise TypeError(f"{fn.__name__} needs an 'opts' parameter to receive the settings flags")
+        kw = inspect.Parameter.KEYWORD_ONLY
+        params = [p for p in sig.parameters.values() if p.name != "opts"]
+        params += [inspect.Parameter("config", kw, default=None, annotation=Config),
+                   inspect.Parameter("settings_ctx", kw, annotation=typer.Context)]  # typer passes its context
+        params += [inspect.Parameter(f.setting, kw, default=f.default, annotation=f.option()) for f in flags]
+
+        @functools.wraps(fn)
+        def command(*args: Any, settings_ctx: typer.Context, config: Path | None = None, **kwargs: Any) -> Any:
+            values = {f.setting: kwargs.pop(f.setting) for f in flags}
+            # only flags typed on the command line: a default left alone lets the config file and VQA_* speak
+            given = {k: v for k, v in values.items() if v is not None and _typed(settings_ctx, k)}
+            return fn(*args, opts=SettingsFlags(config, given), **kwargs)
+
+        command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
+
+
+def _typed(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"  # click's ParameterSource (typer vendors click)
 
 
 def fail(msg: str, code: int = 2) -> None:
@@ -45,28 +148,33 @@ def fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def build_settings(config: Path | None, **flags: Any):
-    from agent.config import load_settings
-
-    ocr = {"engine": flags.pop("ocr_engine")} if flags.get("ocr_engine") else None
-    flags.pop("ocr_engine", None)
-    s = load_settings(config, flags)
-    if ocr:
-        s.ocr.update(ocr)
-    return s
-
-
-def build_services(settings, run_dir: Path | None, images_root: Path | None = None):
-    """Build the graph's services and load the reasoner now, so a bad model fails before any question runs."""
-    from agent.graph import Services
+@contextmanager
+def open_services(settings: Settings, run_dir: Path | None, *, images_root: Path | None = None,
+                  cache: bool = True) -> Iterator[Services]:
+    """The graph's services with the reasoner loaded now (a bad model fails before any question runs), closed on
+    the way out, errors and Ctrl-C included. ``cache``: open the tool cache the settings name (``RUN/cache``)."""
+    from agent.cache import open_cache
     from agent.reasoners import load_reasoner
+    from agent.services import Services
 
     reasoner = load_reasoner(settings.reasoner, **settings.reasoner_kwargs())
-    if hasattr(reasoner, "load"):
+    services = Services(reasoner=reasoner, tool_settings=settings.tool_settings(),
+                        max_pixels=settings.image_max_pixels, hard_cap_pixels=settings.hard_cap_pixels,
+                        tool_timeout=settings.tool_timeout, artifacts_dir=run_dir / "artifacts" if run_dir else None,
+                        images_root=images_root, cache=open_cache(settings.cache, run_dir) if cache else None)
+    try:
         reasoner.load()
-    return Services(reasoner=reasoner, tool_settings=settings.tool_settings(), max_pixels=settings.image_max_pixels,
-                    hard_cap_pixels=settings.hard_cap_pixels, tool_timeout=settings.tool_timeout,
-                    artifacts_dir=run_dir / "artifacts" if run_dir else None, images_root=images_root)
+        yield services
+    finally:
+        services.close()
+
+
+def trace_writer(run_dir: Path) -> TraceWriter:
+    """``RUN/trace.jsonl`` with the export sinks the environment asks for (``VQA_TRACE_EXPORT``)."""
+    from agent.trace.events import TRACE_FILE, TraceWriter
+    from agent.trace.export import sinks_from_env
+
+    return TraceWriter(run_dir / TRACE_FILE, sinks=sinks_from_env())
 
 
 def tools(spec: str | None) -> list[str] | None:

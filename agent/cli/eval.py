@@ -9,9 +9,10 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from agent.cli.common import Opt, build_services, build_settings, err, fail, out
+from agent.cli.common import RUN_FLAGS, Opt, SettingsFlags, err, fail, open_services, out, settings_flags, trace_writer
 
 
+@settings_flags(*RUN_FLAGS)
 def eval_cmd(
     csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="Labelled competition file (with an answer column).")],
     images: Annotated[Path, Opt("--images", help="Root folder the CSV's paths are relative to.")],
@@ -21,32 +22,12 @@ def eval_cmd(
                                                "every available tool).")] = None,
     circular: Annotated[bool, Opt("--circular", help="Ask every rotation of the options: circular accuracy and "
                                   "position bias.")] = False,
-    debias: Annotated[Optional[bool], Opt("--debias/--no-debias", help="Average probabilities over option "
-                                          "rotations.")] = None,
-    temperature: Annotated[Optional[float], Opt("--temperature", help="Also report calibration at this "
-                                                "temperature.")] = None,
-    cache: Annotated[Optional[str], Opt("--cache", help="Tool cache: auto (RUN/cache), off, or a folder.")] = None,
-    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Questions per model forward pass.")] = None,
-    config: Annotated[Optional[Path], Opt("--config", help="TOML file with the same settings as the flags.")] = None,
-    reasoner: Annotated[Optional[str], Opt("--reasoner", help="qwen or evidence (model-free).")] = None,
-    model: Annotated[Optional[str], Opt("--model", help="Hub id or local path of a Qwen-VL checkpoint.")] = None,
-    quant: Annotated[Optional[str], Opt("--quant", help="none, 4bit or 8bit.")] = None,
-    dtype: Annotated[Optional[str], Opt("--dtype", help="auto, bf16, fp16 or fp32.")] = None,
-    adapter: Annotated[Optional[str], Opt("--adapter", help="PEFT LoRA adapter folder.")] = None,
-    max_pixels: Annotated[Optional[int], Opt("--max-pixels", help="Pixel budget of the model's image.")] = None,
-    generate: Annotated[Optional[bool], Opt("--generate/--logits", help="Generate instead of scoring.")] = None,
-    device: Annotated[Optional[str], Opt("--device", help="auto, cpu, cuda ...")] = None,
-    ocr_engine: Annotated[Optional[str], Opt("--ocr-engine", help="auto, easyocr or tesseract.")] = None,
-    tool_timeout: Annotated[Optional[float], Opt("--tool-timeout", help="Seconds before a tool is given up.")] = None,
-    detector: Annotated[Optional[str], Opt("--detector", help="Grounding DINO id or path.")] = None,
-    segmenter: Annotated[Optional[str], Opt("--segmenter", help="SAM id or path.")] = None,
-    kb: Annotated[Optional[str], Opt("--kb", help="Knowledge-base folder (retrieve).")] = None,
     as_json: Annotated[bool, Opt("--json", help="Print metrics.json instead of tables.")] = False,
+    *, opts: SettingsFlags,
 ) -> None:
     """Accuracy with 95% intervals (overall, per category), calibration, and optionally the tool ablation."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from agent.cache import open_cache
     from agent.data import read_questions
     from eval.evaluate import evaluate, labelled
     from tools import REGISTRY, parse_tool_list
@@ -59,15 +40,11 @@ def eval_cmd(
         fail(f"--ablate-tools: {exc}")
     rows = read_questions(csv_path, images)
     questions, _, _ = labelled(rows, csv_path)  # fail before loading any model
-    settings = build_settings(config, reasoner=reasoner, model=model, quant=quant, dtype=dtype, adapter=adapter,
-                         max_pixels=max_pixels, generate=generate, device=device, ocr_engine=ocr_engine,
-                         tool_timeout=tool_timeout, batch_size=batch_size, detector=detector, segmenter=segmenter,
-                         kb=kb, debias=debias, temperature=temperature, cache=cache)
-    services = build_services(settings, run_dir, images_root=images)
-    services.cache = open_cache(settings.cache, run_dir)
+    settings = opts.settings()
+    trace = trace_writer(run_dir)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err, transient=True)
-    with progress:
+    with open_services(settings, run_dir, images_root=images) as services, progress:
         task = progress.add_task("router", total=len(questions))
 
         def on_arm(name: str) -> None:
@@ -75,7 +52,7 @@ def eval_cmd(
 
         metrics = evaluate(rows, services, run_dir, ablate=ablate, ablate_tools=tools, circular=circular,
                            debias=settings.debias, temperature=settings.temperature, batch_size=settings.batch_size,
-                           csv_path=csv_path, on_arm=on_arm, on_done=lambda a: progress.advance(task))
+                           csv_path=csv_path, on_arm=on_arm, on_done=lambda a: progress.advance(task), trace=trace)
     if as_json:
         print(json.dumps(metrics, ensure_ascii=False, indent=2))
         return

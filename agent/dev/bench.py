@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from agent.graph import Services
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.reasoners.qwen import QwenBackend
 from agent.runner import run_batch
 from agent.schema import Question
+from agent.services import Services
 
 TEXTS = [
     ("사진 속 하늘은 무슨 색인가요?", ["파란색", "빨간색", "초록색", "검은색"]),
@@ -56,10 +57,11 @@ def run_bench(model: str, n: int = 16, batch_size: int = 8, device: str = "auto"
         out: dict = {"model": model, "questions": n, "batch_size": batch_size}
         for key, generate in (("logits_s_per_q", False), ("generate_s_per_q", True)):
             backend = QwenBackend(model, generate=generate, device=device)
-            backend.load()
-            services = Services(reasoner=backend)
-            _time(services, qs[:batch_size], root / f"warm-{key}", batch_size, [])  # warm-up, not counted
-            out[key] = round(_time(services, qs, root / key, batch_size, []), 4)
+            with closing(backend):
+                backend.load()
+                services = Services(reasoner=backend)
+                _time(services, qs[:batch_size], root / f"warm-{key}", batch_size, [])  # warm-up, not counted
+                out[key] = round(_time(services, qs, root / key, batch_size, []), 4)
         services = Services(reasoner=EvidenceReasoner())
         _time(services, qs, root / "warm-overhead", batch_size, None)
         out["overhead_ms_per_q"] = round(1000 * _time(services, qs, root / "overhead", batch_size, None), 3)

@@ -26,10 +26,20 @@ class ReasonRequest:
 
 
 class Reasoner(Protocol):
+    """A backend: ``load`` (idempotent; ``decide`` loads on first use too), ``decide``, then ``close`` once."""
+
     name: str
+
+    def load(self) -> None:
+        """Get ready (weights, a server connection); raise a ``VqaError`` saying what is wrong."""
+        ...
 
     def decide(self, batch: Sequence[ReasonRequest]) -> list[Decision]:
         """One decision per request, in order. Raises only for failures of the whole batch."""
+        ...
+
+    def close(self) -> None:
+        """Release what ``load`` took (memory, connections); the owner calls it at exit, errors included."""
         ...
 
 

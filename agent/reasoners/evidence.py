@@ -129,6 +129,12 @@ class EvidenceReasoner:
         self.sharpness = sharpness
         self.min_support = min_support
 
+    def load(self) -> None:
+        """Nothing to load: no model."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
     def decide(self, batch: Sequence[ReasonRequest]) -> list[Decision]:
         return [self._one(r) for r in batch]
 

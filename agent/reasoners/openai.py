@@ -252,12 +252,14 @@ class OpenAIBackend:
         return ids
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Stop the request pool (queued requests are cancelled) and close the HTTP client and its connections."""
+        with self._load_lock:
+            if self._pool is not None:  # running requests finish first: they still use the client
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
     # ------------------------------------------------------------ deciding
 

@@ -6,6 +6,7 @@ format works (Qwen2.5-VL, Qwen3-VL); nothing branches on the model's name.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.util
 import math
@@ -146,6 +147,17 @@ class QwenBackend:
         tokenizer.padding_side = "left"
         self._letter_ids = letter_token_ids(lambda s: tokenizer.encode(s, add_special_tokens=False))
         self._model, self._processor = model.eval(), processor
+
+    def close(self) -> None:
+        """Free the weights (and the CUDA cache they used); a later ``decide`` loads them again."""
+        if self._model is None:
+            return
+        on_cuda = self._model.device.type == "cuda"
+        self._model = self._processor = None
+        self._letter_ids = {}
+        gc.collect()
+        if on_cuda:
+            torch.cuda.empty_cache()
 
     def _with_adapter(self, model: Any) -> Any:
         from peft import PeftModel

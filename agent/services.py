@@ -1,0 +1,111 @@
+"""What the graph's nodes use that is not per-question data: ``Services``, immutable for a run.
+
+A run that needs something different (a wrapped reasoner, another artifacts folder) builds a changed copy with
+``services.replace(...)``; nothing is mutated and restored. The tools themselves are built lazily, once, into a
+``ToolBox`` that every copy shares; whoever built the services (the command line) owns them and closes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.cache import ToolCache
+from agent.images import LoadedImage
+from agent.reasoners.base import Reasoner
+from agent.router import Router
+from agent.schema import Question, ToolResult
+from tools import load_tool
+from tools.base import Tool
+
+TOOL_THREADS = 8
+
+
+class ToolBox:
+    """Tool instances built on first use (one per name and settings) and the thread pool tools run on."""
+
+    def __init__(self, threads: int = TOOL_THREADS) -> None:
+        self._threads = threads
+        self._tools: dict[tuple[str, str], Tool] = {}
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def get(self, name: str, settings: Mapping[str, Any]) -> Tool:
+        key = (name, json.dumps(settings, sort_keys=True, default=str))
+        with self._lock:
+            tool = self._tools.get(key)
+        if tool is None:  # built outside the lock: loading one tool must not hold up the others
+            tool = load_tool(name, **settings)
+            with self._lock:
+                tool = self._tools.setdefault(key, tool)
+        return tool
+
+    def submit(self, fn: Callable[..., ToolResult], *args: Any) -> Future:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="tool")
+            pool = self._pool
+        return pool.submit(fn, *args)
+
+    def close(self) -> None:
+        """Stop the pool (queued tool runs are cancelled, running ones finish)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything the nodes use that is not per-question data (the graph's runtime context)."""
+
+    reasoner: Reasoner
+    router: Router = field(default_factory=Router)
+    tool_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    max_pixels: int = 4_000_000
+    hard_cap_pixels: int = 400_000_000
+    tool_timeout: float = 120.0
+    artifacts_dir: Path | None = None
+    images_root: Path | None = None  # when set, image paths must stay inside it (symlinks included)
+    cache: ToolCache | None = None  # tool outputs computed once per image, tool, settings and question inputs
+    toolbox: ToolBox = field(default_factory=ToolBox)  # shared by every copy
+
+    def replace(self, **changes: Any) -> Services:
+        """A copy with ``changes`` (e.g. ``reasoner=``, ``artifacts_dir=``); the tool box is shared."""
+        return dataclasses.replace(self, **changes)
+
+    def tool(self, name: str) -> Tool:
+        return self.toolbox.get(name, self.tool_settings.get(name, {}))
+
+    def submit(self, fn: Callable[..., ToolResult], *args: Any) -> Future:
+        """Run ``fn(*args)`` on the tool pool (so a node can stop waiting for a slow tool)."""
+        return self.toolbox.submit(fn, *args)
+
+    def run_tool(self, tool: Tool, image: LoadedImage, question: Question,
+                 peers: dict[str, Tool] | None = None) -> ToolResult:
+        """``tool.run`` on the working image, through the tool cache when there is one."""
+        workdir, kwargs = self.workdir(question.id), ({"peers": peers} if peers else {})
+        if self.cache is None:
+            return tool.run(image.image, question, workdir, **kwargs)
+        return self.cache.run(tool, image, question, workdir, **kwargs)
+
+    def workdir(self, qid: str) -> Path | None:
+        if self.artifacts_dir is None:
+            return None
+        d = self.artifacts_dir / re.sub(r"[^\w.-]", "_", qid)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def close(self) -> None:
+        """Close the reasoner and the tool pool. Only the owner (who built these services) calls it, once."""
+        try:
+            self.reasoner.close()
+        finally:
+            self.toolbox.close()
