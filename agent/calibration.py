@@ -46,9 +46,13 @@ def unrotate(probs: dict[str, float], letters: Sequence[str], shift: int) -> dic
 
 
 class _Wrapper:
-    """A reasoner around ``backend``: loading and closing are the backend's."""
+    """A reasoner around ``backend``: loading, closing and how many batches it takes at once are the backend's."""
 
     backend: Reasoner
+
+    @property
+    def concurrent_batches(self) -> int:
+        return int(getattr(self.backend, "concurrent_batches", 1))
 
     def load(self) -> None:
         self.backend.load()
