@@ -96,3 +96,15 @@ def check_output(out: Path, *, inputs: list[Path], run_dir: Path | None, flag: s
                           f"{out.parent})")
     if not os.access(target.parent, os.W_OK):
         raise ConfigError(f"{flag} {out}: folder {out.parent} is not writable")
+
+
+ANSWER_SETTINGS = ("reasoner", "backend", "model", "base_url", "quant", "dtype", "adapter", "min_pixels", "max_pixels",
+                   "generate", "max_new_tokens", "constrain", "debias", "temperature", "image_max_pixels")
+
+
+def identity(settings: Any, forced_tools: list[str] | None) -> dict[str, Any]:
+    """What shapes the answers of a run: the reasoner's settings, the tools and their settings, the prompts."""
+    from prompts import template_versions
+
+    return {**{k: getattr(settings, k) for k in ANSWER_SETTINGS}, "tools": forced_tools,
+            "tool_settings": settings.tool_settings(), "prompts": template_versions()}

@@ -14,6 +14,7 @@ import csv
 import os
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ from agent.graph import build_graph, final_answer
 from agent.schema import Answer, Question
 from agent.services import Services
 from agent.trace.events import TRACE_FILE, TraceWriter
+
+TOOL_FAILURES = "tool_failures.csv"
 
 
 class ResultsLog:
@@ -72,6 +75,8 @@ class BatchSummary:
     new: int  # answered in this run
     no_evidence: int = 0  # answered with uniform probabilities: the evidence reasoner had nothing to go on
     batch_sizes: list[int] = field(default_factory=list)
+    tool_failures: dict[str, int] = field(default_factory=dict)  # per tool: questions answered while it failed
+    tool_errors: dict[str, str] = field(default_factory=dict)  # per tool: its most common error
 
     @property
     def seconds_per_question(self) -> float:
@@ -170,13 +175,27 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
     seconds = time.perf_counter() - t0
     final = [_final(r, done, failures) for r in rows]
     _write_failures(run_dir / "failed.csv", rows, final)
+    failures_by_tool, errors_by_tool = tool_failures(final)
+    _write_tool_failures(run_dir / TOOL_FAILURES, final)
     if out is not None:
         write_submission(out, [(a.id, a.answer) for a in final])
-    return BatchSummary(rows=len(rows), answered=sum(a.method != "fallback" for a in final),
+    return BatchSummary(tool_failures=failures_by_tool, tool_errors=errors_by_tool, rows=len(rows), answered=sum(a.method != "fallback" for a in final),
                         failed=sum(a.method == "fallback" for a in final), skipped=len(rows) - len(todo) - sum(
                             isinstance(r, RowError) for r in rows), seconds=seconds, new=len(todo) - len(failures),
                         batch_sizes=batcher.batch_sizes,
                         no_evidence=sum("no_evidence" in a.flags for a in final))
+
+
+def tool_failures(answers: list[Answer]) -> tuple[dict[str, int], dict[str, str]]:
+    """Per tool: how many questions were answered while it failed, and its most common error."""
+    counts: Counter[str] = Counter()
+    errors: dict[str, Counter[str]] = {}
+    for a in answers:
+        for r in a.evidence:
+            if not r.ok:
+                counts[r.tool] += 1
+                errors.setdefault(r.tool, Counter())[r.error or "failed"] += 1
+    return dict(counts), {t: c.most_common(1)[0][0] for t, c in errors.items()}
 
 
 def _final(row: Question | RowError, done: dict[str, Answer], failures: dict[str, Answer]) -> Answer:
@@ -184,6 +203,20 @@ def _final(row: Question | RowError, done: dict[str, Answer], failures: dict[str
     if isinstance(row, RowError):
         return fallback_answer(row, row.reason)
     return done.get(row.id) or failures.get(row.id) or fallback_answer(row, "not answered")
+
+
+def _write_tool_failures(path: Path, final: list[Answer]) -> None:
+    """``tool_failures.csv``: one row per (question, tool) whose tool failed; the question was still answered."""
+    rows = [[a.id, r.tool, r.error or "failed"] for a in final for r in a.evidence if not r.ok]
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "tool", "error"])
+        w.writerows(rows)
+    os.replace(tmp, path)
 
 
 def _write_failures(path: Path, rows: list[Question | RowError], final: list[Answer]) -> None:

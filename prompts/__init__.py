@@ -41,6 +41,11 @@ def template_version(name: str) -> str:
     return m.group(1)
 
 
+def template_versions() -> dict[str, str]:
+    """Every template's version, by name (``{"answer.en": "1", ...}``): part of what identifies a run's answers."""
+    return {f.name.removesuffix(".j2"): template_version(f.name) for f in sorted(HERE.glob("*.j2"))}
+
+
 def quote(text: str) -> str:
     """JSON-quote untrusted text; ``<`` and ``>`` are escaped so it cannot close the data delimiters."""
     return json.dumps(text, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from agent.cli.common import (
@@ -31,19 +32,48 @@ def batch(
     out_path: Annotated[Path, Opt("--out", help="Submission to write (id,answer).")],
     run_dir: RunDir = None, tools: Tools = None,
     show: Annotated[bool, Opt("--show", help="Print a per-question table of tools and evidence.")] = False,
+    force: Annotated[bool, Opt("--force", help="Answer again when the run directory holds answers made with other "
+                                "settings (they are set aside, not deleted).")] = False,
+    strict: Annotated[bool, Opt("--strict", help="Exit 1 when any tool failed on any question (for CI).")] = False,
     *, opts: SettingsFlags,
 ) -> None:
     """Answer a competition CSV; resumable through --run-dir; writes one submission row per input row."""
     from agent.data import read_questions
-    from agent.runner import ResultsLog, run_batch
+    from agent.rundir import check_output, identity, locked, remember
+    from agent.runner import ResultsLog
     from agent.schema import Question
 
     forced = parse_tools(tools)
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
+    run_dir = run_dir or Path("runs") / f"batch-{csv_path.stem}"
+    check_output(out_path, inputs=[csv_path], run_dir=run_dir)
     rows = read_questions(csv_path, images)
     settings = opts.settings()
-    run_dir = run_dir or Path("runs") / f"batch-{csv_path.stem}"
+    with locked(run_dir, "vqa batch"):
+        remember(run_dir, identity(settings, forced), force=force)
+        summary = _answer(rows, settings, run_dir, images, forced, out_path)
+    if show:
+        from agent.cli.display import print_batch_table
+
+        done = ResultsLog(run_dir / "results.jsonl").load()
+        print_batch_table(out, [done[r.id] for r in rows if isinstance(r, Question) and r.id in done])
+    out.print(f"[bold]rows[/] {summary.rows}  [bold]answered[/] {summary.answered}  [bold]failed[/] {summary.failed}"
+              f"  [bold]resumed[/] {summary.skipped}  [bold]s/question[/] {summary.seconds_per_question:.3f}"
+              + (f"  [yellow]no evidence (uniform guess)[/] {summary.no_evidence}" if summary.no_evidence else ""))
+    for tool, n in sorted(summary.tool_failures.items()):
+        out.print(f"[yellow]tool {tool} failed on {n} of {summary.rows} questions[/] (answered without it): "
+                  f"{escape(summary.tool_errors[tool])}", soft_wrap=True)
+    out.print(f"submission: {out_path}   run: {run_dir}" + (f"   failures: {run_dir / 'failed.csv'}"
+                                                           if summary.failed else "")
+              + (f"   tool failures: {run_dir / 'tool_failures.csv'}" if summary.tool_failures else ""))
+    if strict and summary.tool_failures:
+        raise typer.Exit(1)
+
+
+def _answer(rows: list, settings: Any, run_dir: Path, images: Path, forced: list[str] | None, out_path: Path) -> Any:
+    from agent.runner import run_batch
+
     trace = trace_writer(run_dir)
     progress = Progress(TextColumn("[bold]answering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TimeRemainingColumn(), console=err, transient=False)
@@ -54,13 +84,4 @@ def batch(
         summary = run_batch(rows, services, run_dir, batch_size=settings.batch_size, forced_tools=forced,
                             out=out_path, on_done=lambda a: progress.advance(task), trace=trace,
                             debias=settings.debias, temperature=settings.temperature)
-    if show:
-        from agent.cli.display import print_batch_table
-
-        done = ResultsLog(run_dir / "results.jsonl").load()
-        print_batch_table(out, [done[r.id] for r in rows if isinstance(r, Question) and r.id in done])
-    out.print(f"[bold]rows[/] {summary.rows}  [bold]answered[/] {summary.answered}  [bold]failed[/] {summary.failed}"
-              f"  [bold]resumed[/] {summary.skipped}  [bold]s/question[/] {summary.seconds_per_question:.3f}"
-              + (f"  [yellow]no evidence (uniform guess)[/] {summary.no_evidence}" if summary.no_evidence else ""))
-    out.print(f"submission: {out_path}   run: {run_dir}" + (f"   failures: {run_dir / 'failed.csv'}"
-                                                           if summary.failed else ""))
+    return summary
