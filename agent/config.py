@@ -9,6 +9,10 @@ The config file uses the flag names with underscores, e.g.::
     detector = "/models/grounding-dino-base"
     [ocr]
     engine = "tesseract"
+    [tools.register]                     # plug-in tools: name = "module:Class" (module on PYTHONPATH)
+    mean_color = "mean_color:MeanColorTool"
+    [tools.settings.mean_color]          # a plug-in's constructor settings
+    colors = 3
 
 A Qwen-VL served by vLLM, LMDeploy, llama.cpp or Ollama: ``backend = "openai"`` with ``base_url`` (and
 ``model`` = the served name); ``reasoner = "qwen"`` then resolves to the registered ``openai`` backend. The
@@ -29,6 +33,15 @@ from agent.errors import ConfigError
 
 DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 ENVIRONMENT = {"VQA_BACKEND": "backend", "VQA_BASE_URL": "base_url", "VQA_MODEL": "model", "VQA_API_KEY": "api_key"}
+
+
+class ToolsTable(BaseModel):
+    """``[tools]``: plug-in tools registered by ``"module:Class"`` (``register``) and their settings (``settings``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    register: dict[str, str] = Field(default_factory=dict)
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class Settings(BaseModel):
@@ -65,6 +78,7 @@ class Settings(BaseModel):
     detect: dict[str, Any] = Field(default_factory=dict)
     som: dict[str, Any] = Field(default_factory=dict)
     retrieve: dict[str, Any] = Field(default_factory=dict)
+    tools: ToolsTable = Field(default_factory=ToolsTable)
 
     @model_validator(mode="after")
     def _resolve_backend(self) -> Settings:
@@ -77,8 +91,9 @@ class Settings(BaseModel):
 
     def tool_settings(self) -> dict[str, dict[str, Any]]:
         """Per-tool constructor settings; the short flags fill the tools' main keys."""
-        out = {"ocr": dict(self.ocr), "detect": dict(self.detect), "som": dict(self.som),
-               "retrieve": dict(self.retrieve)}
+        out = {name: dict(table) for name, table in self.tools.settings.items()}
+        for name, table in (("ocr", self.ocr), ("detect", self.detect), ("som", self.som), ("retrieve", self.retrieve)):
+            out[name] = {**out.get(name, {}), **table}
         for tool, key, value in (("detect", "model", self.detector), ("som", "model", self.segmenter),
                                  ("retrieve", "kb", self.kb)):
             if value is not None:

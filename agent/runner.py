@@ -140,7 +140,7 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
         finally:
             batcher.leave(q.id)
         with lock:
-            if a.method == "fallback":
+            if a.failed:
                 failures[q.id] = a
             else:
                 log.append(a)
@@ -172,8 +172,8 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
     _write_failures(run_dir / "failed.csv", rows, final)
     if out is not None:
         write_submission(out, [(a.id, a.answer) for a in final])
-    return BatchSummary(rows=len(rows), answered=sum(a.method != "fallback" for a in final),
-                        failed=sum(a.method == "fallback" for a in final), skipped=len(rows) - len(todo) - sum(
+    return BatchSummary(rows=len(rows), answered=sum(not a.failed for a in final),
+                        failed=sum(a.failed for a in final), skipped=len(rows) - len(todo) - sum(
                             isinstance(r, RowError) for r in rows), seconds=seconds, new=len(todo) - len(failures),
                         batch_sizes=batcher.batch_sizes,
                         no_evidence=sum("no_evidence" in a.flags for a in final))
@@ -192,6 +192,6 @@ def _write_failures(path: Path, rows: list[Question | RowError], final: list[Ans
         w = csv.writer(f)
         w.writerow(["id", "line", "reason", "fallback_answer"])
         for r, a in zip(rows, final):
-            if a.method == "fallback":
+            if a.failed:
                 w.writerow([r.id, getattr(r, "line", ""), "; ".join(a.errors), a.answer])
     os.replace(tmp, path)

@@ -44,7 +44,7 @@ def test_ask_end_to_end_with_tiny_qwen_records_every_node(qwen: QwenBackend) -> 
     assert [s.node for s in a.steps] == ["load_image", "route", "reason", "finish"]
     assert all(s.ok and s.seconds >= 0 for s in a.steps)
     assert "<|im_start|>" in a.prompt and "사진 속 물체는 무슨 색인가요?" in a.prompt
-    assert a.route["method"] == "forced" and a.tools == []
+    assert a.route.method == "forced" and a.tools == []
 
 
 @pytest.mark.slow
@@ -82,7 +82,7 @@ def test_failing_tool_is_recorded_and_the_question_still_answered() -> None:
     assert a.method == "evidence" and a.flags == ["no_evidence"]
     [r] = a.evidence
     assert r.tool == "ocr" and not r.ok and "korean_g2" in r.error
-    assert any(s.node == "run_tool:ocr" and not s.ok for s in a.steps)
+    assert any((s.node, s.tool) == ("run_tool", "ocr") and not s.ok for s in a.steps)
 
 
 @pytest.mark.slow
@@ -101,7 +101,7 @@ def test_router_choice_runs_ocr_and_the_evidence_reasoner_reads_the_sign(tmp_pat
     q = Question(id="sign", image=img, text="표지판에 적힌 글자는?", options={"a": "NO PARKING", "b": "BUS STOP",
                                                                        "c": "ONE WAY"})
     a = ask(Services(reasoner=EvidenceReasoner(), artifacts_dir=tmp_path), q)
-    assert a.route["tools"] == ["ocr"] and a.tools == ["ocr"]
+    assert a.route.tools == ["ocr"] and a.tools == ["ocr"]
     assert a.evidence[0].ok and a.answer == "a", a.evidence[0]
 
 

@@ -57,7 +57,6 @@ def ask(
     from agent.runner import ResultsLog, ask as run_ask
     from agent.schema import Question
 
-    forced = parse_tools(tools)
     if not image.is_file():
         fail(f"image {image} does not exist or is not a file")
     try:
@@ -68,6 +67,7 @@ def ask(
                          min_pixels=min_pixels, max_pixels=max_pixels, generate=generate, device=device,
                          ocr_engine=ocr_engine, tool_timeout=tool_timeout, detector=detector, segmenter=segmenter,
                          kb=kb, backend=backend, base_url=base_url, api_key=api_key)
+    forced = parse_tools(tools)  # after the settings: the config file may register plug-in tools
     services = build_services(settings, run_dir)
     trace = None
     if run_dir:
@@ -97,8 +97,10 @@ def route(
 ) -> None:
     """Show which tools the router picks for a question (no model is loaded)."""
     from agent.router import Router
+    from tools import plugin_routing
 
-    r = Router().route(question, choice or [])
+    rules, examples = plugin_routing()  # plug-ins installed as vqa.tools entry points
+    r = Router(rules=rules, examples=examples).route(question, choice or [])
     if as_json:
         print(json.dumps(r.as_dict(), ensure_ascii=False))
     else:

@@ -61,7 +61,6 @@ def batch(
     from agent.runner import ResultsLog, run_batch
     from agent.schema import Question
 
-    forced = parse_tools(tools)
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
     rows = read_questions(csv_path, images)
@@ -70,6 +69,7 @@ def batch(
                          ocr_engine=ocr_engine, tool_timeout=tool_timeout, batch_size=batch_size,
                          detector=detector, segmenter=segmenter, kb=kb, backend=backend, base_url=base_url,
                          api_key=api_key, debias=debias, temperature=temperature)
+    forced = parse_tools(tools)  # after the settings: the config file may register plug-in tools
     run_dir = run_dir or Path("runs") / f"batch-{csv_path.stem}"
     services = build_services(settings, run_dir, images_root=images)
     from agent.cache import open_cache

@@ -23,8 +23,8 @@ MaxPx = Annotated[Optional[int], Opt("--max-pixels", help="Pixel budget of the i
 Generate = Annotated[Optional[bool], Opt("--generate/--logits", help="Generate and parse the letter instead of "
                                          "scoring option letters from the next-token logits.")]
 Device = Annotated[Optional[str], Opt("--device", help="auto, cpu, cuda, cuda:1 ...")]
-Tools = Annotated[Optional[str], Opt("--tools", help="Override the router: comma list of som,detect,ocr,retrieve; "
-                                     "'all' or 'none'.")]
+Tools = Annotated[Optional[str], Opt("--tools", help="Override the router: comma list of som,detect,ocr,retrieve "
+                                     "(and plug-in tools); 'all' or 'none'.")]
 OcrEngine = Annotated[Optional[str], Opt("--ocr-engine", help="auto, easyocr or tesseract.")]
 ToolTimeout = Annotated[Optional[float], Opt("--tool-timeout", help="Seconds before a tool is given up on.")]
 Detector = Annotated[Optional[str], Opt("--detector", help="Grounding DINO hub id or path (the detect tool).")]
@@ -46,13 +46,18 @@ def fail(msg: str, code: int = 2) -> None:
 
 
 def build_settings(config: Path | None, **flags: Any):
+    """The run's settings; the config file's plug-in tools (``[tools.register]``) are registered here, so
+    ``--tools`` (parsed after this) accepts them."""
     from agent.config import load_settings
+    from tools import register
 
     ocr = {"engine": flags.pop("ocr_engine")} if flags.get("ocr_engine") else None
     flags.pop("ocr_engine", None)
     s = load_settings(config, flags)
     if ocr:
         s.ocr.update(ocr)
+    for name, spec in s.tools.register.items():
+        register(name, spec)  # a wrong path is a ConfigError: one line, exit 2
     return s
 
 
@@ -60,11 +65,15 @@ def build_services(settings, run_dir: Path | None, images_root: Path | None = No
     """Build the graph's services and load the reasoner now, so a bad model fails before any question runs."""
     from agent.graph import Services
     from agent.reasoners import load_reasoner
+    from agent.router import Router
+    from tools import plugin_routing
 
+    rules, examples = plugin_routing()
     reasoner = load_reasoner(settings.reasoner, **settings.reasoner_kwargs())
     if hasattr(reasoner, "load"):
         reasoner.load()
-    return Services(reasoner=reasoner, tool_settings=settings.tool_settings(), max_pixels=settings.image_max_pixels,
+    return Services(reasoner=reasoner, router=Router(rules=rules, examples=examples),
+                    tool_settings=settings.tool_settings(), max_pixels=settings.image_max_pixels,
                     hard_cap_pixels=settings.hard_cap_pixels, tool_timeout=settings.tool_timeout,
                     artifacts_dir=run_dir / "artifacts" if run_dir else None, images_root=images_root)
 
