@@ -36,11 +36,12 @@ ENVIRONMENT = {"VQA_BACKEND": "backend", "VQA_BASE_URL": "base_url", "VQA_MODEL"
 
 
 class ToolsTable(BaseModel):
-    """``[tools]``: plug-in tools registered by ``"module:Class"`` (``register``) and their settings (``settings``)."""
+    """``[tools]``: plug-in tools registered by ``"module:Class"`` (``[tools.register]``, read as ``classes``) and
+    their settings (``[tools.settings.NAME]``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    register: dict[str, str] = Field(default_factory=dict)
+    classes: dict[str, str] = Field(default_factory=dict, alias="register")  # "register" is a BaseModel name
     settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # error messages stay on one line (paths, commands to copy)
@@ -41,7 +42,7 @@ AsJson = Annotated[bool, Opt("--json", help="Print the machine-readable record."
 
 
 def fail(msg: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)  # escaped: "[tools.register]" is no markup
     raise typer.Exit(code)
 
 
@@ -56,7 +57,7 @@ def build_settings(config: Path | None, **flags: Any):
     s = load_settings(config, flags)
     if ocr:
         s.ocr.update(ocr)
-    for name, spec in s.tools.register.items():
+    for name, spec in s.tools.classes.items():
         register(name, spec)  # a wrong path is a ConfigError: one line, exit 2
     return s
 
