@@ -22,6 +22,7 @@ from importlib import metadata
 from typing import Any
 
 from agent.errors import ConfigError
+from tools.base import Tool
 
 BUILTIN: dict[str, str] = {
     "som": "tools.som:SomTool",
@@ -43,6 +44,26 @@ def import_spec(spec: str) -> Any:
     return obj
 
 
+def _load(name: str, spec: str, origin: str) -> type[Tool]:
+    """Import the class ``spec`` names and check it is a ``Tool`` named ``name``."""
+    module = spec.partition(":")[0]
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(f"{origin}: cannot import {module!r} ({exc}); is its folder on PYTHONPATH?") from None
+    except Exception as exc:  # noqa: BLE001 - a broken plug-in module is a configuration problem, said in one line
+        raise ConfigError(f"{origin}: importing {module!r} failed: {type(exc).__name__}: {exc}") from None
+    try:
+        cls = import_spec(spec)
+    except AttributeError as exc:
+        raise ConfigError(f"{origin}: {spec!r} names nothing ({exc})") from None
+    if not (isinstance(cls, type) and issubclass(cls, Tool)):
+        raise ConfigError(f"{origin}: {spec!r} is not a tools.base.Tool subclass")
+    if cls.name != name:
+        raise ConfigError(f"{origin}: the class is named {cls.name!r}; register it as {cls.name!r}")
+    return cls
+
+
 class Registry(Mapping[str, str]):
     """Tool name -> ``"module:Class"``, built-ins first; entry points are read once, on first access."""
 
@@ -62,7 +83,7 @@ class Registry(Mapping[str, str]):
                 dist = getattr(ep.dist, "name", None) or "an installed distribution"
                 self._add(ep.name, ep.value, f"entry point {ENTRY_POINT_GROUP} {ep.name!r} of {dist}")
 
-    def _add(self, name: str, spec: str, origin: str) -> None:
+    def _check(self, name: str, spec: str, origin: str) -> None:
         if not _NAME.fullmatch(name) or name in ("all", "none"):
             raise ConfigError(f"{origin}: a tool name is lower-case letters, digits and _ (not 'all' or 'none'), "
                               f"found {name!r}")
@@ -71,6 +92,9 @@ class Registry(Mapping[str, str]):
         if name in self._specs and self._specs[name] != spec:
             raise ConfigError(f"{origin}: tool {name!r} is already {self._specs[name]!r} ({self._origin[name]}); "
                               "choose another name")
+
+    def _add(self, name: str, spec: str, origin: str) -> None:
+        self._check(name, spec, origin)
         self._specs[name] = spec
         self._origin.setdefault(name, origin)
 
@@ -89,30 +113,21 @@ class Registry(Mapping[str, str]):
     def is_builtin(self, name: str) -> bool:
         return name in self._builtin
 
-    def register(self, name: str, spec: str, origin: str | None = None) -> type:
-        """Add a tool (the same spec twice is a no-op) and import its class now; ``ConfigError`` says what is wrong."""
+    def register(self, name: str, spec: str, origin: str | None = None) -> type[Tool]:
+        """Add a tool (the same spec twice is a no-op) once its class imports and meets the contract; else a
+        ``ConfigError`` says what is wrong and nothing is added."""
         self._discover()
+        origin = origin or f"[tools.register] {name} = {spec!r}"
         with self._lock:
-            self._add(name, spec, origin or f"[tools.register] {name} = {spec!r}")
-        return self.tool_class(name)
-
-    def tool_class(self, name: str) -> type:
-        """Import the class registered as ``name`` and check it is a ``Tool`` named ``name``."""
-        from tools.base import Tool
-
-        spec = self[name]
-        origin = self._origin.get(name, spec)
-        try:
-            cls = import_spec(spec)
-        except ImportError as exc:
-            raise ConfigError(f"{origin}: cannot import {spec!r} ({exc}); is its folder on PYTHONPATH?") from None
-        except AttributeError as exc:
-            raise ConfigError(f"{origin}: {spec!r} names nothing ({exc})") from None
-        if not (isinstance(cls, type) and issubclass(cls, Tool)):
-            raise ConfigError(f"{origin}: {spec!r} is not a tools.base.Tool subclass")
-        if cls.name != name:
-            raise ConfigError(f"{origin}: the class is named {cls.name!r}; register it as {cls.name!r}")
+            self._check(name, spec, origin)
+            cls = _load(name, spec, origin)
+            self._add(name, spec, origin)
         return cls
+
+    def tool_class(self, name: str) -> type[Tool]:
+        """Import the class registered as ``name`` and check it is a ``Tool`` named ``name``."""
+        spec = self[name]
+        return _load(name, spec, self._origin.get(name, spec))
 
 
 REGISTRY = Registry(BUILTIN)
@@ -123,7 +138,7 @@ def tool_names() -> list[str]:
     return list(REGISTRY)
 
 
-def register(name: str, spec: str) -> type:
+def register(name: str, spec: str) -> type[Tool]:
     """Register a plug-in tool class by ``"module:Class"`` (what ``[tools.register]`` does)."""
     return REGISTRY.register(name, spec)
 
@@ -144,7 +159,7 @@ def parse_tool_list(spec: str) -> list[str]:
     return [t for t in names if t in asked]
 
 
-def load_tool(name: str, **settings: Any):
+def load_tool(name: str, **settings: Any) -> Tool:
     """Instantiate a tool by name (no weights are loaded until its first run)."""
     tool_cls = REGISTRY.tool_class(name)
     try:
