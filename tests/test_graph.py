@@ -116,3 +116,17 @@ def test_unknown_tool_setting_fails_that_tool_only() -> None:
     services = Services(reasoner=EvidenceReasoner(), tool_settings={"ocr": {"engnie": "easyocr"}})
     [r] = ask(services, question(0), forced_tools=["ocr"]).evidence
     assert not r.ok and "engnie" in r.error
+
+
+def test_route_and_steps_are_typed_and_old_records_still_load(tmp_path: Path) -> None:
+    from agent.runner import fallback_answer
+    from agent.schema import Answer, Route
+
+    services = Services(reasoner=EvidenceReasoner(), tool_settings={"ocr": {"engine": "magic"}})  # fails fast
+    a = ask(services, question(0), forced_tools=["ocr"])
+    assert isinstance(a.route, Route) and (a.route.method, a.route.run, a.route.skipped) == ("forced", ["ocr"], {})
+    [tool_step] = [s for s in a.steps if s.node == "run_tool"]
+    assert tool_step.tool == "ocr" and not tool_step.ok and tool_step.label == "run_tool:ocr" and "run_tool:ocr" in a.timings
+    assert list(a.model_dump(mode="json")["route"]) == ["tools", "reasons", "method", "run", "skipped"]
+    old = fallback_answer(question(1), "image missing").model_dump(mode="json") | {"route": {}}
+    assert Answer.model_validate(old).route is None and Answer.model_validate(old).failed
