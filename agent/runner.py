@@ -146,7 +146,7 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
         finally:
             batcher.leave(q.id)
         with lock:
-            if a.method == "fallback":
+            if a.failed:
                 failures[q.id] = a
             else:
                 log.append(a)
@@ -179,11 +179,12 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
     _write_tool_failures(run_dir / TOOL_FAILURES, final)
     if out is not None:
         write_submission(out, [(a.id, a.answer) for a in final])
-    return BatchSummary(tool_failures=failures_by_tool, tool_errors=errors_by_tool, rows=len(rows), answered=sum(a.method != "fallback" for a in final),
-                        failed=sum(a.method == "fallback" for a in final), skipped=len(rows) - len(todo) - sum(
+    return BatchSummary(rows=len(rows), answered=sum(not a.failed for a in final),
+                        failed=sum(a.failed for a in final), skipped=len(rows) - len(todo) - sum(
                             isinstance(r, RowError) for r in rows), seconds=seconds, new=len(todo) - len(failures),
                         batch_sizes=batcher.batch_sizes,
-                        no_evidence=sum("no_evidence" in a.flags for a in final))
+                        no_evidence=sum("no_evidence" in a.flags for a in final), tool_failures=failures_by_tool,
+                        tool_errors=errors_by_tool)
 
 
 def tool_failures(answers: list[Answer]) -> tuple[dict[str, int], dict[str, str]]:
@@ -225,6 +226,6 @@ def _write_failures(path: Path, rows: list[Question | RowError], final: list[Ans
         w = csv.writer(f)
         w.writerow(["id", "line", "reason", "fallback_answer"])
         for r, a in zip(rows, final):
-            if a.method == "fallback":
+            if a.failed:
                 w.writerow([r.id, getattr(r, "line", ""), "; ".join(a.errors), a.answer])
     os.replace(tmp, path)

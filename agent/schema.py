@@ -1,19 +1,32 @@
-"""The shared vocabulary: questions, tool results, answers.
+"""The shared vocabulary: questions, tool results, routes, steps, answers.
 
-Every module speaks these types; tools return data (never prose) and the
-prompt renders it. Pixel geometry travels as ``supervision.Detections`` inside
-tools and as plain lists (``[x1, y1, x2, y2]``) once serialised here.
+Every module speaks these types; tools return data (never prose), typed as an ``agent.evidence.Evidence``
+subclass that renders itself. Pixel geometry travels as ``supervision.Detections`` inside tools and as plain
+lists (``[x1, y1, x2, y2]``) once serialised here.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
-TOOL_NAMES: tuple[str, ...] = ("som", "detect", "ocr", "retrieve")
+from agent.evidence import (  # noqa: F401 - re-exported: the built-in evidence types are part of the vocabulary
+    DetectedBox,
+    DetectEvidence,
+    Evidence,
+    GenericEvidence,
+    Mark,
+    OcrEvidence,
+    RetrievedEntry,
+    RetrieveEvidence,
+    SomEvidence,
+    TextSpan,
+    evidence_type,
+)
+
 LETTERS: str = "abcde"
 MIN_OPTIONS, MAX_OPTIONS = 2, 5
 
@@ -76,111 +89,27 @@ class Question(BaseModel):
         return list(self.options)
 
 
-class TextSpan(BaseModel):
-    """A piece of text found in the image."""
-
-    text: str
-    box: list[float]  # x1, y1, x2, y2 in original-image pixels
-    confidence: float
-
-
-class OcrEvidence(BaseModel):
-    tool: Literal["ocr"] = "ocr"
-    engine: str
-    spans: list[TextSpan]
-
-    @property
-    def text(self) -> str:
-        return " ".join(s.text for s in self.spans)
-
-
-class RetrievedEntry(BaseModel):
-    """A knowledge-base entry the ``retrieve`` tool found: a solved question, a captioned image or a passage."""
-
-    id: str
-    kind: Literal["question", "caption", "passage"]
-    score: float  # image and text similarity combined (agent/kb.py)
-    image_score: float | None = None
-    text_score: float | None = None
-    same_image: bool = False  # the entry's image file is byte-identical to the question's
-    text: str  # the question, caption or passage
-    options: dict[str, str] | None = None
-    answer: str | None = None  # letter, for solved questions
-    answer_text: str | None = None
-    image: str | None = None
-
-
-class RetrieveEvidence(BaseModel):
-    tool: Literal["retrieve"] = "retrieve"
-    kb: str
-    embedder: str
-    entries: list[RetrievedEntry]
-    excluded: list[str] = Field(default_factory=list)  # ids the leakage guard kept out
-
-
-class DetectedBox(BaseModel):
-    box: list[float]  # x1, y1, x2, y2 in original-image pixels
-    score: float
-    label: str  # the detector phrase it matched
-
-
-class DetectEvidence(BaseModel):
-    """What ``detect`` found: the boxes of the asked-for phrase and their count, with how sure it is."""
-
-    tool: Literal["detect"] = "detect"
-    model: str
-    phrase: str  # the detector's text prompt, e.g. "person." or "cat. dog."
-    target: str | None  # the counted phrase; None when the options name the objects (then every box counts)
-    source: str  # where the phrase came from: lexicon | english | counter | options | default
-    query: str  # the question's (or options') words it came from, e.g. "사람"
-    count: int
-    count_probs: dict[int, float]  # P(count = k), for the k with P >= 0.001
-    confidence: float  # count_probs[count]
-    counts: dict[str, int]  # boxes per phrase
-    boxes: list[DetectedBox]
-    tiles: int = 0  # tiles read besides the whole image
-    image_size: list[int] = Field(default_factory=list)  # width, height the boxes refer to
-    option_counts: dict[str, list[int | None]] = Field(default_factory=dict)  # letter -> [lo, hi] (hi None: no limit)
-    option_labels: dict[str, str] = Field(default_factory=dict)  # letter -> phrase, when options name objects
-
-
-class Mark(BaseModel):
-    """One numbered region of the marked image."""
-
-    id: int  # the number drawn in the image
-    box: list[float]  # x1, y1, x2, y2 of the region in original-image pixels
-    area: float  # share of the image the region covers, 0..1
-    point: list[float]  # x, y where the number is drawn (inside the region)
-    label: str | None = None  # the detector phrase, when the region came from a detect box
-    score: float | None = None  # detector score or segmenter quality
-
-
-class SomEvidence(BaseModel):
-    """Set-of-Mark: regions with numbers drawn on a copy of the photo (artifact ``marked``) and their table."""
-
-    tool: Literal["som"] = "som"
-    model: str
-    source: Literal["detect", "auto"]  # regions seeded from detect's boxes, or automatic mask generation
-    note: str | None = None  # e.g. why detect's boxes were not used
-    marks: list[Mark]
-    image_size: list[int] = Field(default_factory=list)
-
-
-# Later tools add their evidence types to this union (discriminated by ``tool``).
-Evidence = Annotated[Union[OcrEvidence, RetrieveEvidence, DetectEvidence, SomEvidence], Field(discriminator="tool")]
-
-
 class ToolResult(BaseModel):
-    """What one tool produced for one question. ``ok=False`` always carries ``error``."""
+    """What one tool produced for one question. ``ok=False`` always carries ``error``.
+
+    ``evidence`` is the tool's own ``Evidence`` subclass (looked up by its ``tool`` field when read from JSON, a
+    ``GenericEvidence`` when that type is not loaded) and is written out with all of its fields."""
 
     tool: str
     ok: bool
-    evidence: Evidence | None = None
+    evidence: SerializeAsAny[Evidence] | None = None
     artifacts: dict[str, str] = Field(default_factory=dict)  # name -> file path (e.g. marked image)
     error: str | None = None
     seconds: float = 0.0
     settings: dict[str, Any] = Field(default_factory=dict)
     cached: bool = False
+
+    @field_validator("evidence", mode="before")
+    @classmethod
+    def _typed_evidence(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return evidence_type(v.get("tool")).model_validate(v)
+        return v
 
     @model_validator(mode="after")
     def _failure_has_error(self) -> ToolResult:
@@ -190,16 +119,41 @@ class ToolResult(BaseModel):
             raise ValueError("a successful ToolResult must carry evidence")
         return self
 
+    def summary(self, limit: int = 6) -> str:
+        """One line: what the tool found, or why it failed."""
+        return self.evidence.summary(limit) if self.ok and self.evidence is not None else f"failed: {self.error}"
+
+
+class Route(BaseModel):
+    """Which tools a question gets and why: the router's choice (``tools``, ``reasons``, ``method``: rules, e5,
+    none or forced), then what the graph runs of it (``run``) and what it cannot run (``skipped``: tool -> why)."""
+
+    tools: list[str] = Field(default_factory=list)
+    reasons: dict[str, str] = Field(default_factory=dict)
+    method: str = "none"
+    run: list[str] = Field(default_factory=list)
+    skipped: dict[str, str] = Field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The router's part (``vqa route --json``)."""
+        return self.model_dump(include={"tools", "reasons", "method"})
+
 
 class Step(BaseModel):
-    """One graph node's run for one question: what the trace shows."""
+    """One graph node's run for one question: what the trace shows. ``tool``: which tool, for ``run_tool``."""
 
     node: str
+    tool: str | None = None
     ok: bool = True
     started: float
     seconds: float
     detail: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``"run_tool:ocr"`` for a tool's step, else the node (the key of ``Answer.timings``)."""
+        return f"{self.node}:{self.tool}" if self.tool else self.node
 
 
 Method = Literal["logits", "generate", "evidence", "fallback"]
@@ -232,11 +186,17 @@ class Answer(BaseModel):
     raw: str | None = None
     question: str
     options: dict[str, str]
-    route: dict[str, Any] = Field(default_factory=dict)
+    route: Route | None = None  # None: the question never reached the router (e.g. its image failed to load)
     steps: list[Step] = Field(default_factory=list)
     gold: str | None = None
     text: str | None = None  # the free-text answer to an open question ("answer" is then "")
 
+    @field_validator("route", mode="before")
+    @classmethod
+    def _no_route(cls, v: Any) -> Any:
+        return None if v == {} else v  # records written before routes were typed said {} for "not routed"
+
     @property
     def failed(self) -> bool:
+        """A fallback answer: no reasoner decided it (a bad image or row, a reasoner failure)."""
         return self.method == "fallback"

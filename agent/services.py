@@ -91,10 +91,10 @@ class Services:
     def run_tool(self, tool: Tool, image: LoadedImage, question: Question,
                  peers: dict[str, Tool] | None = None) -> ToolResult:
         """``tool.run`` on the working image, through the tool cache when there is one."""
-        workdir, kwargs = self.workdir(question.id), ({"peers": peers} if peers else {})
+        workdir = self.workdir(question.id)
         if self.cache is None:
-            return tool.run(image.image, question, workdir, **kwargs)
-        return self.cache.run(tool, image, question, workdir, **kwargs)
+            return tool.run(image.image, question, workdir, peers)
+        return self.cache.run(tool, image, question, workdir, peers)
 
     def workdir(self, qid: str) -> Path | None:
         if self.artifacts_dir is None:

@@ -57,12 +57,13 @@ def categories(questions: Sequence[Question], answers: dict[str, Answer]) -> tup
     """``(source, qid -> category)``: the CSV column when present, else the router's tool set."""
     if any(q.category for q in questions):
         return "column", {q.id: q.category or "(none)" for q in questions}
-    return "router", {q.id: "+".join(answers[q.id].route.get("tools", [])) or "none" for q in questions}
+    return "router", {q.id: "+".join(answers[q.id].route.tools if answers[q.id].route else []) or "none"
+                      for q in questions}
 
 
 def calibration(questions: Sequence[Question], answers: dict[str, Answer],
                 temperature: float | None) -> dict[str, Any]:
-    scored = [(answers[q.id], q.answer) for q in questions if answers[q.id].method != "fallback"]
+    scored = [(answers[q.id], q.answer) for q in questions if not answers[q.id].failed]
     probs = [a.probs for a, _ in scored]
     gold = [g for _, g in scored]
 
@@ -148,7 +149,7 @@ def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: P
         "version": METRICS_VERSION, "csv": str(csv_path) if csv_path else None, "run": trace.run,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "reasoner": getattr(services.reasoner, "name", "?"),
         **summary(correct), "row_errors": row_errors, "unlabelled": unlabelled,
-        "failed": sum(a.method == "fallback" for a in router.answers.values()), "s_per_q": router.s_per_q,
+        "failed": sum(a.failed for a in router.answers.values()), "s_per_q": router.s_per_q,
         "debias": debias, "category_source": source, "per_category": per_cat, "tool_runs": router.tool_runs,
         "calibration": calibration(questions, router.answers, temperature),
         "circular": circular_metrics(questions, records) if circular else None, "ablation": None,

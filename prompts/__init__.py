@@ -1,4 +1,5 @@
-"""Prompt templates (Jinja, ``StrictUndefined``) and the rendering of tool evidence as quoted data.
+"""Prompt templates (Jinja, ``StrictUndefined``); each tool's evidence renders its own quoted data lines
+(``Evidence.prompt_lines``).
 
 Each template's first line is ``{# version: N #}``; the version goes into
 traces and cache keys so a prompt change is never confused with an old one.
@@ -6,7 +7,6 @@ traces and cache keys so a prompt change is never confused with an old one.
 
 from __future__ import annotations
 
-import json
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -14,15 +14,8 @@ from typing import Iterable
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from agent.schema import (
-    DetectEvidence,
-    OcrEvidence,
-    Question,
-    RetrievedEntry,
-    RetrieveEvidence,
-    SomEvidence,
-    ToolResult,
-)
+from agent.evidence import quote
+from agent.schema import Question, ToolResult
 
 HERE = Path(__file__).parent
 _VERSION = re.compile(r"\{#\s*version:\s*(\S+)\s*#\}")
@@ -46,68 +39,9 @@ def template_versions() -> dict[str, str]:
     return {f.name.removesuffix(".j2"): template_version(f.name) for f in sorted(HERE.glob("*.j2"))}
 
 
-def quote(text: str) -> str:
-    """JSON-quote untrusted text; ``<`` and ``>`` are escaped so it cannot close the data delimiters."""
-    return json.dumps(text, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
-
-
 def evidence_lines(result: ToolResult) -> list[str]:
-    """The data lines of one successful tool result, each value quoted."""
-    ev = result.evidence
-    if isinstance(ev, OcrEvidence):
-        if not ev.spans:
-            return ["no text found"]
-        return [f"text={quote(s.text)} confidence={s.confidence:.2f} box={[round(v) for v in s.box]}"
-                for s in ev.spans]
-    if isinstance(ev, RetrieveEvidence):
-        return [retrieved_line(e) for e in ev.entries] or ["no similar entries found"]
-    if isinstance(ev, DetectEvidence):
-        return detect_lines(ev)
-    if isinstance(ev, SomEvidence):
-        return som_lines(ev)
-    raise TypeError(f"no prompt rendering for evidence of type {type(ev).__name__}")
-
-
-def retrieved_line(e: RetrievedEntry) -> str:
-    """One retrieved entry as a quoted few-shot example: a solved question with its answer, a caption, a passage."""
-    head = f"id={quote(e.id)} score={e.score:.2f}" + (" same_photo=true" if e.same_image else "")
-    if e.kind == "question":
-        options = " ".join(f"{k}={quote(v)}" for k, v in (e.options or {}).items())
-        answer = f" answer={e.answer} {quote(e.answer_text)}" if e.answer and e.answer_text is not None else ""
-        return f"similar solved question {head}: question={quote(e.text)} options: {options}{answer}"
-    if e.kind == "caption":
-        return f"similar image {head}: caption={quote(e.text)}"
-    return f"passage {head}: text={quote(e.text)}"
-
-
-def detect_lines(ev: DetectEvidence, max_boxes: int = 20) -> list[str]:
-    """The count and how sure it is, which options it matches, then the boxes (best first)."""
-    lines = [f"phrase={quote(ev.phrase)} from={quote(ev.query)} ({ev.source}) count={ev.count} "
-             f"confidence={ev.confidence:.2f}" + (f" tiles={ev.tiles}" if ev.tiles else "")]
-    if ev.option_labels:
-        lines.append("options as objects: " + " ".join(f"{k}={quote(p)} found={ev.counts.get(p, 0)}"
-                                                      for k, p in ev.option_labels.items()))
-    if ev.option_counts:
-        spans = " ".join(f"{k}={lo}" + ("+" if hi is None else "" if hi == lo else f"-{hi}")
-                         for k, (lo, hi) in ev.option_counts.items())
-        hits = [k for k, (lo, hi) in ev.option_counts.items() if lo <= ev.count and (hi is None or ev.count <= hi)]
-        lines.append(f"options as counts: {spans}; count {ev.count} matches " + (",".join(hits) or "no option"))
-    lines += [f"box={[round(v) for v in b.box]} label={quote(b.label)} score={b.score:.2f}"
-              for b in ev.boxes[:max_boxes]]
-    if len(ev.boxes) > max_boxes:
-        lines.append(f"(+{len(ev.boxes) - max_boxes} more boxes)")
-    return lines
-
-
-def som_lines(ev: SomEvidence) -> list[str]:
-    """Where the marks are (the marked image) and one line per mark."""
-    note = f" ({ev.note})" if ev.note else ""
-    if not ev.marks:
-        return [f"no regions found{note}"]
-    head = (f"marked image: the second image, {len(ev.marks)} numbered regions from "
-            f"{'detect boxes' if ev.source == 'detect' else 'automatic segmentation'}{note}")
-    return [head] + [f"mark={m.id} box={[round(v) for v in m.box]} area={m.area:.3f}"
-                     + (f" label={quote(m.label)}" if m.label else "") for m in ev.marks]
+    """The data lines of one successful tool result, each value quoted (its evidence renders itself)."""
+    return result.evidence.prompt_lines()
 
 
 def render(question: Question, results: Iterable[ToolResult], *, history: Iterable[tuple[str, str]] = (),

@@ -74,7 +74,7 @@ def test_tool_tables_and_plug_in_registrations_pass_through(tmp_path: Path) -> N
     cfg.write_text('ocr-engine = "easyocr"\n[ocr]\nengine = "tesseract"\ntesseract_boxes = "tesseract"\n'
                    '[tools.register]\nmean_color = "mean_color:MeanColorTool"\n')
     s = load_settings(cfg, {})
-    assert s.tools == {"register": {"mean_color": "mean_color:MeanColorTool"}}
+    assert s.tools.classes == {"mean_color": "mean_color:MeanColorTool"} and s.tools.settings == {}
     assert s.tool_settings() == {"ocr": {"engine": "easyocr", "tesseract_boxes": "tesseract"}}  # the short key wins
     cfg.write_text("[tools]\nplugins = 1\n")
     with pytest.raises(ConfigError, match="'tools.plugins'.*tools.register"):

@@ -45,7 +45,7 @@ def test_ask_end_to_end_with_tiny_qwen_records_every_node(qwen: QwenBackend) -> 
     assert [s.node for s in a.steps] == ["load_image", "route", "reason", "finish"]
     assert all(s.ok and s.seconds >= 0 for s in a.steps)
     assert "<|im_start|>" in a.prompt and "사진 속 물체는 무슨 색인가요?" in a.prompt
-    assert a.route["method"] == "forced" and a.tools == []
+    assert a.route.method == "forced" and a.tools == []
 
 
 @pytest.mark.slow
@@ -83,7 +83,7 @@ def test_failing_tool_is_recorded_and_the_question_still_answered() -> None:
     assert a.method == "evidence" and a.flags == ["no_evidence"]
     [r] = a.evidence
     assert r.tool == "ocr" and not r.ok and "korean_g2" in r.error
-    assert any(s.node == "run_tool:ocr" and not s.ok for s in a.steps)
+    assert any((s.node, s.tool) == ("run_tool", "ocr") and not s.ok for s in a.steps)
 
 
 @pytest.mark.slow
@@ -102,7 +102,7 @@ def test_router_choice_runs_ocr_and_the_evidence_reasoner_reads_the_sign(tmp_pat
     q = Question(id="sign", image=img, text="표지판에 적힌 글자는?", options={"a": "NO PARKING", "b": "BUS STOP",
                                                                        "c": "ONE WAY"})
     a = ask(Services(reasoner=EvidenceReasoner(), artifacts_dir=tmp_path), q)
-    assert a.route["tools"] == ["ocr"] and a.tools == ["ocr"]
+    assert a.route.tools == ["ocr"] and a.tools == ["ocr"]
     assert a.evidence[0].ok and a.answer == "a", a.evidence[0]
 
 
@@ -117,3 +117,17 @@ def test_unknown_tool_setting_fails_that_tool_only() -> None:
     services = Services(reasoner=EvidenceReasoner(), tool_settings={"ocr": {"engnie": "easyocr"}})
     [r] = ask(services, question(0), forced_tools=["ocr"]).evidence
     assert not r.ok and "engnie" in r.error
+
+
+def test_route_and_steps_are_typed_and_old_records_still_load(tmp_path: Path) -> None:
+    from agent.runner import fallback_answer
+    from agent.schema import Answer, Route
+
+    services = Services(reasoner=EvidenceReasoner(), tool_settings={"ocr": {"engine": "magic"}})  # fails fast
+    a = ask(services, question(0), forced_tools=["ocr"])
+    assert isinstance(a.route, Route) and (a.route.method, a.route.run, a.route.skipped) == ("forced", ["ocr"], {})
+    [tool_step] = [s for s in a.steps if s.node == "run_tool"]
+    assert tool_step.tool == "ocr" and not tool_step.ok and tool_step.label == "run_tool:ocr" and "run_tool:ocr" in a.timings
+    assert list(a.model_dump(mode="json")["route"]) == ["tools", "reasons", "method", "run", "skipped"]
+    old = fallback_answer(question(1), "image missing").model_dump(mode="json") | {"route": {}}
+    assert Answer.model_validate(old).route is None and Answer.model_validate(old).failed

@@ -1,18 +1,146 @@
-"""Tool registry: names map to lazy ``"module:Class"`` strings, so importing this never imports torch."""
+"""Tool registry: names map to lazy ``"module:Class"`` strings, so importing this never imports torch.
+
+Three sources, in this order (also the canonical order of tool lists):
+
+1. the built-in tools in ``BUILTIN`` (adding one: its module and one line here);
+2. installed distributions' entry points in the group ``vqa.tools`` (``mean_color = "pkg.mean_color:MeanColorTool"``),
+   read on first use;
+3. ``register(name, "module:Class")``: the config file's ``[tools.register]`` table (the module importable from
+   ``PYTHONPATH``), imported at once so a wrong path fails before any question runs.
+
+A plug-in class meets the contract of ``tools.base.Tool``; its evidence type registers itself by its ``tool``
+name (``agent.evidence``), and its ``routing`` rules reach the router through ``plugin_routing``.
+"""
 
 from __future__ import annotations
 
 import importlib
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from importlib import metadata
 from typing import Any
 
-from agent.schema import TOOL_NAMES
+from agent.errors import ConfigError
+from tools.base import Tool
 
-REGISTRY: dict[str, str] = {
-    "ocr": "tools.ocr:OcrTool",
-    "detect": "tools.detect:DetectTool",
+BUILTIN: dict[str, str] = {
     "som": "tools.som:SomTool",
+    "detect": "tools.detect:DetectTool",
+    "ocr": "tools.ocr:OcrTool",
     "retrieve": "tools.retrieve.tool:RetrieveTool",
 }
+ENTRY_POINT_GROUP = "vqa.tools"
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+def import_spec(spec: str) -> Any:
+    """The object a ``"module:Attr"`` string names (``Attr`` may be dotted)."""
+    module, _, attr = spec.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _load(name: str, spec: str, origin: str) -> type[Tool]:
+    """Import the class ``spec`` names and check it is a ``Tool`` named ``name``."""
+    module = spec.partition(":")[0]
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(f"{origin}: cannot import {module!r} ({exc}); is its folder on PYTHONPATH?") from None
+    except Exception as exc:  # noqa: BLE001 - a broken plug-in module is a configuration problem, said in one line
+        raise ConfigError(f"{origin}: importing {module!r} failed: {type(exc).__name__}: {exc}") from None
+    try:
+        cls = import_spec(spec)
+    except AttributeError as exc:
+        raise ConfigError(f"{origin}: {spec!r} names nothing ({exc})") from None
+    if not (isinstance(cls, type) and issubclass(cls, Tool)):
+        raise ConfigError(f"{origin}: {spec!r} is not a tools.base.Tool subclass")
+    if cls.name != name:
+        raise ConfigError(f"{origin}: the class is named {cls.name!r}; register it as {cls.name!r}")
+    return cls
+
+
+class Registry(Mapping[str, str]):
+    """Tool name -> ``"module:Class"``, built-ins first; entry points are read once, on first access."""
+
+    def __init__(self, builtin: Mapping[str, str]) -> None:
+        self._specs = dict(builtin)
+        self._builtin = frozenset(builtin)
+        self._origin = {name: "built-in" for name in builtin}
+        self._discovered = False
+        self._lock = threading.RLock()
+
+    def _discover(self) -> None:
+        with self._lock:
+            if self._discovered:
+                return
+            self._discovered = True
+            for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+                dist = getattr(ep.dist, "name", None) or "an installed distribution"
+                self._add(ep.name, ep.value, f"entry point {ENTRY_POINT_GROUP} {ep.name!r} of {dist}")
+
+    def _check(self, name: str, spec: str, origin: str) -> None:
+        if not _NAME.fullmatch(name) or name in ("all", "none"):
+            raise ConfigError(f"{origin}: a tool name is lower-case letters, digits and _ (not 'all' or 'none'), "
+                              f"found {name!r}")
+        if not _SPEC.fullmatch(spec):
+            raise ConfigError(f"{origin}: expected 'module:Class' (e.g. 'mean_color:MeanColorTool'), found {spec!r}")
+        if name in self._specs and self._specs[name] != spec:
+            raise ConfigError(f"{origin}: tool {name!r} is already {self._specs[name]!r} ({self._origin[name]}); "
+                              "choose another name")
+
+    def _add(self, name: str, spec: str, origin: str) -> None:
+        self._check(name, spec, origin)
+        self._specs[name] = spec
+        self._origin.setdefault(name, origin)
+
+    def __getitem__(self, name: str) -> str:
+        self._discover()
+        return self._specs[name]
+
+    def __iter__(self) -> Iterator[str]:
+        self._discover()
+        return iter(list(self._specs))
+
+    def __len__(self) -> int:
+        self._discover()
+        return len(self._specs)
+
+    def is_builtin(self, name: str) -> bool:
+        return name in self._builtin
+
+    def register(self, name: str, spec: str, origin: str | None = None) -> type[Tool]:
+        """Add a tool (the same spec twice is a no-op) once its class imports and meets the contract; else a
+        ``ConfigError`` says what is wrong and nothing is added."""
+        self._discover()
+        origin = origin or f"[tools.register] {name} = {spec!r}"
+        with self._lock:
+            self._check(name, spec, origin)
+            cls = _load(name, spec, origin)
+            self._add(name, spec, origin)
+        return cls
+
+    def tool_class(self, name: str) -> type[Tool]:
+        """Import the class registered as ``name`` and check it is a ``Tool`` named ``name``."""
+        spec = self[name]
+        return _load(name, spec, self._origin.get(name, spec))
+
+
+REGISTRY = Registry(BUILTIN)
+
+
+def tool_names() -> list[str]:
+    """Every registered tool, built-ins first."""
+    return list(REGISTRY)
+
+
+def register(name: str, spec: str) -> type[Tool]:
+    """Register a plug-in tool class by ``"module:Class"`` (what ``[tools.register]`` does)."""
+    return REGISTRY.register(name, spec)
 
 
 def parse_tool_list(spec: str) -> list[str]:
@@ -20,25 +148,39 @@ def parse_tool_list(spec: str) -> list[str]:
     spec = spec.strip().lower()
     if spec in ("", "none"):
         return []
+    names = tool_names()
     if spec == "all":
-        return [t for t in TOOL_NAMES if t in REGISTRY]
-    names = [s.strip() for s in spec.split(",") if s.strip()]
-    unknown = [n for n in names if n not in TOOL_NAMES]
+        return names
+    asked = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in asked if n not in names]
     if unknown:
-        raise ValueError(f"unknown tool(s) {unknown}: expected a comma list of {list(TOOL_NAMES)}, 'all' or 'none'")
-    missing = [n for n in names if n not in REGISTRY]
-    if missing:
-        raise ValueError(f"tool(s) {missing} are not available in this version (available: {sorted(REGISTRY)})")
-    return [t for t in TOOL_NAMES if t in names]
+        raise ValueError(f"unknown tool(s) {unknown}: expected a comma list of {names}, 'all' or 'none' "
+                         "(a plug-in tool is registered in the config file's [tools.register] table)")
+    return [t for t in names if t in asked]
 
 
-def load_tool(name: str, **settings: Any):
+def load_tool(name: str, **settings: Any) -> Tool:
     """Instantiate a tool by name (no weights are loaded until its first run)."""
-    module, _, cls = REGISTRY[name].partition(":")
-    tool_cls = getattr(importlib.import_module(module), cls)
+    tool_cls = REGISTRY.tool_class(name)
     try:
         return tool_cls(**settings)
-    except TypeError as exc:  # an unknown key in the [tool] section of the config
-        from agent.errors import ConfigError
-
+    except TypeError as exc:  # an unknown key in the tool's section of the config
         raise ConfigError(f"bad settings for tool {name!r} {sorted(settings)}: {exc}") from None
+
+
+def plugin_routing() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """``(rules, examples)`` the plug-in tools bring for the router: ``(tool, regex)`` and ``(tool, question)``."""
+    rules: list[tuple[str, str]] = []
+    examples: list[tuple[str, str]] = []
+    for name in tool_names():
+        if REGISTRY.is_builtin(name):
+            continue
+        routing = REGISTRY.tool_class(name).routing
+        for pattern in routing.keywords:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"tool {name!r}: routing keyword {pattern!r} is not a regular expression ({exc})") from None
+        rules += [(name, pattern) for pattern in routing.keywords]
+        examples += [(name, question) for question in routing.examples]
+    return rules, examples

@@ -1,27 +1,55 @@
-"""What every tool is: a card (name, description, limitations), a lazy ``setup()``, ``run() -> ToolResult``.
+"""The tool contract: what every tool declares (its card and its wiring) and how it runs.
 
-Tools are declared as data so listing, routing or ablating them never loads a
-model: heavy imports and weights happen in ``setup()``, once, on first use.
+A tool is a class whose class attributes say everything the orchestrator needs without loading a model:
+
+- ``name``, ``description``, ``limitations``: its card (the registry, ``--tools`` and traces use ``name``);
+- ``evidence``: its ``agent.evidence.Evidence`` subclass (``tool`` field = ``name``), which renders itself for
+  the prompt, the terminal and the trace page and may score options for the evidence reasoner;
+- ``uses``: peer tools whose work it reads when the route also runs them (``som`` seeds regions with ``detect``);
+  they arrive as ``run(..., peers={name: tool})``;
+- ``routing``: keywords and example questions that let the router pick it (plug-ins; the built-in tools'
+  rules live in ``agent.router``);
+- what enters its cache key: ``settings`` (the constructor's keyword arguments, as stored by ``__init__``),
+  ``cache_inputs(question)`` (the parts of the question it reads), ``version`` and ``fingerprint`` (bump or
+  compute them when the output changes for reasons the tool's own source does not show).
+
+Heavy imports and weights happen in ``load()``, once, on first use. ``run`` never raises: a failure is
+``ToolResult(ok=False, error=...)``, timed like a success.
 """
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from PIL import Image
 
 from agent.errors import VqaError
-from agent.schema import Evidence, Question, ToolResult
+from agent.evidence import Evidence
+from agent.schema import Question, ToolResult
 
 _LOAD_LOCK = threading.RLock()  # transformers loads in parallel threads corrupt each other: one load at a time
+CARD = ("name", "description", "limitations", "evidence")
 
 
 class ToolError(VqaError):
     """A tool could not do its job; the message says what to do about it."""
+
+
+@dataclass(frozen=True)
+class Routing:
+    """How the router may pick a tool: ``keywords`` are regular expressions searched in the lower-cased question
+    (a match routes the tool and is shown as the reason); ``examples`` are questions the tool answers, added to
+    the router's nearest-neighbour stage."""
+
+    keywords: tuple[str, ...] = ()
+    examples: tuple[str, ...] = ()
 
 
 class Tool(ABC):
@@ -30,11 +58,36 @@ class Tool(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     limitations: ClassVar[str]
+    evidence: ClassVar[type[Evidence]]
+    uses: ClassVar[tuple[str, ...]] = ()
+    routing: ClassVar[Routing] = Routing()
+    version: ClassVar[str] = "1"
+    fingerprint: str = ""  # a property where it is computed (e.g. a digest of helper modules)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A concrete tool must declare its card, and its evidence type must carry its name."""
+        super().__init_subclass__(**kwargs)
+        if inspect.isabstract(cls):
+            return
+        missing = [a for a in CARD if not hasattr(cls, a)]
+        if missing:
+            raise TypeError(f"tool class {cls.__qualname__} must declare {missing} (see tools/base.py)")
+        if not (isinstance(cls.evidence, type) and issubclass(cls.evidence, Evidence)):
+            raise TypeError(f"{cls.__qualname__}.evidence must be an agent.evidence.Evidence subclass, "
+                            f"found {cls.evidence!r}")
+        tag = cls.evidence.model_fields["tool"].default
+        if tag != cls.name:
+            raise TypeError(f"{cls.__qualname__}.evidence ({cls.evidence.__qualname__}) must have "
+                            f"tool: Literal[{cls.name!r}] = {cls.name!r}, found default {tag!r}")
 
     def __init__(self, **settings: Any) -> None:
         self.settings = settings
         self._ready = False
         self._lock = threading.Lock()
+
+    def cache_inputs(self, question: Question) -> dict[str, Any]:
+        """What the output depends on in the question; by default (conservatively) every field, the id included."""
+        return question.model_dump(mode="json")
 
     def setup(self) -> None:
         """Load weights/binaries once; thread-safe; raises ``ToolError`` with a fix when impossible."""
@@ -48,15 +101,21 @@ class Tool(ABC):
     def load(self) -> None: ...
 
     @abstractmethod
-    def apply(self, image: Image.Image, question: Question, workdir: Path | None) -> tuple[Evidence, dict[str, str]]:
-        """Return the evidence and artifacts (name -> file written under ``workdir``)."""
+    def apply(self, image: Image.Image, question: Question, workdir: Path | None,
+              peers: Mapping[str, Tool]) -> tuple[Evidence, dict[str, str]]:
+        """Return the evidence and artifacts (name -> file written under ``workdir``). ``peers``: the tools named
+        in ``uses`` that the route also runs, by name (empty when none)."""
 
-    def run(self, image: Image.Image, question: Question, workdir: Path | None = None) -> ToolResult:
+    def run(self, image: Image.Image, question: Question, workdir: Path | None = None,
+            peers: Mapping[str, Tool] | None = None) -> ToolResult:
         """Never raises: a failure is ``ok=False`` with the error, timed like a success."""
         t0 = time.perf_counter()
         try:
             self.setup()
-            evidence, artifacts = self.apply(image, question, workdir)
+            evidence, artifacts = self.apply(image, question, workdir, dict(peers or {}))
+            if not isinstance(evidence, self.evidence):
+                raise ToolError(f"{type(self).__qualname__}.apply returned {type(evidence).__name__}, expected "
+                                f"{self.evidence.__name__} (its declared evidence type)")
         except Exception as exc:  # noqa: BLE001 - a tool failure must not fail the question
             return ToolResult(tool=self.name, ok=False, error=f"{type(exc).__name__}: {exc}",
                               seconds=time.perf_counter() - t0, settings=self.settings)

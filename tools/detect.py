@@ -16,7 +16,7 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +166,7 @@ def annotate(image: Image.Image, det: sv.Detections, path: Path) -> Path:
 
 class DetectTool(Tool):
     name = "detect"
+    evidence = DetectEvidence
     description = ("Finds the objects a question asks about (Korean or English, e.g. '사람', 'red car') and counts "
                    "them: boxes with scores, a count, how sure the count is, and which numeric option it matches.")
     limitations = ("Open-vocabulary boxes, not masks: misses heavily occluded or tiny objects and merges touching "
@@ -267,8 +268,8 @@ class DetectTool(Tool):
 
     # ---------------------------------------------------------------- evidence
 
-    def apply(self, image: Image.Image, question: Question,
-              workdir: Path | None) -> tuple[DetectEvidence, dict[str, str]]:
+    def apply(self, image: Image.Image, question: Question, workdir: Path | None,
+              peers: Mapping[str, Tool]) -> tuple[DetectEvidence, dict[str, str]]:
         g = self.detections(image, question)
         evidence = to_evidence(g, question, self.settings["model"], self.settings["box_threshold"])
         artifacts: dict[str, str] = {}

@@ -322,6 +322,7 @@ def annotate(image: Image.Image, det: sv.Detections, path: Path) -> Path:
 
 class OcrTool(Tool):
     name = "ocr"
+    evidence = OcrEvidence
     description = ("Reads the text visible in the image (signs, labels, plates, captions) as lines with pixel "
                    "boxes and confidences, in reading order. Korean and English.")
     limitations = ("Misreads stylised, curved, blurred, tiny or vertical text; confidence below ~0.5 is often "
@@ -384,7 +385,8 @@ class OcrTool(Tool):
         return TesseractEngine(langs, min_word_confidence=s["min_confidence"], psm=s["tesseract_psm"],
                                boxes=self._craft if s["tesseract_boxes"] == "craft" else None)
 
-    def apply(self, image: Image.Image, question: Question, workdir: Path | None) -> tuple[OcrEvidence, dict[str, str]]:
+    def apply(self, image: Image.Image, question: Question, workdir: Path | None,
+              peers: Mapping[str, Tool]) -> tuple[OcrEvidence, dict[str, str]]:
         engine = self.engine_for(question)
         image = image.convert("RGB")
         small, scale = fit_within(image, self.settings["max_side"])

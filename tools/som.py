@@ -20,7 +20,6 @@ import importlib
 import io
 import tempfile
 from collections.abc import Mapping
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,15 @@ import supervision as sv
 from PIL import Image
 
 from agent.errors import ConfigError, brief
-from agent.schema import Mark, Question, SomEvidence, ToolResult
+from agent.schema import Mark, Question, SomEvidence
 from tools.base import Tool
-from tools.detect import Grounded, sources_digest
+from tools.detect import DetectTool, Grounded, sources_digest
 from tools.marks import LabelStyle, assign_colors, disjoint_regions, draw_marks, place_labels, reading_order
 from tools.phrases import target
 
 DEFAULT_SEGMENTER = "facebook/sam-vit-base"
 BACKENDS = {"transformers": "tools.sam_transformers:TransformersSam",  # lazy, like the tool registry
             "segment-anything": "tools.sam_original:OriginalSam"}
-_PEERS: ContextVar[Mapping[str, Tool]] = ContextVar("som_peers", default={})
 
 
 # ---------------------------------------------------------------- plain functions (no model)
@@ -89,7 +87,8 @@ def save_marked(image: Image.Image, workdir: Path | None) -> Path:
 
 class SomTool(Tool):
     name = "som"
-    uses = ("detect",)  # routed peers whose output seeds the regions; the graph passes them to ``run``
+    evidence = SomEvidence
+    uses = ("detect",)  # a routed detect's boxes seed the regions
     description = ("Draws numbered marks on the photo's regions (objects, parts, background) and lists each mark's "
                    "box, area and label, so the answer can point at regions: left/right, largest, which one.")
     limitations = ("SAM regions follow edges, not meaning: one object may split into parts or merge with "
@@ -135,19 +134,10 @@ class SomTool(Tool):
         module, _, cls = BACKENDS[kind].partition(":")
         self._sam = getattr(importlib.import_module(module), cls)(s["model"], s["device"])
 
-    def run(self, image: Image.Image, question: Question, workdir: Path | None = None,
-            peers: Mapping[str, Tool] | None = None) -> ToolResult:
-        """As ``Tool.run``; ``peers`` are the other routed tools named in ``uses`` (the graph passes ``detect``)."""
-        token = _PEERS.set(dict(peers or {}))
-        try:
-            return super().run(image, question, workdir)
-        finally:
-            _PEERS.reset(token)
-
     # ---------------------------------------------------------------- the tool's work
 
-    def _seeds(self, image: Image.Image, question: Question) -> tuple[Grounded | None, str | None]:
-        detect = _PEERS.get().get("detect")
+    def _seeds(self, image: Image.Image, question: Question,
+               detect: DetectTool | None) -> tuple[Grounded | None, str | None]:
         if detect is None:
             return None, None
         try:
@@ -158,11 +148,12 @@ class SomTool(Tool):
             return None, f"detect found nothing for {g.target.prompt!r}: automatic regions"
         return g, None
 
-    def apply(self, image: Image.Image, question: Question, workdir: Path | None) -> tuple[SomEvidence, dict[str, str]]:
+    def apply(self, image: Image.Image, question: Question, workdir: Path | None,
+              peers: Mapping[str, Tool]) -> tuple[SomEvidence, dict[str, str]]:
         s = self.settings
         image = image.convert("RGB")
         small, scale = fit_within(image, s["max_side"])
-        seeds, note = self._seeds(image, question)
+        seeds, note = self._seeds(image, question, peers.get("detect"))
         if seeds is not None:
             boxes = seeds.kept.xyxy * scale
             masks, _ = self._sam.segment(small, boxes, s)

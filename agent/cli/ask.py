@@ -37,7 +37,6 @@ def ask(
     from agent.runner import ResultsLog, ask as run_ask
     from agent.schema import Question
 
-    forced = parse_tools(tools)
     if not image.is_file():
         fail(f"image {image} does not exist or is not a file")
     try:
@@ -45,6 +44,7 @@ def ask(
     except ValidationError as exc:
         fail("; ".join(e["msg"] for e in exc.errors()) + " (give 2-5 options with -c)")
     settings = opts.settings()
+    forced = parse_tools(tools)  # after the settings: the config file may register plug-in tools
     trace = trace_writer(run_dir) if run_dir else None
     with open_services(settings, run_dir, cache=run_dir is not None) as services:
         answer = run_ask(services, q, forced_tools=forced, trace=trace)
@@ -67,8 +67,10 @@ def route(
 ) -> None:
     """Show which tools the router picks for a question (no model is loaded)."""
     from agent.router import Router
+    from tools import plugin_routing
 
-    r = Router().route(question, choice or [])
+    rules, examples = plugin_routing()  # plug-ins installed as vqa.tools entry points
+    r = Router(rules=rules, examples=examples).route(question, choice or [])
     if as_json:
         print(json.dumps(r.as_dict(), ensure_ascii=False))
     else:

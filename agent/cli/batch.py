@@ -43,13 +43,13 @@ def batch(
     from agent.runner import ResultsLog
     from agent.schema import Question
 
-    forced = parse_tools(tools)
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
     run_dir = run_dir or Path("runs") / f"batch-{csv_path.stem}"
     check_output(out_path, inputs=[csv_path], run_dir=run_dir)
     rows = read_questions(csv_path, images)
     settings = opts.settings()
+    forced = parse_tools(tools)  # after the settings: the config file may register plug-in tools
     with locked(run_dir, "vqa batch"):
         remember(run_dir, identity(settings, forced), force=force)
         summary = _answer(rows, settings, run_dir, images, forced, out_path)

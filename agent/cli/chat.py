@@ -54,7 +54,6 @@ def chat_cmd(
         fail("give the photo to talk about: vqa chat IMAGE (or continue a session with --resume NAME)")
     if image is not None and not image.is_file():
         fail(f"image {image} does not exist or is not a file")
-    forced = parse_tools(tools)
     from agent.chat import ChatRuntime, ChatSession, ChatStore, default_db  # langgraph: after the cheap checks
 
     interactive = sys.stdin.isatty()
@@ -79,6 +78,7 @@ def chat_cmd(
         given = {k: v for k, v in flags.items() if k != "config"}
         key = {"api_key": opts.given["api_key"]} if "api_key" in opts.given else {}
         settings = SettingsFlags(Path(flags["config"]) if flags.get("config") else None, {**given, **key}).settings()
+        forced = parse_tools(tools)  # after the settings: the config file may register plug-in tools
         with open_services(settings, run_dir, cache=False) as services:
             chat = ChatSession(store, name, ChatRuntime(services))
             if resume:
@@ -210,13 +210,12 @@ def _show(console: Console, turn: dict, interactive: bool) -> None:
 
 
 def _trace(a: Any) -> Table:
-    from agent.cli.display import evidence_summary
-
-    rows = [("route", f"{a.route.get('method', '?')}: {', '.join(a.route.get('run', [])) or 'no tools'}")]
-    why = {**a.route.get("reasons", {}), **a.route.get("skipped", {})}
+    route = a.route
+    rows = [("route", f"{route.method}: {', '.join(route.run) or 'no tools'}" if route else "not routed")]
+    why = {**route.reasons, **route.skipped} if route else {}
     rows += [("", f"{tool}: {reason}") for tool, reason in why.items()]
-    rows += [(f"tool {r.tool}", f"{evidence_summary(r)} [{r.seconds:.2f}s]") for r in a.evidence]
-    rows += [(f"step {s.node}", f"{'ok' if s.ok else 'FAILED'} {s.seconds:.3f}s" + (f" {s.error}" if s.error else ""))
+    rows += [(f"tool {r.tool}", f"{r.summary()} [{r.seconds:.2f}s]") for r in a.evidence]
+    rows += [(f"step {s.label}", f"{'ok' if s.ok else 'FAILED'} {s.seconds:.3f}s" + (f" {s.error}" if s.error else ""))
              for s in a.steps]
     rows.append(("reasoner", f"{a.method}; flags: {', '.join(a.flags) or '-'}"))
     if a.probs:

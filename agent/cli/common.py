@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, Union, get_args, get
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from agent.config import Settings, load_settings
 
@@ -91,8 +92,8 @@ BY_SETTING = {f.setting: f for f in FLAGS + RUN_FLAGS}
 
 Config = Annotated[Optional[Path], Opt("--config", help="TOML file of settings keyed by the flag names (max-pixels or "
                                        "max_pixels); flags win over it, it wins over VQA_<NAME> variables.")]
-Tools = Annotated[Optional[str], Opt("--tools", help="Override the router: comma list of som,detect,ocr,retrieve; "
-                                     "'all' or 'none'.")]
+Tools = Annotated[Optional[str], Opt("--tools", help="Override the router: comma list of som,detect,ocr,retrieve "
+                                     "(and plug-in tools); 'all' or 'none'.")]
 RunDir = Annotated[Optional[Path], Opt("--run-dir", help="Keep every question's full record and images here.")]
 AsJson = Annotated[bool, Opt("--json", help="Print the machine-readable record.")]
 Device = BY_SETTING["device"].option()
@@ -106,7 +107,14 @@ class SettingsFlags:
     given: Mapping[str, Any] = field(default_factory=dict)
 
     def settings(self) -> Settings:
-        return load_settings(self.config, self.given)
+        """The run's settings; the config file's plug-in tools (``[tools.register]``) are registered here, so
+        ``--tools`` (parsed after this) accepts them."""
+        from tools import register
+
+        settings = load_settings(self.config, self.given)
+        for name, spec in settings.tools.classes.items():
+            register(name, spec)  # a wrong path is a ConfigError: one line, exit 2
+        return settings
 
 
 def settings_flags(*extra: Flag) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -144,7 +152,7 @@ def _typed(ctx: typer.Context, name: str) -> bool:
 
 
 def fail(msg: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)  # escaped: "[tools.register]" is no markup
     raise typer.Exit(code)
 
 
@@ -155,10 +163,16 @@ def open_services(settings: Settings, run_dir: Path | None, *, images_root: Path
     the way out, errors and Ctrl-C included. ``cache``: open the tool cache the settings name (``RUN/cache``)."""
     from agent.cache import open_cache
     from agent.reasoners import load_reasoner
+    from agent.router import Router
     from agent.services import Services
+    from tools import plugin_routing
 
+    rules, examples = plugin_routing()  # keywords and example questions of plug-in tools
+
+    rules, examples = plugin_routing()
     reasoner = load_reasoner(settings.reasoner, **settings.reasoner_kwargs())
-    services = Services(reasoner=reasoner, tool_settings=settings.tool_settings(),
+    services = Services(reasoner=reasoner, router=Router(rules=rules, examples=examples),
+                        tool_settings=settings.tool_settings(),
                         max_pixels=settings.image_max_pixels, hard_cap_pixels=settings.hard_cap_pixels,
                         tool_timeout=settings.tool_timeout, artifacts_dir=run_dir / "artifacts" if run_dir else None,
                         images_root=images_root, cache=open_cache(settings.cache, run_dir) if cache else None)

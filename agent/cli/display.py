@@ -7,33 +7,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from agent.schema import Answer, DetectEvidence, OcrEvidence, RetrieveEvidence, SomEvidence, ToolResult
-
-
-def evidence_summary(r: ToolResult, limit: int = 6) -> str:
-    """One line per tool: what it found, or why it failed."""
-    if not r.ok:
-        return f"failed: {r.error}"
-    ev = r.evidence
-    if isinstance(ev, OcrEvidence):
-        if not ev.spans:
-            return f"{ev.engine}: no text found"
-        shown = ", ".join(repr(s.text) for s in ev.spans[:limit])
-        more = f" (+{len(ev.spans) - limit} more)" if len(ev.spans) > limit else ""
-        return f"{ev.engine}: {len(ev.spans)} spans: {shown}{more}"
-    if isinstance(ev, DetectEvidence):
-        return (f"{ev.count} x {ev.target or ev.phrase!r} (confidence {ev.confidence:.2f}; phrase from {ev.source}: "
-                f"{ev.query!r})")
-    if isinstance(ev, SomEvidence):
-        labels = ", ".join(f"{m.id}:{m.label}" if m.label else str(m.id) for m in ev.marks[:limit])
-        more = f" (+{len(ev.marks) - limit} more)" if len(ev.marks) > limit else ""
-        return f"{len(ev.marks)} marks from {ev.source}: {labels}{more}" + (f"; {ev.note}" if ev.note else "")
-    if isinstance(ev, RetrieveEvidence):
-        if not ev.entries:
-            return "no similar entries"
-        return f"{len(ev.entries)} similar: " + ", ".join(
-            f"{e.id} {e.score:.2f}" + (f" -> {e.answer_text!r}" if e.answer_text else "") for e in ev.entries[:limit])
-    return type(ev).__name__
+from agent.schema import Answer
 
 
 def answer_panel(a: Answer) -> Panel:
@@ -44,12 +18,12 @@ def answer_panel(a: Answer) -> Panel:
         bar = "█" * round(p * 20)
         probs.add_row(mark, f"{letter}.", text, f"{p:6.1%}", Text(bar, style="green" if letter == a.answer else "dim"))
     rows = [Text(a.question, style="bold"), probs]
-    route = a.route.get("method", "?")
+    route = a.route.method if a.route else "?"
     rows.append(Text(f"tools: {', '.join(a.tools) or 'none'}   (route: {route})   method: {a.method}", style="cyan"))
-    for t, why in a.route.get("skipped", {}).items():
+    for t, why in (a.route.skipped if a.route else {}).items():
         rows.append(Text(f"  {t}: skipped, {why}", style="yellow"))
     for r in a.evidence:
-        rows.append(Text(f"  {r.tool}: {evidence_summary(r)}  [{r.seconds:.2f}s]"))
+        rows.append(Text(f"  {r.tool}: {r.summary()}  [{r.seconds:.2f}s]"))
     for e in a.errors:
         rows.append(Text(f"error: {e}", style="red"))
     if a.flags:
@@ -66,9 +40,9 @@ def print_batch_table(console: Console, answers: list[Answer]) -> None:
     for col in ("id", "answer", "p", "method", "tools", "evidence"):
         t.add_column(col, overflow="fold")
     for a in answers:
-        ev = "; ".join(f"{r.tool}: {evidence_summary(r, 3)}" for r in a.evidence) or "-"
+        ev = "; ".join(f"{r.tool}: {r.summary(3)}" for r in a.evidence) or "-"
         if a.errors:
             ev = (ev + "; " if ev != "-" else "") + "; ".join(a.errors)
-        tools = ",".join(a.tools + [f"{t} (unavailable)" for t in a.route.get("skipped", {})]) or "-"
+        tools = ",".join(a.tools + [f"{t} (unavailable)" for t in (a.route.skipped if a.route else {})]) or "-"
         t.add_row(a.id, a.answer, f"{a.probs.get(a.answer, 0.0):.2f}", a.method, tools, ev)
     console.print(t)

@@ -30,17 +30,17 @@ def eval_cmd(
 
     from agent.data import read_questions
     from eval.evaluate import evaluate, labelled
-    from tools import REGISTRY, parse_tool_list
+    from tools import parse_tool_list
 
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
-    try:
-        tools = parse_tool_list(ablate_tools) if ablate_tools else [t for t in parse_tool_list("all") if t in REGISTRY]
-    except ValueError as exc:
-        fail(f"--ablate-tools: {exc}")
     rows = read_questions(csv_path, images)
     questions, _, _ = labelled(rows, csv_path)  # fail before loading any model
     settings = opts.settings()
+    try:  # after the settings: the config file may register plug-in tools
+        tools = parse_tool_list(ablate_tools or "all")
+    except ValueError as exc:
+        fail(f"--ablate-tools: {exc}")
     trace = trace_writer(run_dir)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err, transient=True)

@@ -1,7 +1,8 @@
 """A model-free reasoner: option probabilities from tool evidence alone.
 
 Used for runs without a VLM and as the "tools alone" arm of ablations. Each
-evidence type has a scorer giving every option a support in [0, 1]; supports
+evidence type may score the options (``Evidence.support``: the built-in types
+call the scorers below by name), giving every option a support in [0, 1]; supports
 add up across tools and become probabilities through a softmax with
 ``sharpness``. With no usable evidence it says so: uniform probabilities and the
 flag ``no_evidence``.
@@ -10,7 +11,7 @@ flag ``no_evidence``.
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from typing import Sequence
 
 from agent.reasoners.base import ReasonRequest, softmax_over_letters, uniform
 from agent.schema import Decision, DetectEvidence, OcrEvidence, Question, RetrieveEvidence
@@ -115,11 +116,6 @@ def score_detect(ev: DetectEvidence, q: Question) -> dict[str, float]:
     return out
 
 
-SCORERS: dict[type, Callable[[object, Question], dict[str, float]]] = {OcrEvidence: score_ocr,
-                                                                       RetrieveEvidence: score_retrieve,
-                                                                       DetectEvidence: score_detect}
-
-
 class EvidenceReasoner:
     """``decide`` without a model. ``min_support``: below it an option counts as unsupported."""
 
@@ -143,12 +139,12 @@ class EvidenceReasoner:
         total = dict.fromkeys(q.letters, 0.0)
         used = 0
         for r in req.results:
-            scorer = SCORERS.get(type(r.evidence)) if r.ok else None
-            if scorer is None:
+            support = r.evidence.support(q) if r.ok and r.evidence is not None else None
+            if support is None:  # no opinion on the options (e.g. som's marks)
                 continue
             used += 1
-            for letter, s in scorer(r.evidence, q).items():
-                total[letter] += s
+            for letter in total:
+                total[letter] += support.get(letter, 0.0)
         if used == 0:
             return Decision(probs=uniform(q.letters), method="evidence", flags=["no_evidence"],
                             raw="no tool evidence to score")

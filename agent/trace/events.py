@@ -39,7 +39,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from agent.errors import VqaError
-from agent.schema import Question
+from agent.schema import Question, ToolResult
 
 TRACE_VERSION = 1
 TRACE_FILE = "trace.jsonl"
@@ -74,6 +74,13 @@ class TraceEvent(BaseModel):
     @property
     def label(self) -> str:
         return f"{self.node}:{self.tool}" if self.tool else (self.node or self.kind)
+
+    def tool_result(self) -> ToolResult | None:
+        """A run_tool event's ``ToolResult`` (its evidence typed), or ``None`` when it does not validate."""
+        try:
+            return ToolResult.model_validate({**self.outputs, "settings": self.inputs.get("settings", {})})
+        except ValueError:
+            return None
 
 
 class TraceError(VqaError):
@@ -198,13 +205,12 @@ class QuestionTrace:
             if not isinstance(upd, dict):
                 continue
             for step in upd.get("steps", []):
-                name, _, tool = step.node.partition(":")
-                inputs, outputs, cached = self._summarise(name, tool, upd, step.detail)
-                self.write("node", node=name, tool=tool or None, start=step.started,
+                inputs, outputs, cached = self._summarise(step.node, step.tool, upd, step.detail)
+                self.write("node", node=step.node, tool=step.tool, start=step.started,
                            end=step.started + step.seconds, ok=step.ok, error=step.error, cached=cached,
                            inputs=inputs, outputs=outputs)
 
-    def _summarise(self, node: str, tool: str, upd: dict[str, Any],
+    def _summarise(self, node: str, tool: str | None, upd: dict[str, Any],
                    detail: dict[str, Any]) -> tuple[dict, dict, bool | None]:
         if node == "load_image":
             img = upd.get("image")
@@ -214,8 +220,8 @@ class QuestionTrace:
             return ({"path": str(img.path)},
                     {"sha256": img.sha256, "size": list(img.image.size), "original_size": list(img.original_size),
                      "file": self._save_image(img)}, None)
-        if node == "route":
-            return {}, dict(upd.get("route", detail)), None
+        if node == "route" and upd.get("route") is not None:
+            return {}, upd["route"].model_dump(mode="json"), None
         if node == "run_tool" and upd.get("results"):
             r = upd["results"][0]
             out = r.model_dump(mode="json", exclude={"settings"})

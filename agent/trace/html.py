@@ -1,6 +1,7 @@
 """A trace as one self-contained HTML page: per question the photo with every tool's boxes drawn as an SVG
-overlay (OCR spans with their text), the images tools drew, the OCR spans, the option probabilities as an
-inline-SVG bar chart, the rotations, the node timeline and the exact prompt.
+overlay (OCR spans with their text), the images tools drew, the tables tools' evidence brings (OCR spans,
+retrieved entries), the option probabilities as an inline-SVG bar chart, the rotations, the node timeline and
+the exact prompt. Each tool's part comes from its evidence type (``overlay``, ``table``, ``color``, ``summary``).
 
 Everything is embedded (images as ``data:`` URLs, CSS inline), so the file can be mailed or archived alone.
 A small inline script checks that every embedded image decodes and records the count on ``<body>``
@@ -16,10 +17,9 @@ from typing import Any
 
 from jinja2 import Environment, StrictUndefined
 
+from agent.evidence import Box
 from agent.trace.events import TraceEvent
 from agent.trace.read import QuestionView
-
-PALETTE = {"ocr": "#e4572e", "detect": "#17bebb", "som": "#ffc914", "retrieve": "#76b041"}
 
 TEMPLATE = r"""<!doctype html>
 <html lang="ko"><head><meta charset="utf-8"><title>vqa trace · {{ title }}</title>
@@ -69,8 +69,8 @@ pre.prompt{white-space:pre-wrap;background:#f4f4f4;padding:8px;font-size:12px;ma
 <p class="dim">{{ q.method }}{% if q.flags %} · {{ q.flags|join(', ') }}{% endif %}</p>
 </div></div>
 {% if q.marked %}<div class="row">{% for m in q.marked %}<figure class="marked" data-tool="{{ m.tool }}"><img alt="{{ m.tool }} {{ m.name }}" src="{{ m.src }}"><figcaption>{{ m.tool }}: {{ m.name }}</figcaption></figure>{% endfor %}</div>{% endif %}
-{% if q.spans %}<h3>OCR spans</h3><table class="ocr-spans"><tr><th>#</th><th>text</th><th>confidence</th><th>box</th></tr>
-{% for s in q.spans %}<tr class="ocr-span-row"><td>{{ loop.index }}</td><td>{{ s.text }}</td><td>{{ '%.2f'|format(s.confidence) }}</td><td>{{ s.box|map('round')|map('int')|list }}</td></tr>{% endfor %}</table>{% endif %}
+{% for t in q.tables %}<h3>{{ t.title }}</h3><table class="{{ t.css }}"><tr>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for row in t.rows %}<tr class="{{ t.row_css }}">{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}</table>{% endfor %}
 {% if q.rotations %}<h3>Rotations</h3><table class="rotations"><tr><th>shift</th><th>order shown</th><th>chose</th>{% for k, _ in q.options %}<th>{{ k }}</th>{% endfor %}</tr>
 {% for r in q.rotations %}<tr><td>{{ r.shift }}</td><td>{{ r.order|join('') }}</td><td>{{ r.chosen }}</td>{% for k, _ in q.options %}<td>{{ '%.2f'|format(r.probs.get(k, 0)) }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
 <h3>Timeline</h3><table class="timeline"><tr><th>node</th><th>start</th><th>seconds</th><th></th></tr>
@@ -118,22 +118,9 @@ def _resolve(path: str, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def find_boxes(evidence: Any) -> list[dict[str, Any]]:
-    """Every ``{"box": [x1, y1, x2, y2], ...}`` in an evidence tree, with a label (text, label or mark id)."""
-    out: list[dict[str, Any]] = []
-    if isinstance(evidence, dict):
-        box = evidence.get("box")
-        if isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box):
-            label = evidence.get("text") or evidence.get("label") or evidence.get("id") or ""
-            x1, y1, x2, y2 = box
-            out.append({"x": x1, "y": y1, "w": max(x2 - x1, 0), "h": max(y2 - y1, 0), "label": str(label)})
-        for v in evidence.values():
-            if isinstance(v, (dict, list)):
-                out += find_boxes(v)
-    elif isinstance(evidence, list):
-        for v in evidence:
-            out += find_boxes(v)
-    return out
+def _rect(b: Box) -> dict[str, Any]:
+    x1, y1, x2, y2 = b.xyxy
+    return {"x": x1, "y": y1, "w": max(x2 - x1, 0), "h": max(y2 - y1, 0), "label": b.label}
 
 
 def _question_context(view: QuestionView, base: Path) -> dict[str, Any]:
@@ -146,17 +133,21 @@ def _question_context(view: QuestionView, base: Path) -> dict[str, Any]:
         if src:
             photo = {"src": src, "w": size[0], "h": size[1],
                      "caption": f"{Path(str(load.inputs.get('path', ''))).name} · {size[0]}×{size[1]} working copy"}
-    layers, marked, spans = [], [], []
+    layers, marked, tables, summaries = [], [], [], {}
     tool_events: list[TraceEvent] = view.nodes("run_tool")
     for e in tool_events:
-        ev = e.outputs.get("evidence") or {}
-        boxes = find_boxes(ev)
-        if boxes and size:
-            w, h = (ev.get("image_size") or size)[:2]
-            layers.append({"tool": e.tool, "w": w, "h": h, "boxes": boxes, "color": PALETTE.get(e.tool or "", "#444"),
-                           "cls": "ocr-span" if e.tool == "ocr" else f"tool-box {e.tool}-box"})
-        if e.tool == "ocr":
-            spans += ev.get("spans", [])
+        r = e.tool_result()
+        ev = r.evidence if r is not None and r.ok else None
+        if ev is not None:
+            summaries[id(e)] = r.summary(4)
+            overlay, table = ev.overlay(), ev.table()
+            if overlay is not None and size:
+                w, h = (overlay.size or size)[:2]
+                boxes = [_rect(b) for b in overlay.boxes]
+                layers.append({"tool": e.tool, "w": w, "h": h, "boxes": boxes, "color": ev.color,
+                               "cls": overlay.css or f"tool-box {e.tool}-box"})
+            if table is not None:
+                tables.append(table)
         for name, path in (e.outputs.get("artifacts") or {}).items():
             src = data_url(_resolve(path, base))
             if src and src.startswith("data:image/"):
@@ -174,17 +165,14 @@ def _question_context(view: QuestionView, base: Path) -> dict[str, Any]:
     for e in view.events:
         if e.kind == "question":
             continue
-        summary = ""
-        if e.kind == "node" and e.node == "run_tool" and e.ok:
-            ev = e.outputs.get("evidence") or {}
-            summary = f"{len(ev.get('spans', ev.get('boxes', ev.get('marks', ev.get('entries', [])))))} item(s)"
-        elif e.kind == "node" and e.node == "route":
+        summary = summaries.get(id(e), "")
+        if e.kind == "node" and e.node == "route":
             summary = "tools: " + (", ".join(e.outputs.get("run", [])) or "none")
         timeline.append({"label": e.label, "offset": e.start - t0, "seconds": e.seconds, "ok": e.ok,
                          "error": e.error or "", "cached": bool(e.cached), "summary": summary})
     return {"qid": view.qid, "run": view.run, "tags": list(view.tags.values()), "answer": chosen, "gold": gold,
             "seconds": view.seconds, "text": q.get("text", ""), "options": list((q.get("options") or {}).items()),
-            "photo": photo, "layers": layers, "marked": marked, "spans": spans, "probs": probs,
+            "photo": photo, "layers": layers, "marked": marked, "tables": tables, "probs": probs,
             "method": a.get("method") or ro.get("method", ""), "flags": ro.get("flags", []),
             "rotations": rot.outputs.get("rotations", []) if rot else [], "timeline": timeline,
             "prompt": ro.get("prompt"), "errors": [f"{e.label}: {e.error}" for e in view.events if not e.ok]}

@@ -14,14 +14,10 @@ def _probs_text(probs: dict[str, float], chosen: str | None = None) -> str:
 
 
 def _tool_summary(e: TraceEvent) -> str:
-    from agent.cli.display import evidence_summary
-    from agent.schema import ToolResult
-
-    try:
-        r = ToolResult.model_validate({**e.outputs, "settings": e.inputs.get("settings", {})})
-    except ValueError:
-        return "failed: " + str(e.error) if not e.ok else "evidence of an unknown type"
-    return evidence_summary(r, 4)
+    r = e.tool_result()
+    if r is None:
+        return "failed: " + str(e.error) if not e.ok else "evidence that does not validate"
+    return r.summary(4)
 
 
 def render_question(view: QuestionView):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -45,6 +45,7 @@ def to_entry(hit: Hit) -> RetrievedEntry:
 
 class RetrieveTool(Tool):
     name = "retrieve"
+    evidence = RetrieveEvidence
     description = ("Finds the k entries of a knowledge base (vqa kb build) most similar to the image and the "
                    "question: solved questions with their options and answers, captioned images, or passages, "
                    "each with a similarity score and id.")
@@ -78,8 +79,8 @@ class RetrieveTool(Tool):
         self._embedder = embedder_for(kb, self.settings["clip"], self.settings["device"])
         self._kb = kb
 
-    def apply(self, image: Image.Image, question: Question,
-              workdir: Path | None) -> tuple[RetrieveEvidence, dict[str, str]]:
+    def apply(self, image: Image.Image, question: Question, workdir: Path | None,
+              peers: Mapping[str, Tool]) -> tuple[RetrieveEvidence, dict[str, str]]:
         s = self.settings
         guard = Guard(mode=s["leakage_guard"], query_id=question.id, image_sha256=file_sha256(question.image),
                       text=question.text, exclude_ids=frozenset(s["exclude_ids"]))
