@@ -97,14 +97,16 @@ def load_image_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
 
 @timed("route")
 def route_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
-    q = state["question"]
+    q, s = state["question"], runtime.context
     forced = state.get("forced_tools")
     chosen = (Route(tools=list(forced), method="forced") if forced is not None
-              else runtime.context.router.route(q.text, list(q.options.values())))
-    route = chosen.model_copy(update={
-        "run": [t for t in chosen.tools if t in TOOL_REGISTRY],
-        "skipped": {t: "not registered (a plug-in tool needs [tools.register] in the config file)"
-                    for t in chosen.tools if t not in TOOL_REGISTRY}})
+              else s.router.route(q.text, list(q.options.values())))
+    skipped = {t: "not registered (a plug-in tool needs [tools.register] in the config file)"
+               for t in chosen.tools if t not in TOOL_REGISTRY}
+    for t in chosen.tools:  # a tool whose load failed earlier in this process is not tried again
+        if t not in skipped and (why := s.unavailable(t)):
+            skipped[t] = f"unavailable: {why}"
+    route = chosen.model_copy(update={"run": [t for t in chosen.tools if t not in skipped], "skipped": skipped})
     return NodeOutput({"route": route}, detail=route.model_dump())
 
 

@@ -91,10 +91,11 @@ def check_output(out: Path, *, inputs: list[Path], run_dir: Path | None, flag: s
                           f"{run_dir / 'submission.csv'}")
     if target.is_dir():
         raise ConfigError(f"{flag} {out} is a folder; expected a file path such as {out / 'submission.csv'}")
-    if not target.parent.is_dir():
+    in_run_dir = run_dir is not None and target.parent == run_dir.expanduser().resolve()  # made by the run
+    if not target.parent.is_dir() and not in_run_dir:
         raise ConfigError(f"{flag} {out}: folder {out.parent} does not exist; create it first (mkdir -p "
                           f"{out.parent})")
-    if not os.access(target.parent, os.W_OK):
+    if target.parent.is_dir() and not os.access(target.parent, os.W_OK):
         raise ConfigError(f"{flag} {out}: folder {out.parent} is not writable")
 
 

@@ -188,14 +188,16 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
 
 
 def tool_failures(answers: list[Answer]) -> tuple[dict[str, int], dict[str, str]]:
-    """Per tool: how many questions were answered while it failed, and its most common error."""
+    """Per tool: how many questions were answered without it (it failed, or was skipped as unavailable after its
+    load failed), and its most common error."""
     counts: Counter[str] = Counter()
     errors: dict[str, Counter[str]] = {}
     for a in answers:
-        for r in a.evidence:
-            if not r.ok:
-                counts[r.tool] += 1
-                errors.setdefault(r.tool, Counter())[r.error or "failed"] += 1
+        missed = [(r.tool, r.error or "failed") for r in a.evidence if not r.ok]
+        missed += [(t, why) for t, why in (a.route.skipped.items() if a.route else ()) if why.startswith("unavailable")]
+        for tool, why in missed:
+            counts[tool] += 1
+            errors.setdefault(tool, Counter())[why.removeprefix("unavailable: ").removeprefix("ToolUnavailable: ")] += 1
     return dict(counts), {t: c.most_common(1)[0][0] for t, c in errors.items()}
 
 
@@ -209,6 +211,8 @@ def _final(row: Question | RowError, done: dict[str, Answer], failures: dict[str
 def _write_tool_failures(path: Path, final: list[Answer]) -> None:
     """``tool_failures.csv``: one row per (question, tool) whose tool failed; the question was still answered."""
     rows = [[a.id, r.tool, r.error or "failed"] for a in final for r in a.evidence if not r.ok]
+    rows += [[a.id, t, why] for a in final for t, why in (a.route.skipped.items() if a.route else ())
+             if why.startswith("unavailable")]
     if not rows:
         path.unlink(missing_ok=True)
         return

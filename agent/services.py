@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.cache import ToolCache
+from agent.errors import VqaError
 from agent.images import LoadedImage
 from agent.reasoners.base import Reasoner
 from agent.router import Router
@@ -83,6 +84,13 @@ class Services:
 
     def tool(self, name: str) -> Tool:
         return self.toolbox.get(name, self.tool_settings.get(name, {}))
+
+    def unavailable(self, name: str) -> str | None:
+        """Why the tool cannot run in this process (its load failed earlier), or ``None`` (it may run)."""
+        try:
+            return self.tool(name).unavailable
+        except VqaError:  # bad settings: reported when the tool runs, like any tool failure
+            return None
 
     def submit(self, fn: Callable[..., ToolResult], *args: Any) -> Future:
         """Run ``fn(*args)`` on the tool pool (so a node can stop waiting for a slow tool)."""

@@ -66,6 +66,5 @@ def test_outputs_that_would_destroy_something_or_cannot_be_written_are_refused(t
         check_output(out, inputs=[csv], run_dir=run)
 
 
-def test_a_submission_inside_the_run_directory_is_accepted(tmp_path: Path) -> None:
-    (tmp_path / "run").mkdir()
+def test_a_submission_inside_the_run_directory_is_accepted_before_the_directory_exists(tmp_path: Path) -> None:
     check_output(tmp_path / "run" / "submission.csv", inputs=[tmp_path / "q.csv"], run_dir=tmp_path / "run")

@@ -42,6 +42,11 @@ class ToolError(VqaError):
     """A tool could not do its job; the message says what to do about it."""
 
 
+class ToolUnavailable(ToolError):
+    """The tool could not load (missing weights, an unreachable hub, a missing binary): it is unavailable for the
+    rest of the process, and later calls fail at once with the same message instead of trying again."""
+
+
 @dataclass(frozen=True)
 class Routing:
     """How the router may pick a tool: ``keywords`` are regular expressions searched in the lower-cased question
@@ -83,18 +88,31 @@ class Tool(ABC):
     def __init__(self, **settings: Any) -> None:
         self.settings = settings
         self._ready = False
+        self._unavailable: str | None = None  # why load() failed, once it has
         self._lock = threading.Lock()
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why this tool cannot run in this process (its load failed), or ``None``."""
+        return self._unavailable
 
     def cache_inputs(self, question: Question) -> dict[str, Any]:
         """What the output depends on in the question; by default (conservatively) every field, the id included."""
         return question.model_dump(mode="json")
 
     def setup(self) -> None:
-        """Load weights/binaries once; thread-safe; raises ``ToolError`` with a fix when impossible."""
+        """Load weights/binaries once; thread-safe. When impossible, raises ``ToolUnavailable`` with the fix, and
+        raises it again at once on every later call: a load is tried once per process, never per question."""
         with self._lock:
+            if self._unavailable is not None:
+                raise ToolUnavailable(self._unavailable)
             if not self._ready:
-                with _LOAD_LOCK:
-                    self.load()
+                try:
+                    with _LOAD_LOCK:
+                        self.load()
+                except Exception as exc:  # noqa: BLE001 - whatever stops a load, the tool is out for this run
+                    self._unavailable = str(exc) if isinstance(exc, VqaError) else f"{type(exc).__name__}: {exc}"
+                    raise ToolUnavailable(self._unavailable) from None
                 self._ready = True
 
     @abstractmethod

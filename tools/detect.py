@@ -26,7 +26,8 @@ import numpy as np
 import supervision as sv
 from PIL import Image
 
-from agent.errors import ConfigError, brief
+from agent.errors import ConfigError, ModelLoadError, brief
+from agent.hub import locate
 from agent.schema import DetectedBox, DetectEvidence, Question
 from tools.base import Tool, ToolError
 from tools.boxes import count_boxes, count_distribution, grounded_detections, merge_tiles, tile_grid
@@ -61,18 +62,18 @@ def load_checkpoint(model: str, classes: dict[str, str], flag: str, what: str) -
     if path.suffix in (".pth", ".pt", ".ckpt"):
         raise ToolError(f"{flag} {model!r} is an original-format {what} checkpoint; this tool loads transformers "
                         "checkpoints (a folder with config.json): convert it first (see README, 'detect and som')")
-    local = path.exists() or path.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1
-    if local and not path.is_dir():
-        raise ToolError(f"{flag} {model!r} does not exist or is not a folder; expected a {what} checkpoint folder "
-                        "(config.json + weights) or a hub id")
+    try:  # a folder, or a hub id from the local cache; the hub itself is asked at most once per process
+        folder = locate(model, flag=flag, what=what)
+    except ModelLoadError as exc:
+        raise ToolError(str(exc)) from None
     try:
         with LOAD_LOCK:
-            config = transformers.AutoConfig.from_pretrained(model)
+            config = transformers.AutoConfig.from_pretrained(folder)
             if config.model_type not in classes:
                 raise ToolError(f"{flag} {model!r} is a {config.model_type!r} checkpoint; expected a {what} "
                                 f"({', '.join(classes)})")
-            processor = transformers.AutoProcessor.from_pretrained(model)
-            net = getattr(transformers, classes[config.model_type]).from_pretrained(model)
+            processor = transformers.AutoProcessor.from_pretrained(folder)
+            net = getattr(transformers, classes[config.model_type]).from_pretrained(folder)
     except ToolError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure here is the user's path or an offline hub id
