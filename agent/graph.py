@@ -25,7 +25,7 @@ from PIL import Image
 from agent.cache import ToolCache
 from agent.data import fallback_letter
 from agent.errors import ImageError, VqaError
-from agent.images import LoadedImage, load_image, resolve_image_path
+from agent.images import DEFAULT_DECODE_BUDGET, LoadedImage, load_image, resolve_image_path
 from agent.reasoners.base import Reasoner, ReasonRequest
 from agent.router import Route, Router
 from agent.schema import Answer, Decision, Question, Step, ToolResult
@@ -64,6 +64,7 @@ class Services:
     tool_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_pixels: int = 4_000_000
     hard_cap_pixels: int = 400_000_000
+    decode_budget: int = DEFAULT_DECODE_BUDGET  # bytes of decoded pixels (agent.images)
     tool_timeout: float = 120.0
     artifacts_dir: Path | None = None
     images_root: Path | None = None  # when set, image paths must stay inside it (symlinks included)
@@ -121,7 +122,8 @@ def load_image_node(state: VQAState, runtime: Runtime[Services]) -> dict:
         path = q.image
         if s.images_root is not None:
             path = resolve_image_path(q.image.relative_to(s.images_root).as_posix(), s.images_root)
-        img = load_image(path, max_pixels=s.max_pixels, hard_cap_pixels=s.hard_cap_pixels)
+        img = load_image(path, max_pixels=s.max_pixels, hard_cap_pixels=s.hard_cap_pixels,
+                         decode_budget=s.decode_budget)
     except ImageError as exc:
         return {"image": None, "errors": [f"image {exc.reason}: {exc}"], "_error": f"{exc.reason}: {exc}"}
     return {"image": img, "_detail": {"original_size": list(img.original_size), "size": list(img.image.size),

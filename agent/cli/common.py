@@ -65,7 +65,8 @@ def build_services(settings, run_dir: Path | None, images_root: Path | None = No
     if hasattr(reasoner, "load"):
         reasoner.load()
     return Services(reasoner=reasoner, tool_settings=settings.tool_settings(), max_pixels=settings.image_max_pixels,
-                    hard_cap_pixels=settings.hard_cap_pixels, tool_timeout=settings.tool_timeout,
+                    hard_cap_pixels=settings.hard_cap_pixels, decode_budget=settings.image_decode_budget,
+                    tool_timeout=settings.tool_timeout,
                     artifacts_dir=run_dir / "artifacts" if run_dir else None, images_root=images_root)
 
 
