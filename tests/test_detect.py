@@ -104,7 +104,7 @@ def test_prompt_lines_quote_the_phrase_and_name_the_matching_option() -> None:
     assert lines[1] == "options as counts: a=1 b=2 c=3 d=4+; count 2 matches b"
     assert lines[2] == 'box=[0, 0, 10, 20] label="person" score=0.90' and len(lines) == 4
     text, template = prompts.render(PEOPLE, [r])
-    assert "<tool_output tool=\"detect\">" in text and template == "answer.ko@2"
+    assert "<tool_output tool=\"detect\">" in text and template == "answer.ko@3"
     assert "번호 표시" not in text  # no marked image: no marks instruction
 
 
