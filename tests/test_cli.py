@@ -159,3 +159,21 @@ def test_killed_batch_loses_no_finished_row_and_rerun_duplicates_none(tiny_dir: 
     assert after[: len(before)] == before and len(after) == len(set(after)) == n
     assert f"resumed {len(before)}" in p.stdout
     assert [r["id"] for r in csv.DictReader(open(sub, encoding="utf-8"))] == [f"q{i:02d}" for i in range(n)]
+
+
+def test_batch_show_prints_markup_like_ids_and_options_as_written(tmp_path: Path) -> None:
+    csv_path = tmp_path / "t.csv"
+    with open(csv_path, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([["id", "path", "question", "a", "b", "c", "d"],
+                                 ["[/]R1[bold", "images/coffee.jpg", "[red]What is it?", "[/]cup", "[b]mug", "", ""]])
+    p = vqa("batch", csv_path, "--images", EXAMPLES, "--out", tmp_path / "sub.csv", "--run-dir", tmp_path / "run",
+            "--reasoner", "evidence", "--tools", "none", "--show")
+    assert p.returncode == 0 and "Traceback" not in p.stderr + p.stdout, p.stderr
+    assert "[/]R1[bold" in p.stdout
+    assert list(csv.reader(open(tmp_path / "sub.csv", encoding="utf-8")))[1][0] == "[/]R1[bold"
+
+
+def test_an_error_message_with_markup_is_printed_as_written(tmp_path: Path) -> None:
+    missing = tmp_path / "[/]nope[bold.csv"
+    assert_clean_error(vqa("batch", missing, "--images", EXAMPLES, "--out", tmp_path / "sub.csv",
+                           "--reasoner", "evidence"), "[/]nope[bold.csv")

@@ -71,6 +71,7 @@ def chat_cmd(
         fail(f"image {image} does not exist or is not a file")
     forced = parse_tools(tools)
     from agent.chat import ChatRuntime, ChatSession, ChatStore, default_db  # langgraph: after the cheap checks
+    from agent.errors import DataError
 
     interactive = sys.stdin.isatty()
     out = Console(highlight=False, emoji=False)
@@ -79,7 +80,10 @@ def chat_cmd(
                                    device=device, max_pixels=max_pixels, ocr_engine=ocr_engine,
                                    tool_timeout=tool_timeout, detector=detector, segmenter=segmenter, kb=kb,
                                    config=str(config.resolve()) if config else None).items() if v is not None}
-    store = ChatStore(default_db(run_dir))
+    try:
+        store = ChatStore(default_db(run_dir))
+    except DataError as exc:
+        fail(str(exc))
     if resume:
         state = store.state(resume)
         if state is None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # error messages stay on one line (paths, commands to copy)
@@ -41,7 +42,7 @@ AsJson = Annotated[bool, Opt("--json", help="Print the machine-readable record."
 
 
 def fail(msg: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False)
+    err.print("[bold red]error:[/]", escape(msg), highlight=False)  # the message is data, not markup
     raise typer.Exit(code)
 
 
