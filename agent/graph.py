@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import operator
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from agent.cache import ToolCache
 from agent.data import fallback_letter
 from agent.errors import ImageError, VqaError
 from agent.images import DEFAULT_DECODE_BUDGET, LoadedImage, load_image, resolve_image_path
+from agent.paths import artifact_dirname
 from agent.reasoners.base import Reasoner, ReasonRequest
 from agent.router import Route, Router
 from agent.schema import Answer, Decision, Question, Step, ToolResult
@@ -88,7 +88,7 @@ class Services:
     def workdir(self, qid: str) -> Path | None:
         if self.artifacts_dir is None:
             return None
-        d = self.artifacts_dir / re.sub(r"[^\w.-]", "_", qid)
+        d = self.artifacts_dir / artifact_dirname(qid)  # unique, and one component inside artifacts/
         d.mkdir(parents=True, exist_ok=True)
         return d
 

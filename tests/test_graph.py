@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.graph import Services, build_graph
+from agent.paths import artifact_dirname
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.reasoners.qwen import QwenBackend
 from agent.runner import ask, run_batch
@@ -116,3 +117,25 @@ def test_unknown_tool_setting_fails_that_tool_only() -> None:
     services = Services(reasoner=EvidenceReasoner(), tool_settings={"ocr": {"engnie": "easyocr"}})
     [r] = ask(services, question(0), forced_tools=["ocr"]).evidence
     assert not r.ok and "engnie" in r.error
+
+
+HOSTILE_IDS = ["..", ".", "a/b", "a_b", "a\\b", "../../etc", "/abs", "", "a~b", "x" * 300, "a\x00b", "q 1", "q_1"]
+
+
+@pytest.mark.parametrize(("qid", "name"), [("TEST_000", "TEST_000"), ("q-1.2", "q-1.2"), ("질문_1", "질문_1"),
+                                           ("..", None), (".", None), ("a/b", None), ("x" * 300, None)])
+def test_artifact_dirname_keeps_safe_ids_and_hashes_the_rest(qid: str, name: str | None) -> None:
+    got = artifact_dirname(qid)
+    if name is not None:
+        assert got == name
+    else:
+        assert got != qid and "~" in got and len(got.encode()) <= 120
+
+
+def test_artifact_folders_are_unique_and_stay_inside_artifacts(tmp_path: Path) -> None:
+    root = tmp_path / "run" / "artifacts"
+    services = Services(reasoner=EvidenceReasoner(), artifacts_dir=root)
+    dirs = [services.workdir(qid) for qid in HOSTILE_IDS]
+    assert len({d.resolve() for d in dirs}) == len(HOSTILE_IDS)  # a/b, a_b and a\b no longer share a folder
+    assert all(d.resolve().parent == root.resolve() and d.is_dir() for d in dirs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and sorted(root.parent.iterdir()) == [root]
