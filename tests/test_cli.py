@@ -177,3 +177,16 @@ def test_an_error_message_with_markup_is_printed_as_written(tmp_path: Path) -> N
     missing = tmp_path / "[/]nope[bold.csv"
     assert_clean_error(vqa("batch", missing, "--images", EXAMPLES, "--out", tmp_path / "sub.csv",
                            "--reasoner", "evidence"), "[/]nope[bold.csv")
+
+
+def test_progress_bar_counts_bad_rows_and_failed_csv_has_their_lines(tmp_path: Path) -> None:
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text("id,path,question,a,b,c,d\nok1,images/coffee.jpg,q?,x,y,z,w\nok2,images/coffee.jpg,q?,x,y,z,w\n"
+                        "gone,images/missing.jpg,q?,x,y,z,w\ngap,images/coffee.jpg,q?,x,,z,w\n"
+                        "short,images/coffee.jpg\n", encoding="utf-8")
+    p = vqa("batch", csv_path, "--images", EXAMPLES, "--out", tmp_path / "sub.csv", "--run-dir", tmp_path / "run",
+            "--reasoner", "evidence", "--tools", "none")
+    assert p.returncode == 0, p.stderr
+    assert "5/5" in p.stderr  # bad rows count (it ended at 3/5)
+    failed = {r["id"]: r["line"] for r in csv.DictReader(open(tmp_path / "run" / "failed.csv", encoding="utf-8"))}
+    assert failed == {"gone": "4", "gap": "5", "short": "6"}
