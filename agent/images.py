@@ -105,7 +105,7 @@ def load_image(
     if max_pixels < 1 or decode_budget < 1:
         raise ValueError(f"max_pixels and decode_budget must be >= 1, got {max_pixels} and {decode_budget}")
     path = Path(path)
-    data = _read_bytes(path, max_file_bytes)
+    data = read_file_bytes(path, max_file_bytes)
     try:
         with _pixel_cap(hard_cap_pixels), Image.open(io.BytesIO(data)) as src:
             raw_w, raw_h = src.size
@@ -188,7 +188,9 @@ def _open_regular(path: Path, max_file_bytes: int) -> io.BufferedReader:
         raise
 
 
-def _read_bytes(path: Path, max_file_bytes: int) -> bytes:
+def read_file_bytes(path: Path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
+    """A file's bytes under ``load_image``'s file rules (regular, non-empty, at most ``max_file_bytes``, opened without
+    blocking); failures are ``ImageError``."""
     try:
         with _open_regular(path, max_file_bytes) as f:
             data = f.read(max_file_bytes + 1)
