@@ -48,12 +48,12 @@ def test_route_json(question: str, tools: list[str]) -> None:
     (["ask", "/nope/missing.jpg", "Q?", "-c", "x", "-c", "y"], ["does not exist"]),
     (["ask", PHOTO, "Q?", "-c", "x", "-c", "y", "--model", "/nope/model"], ["/nope/model"]),
     (["ask", PHOTO, "Q?", "-c", "x", "-c", "y", "--quant", "3bit"], ["quant"]),
-    (["batch", "/nope/test.csv", "--images", EXAMPLES, "--out", "/tmp/x.csv", "--reasoner", "evidence"],
+    (["batch", "/nope/test.csv", "--images", EXAMPLES, "--out", "OUT", "--reasoner", "evidence"],
      ["/nope/test.csv"]),
-    (["batch", EXAMPLES / "test.csv", "--images", "/nope", "--out", "/tmp/x.csv"], ["--images"]),
+    (["batch", EXAMPLES / "test.csv", "--images", "/nope", "--out", "OUT"], ["--images"]),
 ])
-def test_bad_input_is_a_clear_error(args: list, needles: list[str]) -> None:
-    assert_clean_error(vqa(*args), *needles)
+def test_bad_input_is_a_clear_error(args: list, needles: list[str], tmp_path: Path) -> None:
+    assert_clean_error(vqa(*[tmp_path / "x.csv" if a == "OUT" else a for a in args]), *needles)
 
 
 def test_csv_missing_columns_is_a_clear_error(tmp_path: Path) -> None:
