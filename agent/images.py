@@ -263,7 +263,7 @@ def _to_rgb(im: Image.Image, work_mode: str, factor: tuple[int, int], target: tu
 
 def _reduce_in_strips(im: Image.Image, work_mode: str, factor: tuple[int, int]) -> Image.Image:
     """``im.convert(work_mode).reduce(factor)`` a band of rows at a time: no full-size converted copy is made."""
-    fx, fy = factor
+    fy = factor[1]
     w, h = im.size
     out = Image.new(work_mode, _reduced(im.size, factor))
     rows = max(fy, _STRIP_BYTES // max(1, decoded_bytes(work_mode, (w, 1))) // fy * fy)  # a multiple of fy

@@ -12,11 +12,10 @@ EXAMPLES = ROOT / "examples"
 
 
 @pytest.fixture(autouse=True)
-def own_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test's temporary files (``tempfile``, and the ``vqa`` processes it starts) go under its own
-    ``tmp_path``, never into a shared ``/tmp`` folder."""
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
+def own_temp_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test's temporary files (``tempfile``, and the ``vqa`` processes it starts) go into a folder of its
+    own under pytest's base temp (beside ``tmp_path``, which stays as the test made it), never into ``/tmp``."""
+    tmp = tmp_path_factory.mktemp("tmpdir")
     monkeypatch.setenv("TMPDIR", str(tmp))
     monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
     return tmp
