@@ -25,6 +25,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
+from agent.errors import DataError, brief
 from agent.graph import build_graph
 from agent.runner import ask
 from agent.schema import Answer, Question
@@ -119,7 +120,16 @@ class ChatStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False)
-        self.graph = build_chat_graph(SqliteSaver(self._conn))
+        saver = SqliteSaver(self._conn)
+        try:  # a damaged file fails here, with one line, not at the first question
+            if self._conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("the integrity check failed")
+            saver.setup()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise DataError(f"expected a chat session store (SQLite) at {self.path}, found an unusable file "
+                            f"({brief(exc)}); move it aside to start afresh, or pass another --run-dir") from None
+        self.graph = build_chat_graph(saver)
 
     @staticmethod
     def _config(name: str) -> dict:

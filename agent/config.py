@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     image_max_pixels: int = 4_000_000  # the working copy every tool sees
     hard_cap_pixels: int = 400_000_000  # images larger than this are refused, not decoded
     ocr_engine: str | None = None  # the ocr tool's engine (its own default: auto)
+    image_decode_budget: int = Field(1 << 30, ge=1)  # bytes of decoded pixels at once, per image and all together
     detector: str | None = None  # Grounding DINO hub id or path (the detect tool)
     segmenter: str | None = None  # SAM hub id or path (the som tool)
     kb: str | None = None  # knowledge-base folder (the retrieve tool)

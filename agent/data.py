@@ -2,7 +2,9 @@
 
 Layout (Kaggle): ``id,path,question,a,b,c,d`` plus optional ``e``, ``answer`` and ``category``; header names
 are matched after stripping and lower-casing. Encodings: UTF-8 (with or without BOM), UTF-16 with BOM, and
-CP949 (a superset of EUC-KR, what Korean Excel writes); any newline style; quoted commas and newlines.
+CP949 (a superset of EUC-KR, what Korean Excel writes); any newline style; quoted commas and newlines. A field
+may hold up to ``FIELD_LIMIT`` characters (a long question is fine; more names the row); a quote that is never
+closed (it would swallow every later row into one field) is a ``DataError`` naming the line where it opened.
 
 A problem with the whole file is a ``DataError``. A problem with one row is a ``RowError`` in that row's place,
 so the caller still writes one submission row per input row (``RowError.id`` is the row's id when it has one,
@@ -20,6 +22,7 @@ import codecs
 import csv
 import io
 import os
+import re
 import tempfile
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -32,6 +35,9 @@ from agent.errors import DataError, ImageError
 from agent.images import safe_relpath
 from agent.schema import LETTERS, MIN_OPTIONS, Question
 
+FIELD_LIMIT = 16 << 20  # characters per CSV field (the csv module's default is 128 KiB)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 REQUIRED: tuple[str, ...] = ("id", "path", "question", "a", "b", "c", "d")
 OPTIONAL: tuple[str, ...] = ("e", "answer", "category")
 _EXPECTED = "id,path,question,a,b,c,d[,e][,answer][,category]"
@@ -52,7 +58,11 @@ class RowError:
 
 def read_questions(csv_path: Path, images_root: Path) -> list[Question | RowError]:
     """One entry per data row, in file order."""
-    rows = csv.reader(io.StringIO(_decode(Path(csv_path)), newline=""))
+    lines = io.StringIO(_decode(Path(csv_path)), newline="").readlines()  # the reader's own line splitting
+    rows = csv.reader(lines)
+    if csv.field_size_limit() < FIELD_LIMIT:  # process-wide; only ever raised
+        csv.field_size_limit(FIELD_LIMIT)
+    line = 1
     try:
         header: list[str] = []
         while not any(header) and (first := next(rows, None)) is not None:  # skip blank lines before the header
@@ -61,17 +71,42 @@ def read_questions(csv_path: Path, images_root: Path) -> list[Question | RowErro
         width = max(i for i, h in enumerate(header) if h) + 1  # unnamed trailing header columns are optional
         out: list[Question | RowError] = []
         seen: set[str] = set()
-        line = rows.line_num + 1
+        line, last = rows.line_num + 1, (0, [])
         for row in rows:
             if any(field.strip() for field in row):
                 parsed = _parse_row(row, line, columns, width, seen, Path(images_root))
                 if isinstance(parsed, RowError) and parsed.reason == "malformed_row" and rows.line_num > line:
                     parsed.message += f" It spans lines {line}-{rows.line_num}: an unclosed quote may hide rows."
                 out.append(parsed)
-            line = rows.line_num + 1
+            last, line = (line, row), rows.line_num + 1
     except csv.Error as e:
+        if "field larger than field limit" in str(e):
+            raise DataError(f"{csv_path}: the row starting on line {line} has a field longer than {FIELD_LIMIT:,} "
+                            "characters; expected a question or an option, so check for a quote left open before "
+                            "it, or shorten that field.") from None
         raise DataError(f"{csv_path}: CSV syntax error near line {rows.line_num}: {e}; fix the quoting there.") from e
+    _check_quotes_closed(csv_path, lines, *last)
     return out
+
+
+def _check_quotes_closed(csv_path: Path, lines: list[str], start: int, row: list[str]) -> None:
+    """The last row runs to the end of the file; if it does so inside a quoted field, name where the quote opened.
+
+    The lenient reader (like Excel) takes an unclosed quote as a field to the end of the file; the strict reader
+    says so (``unexpected end of data``) when it re-reads just that row.
+    """
+    if not start:
+        return
+    try:
+        for _ in csv.reader(lines[start - 1:], strict=True):
+            pass
+    except csv.Error as e:
+        if "unexpected end of data" not in str(e):
+            return  # some other irregularity the lenient reader has already accepted
+        opened = start + sum(f.count("\n") + f.count("\r") - f.count("\r\n") for f in row[:-1])
+        raise DataError(f"{csv_path}: the quote opened on line {opened} is never closed, so every line after it "
+                        f"was read as one field of the row starting on line {start}; expected a closing \" in "
+                        "that field: add it, or remove the opening one.") from None
 
 
 def _decode(path: Path) -> str:
@@ -154,7 +189,7 @@ def _parse_row(
         return error("bad_answer", f"expected the answer to be one of {list(options)}, found {get('answer')!r}.")
     try:
         return Question(id=qid, image=image, text=unicodedata.normalize("NFC", get("question")), options=options,
-                        answer=answer, category=get("category") or None)
+                        answer=answer, category=get("category") or None, line=line)
     except ValidationError as e:
         return error("malformed_row", "; ".join(err["msg"] for err in e.errors()))
 
@@ -168,8 +203,22 @@ def fallback_letter(options: Sequence[str]) -> str:
     return options[0] if options else LETTERS[0]
 
 
+def spreadsheet_cell(value: object) -> object:
+    """A cell for a CSV that people open (``failed.csv``, ``ablation.csv``): text starting with ``=``, ``+``,
+    ``-``, ``@``, a tab or a carriage return gets a leading ``'`` so a spreadsheet shows it instead of running it as
+    a formula; numbers (``-0.05``) and non-text values are left as they are.
+
+    Not for ``submission.csv``: its ids must equal the input ids character for character (Kaggle matches them)
+    and a program reads it, not a spreadsheet, so ``write_submission`` writes ids exactly as read.
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 def write_submission(path: Path, rows: Iterable[tuple[str, str]]) -> int:
     """Write ``id,answer`` (UTF-8, ``\\n``) atomically: a temp file beside ``path``, fsynced, then ``os.replace``.
+    Ids are written exactly as read, never through ``spreadsheet_cell`` (Kaggle matches them).
 
     Kaggle needs unique, non-empty ids, so a row with an empty id (a ``RowError`` without one) or a repeated id
     (``duplicate_id``) is left out, the first occurrence winning; the caller's failure log says why. An answer

@@ -88,7 +88,8 @@ def load_image_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
         path = q.image
         if s.images_root is not None:
             path = resolve_image_path(q.image.relative_to(s.images_root).as_posix(), s.images_root)
-        img = load_image(path, max_pixels=s.max_pixels, hard_cap_pixels=s.hard_cap_pixels)
+        img = load_image(path, max_pixels=s.max_pixels, hard_cap_pixels=s.hard_cap_pixels,
+                         decode_budget=s.decode_budget)
     except ImageError as exc:
         return NodeOutput({"image": None, "errors": [f"image {exc.reason}: {exc}"]}, error=f"{exc.reason}: {exc}")
     return NodeOutput({"image": img}, detail={"original_size": list(img.original_size), "size": list(img.image.size),

@@ -6,8 +6,18 @@
   per call and per thread: Pillow's bomb check is wrapped once so that only the thread inside
   ``load_image`` sees our cap (and no ``DecompressionBombWarning``); every other thread and library keeps
   Pillow's global ``MAX_IMAGE_PIXELS`` behaviour, which is never changed.
-- Economy: JPEG/MPO decode at 1/2, 1/4 or 1/8 scale through ``draft``; other formats are resized with a
-  ``reducing_gap`` (integer ``reduce`` first), then LANCZOS to fit ``max_pixels`` exactly.
+- Files: opened without blocking and refused unless regular (a FIFO or device never hangs a run), capped in
+  bytes; ``file_sha256`` hashes a file under the same rules without decoding it.
+- Memory: a decode budget (bytes) is checked from the header before any pixel is decoded: the decoded image
+  (Pillow's bytes per pixel for its mode: 1 for 1/L/P, 2 for I;16, 4 for multi-band 8-bit, I and F) plus the
+  reduced working copy. Over the budget is ``too_large``. Decodes running at the same time share one budget
+  (a process-wide weighted semaphore), so a batch's peak no longer grows with rows x pixels. Pillow's pixel
+  blocks are raised from 16 to 64 MiB on import (unless ``PILLOW_BLOCK_SIZE`` is set): above glibc's largest
+  mmap threshold (32 MiB), each block is its own mapping and goes back to the system when the image is freed,
+  instead of staying in the decoding thread's malloc arena (which made the peak grow with decoding threads).
+- Economy: JPEG/MPO decode at 1/2, 1/4 or 1/8 scale through ``draft``; other formats are converted and reduced
+  (integer ``reduce``, the ``reducing_gap`` of 3) in horizontal strips, so no full-size converted copy exists,
+  then LANCZOS fits ``max_pixels`` exactly.
 - Truncated files are ``corrupt``: ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays off, because a half-grey photo
   answered confidently is worse than a fallback answer that says why.
 - Orientation: the EXIF Orientation tag is applied (ImageOps.exif_transpose's table) after downscaling, so it is
@@ -21,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import stat
 import struct
 import threading
@@ -30,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageMode, UnidentifiedImageError
 
 from agent.errors import ImageError
 
@@ -39,6 +50,13 @@ _TRANSPOSE = {2: _T.FLIP_LEFT_RIGHT, 3: _T.ROTATE_180, 4: _T.FLIP_TOP_BOTTOM, 5:
               7: _T.TRANSVERSE, 8: _T.ROTATE_90}
 # What Pillow raises on files it cannot decode (UnidentifiedImageError and truncation are OSErrors).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error)
+DEFAULT_DECODE_BUDGET = 1 << 30  # bytes of decoded pixels held at once, per image and for all concurrent decodes
+DEFAULT_MAX_FILE_BYTES = 1 << 30
+_REDUCING_GAP = 3.0  # as Image.resize's reducing_gap: integer reduce while >= 3x the target, then LANCZOS
+_STRIP_BYTES = 8 << 20  # converted rows held at once while reducing
+_BLOCK_BYTES = 64 << 20
+if "PILLOW_BLOCK_SIZE" not in os.environ and Image.core.get_block_size() < _BLOCK_BYTES:
+    Image.core.set_block_size(_BLOCK_BYTES)
 
 
 @dataclass(frozen=True)
@@ -80,13 +98,14 @@ def resolve_image_path(rel: str, root: Path) -> Path:
 
 
 def load_image(
-    path: Path, *, max_pixels: int = 4_000_000, hard_cap_pixels: int = 400_000_000, max_file_bytes: int = 1 << 30
+    path: Path, *, max_pixels: int = 4_000_000, hard_cap_pixels: int = 400_000_000,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, decode_budget: int = DEFAULT_DECODE_BUDGET,
 ) -> LoadedImage:
     """Decode ``path`` into an RGB image of at most ``max_pixels``; every failure is an ``ImageError``."""
-    if max_pixels < 1:
-        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+    if max_pixels < 1 or decode_budget < 1:
+        raise ValueError(f"max_pixels and decode_budget must be >= 1, got {max_pixels} and {decode_budget}")
     path = Path(path)
-    data = _read_bytes(path, max_file_bytes)
+    data = read_file_bytes(path, max_file_bytes)
     try:
         with _pixel_cap(hard_cap_pixels), Image.open(io.BytesIO(data)) as src:
             raw_w, raw_h = src.size
@@ -94,9 +113,19 @@ def load_image(
                 raise Image.DecompressionBombError(f"{raw_w}x{raw_h}")
             target = _fit((raw_w, raw_h), max_pixels)
             src.draft("RGB", target)  # JPEG only: no-op elsewhere; keeps the mode, shrinks the decode
-            src.load()
-            orientation = _orientation(src)
-            image = _to_rgb(src, target)
+            factor = _reduce_factor(src.size, target)
+            work_mode = _work_mode(src)
+            need = decoded_bytes(src.mode, src.size) + decoded_bytes(work_mode, _reduced(src.size, factor))
+            if need > decode_budget:
+                raise ImageError("too_large", f"expected an image that decodes within image_decode_budget "
+                                 f"({decode_budget:,} bytes), found {path} ({raw_w}x{raw_h}, mode {src.mode}) that "
+                                 f"needs {need:,}; shrink it, save it as JPEG (decoded reduced) or raise "
+                                 "image_decode_budget.")
+            with _GATE.hold(need, decode_budget):
+                src.load()
+                orientation = _orientation(src)
+                image = _to_rgb(src, work_mode, factor, target)
+                src.close()  # frees the decoded pixels before the next decode is let in
     except Image.DecompressionBombError as e:
         raise ImageError("too_large", f"expected at most {hard_cap_pixels:,} pixels in {path}, found {e}; "
                          "shrink the image or raise hard_cap_pixels.") from None
@@ -113,22 +142,64 @@ def load_image(
     return LoadedImage(image, path, hashlib.sha256(data).hexdigest(), (raw_w, raw_h), image.width / raw_w)
 
 
-def _read_bytes(path: Path, max_file_bytes: int) -> bytes:
+def file_sha256(path: Path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> str:
+    """sha256 of an image file's bytes (``LoadedImage.sha256``) without decoding it, under ``load_image``'s file
+    rules (a regular file, at most ``max_file_bytes``); failures are ``ImageError``."""
+    digest = hashlib.sha256()
+    with _open_regular(Path(path), max_file_bytes) as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            if f.tell() > max_file_bytes:  # grew since the check
+                raise ImageError("too_large", f"expected at most {max_file_bytes:,} bytes, {path} has more.")
+    return digest.hexdigest()
+
+
+def decoded_bytes(mode: str, size: tuple[int, int]) -> int:
+    """The bytes Pillow holds for an image of ``mode`` and ``size``: multi-band 8-bit modes are stored 4 a pixel."""
     try:
-        st = path.stat()
-        if not stat.S_ISREG(st.st_mode):
-            raise ImageError("not_a_file", f"expected an image file at {path}, found a directory or special file.")
-        if st.st_size > max_file_bytes:
-            raise ImageError("too_large", f"expected at most {max_file_bytes:,} bytes, {path} has {st.st_size:,}.")
-        data = path.read_bytes()
+        m = ImageMode.getmode(mode)
+        item, bands = np.dtype(m.typestr).itemsize, len(m.bands)
+    except (KeyError, TypeError):  # a mode Pillow cannot describe: assume the widest storage
+        item, bands = 4, 1
+    per_pixel = 4 if bands > 1 and item == 1 else bands * item
+    return size[0] * size[1] * per_pixel
+
+
+def _open_regular(path: Path, max_file_bytes: int) -> io.BufferedReader:
+    """Open ``path`` for reading without blocking (a FIFO would block), refused unless a regular file under the cap."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except (FileNotFoundError, NotADirectoryError):
         raise ImageError("missing", f"expected an image at {path}, found nothing; check the path.") from None
+    except IsADirectoryError:
+        raise ImageError("not_a_file", f"expected an image file at {path}, found a directory.") from None
+    except OSError as e:
+        raise ImageError("unreadable", f"cannot read {path}: {e}; check its permissions.") from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError("not_a_file", f"expected an image file at {path}, found a directory or special file "
+                             "(a FIFO, socket or device); point to a regular file.")
+        if st.st_size > max_file_bytes:
+            raise ImageError("too_large", f"expected at most {max_file_bytes:,} bytes, {path} has {st.st_size:,}.")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_file_bytes(path: Path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
+    """A file's bytes under ``load_image``'s file rules (regular, non-empty, at most ``max_file_bytes``, opened without
+    blocking); failures are ``ImageError``."""
+    try:
+        with _open_regular(path, max_file_bytes) as f:
+            data = f.read(max_file_bytes + 1)
     except OSError as e:
         raise ImageError("unreadable", f"cannot read {path}: {e}; check its permissions.") from e
     if not data:
         raise ImageError("empty", f"expected image bytes in {path}, found an empty file; re-copy it.")
     if len(data) > max_file_bytes:  # grew between stat and read
-        raise ImageError("too_large", f"expected at most {max_file_bytes:,} bytes, {path} has {len(data):,}.")
+        raise ImageError("too_large", f"expected at most {max_file_bytes:,} bytes, {path} has more.")
     return data
 
 
@@ -155,24 +226,52 @@ def _orientation(im: Image.Image) -> int:
     return value if isinstance(value, int) else 1
 
 
-def _to_rgb(im: Image.Image, target: tuple[int, int]) -> Image.Image:
-    if im.mode == "F" or im.mode.startswith("I"):  # I, I;16, I;16B, ...: keep the range until the end
-        work = im.convert("F")
-    elif im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-        work = im.convert("RGBA")
-    else:  # 1, L, P, CMYK (Adobe-inverted handled by the decoder), YCbCr, ...; RGB is not copied
-        work = im if im.mode == "RGB" else im.convert("RGB")
-    if work.size != target:
-        work = work.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    elif work is im:  # detach from the file, which is closed on return
-        work = im.copy()
+def _reduce_factor(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+    """Image.resize's integer pre-reduction for ``reducing_gap``: whole pixels averaged while >= 3x the target."""
+    return (max(1, int(size[0] / target[0] / _REDUCING_GAP)), max(1, int(size[1] / target[1] / _REDUCING_GAP)))
+
+
+def _reduced(size: tuple[int, int], factor: tuple[int, int]) -> tuple[int, int]:
+    return -(-size[0] // factor[0]), -(-size[1] // factor[1])
+
+
+def _work_mode(im: Image.Image) -> str:
+    """The mode pixels are reduced in: F keeps a high-bit range until the stretch, RGBA keeps alpha until it is
+    composited, L stays one byte; everything else (1, P, CMYK (Adobe-inverted by the decoder), YCbCr...) is RGB."""
+    if im.mode == "F" or im.mode.startswith("I"):  # I, I;16, I;16B, ...
+        return "F"
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+        return "RGBA"
+    return "L" if im.mode in ("1", "L") else "RGB"
+
+
+def _to_rgb(im: Image.Image, work_mode: str, factor: tuple[int, int], target: tuple[int, int]) -> Image.Image:
+    if im.size == target:
+        work = im.copy() if im.mode == work_mode else im.convert(work_mode)  # detached from the file
+    else:
+        work = _reduce_in_strips(im, work_mode, factor)
+        if work.size != target:
+            work = work.resize(target, Image.Resampling.LANCZOS)
     if work.mode == "F":
         return _stretch(work)
     if work.mode == "RGBA":
         background = Image.new("RGB", work.size, (255, 255, 255))
         background.paste(work, mask=work.getchannel("A"))
         return background
-    return work
+    return work if work.mode == "RGB" else work.convert("RGB")
+
+
+def _reduce_in_strips(im: Image.Image, work_mode: str, factor: tuple[int, int]) -> Image.Image:
+    """``im.convert(work_mode).reduce(factor)`` a band of rows at a time: no full-size converted copy is made."""
+    fy = factor[1]
+    w, h = im.size
+    out = Image.new(work_mode, _reduced(im.size, factor))
+    rows = max(fy, _STRIP_BYTES // max(1, decoded_bytes(work_mode, (w, 1))) // fy * fy)  # a multiple of fy
+    for top in range(0, h, rows):
+        strip = im.crop((0, top, w, min(h, top + rows)))
+        strip = strip if strip.mode == work_mode else strip.convert(work_mode)
+        out.paste(strip.reduce(factor) if factor != (1, 1) else strip, (0, top // fy))
+    return out
 
 
 def _stretch(im: Image.Image) -> Image.Image:
@@ -203,6 +302,29 @@ class _ThreadCap:
 
 
 _install_lock = threading.Lock()
+
+
+class _DecodeGate:
+    """A weighted semaphore over bytes: decodes run together while their sum fits the budget; one alone always runs."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.in_use = 0
+
+    @contextmanager
+    def hold(self, nbytes: int, budget: int) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: self.in_use == 0 or self.in_use + nbytes <= budget)
+            self.in_use += nbytes
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_use -= nbytes
+                self._cond.notify_all()
+
+
+_GATE = _DecodeGate()
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from typing import Callable
 
 from agent.batching import BatchingReasoner
 from agent.calibration import adjusted
-from agent.data import RowError, fallback_letter, write_submission
+from agent.data import RowError, fallback_letter, spreadsheet_cell, write_submission
 from agent.graph import build_graph, final_answer
 from agent.schema import Answer, Question
 from agent.services import Services
@@ -126,6 +126,7 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
     ``trace``: where node events go (default ``run_dir/trace.jsonl`` without export sinks; the command line passes
     one with ``agent.trace.export.sinks_from_env()``). ``debias``: average the probabilities over
     every rotation of the options; ``temperature``: apply a fitted temperature (``agent.calibration``).
+    ``on_done``: called once per input row with its answer: bad rows and rows finished in an earlier run first.
     """
     log = ResultsLog(run_dir / "results.jsonl")
     done = log.load()
@@ -157,6 +158,8 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
     for r in rows:
         if isinstance(r, RowError):
             trace.row_error(r.id or f"line {r.line}", f"{r.reason}: {r.message}")
+        if on_done and (isinstance(r, RowError) or r.id in done):  # settled already: a progress bar counts them
+            on_done(_final(r, done, failures))
     for q in todo:  # announced up front, so a batch waits for questions queued behind it, never for ghosts
         batcher.enter(q.id)
     t0 = time.perf_counter()
@@ -231,5 +234,5 @@ def _write_failures(path: Path, rows: list[Question | RowError], final: list[Ans
         w.writerow(["id", "line", "reason", "fallback_answer"])
         for r, a in zip(rows, final):
             if a.failed:
-                w.writerow([r.id, getattr(r, "line", ""), "; ".join(a.errors), a.answer])
+                w.writerow([spreadsheet_cell(c) for c in (r.id, r.line, "; ".join(a.errors), a.answer)])
     os.replace(tmp, path)

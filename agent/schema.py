@@ -51,6 +51,7 @@ class Question(BaseModel):
     language: Literal["ko", "en"] | None = None
     answer: str | None = None  # gold letter, when known (train/eval rows)
     category: str | None = None
+    line: int | None = Field(None, exclude=True)  # the CSV line the row starts on (failed.csv); not in records
 
     @field_validator("text")
     @classmethod

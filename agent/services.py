@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,7 +18,8 @@ from typing import Any
 
 from agent.cache import ToolCache
 from agent.errors import VqaError
-from agent.images import LoadedImage
+from agent.images import DEFAULT_DECODE_BUDGET, LoadedImage
+from agent.paths import artifact_dirname
 from agent.reasoners.base import Reasoner
 from agent.router import Router
 from agent.schema import Question, ToolResult
@@ -72,6 +72,7 @@ class Services:
     tool_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     max_pixels: int = 4_000_000
     hard_cap_pixels: int = 400_000_000
+    decode_budget: int = DEFAULT_DECODE_BUDGET  # bytes of decoded pixels (agent.images)
     tool_timeout: float = 120.0
     artifacts_dir: Path | None = None
     images_root: Path | None = None  # when set, image paths must stay inside it (symlinks included)
@@ -107,7 +108,7 @@ class Services:
     def workdir(self, qid: str) -> Path | None:
         if self.artifacts_dir is None:
             return None
-        d = self.artifacts_dir / re.sub(r"[^\w.-]", "_", qid)
+        d = self.artifacts_dir / artifact_dirname(qid)  # unique, and one component inside artifacts/
         d.mkdir(parents=True, exist_ok=True)
         return d
 

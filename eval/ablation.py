@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.data import spreadsheet_cell
 from agent.runner import fallback_answer, run_batch
 from agent.schema import Answer, Question
 from agent.services import Services
@@ -147,7 +148,7 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> Path:
         w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+            w.writerow({k: spreadsheet_cell(f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

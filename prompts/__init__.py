@@ -3,6 +3,10 @@
 
 Each template's first line is ``{# version: N #}``; the version goes into
 traces and cache keys so a prompt change is never confused with an old one.
+
+Everything a user, a CSV or a tool wrote is data: tool evidence is JSON-quoted (``quote``); the question, the
+options and earlier chat turns go through the templates' ``inline`` filter (escaped onto one line), so no value
+can add a line, open or close a tag, or pose as an option or an answer.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ _VERSION = re.compile(r"\{#\s*version:\s*(\S+)\s*#\}")
 
 @lru_cache(maxsize=None)
 def _env() -> Environment:
-    return Environment(loader=FileSystemLoader(HERE), undefined=StrictUndefined,
-                       trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, autoescape=False)
+    env = Environment(loader=FileSystemLoader(HERE), undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, autoescape=False)
+    env.filters["inline"] = inline
+    return env
 
 
 def template_version(name: str) -> str:
@@ -37,6 +43,11 @@ def template_version(name: str) -> str:
 def template_versions() -> dict[str, str]:
     """Every template's version, by name (``{"answer.en": "1", ...}``): part of what identifies a run's answers."""
     return {f.name.removesuffix(".j2"): template_version(f.name) for f in sorted(HERE.glob("*.j2"))}
+
+
+def inline(text: str) -> str:
+    """Untrusted text inside a prompt line: ``quote`` without the outer quotes (no newline, ``<`` or ``>``)."""
+    return quote(text)[1:-1]
 
 
 def evidence_lines(result: ToolResult) -> list[str]:
@@ -58,7 +69,7 @@ def render(question: Question, results: Iterable[ToolResult], *, history: Iterab
     if marked is None:
         marked = any(r.ok and "marked" in r.artifacts for r in results)
     text = _env().get_template(name).render(
-        question=quote(question.text)[1:-1], options=question.options, letters=question.letters,
+        question=question.text, options=question.options, letters=question.letters,
         evidence=blocks, history=list(history), marked=marked,
     )
     return text.strip(), f"{name.removesuffix('.j2')}@{template_version(name)}"

@@ -50,7 +50,11 @@ class Script:
     fail: list[int] = field(default_factory=list)
     drop: int = 0
     delay: float = 0.0
+    gather: int = 0  # hold each request until this many have been in flight at once (at most GATHER_TIMEOUT)
     api_key: str | None = None
+
+
+GATHER_TIMEOUT = 30.0  # seconds; only a client that never sends that many at once waits this long
 
 
 class _Server(ThreadingHTTPServer):
@@ -101,7 +105,7 @@ class FakeOpenAIServer:
     def __init__(self, script: Script | None = None, port: int = 0) -> None:
         self.script = script or Script()
         self.stats = Stats()
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # guards stats; notified as requests arrive (Script.gather)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -195,6 +199,9 @@ class FakeOpenAIServer:
             self.stats.requests.append(body)
             self.stats.in_flight += 1
             self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+            self._lock.notify_all()
+            if s.gather:  # concurrency shown by behaviour, not by timing
+                self._lock.wait_for(lambda: self.stats.max_in_flight >= s.gather, timeout=GATHER_TIMEOUT)
             drop = s.drop > 0
             s.drop -= drop
             status = s.fail.pop(0) if s.fail and not drop else None

@@ -167,8 +167,8 @@ def test_a_damaged_entry_is_a_miss(tmp_path: Path, damage: str) -> None:
     assert c.get("12" * 32) is None
 
 
-def test_the_cache_setting() -> None:
-    run = Path("/tmp/some-run")
+def test_the_cache_setting(tmp_path: Path) -> None:
+    run = tmp_path / "some-run"
     assert open_cache("off", run) is None and open_cache("auto", None) is None
     assert open_cache("auto", run).root == run / "cache"
 

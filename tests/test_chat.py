@@ -193,3 +193,22 @@ def test_in_process_qwen_answers_open_questions_in_free_text_beside_scored_ones(
     assert free.method == "generate" and free.probs == {} and isinstance(free.text, str)
     assert "Answer briefly" in free.prompt and "Q: Q?" in free.prompt
     assert scored.method == "logits" and scored.probs == pytest.approx(scored_alone.probs, abs=1e-4)
+
+
+def _truncated_store(path: Path) -> None:
+    ChatStore(path).close()
+    path.write_bytes(path.read_bytes()[:200])  # the header survives, the pages do not
+
+
+@pytest.mark.parametrize("damage", [lambda p: p.write_bytes(b"not a database, just text\n" * 100), _truncated_store],
+                         ids=["not_sqlite", "truncated"])
+def test_a_damaged_chat_store_is_a_one_line_error(tmp_path: Path, damage) -> None:
+    from agent.errors import DataError
+
+    damage(tmp_path / "chat.sqlite")
+    with pytest.raises(DataError, match="chat session store"):
+        ChatStore(tmp_path / "chat.sqlite")
+    p = vqa(["chat", IMAGES / "coffee.jpg", "--run-dir", tmp_path, "--reasoner", "evidence"], "Q? | x | y\n")
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert "chat session store" in p.stderr and "move it aside" in p.stderr
+    assert len([line for line in p.stderr.splitlines() if line.strip()]) == 1

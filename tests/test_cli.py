@@ -49,12 +49,12 @@ def test_route_json(question: str, tools: list[str]) -> None:
     (["ask", "/nope/missing.jpg", "Q?", "-c", "x", "-c", "y"], ["does not exist"]),
     (["ask", PHOTO, "Q?", "-c", "x", "-c", "y", "--model", "/nope/model"], ["/nope/model"]),
     (["ask", PHOTO, "Q?", "-c", "x", "-c", "y", "--quant", "3bit"], ["quant"]),
-    (["batch", "/nope/test.csv", "--images", EXAMPLES, "--out", "/tmp/x.csv", "--reasoner", "evidence"],
+    (["batch", "/nope/test.csv", "--images", EXAMPLES, "--out", "OUT", "--reasoner", "evidence"],
      ["/nope/test.csv"]),
-    (["batch", EXAMPLES / "test.csv", "--images", "/nope", "--out", "/tmp/x.csv"], ["--images"]),
+    (["batch", EXAMPLES / "test.csv", "--images", "/nope", "--out", "OUT"], ["--images"]),
 ])
-def test_bad_input_is_a_clear_error(args: list, needles: list[str]) -> None:
-    assert_clean_error(vqa(*args), *needles)
+def test_bad_input_is_a_clear_error(args: list, needles: list[str], tmp_path: Path) -> None:
+    assert_clean_error(vqa(*[tmp_path / "x.csv" if a == "OUT" else a for a in args]), *needles)
 
 
 def test_csv_missing_columns_is_a_clear_error(tmp_path: Path) -> None:
@@ -232,3 +232,34 @@ def test_killed_batch_loses_no_finished_row_and_rerun_duplicates_none(tiny_dir: 
     assert after[: len(before)] == before and len(after) == len(set(after)) == n
     assert f"resumed {len(before)}" in p.stdout
     assert [r["id"] for r in csv.DictReader(open(sub, encoding="utf-8"))] == [f"q{i:02d}" for i in range(n)]
+
+
+def test_batch_show_prints_markup_like_ids_and_options_as_written(tmp_path: Path) -> None:
+    csv_path = tmp_path / "t.csv"
+    with open(csv_path, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([["id", "path", "question", "a", "b", "c", "d"],
+                                 ["[/]R1[bold", "images/coffee.jpg", "[red]What is it?", "[/]cup", "[b]mug", "", ""]])
+    p = vqa("batch", csv_path, "--images", EXAMPLES, "--out", tmp_path / "sub.csv", "--run-dir", tmp_path / "run",
+            "--reasoner", "evidence", "--tools", "none", "--show")
+    assert p.returncode == 0 and "Traceback" not in p.stderr + p.stdout, p.stderr
+    assert "[/]R1[bold" in p.stdout
+    assert list(csv.reader(open(tmp_path / "sub.csv", encoding="utf-8")))[1][0] == "[/]R1[bold"
+
+
+def test_an_error_message_with_markup_is_printed_as_written(tmp_path: Path) -> None:
+    missing = tmp_path / "[/]nope[bold.csv"
+    assert_clean_error(vqa("batch", missing, "--images", EXAMPLES, "--out", tmp_path / "sub.csv",
+                           "--reasoner", "evidence"), "[/]nope[bold.csv")
+
+
+def test_progress_bar_counts_bad_rows_and_failed_csv_has_their_lines(tmp_path: Path) -> None:
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text("id,path,question,a,b,c,d\nok1,images/coffee.jpg,q?,x,y,z,w\nok2,images/coffee.jpg,q?,x,y,z,w\n"
+                        "gone,images/missing.jpg,q?,x,y,z,w\ngap,images/coffee.jpg,q?,x,,z,w\n"
+                        "short,images/coffee.jpg\n", encoding="utf-8")
+    p = vqa("batch", csv_path, "--images", EXAMPLES, "--out", tmp_path / "sub.csv", "--run-dir", tmp_path / "run",
+            "--reasoner", "evidence", "--tools", "none")
+    assert p.returncode == 0, p.stderr
+    assert "5/5" in p.stderr  # bad rows count (it ended at 3/5)
+    failed = {r["id"]: r["line"] for r in csv.DictReader(open(tmp_path / "run" / "failed.csv", encoding="utf-8"))}
+    assert failed == {"gone": "4", "gap": "5", "short": "6"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.data import RowError, fallback_letter, read_questions, write_submission
+from agent.data import FIELD_LIMIT, RowError, fallback_letter, read_questions, spreadsheet_cell, write_submission
 from agent.errors import DataError
 from agent.schema import Question
 
@@ -114,9 +114,36 @@ def test_duplicate_id_second_occurrence_fails_and_lines_count_physical_lines(tmp
     assert isinstance(out[2], RowError) and (out[2].id, out[2].line, out[2].reason) == ("Q1", 6, "duplicate_id")
 
 
-def test_unclosed_quote_says_which_lines_it_swallowed(tmp_path: Path) -> None:
-    [row] = read(tmp_path, f'{HEADER}\nQ1,img/1.jpg,"unclosed,x,y,z,w\nQ2,img/2.jpg,q?,x,y,z,w\n')
+def test_unclosed_quote_is_a_file_error_naming_the_line_it_opened(tmp_path: Path) -> None:
+    # Before: one malformed row and Q2 silently swallowed, so the submission lacked a row.
+    with pytest.raises(DataError, match="quote opened on line 2 is never closed"):
+        read(tmp_path, f'{HEADER}\nQ1,img/1.jpg,"unclosed,x,y,z,w\nQ2,img/2.jpg,q?,x,y,z,w\n')
+
+
+def test_unclosed_quote_in_a_row_that_parses_names_its_line(tmp_path: Path) -> None:
+    # Q2's option d opens a quote on line 4 (its question spans lines 3-4); Q3 would have become part of option d.
+    content = f'{HEADER}\nQ1,img/1.jpg,q?,x,y,z,w\nQ2,img/2.jpg,"two\nlines",x,y,z,"w\nQ3,img/3.jpg,q?,x,y,z,w\n'
+    with pytest.raises(DataError) as err:
+        read(tmp_path, content)
+    assert "quote opened on line 4" in str(err.value) and "row starting on line 3" in str(err.value)
+
+
+def test_a_quote_closed_later_says_which_lines_it_swallowed(tmp_path: Path) -> None:
+    [row] = read(tmp_path, f'{HEADER}\nQ1,img/1.jpg,"unclosed,x,y,z,w\nQ2,img/2.jpg,q?,x,y,z,"w\n')
     assert isinstance(row, RowError) and row.reason == "malformed_row" and "spans lines 2-3" in row.message
+
+
+def test_a_one_megabyte_question_is_read(tmp_path: Path) -> None:
+    long = "가" * 1_000_000
+    [q] = read(tmp_path, f"{HEADER}\nQ1,img/1.jpg,{long}?,x,y,z,w\n")
+    assert isinstance(q, Question) and len(q.text) == 1_000_001
+
+
+def test_a_field_over_the_limit_names_its_row(tmp_path: Path) -> None:
+    huge = "x" * (FIELD_LIMIT + 1)
+    with pytest.raises(DataError) as err:
+        read(tmp_path, f"{HEADER}\n{ROW}\nQ2,img/2.jpg,{huge},x,y,z,w\n")
+    assert "row starting on line 3" in str(err.value) and f"{FIELD_LIMIT:,}" in str(err.value)
 
 
 def test_blank_rows_are_skipped_and_header_only_is_empty(tmp_path: Path) -> None:
@@ -185,3 +212,18 @@ def test_write_submission_refuses_bad_letters_and_keeps_the_old_file(tmp_path: P
 @pytest.mark.parametrize(("options", "letter"), [(["a", "b", "c", "d"], "a"), (["a", "b"], "a"), ([], "a")])
 def test_fallback_letter(options: list[str], letter: str) -> None:
     assert fallback_letter(options) == letter
+
+
+@pytest.mark.parametrize(("value", "cell"), [
+    ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"), ("+1+cmd", "'+1+cmd"), ("-2+3", "'-2+3"),
+    ("@SUM(A1)", "'@SUM(A1)"), ("\tx", "'\tx"), ("\rx", "'\rx"), ("Q1", "Q1"), ("a=b", "a=b"), ("", ""),
+    ("-0.0500", "-0.0500"), ("+3", "+3"), ("1e-3", "1e-3"), (7, 7), (None, None),
+])
+def test_spreadsheet_cell_defuses_formulas_and_keeps_numbers(value, cell) -> None:
+    assert spreadsheet_cell(value) == cell
+
+
+def test_submission_ids_are_written_exactly_even_when_they_look_like_formulas(tmp_path: Path) -> None:
+    out = tmp_path / "submission.csv"
+    write_submission(out, [("=1+1", "a"), ("@x", "b")])
+    assert list(csv.reader(open(out, encoding="utf-8"))) == [["id", "answer"], ["=1+1", "a"], ["@x", "b"]]

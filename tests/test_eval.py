@@ -17,7 +17,7 @@ from agent.errors import DataError
 from agent.runner import ResultsLog
 from agent.schema import Answer, Question
 from agent.trace.read import questions, read_trace
-from eval.ablation import COLUMNS, ArmRun, arm_specs, table_rows
+from eval.ablation import COLUMNS, ArmRun, arm_specs, table_rows, write_table
 from eval.evaluate import calibration, categories, circular_metrics, labelled
 from eval.metrics import mcnemar_exact
 
@@ -229,3 +229,11 @@ def test_eval_with_the_tiny_qwen_and_batch_debias(tiny_dir: Path, tmp_path: Path
         from eval.metrics import apply_temperature
 
         assert a.probs == pytest.approx(apply_temperature(mean, 1.5), abs=1e-6)
+
+
+def test_ablation_csv_cells_cannot_run_as_formulas(tmp_path: Path) -> None:
+    row = {"arm": "=HYPERLINK(\"http://x\")", "n": 3, "accuracy": 0.5, "ci_low": 0.1, "ci_high": 0.9,
+           "delta_vs_router": -0.05, "mcnemar_p": 1.0, "s_per_q": 0.2, "ran:ocr": 1.0}
+    write_table([row], tmp_path / "ablation.csv")
+    [got] = list(csv.DictReader(open(tmp_path / "ablation.csv", encoding="utf-8")))
+    assert got["arm"] == "'=HYPERLINK(\"http://x\")" and got["delta_vs_router"] == "-0.0500" and got["n"] == "3"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
 
 from agent.graph import build_graph
+from agent.paths import artifact_dirname
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.reasoners.qwen import QwenBackend
 from agent.runner import ask, run_batch
@@ -131,3 +133,49 @@ def test_route_and_steps_are_typed_and_old_records_still_load(tmp_path: Path) ->
     assert list(a.model_dump(mode="json")["route"]) == ["tools", "reasons", "method", "run", "skipped"]
     old = fallback_answer(question(1), "image missing").model_dump(mode="json") | {"route": {}}
     assert Answer.model_validate(old).route is None and Answer.model_validate(old).failed
+HOSTILE_IDS = ["..", ".", "a/b", "a_b", "a\\b", "../../etc", "/abs", "", "a~b", "x" * 300, "a\x00b", "q 1", "q_1"]
+
+
+@pytest.mark.parametrize(("qid", "name"), [("TEST_000", "TEST_000"), ("q-1.2", "q-1.2"), ("질문_1", "질문_1"),
+                                           ("..", None), (".", None), ("a/b", None), ("x" * 300, None)])
+def test_artifact_dirname_keeps_safe_ids_and_hashes_the_rest(qid: str, name: str | None) -> None:
+    got = artifact_dirname(qid)
+    if name is not None:
+        assert got == name
+    else:
+        assert got != qid and "~" in got and len(got.encode()) <= 120
+
+
+def test_artifact_folders_are_unique_and_stay_inside_artifacts(tmp_path: Path) -> None:
+    root = tmp_path / "run" / "artifacts"
+    services = Services(reasoner=EvidenceReasoner(), artifacts_dir=root)
+    dirs = [services.workdir(qid) for qid in HOSTILE_IDS]
+    assert len({d.resolve() for d in dirs}) == len(HOSTILE_IDS)  # a/b, a_b and a\b no longer share a folder
+    assert all(d.resolve().parent == root.resolve() and d.is_dir() for d in dirs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and sorted(root.parent.iterdir()) == [root]
+
+
+def test_batch_reports_every_row_and_failed_csv_has_lines_and_no_formulas(tmp_path: Path) -> None:
+    from agent.data import RowError, read_questions
+
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text("id,path,question,a,b,c,d\n"
+                        "ok1,images/coffee.jpg,무슨 색?,x,y,z,w\n"
+                        "ok2,images/coffee.jpg,무슨 색?,x,y,z,w\n"
+                        "gone,images/missing.jpg,무슨 색?,x,y,z,w\n"
+                        "gap,images/coffee.jpg,무슨 색?,x,,z,w\n"
+                        "=cmd|' /C calc'!A0,images/missing.jpg,무슨 색?,x,y,z,w\n", encoding="utf-8")
+    rows = read_questions(csv_path, EXAMPLES)
+    assert sum(isinstance(r, RowError) for r in rows) == 1
+    run, done = tmp_path / "run", []
+    summary = run_batch(rows, Services(reasoner=EvidenceReasoner()), run, forced_tools=[], out=tmp_path / "sub.csv",
+                        on_done=lambda a: done.append(a.id))
+    assert sorted(done) == sorted(["ok1", "ok2", "gone", "gap", "=cmd|' /C calc'!A0"])  # bad rows counted too
+    failed = list(csv.DictReader(open(run / "failed.csv", encoding="utf-8")))
+    assert [(r["id"], r["line"]) for r in failed] == [("gone", "4"), ("gap", "5"), ("'=cmd|' /C calc'!A0", "6")]
+    assert "missing" in failed[0]["reason"] and summary.failed == 3
+    ids = [r["id"] for r in csv.DictReader(open(tmp_path / "sub.csv", encoding="utf-8"))]
+    assert ids == ["ok1", "ok2", "gone", "gap", "=cmd|' /C calc'!A0"]  # the submission keeps ids exactly
+    again: list[str] = []
+    run_batch(rows, Services(reasoner=EvidenceReasoner()), run, forced_tools=[], on_done=lambda a: again.append(a.id))
+    assert sorted(again) == sorted(done)  # resumed rows count as well

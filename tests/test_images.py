@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import threading
 import warnings
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+from agent import images
 from agent.errors import ImageError
-from agent.images import _pixel_cap, load_image, resolve_image_path
+from agent.images import _DecodeGate, _pixel_cap, decoded_bytes, file_sha256, load_image, resolve_image_path
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -23,13 +25,13 @@ def near(pixel, expected, tol=40) -> bool:
     return all(abs(int(p) - e) <= tol for p, e in zip(pixel, expected, strict=True))
 
 
-def png_header(width: int, height: int, *, color_type: int = 0, with_data: bool = False) -> bytes:
+def png_header(width: int, height: int, *, color_type: int = 0, with_data: bool = False, depth: int = 8) -> bytes:
     """A PNG whose IHDR claims ``width`` x ``height``; without ``with_data`` it cannot be decoded at all."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
     idat = chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1))) if with_data else b""
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
 
@@ -208,6 +210,7 @@ FAILURES = {
     "random_bytes": (lambda p: p.write_bytes(np.random.default_rng(1).bytes(4096)), "corrupt"),
     "truncated_jpeg": (_truncated_jpeg, "corrupt"),
     "header_only_png": (lambda p: p.write_bytes(png_header(64, 64)), "corrupt"),
+    "fifo": (os.mkfifo, "not_a_file"),  # opening it for reading would block forever
 }
 
 
@@ -353,3 +356,142 @@ def test_123_megapixel_jpeg_loads_through_draft(photo_123mp: Path, capfd: pytest
     assert w * h <= 4_000_000 and abs(w / h - 12800 / 9600) < 0.01
     assert loaded.scale == pytest.approx(w / 12800)
     assert capfd.readouterr() == ("", "")
+
+
+# --- memory: decode budget, strip reduction, concurrent decodes -----------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "per_pixel"), [("1", 1), ("L", 1), ("P", 1), ("I;16", 2), ("I;16B", 2),
+                                                 ("I", 4), ("F", 4), ("LA", 4), ("RGB", 4), ("RGBA", 4),
+                                                 ("CMYK", 4), ("YCbCr", 4)])
+def test_decoded_bytes_follow_pillows_storage(mode: str, per_pixel: int) -> None:
+    assert decoded_bytes(mode, (30, 20)) == 600 * per_pixel
+
+
+@pytest.mark.parametrize(("depth", "color_type", "budget", "mode"),
+                         [(16, 0, 800_000_000, "I;16"), (8, 2, 1 << 30, "RGB"), (16, 2, 1 << 30, "RGB")],
+                         ids=["16bit_grey_small_budget", "rgb_default_budget", "rgb_48bit_default_budget"])
+def test_over_the_decode_budget_is_too_large_without_decoding(tmp_path: Path, depth: int, color_type: int,
+                                                               budget: int, mode: str) -> None:
+    # 20000 x 20000 claimed, no pixel data: decoding would say "corrupt", so "too_large" proves no decode.
+    (tmp_path / "big.png").write_bytes(png_header(20_000, 20_000, color_type=color_type, depth=depth))
+    with pytest.raises(ImageError) as err:
+        load_image(tmp_path / "big.png", decode_budget=budget)
+    assert err.value.reason == "too_large"
+    assert "image_decode_budget" in str(err.value) and f"mode {mode}" in str(err.value)
+
+
+def test_a_16_bit_20000_square_header_fits_the_default_budget(tmp_path: Path) -> None:
+    (tmp_path / "big.png").write_bytes(png_header(20_000, 20_000, depth=16))
+    with pytest.raises(ImageError) as err:
+        load_image(tmp_path / "big.png")
+    assert err.value.reason == "corrupt"  # got past the budget to the (missing) pixel data
+
+
+def test_decode_budget_refuses_a_real_16_bit_png_and_admits_it_when_raised(tmp_path: Path) -> None:
+    Image.fromarray(np.arange(600 * 400, dtype=np.uint16).reshape(400, 600)).save(tmp_path / "x.png")
+    with pytest.raises(ImageError, match="image_decode_budget"):
+        load_image(tmp_path / "x.png", decode_budget=400 * 600 * 2)  # the decoded pixels alone, no working copy
+    loaded = load_image(tmp_path / "x.png", decode_budget=4 * 400 * 600 * 2)
+    assert loaded.image.size == (600, 400)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "RGBA", "L", "P", "RGB"])
+def test_strip_reduction_equals_reducing_the_whole_image(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    rng = np.random.default_rng(3)
+    if mode == "I;16":
+        im = Image.fromarray(rng.integers(0, 65535, (77, 101), dtype=np.uint16))
+    else:
+        im = Image.fromarray(rng.integers(0, 255, (77, 101, 4), dtype=np.uint8), "RGBA").convert(mode)
+    work = images._work_mode(im)
+    monkeypatch.setattr(images, "_STRIP_BYTES", 101 * 4 * 5)  # a few rows a strip: many strips, a ragged last one
+    strips = images._reduce_in_strips(im, work, (3, 2))
+    whole = im.convert(work).reduce((3, 2))
+    assert strips.mode == whole.mode and strips.size == whole.size == (34, 39)
+    assert np.array_equal(np.asarray(strips), np.asarray(whole))
+
+
+def test_large_images_are_never_converted_at_full_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ramp = np.tile(np.linspace(0, 65535, 1500).astype(np.uint16), (1000, 1))
+    Image.fromarray(ramp).save(tmp_path / "x.png")
+    monkeypatch.setattr(images, "_STRIP_BYTES", 1500 * 4 * 30)
+    converted: list[tuple[int, int]] = []
+    original = Image.Image.convert
+
+    def spy(self, *args, **kwargs):
+        converted.append(self.size)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "convert", spy)
+    loaded = load_image(tmp_path / "x.png", max_pixels=30_000)
+    assert (1500, 30) in converted  # strips of rows, then only the small working copy; never 1500 x 1000
+    assert all(h <= 30 or w * h <= 30_000 for w, h in converted), converted
+    grey = np.asarray(loaded.image)[..., 0].astype(int)
+    assert grey.min() <= 2 and grey.max() >= 253 and (np.diff(grey[5]) >= 0).all()
+
+
+def test_decode_gate_admits_decodes_only_while_they_fit_the_budget() -> None:
+    gate, budget = _DecodeGate(), 1000
+    order: list[str] = []
+    big_in = threading.Event()
+
+    def big() -> None:
+        with gate.hold(600, budget):
+            order.append("second big in")
+            big_in.set()
+
+    with gate.hold(600, budget):
+        with gate.hold(300, budget):  # fits beside the first: admitted at once
+            order.append("small in")
+        waiter = threading.Thread(target=big)
+        waiter.start()
+        assert not big_in.wait(0.2)  # 600 + 600 > 1000: waits (a slow machine only makes this wait longer)
+        order.append("first big out")
+    waiter.join(10)
+    assert big_in.is_set() and order == ["small in", "first big out", "second big in"]
+    assert gate.in_use == 0
+
+
+def test_concurrent_loads_never_hold_more_than_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Image.fromarray(np.zeros((400, 600), dtype=np.uint16)).save(tmp_path / "x.png")
+    class Watched(_DecodeGate):  # records in_use after every admission
+        def __init__(self) -> None:
+            self.max_in_use = 0
+            super().__init__()
+
+        @property
+        def in_use(self) -> int:
+            return self._in_use
+
+        @in_use.setter
+        def in_use(self, value: int) -> None:
+            self._in_use = value
+            self.max_in_use = max(self.max_in_use, value)
+
+    watched = Watched()
+    monkeypatch.setattr(images, "_GATE", watched)
+    need = decoded_bytes("I;16", (600, 400)) + decoded_bytes("F", (600, 400))
+    threads = [threading.Thread(target=load_image, args=(tmp_path / "x.png",), kwargs={"decode_budget": need + 1})
+               for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert watched.max_in_use == need and watched.in_use == 0  # one at a time: two would not fit
+
+
+def test_file_sha256_hashes_without_decoding_and_follows_the_file_rules(tmp_path: Path) -> None:
+    (tmp_path / "x.jpg").write_bytes(b"not even an image")
+    assert file_sha256(tmp_path / "x.jpg") == hashlib.sha256(b"not even an image").hexdigest()
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(ImageError) as err:
+        file_sha256(tmp_path / "pipe.jpg")
+    assert err.value.reason == "not_a_file" and "FIFO" in str(err.value)
+    with open(tmp_path / "sparse.jpg", "wb") as f:  # 2 GB claimed, nothing written: refused before reading
+        f.truncate(2 << 30)
+    with pytest.raises(ImageError) as err:
+        file_sha256(tmp_path / "sparse.jpg")
+    assert err.value.reason == "too_large"
+    with pytest.raises(ImageError) as err:
+        file_sha256(tmp_path / "nope.jpg")
+    assert err.value.reason == "missing"

@@ -357,6 +357,24 @@ def test_missing_images_are_skipped_not_fatal(tmp_path: Path) -> None:
         "2": "image missing", "3": "no answer", "4": "bad_path"}
 
 
+def test_special_and_oversized_image_files_are_skipped_without_reading_them(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "images").mkdir()
+    shutil.copy(EXAMPLES / "images" / "coffee.jpg", tmp_path / "images" / "coffee.jpg")
+    os.mkfifo(tmp_path / "images" / "pipe.jpg")  # reading it would block forever
+    with open(tmp_path / "images" / "sparse.jpg", "wb") as f:  # 1.5 GB claimed, nothing on disk
+        f.truncate(1536 << 20)
+    csv = tmp_path / "train.csv"
+    csv.write_text("id,path,question,a,b,c,d,answer\n"
+                   "1,images/coffee.jpg,컵 옆의 도구는?,포크,칼,젓가락,숟가락,d\n"
+                   "2,images/pipe.jpg,무슨 색?,빨강,파랑,,,a\n"
+                   "3,images/sparse.jpg,무슨 색?,빨강,파랑,,,a\n", encoding="utf-8")
+    s = build_kb(csv, tmp_path / "kb")
+    assert s.added == 1
+    assert {x.where: x.reason.split(":")[0] for x in s.skipped} == {"2": "image not_a_file", "3": "image too_large"}
+
+
 @pytest.mark.parametrize(("content", "needle"), [
     ("", "empty"),
     ("id,path,question,a,b,c,d,answer\n", "found nothing usable"),

@@ -3,6 +3,7 @@ failures), the terminal tree, the HTML page rendered by headless Chromium, and t
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -302,3 +303,31 @@ def test_every_tracing_command_exports_its_spans_when_asked(tmp_path: Path, comm
     asked = {e.qid for e in read_trace(run / "trace.jsonl") if e.kind == "question"}
     assert names.count("vqa.question") == len(asked) == (1 if command == "ask" else 2)
     assert names.count("vqa.finish") == len(asked) and "vqa.reason" in names
+def test_html_embeds_only_image_files_inside_the_run_directory(traced_run: Path, tmp_path: Path) -> None:
+    from agent.trace.html import render_html
+
+    run = tmp_path / "run"
+    shutil.copytree(traced_run, run)
+    secret = tmp_path / "secret.png"  # an image outside the run directory
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(secret)
+    (run / "link.png").symlink_to(secret)
+    edited, names = [], iter(["/etc/passwd", str(secret), "link.png", "results.jsonl"])
+    for line in (run / "trace.jsonl").read_text(encoding="utf-8").splitlines():
+        e = json.loads(line)
+        if e["kind"] == "node" and e["node"] == "load_image" and e["outputs"].get("file") and e["qid"] == "sign":
+            e["outputs"]["file"] = next(names)
+        elif e["kind"] == "node" and e.get("outputs", {}).get("artifacts") and e["qid"] == "sign":
+            e["outputs"]["artifacts"] = {"a": next(names), "b": next(names), "c": next(names)}
+        edited.append(json.dumps(e))
+    (run / "trace.jsonl").write_text("\n".join(edited) + "\n", encoding="utf-8")
+    html = render_html(questions(read_trace(run / "trace.jsonl")), run, title="edited")
+    sign = html.split('data-qid="sign"')[1].split("</section>")[0]
+    assert 'class="marked"' not in sign and "photo-image" not in sign  # nothing of the edited paths embedded
+    assert "not embedded: /etc/passwd is outside the run directory" in sign
+    assert f"not embedded: {secret} is outside" in sign and "not embedded: link.png is outside" in sign
+    assert "not embedded: results.jsonl is not an image file" in sign
+    passwd = Path("/etc/passwd").read_bytes() if Path("/etc/passwd").is_file() else b""
+    for leaked in (passwd[:30], secret.read_bytes()[:30]):  # 30 bytes: the exact start of the file's base64
+        assert not leaked or base64.b64encode(leaked).decode() not in html
+    cat = html.split('data-qid="cat"')[1].split("</section>")[0]
+    assert "photo-image" in cat and "data:image/jpeg;base64," in cat  # files inside the run are still embedded

@@ -33,7 +33,7 @@ def main() -> None:
     try:
         app()
     except VqaError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        err.print("[bold red]error:[/]", escape(str(exc)), highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted: finished questions are kept in the run directory; rerun the same command to resume")

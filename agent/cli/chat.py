@@ -55,6 +55,7 @@ def chat_cmd(
     if image is not None and not image.is_file():
         fail(f"image {image} does not exist or is not a file")
     from agent.chat import ChatRuntime, ChatSession, ChatStore, default_db  # langgraph: after the cheap checks
+    from agent.errors import DataError
 
     interactive = sys.stdin.isatty()
     out = Console(highlight=False, emoji=False)
@@ -62,7 +63,10 @@ def chat_cmd(
     flags = {k: v for k, v in opts.given.items() if k != "api_key"}  # kept with the session: never the API key
     if opts.config:
         flags["config"] = str(opts.config.resolve())
-    store = ChatStore(default_db(run_dir))
+    try:
+        store = ChatStore(default_db(run_dir))
+    except DataError as exc:
+        fail(str(exc))
     try:
         if resume:
             state = store.state(resume)

@@ -152,7 +152,7 @@ def _typed(ctx: typer.Context, name: str) -> bool:
 
 
 def fail(msg: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)  # escaped: "[tools.register]" is no markup
+    err.print("[bold red]error:[/]", escape(msg), highlight=False)  # the message is data, not markup
     raise typer.Exit(code)
 
 
@@ -174,6 +174,7 @@ def open_services(settings: Settings, run_dir: Path | None, *, images_root: Path
     services = Services(reasoner=reasoner, router=Router(rules=rules, examples=examples),
                         tool_settings=settings.tool_settings(),
                         max_pixels=settings.image_max_pixels, hard_cap_pixels=settings.hard_cap_pixels,
+                        decode_budget=settings.image_decode_budget,
                         tool_timeout=settings.tool_timeout, artifacts_dir=run_dir / "artifacts" if run_dir else None,
                         images_root=images_root, cache=open_cache(settings.cache, run_dir) if cache else None)
     try:

@@ -1,4 +1,8 @@
-"""Terminal rendering of answers and batch summaries (Rich). Only the CLI calls this."""
+"""Terminal rendering of answers and batch summaries (Rich). Only the CLI calls this.
+
+Ids, questions, options and evidence are data, never Rich markup: they go into ``Text`` (an id like
+``[/]R1[bold`` is shown as written).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ def answer_panel(a: Answer) -> Panel:
         p = a.probs.get(letter, 0.0)
         mark = "➜" if letter == a.answer else " "
         bar = "█" * round(p * 20)
-        probs.add_row(mark, f"{letter}.", text, f"{p:6.1%}", Text(bar, style="green" if letter == a.answer else "dim"))
+        probs.add_row(mark, f"{letter}.", Text(text), f"{p:6.1%}",
+                      Text(bar, style="green" if letter == a.answer else "dim"))
     rows = [Text(a.question, style="bold"), probs]
     route = a.route.method if a.route else "?"
     rows.append(Text(f"tools: {', '.join(a.tools) or 'none'}   (route: {route})   method: {a.method}", style="cyan"))
@@ -32,7 +37,7 @@ def answer_panel(a: Answer) -> Panel:
         total = max(s.started + s.seconds for s in a.steps) - min(s.started for s in a.steps)
         rows.append(Text(f"{total:.2f}s  (" + ", ".join(f"{k} {v:.2f}s" for k, v in a.timings.items()) + ")",
                          style="dim"))
-    return Panel(Group(*rows), title=f"[bold]{a.id}: {a.answer}[/]", expand=False)
+    return Panel(Group(*rows), title=Text(f"{a.id}: {a.answer}", style="bold"), expand=False)
 
 
 def print_batch_table(console: Console, answers: list[Answer]) -> None:
@@ -44,5 +49,6 @@ def print_batch_table(console: Console, answers: list[Answer]) -> None:
         if a.errors:
             ev = (ev + "; " if ev != "-" else "") + "; ".join(a.errors)
         tools = ",".join(a.tools + [f"{t} (unavailable)" for t in (a.route.skipped if a.route else {})]) or "-"
-        t.add_row(a.id, a.answer, f"{a.probs.get(a.answer, 0.0):.2f}", a.method, tools, ev)
+        t.add_row(Text(a.id), Text(a.answer), f"{a.probs.get(a.answer, 0.0):.2f}", Text(a.method), Text(tools),
+                  Text(ev))
     console.print(t)

@@ -10,6 +10,7 @@ from typing import Annotated, Iterator, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from agent.cli.common import AsJson, Opt, err, fail, out
 from agent.errors import VqaError
@@ -134,8 +135,8 @@ def search(
     for i, h in enumerate(hits, 1):
         e = h.entry
         entry = e.text + (f"  → {e.answer}. {e.answer_text}" if e.answer_text else "")
-        t.add_row(str(i), e.id, f"{h.score:.3f}", _num(h.image_score) + (" =" if h.same_image else ""),
-                  _num(h.text_score), e.kind, entry)
+        t.add_row(str(i), Text(e.id), f"{h.score:.3f}", _num(h.image_score) + (" =" if h.same_image else ""),
+                  _num(h.text_score), e.kind, Text(entry))
     out.print(t)
 
 

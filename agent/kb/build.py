@@ -12,12 +12,11 @@ Sources, by what the path is:
 Rows that cannot be used (no answer, a missing or corrupt image, a repeated id, an id already in the knowledge
 base) are skipped and listed in the summary with the reason; a source with nothing usable is a ``DataError``.
 Every image is read through ``agent.images.load_image`` (its sha256 is the leakage guard's key); text-only
-embedders hash the file without decoding it.
+embedders hash the file without decoding it (``agent.images.file_sha256``: the same regular-file and size rules).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import unicodedata
@@ -30,7 +29,7 @@ import numpy as np
 
 from agent.data import RowError, read_questions
 from agent.errors import ConfigError, DataError, ImageError
-from agent.images import load_image, resolve_image_path
+from agent.images import file_sha256, load_image, resolve_image_path
 from tools.retrieve.embedders import BATCH, Embedder, identity, load_embedder
 from tools.retrieve.index import choose_index_type
 from tools.retrieve.kb import (
@@ -218,11 +217,7 @@ def _image(c: Candidate, decode: bool) -> tuple[str, Any]:
     if decode:
         loaded = load_image(path)
         return loaded.sha256, loaded.image
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest(), None
-    except OSError as exc:
-        raise ImageError("missing" if isinstance(exc, FileNotFoundError) else "unreadable",
-                         f"expected an image at {path}: {exc}") from exc
+    return file_sha256(path), None  # same file rules as load_image: a regular file under the size cap
 
 
 def _embed_texts(entries: list[KbEntry], embedder: Embedder) -> np.ndarray:

@@ -4,6 +4,8 @@ retrieved entries), the option probabilities as an inline-SVG bar chart, the rot
 the exact prompt. Each tool's part comes from its evidence type (``overlay``, ``table``, ``color``, ``summary``).
 
 Everything is embedded (images as ``data:`` URLs, CSS inline), so the file can be mailed or archived alone.
+Only image files inside the run directory (symlinks followed) are embedded, whatever the trace names: a path
+elsewhere (an edited trace naming ``/etc/passwd``) is left out with a note on the page.
 A small inline script checks that every embedded image decodes and records the count on ``<body>``
 (``data-images-ok`` / ``data-images-total``), which the headless-browser test reads back.
 """
@@ -17,9 +19,13 @@ from typing import Any
 
 from jinja2 import Environment, StrictUndefined
 
+from agent.errors import ImageError
 from agent.evidence import Box
+from agent.images import read_file_bytes
 from agent.trace.events import TraceEvent
 from agent.trace.read import QuestionView
+
+MAX_EMBED_BYTES = 32 << 20
 
 TEMPLATE = r"""<!doctype html>
 <html lang="ko"><head><meta charset="utf-8"><title>vqa trace · {{ title }}</title>
@@ -47,6 +53,7 @@ pre.prompt{white-space:pre-wrap;background:#f4f4f4;padding:8px;font-size:12px;ma
  <span class="dim">{{ '%.2f'|format(q.seconds) }}s · run {{ q.run }}</span></h2>
 <p class="text">{{ q.text }}</p>
 {% for e in q.errors %}<p class="error wrong">{{ e }}</p>{% endfor %}
+{% for n in q.notes %}<p class="note dim">{{ n }}</p>{% endfor %}
 <div class="row">
 {% if q.photo %}
 <figure class="photo"><svg class="overlay" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {{ q.photo.w }} {{ q.photo.h }}">
@@ -103,13 +110,27 @@ window.addEventListener("load", function () {
 """
 
 
-def data_url(path: Path) -> str | None:
-    """The file as a ``data:`` URL, or ``None`` when it cannot be read."""
+def embedded(path: str, base: Path, notes: list[str]) -> str | None:
+    """The image file a trace event names as a ``data:`` URL, only when it lies inside ``base`` (the run directory,
+    symlinks followed) and is a regular image file of at most ``MAX_EMBED_BYTES``; else ``None`` and a note why."""
+    root = Path(base).resolve()
     try:
-        data = Path(path).read_bytes()
-    except OSError:
+        target = (root / path).resolve()  # an absolute ``path`` replaces root
+    except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a NUL in the path
+        notes.append(f"not embedded: {path} ({e})")
         return None
-    mime = mimetypes.guess_type(str(path))[0] or "application/octet-stream"
+    if not target.is_relative_to(root):
+        notes.append(f"not embedded: {path} is outside the run directory {root}")
+        return None
+    mime = mimetypes.guess_type(target.name)[0] or ""
+    if not mime.startswith("image/"):
+        notes.append(f"not embedded: {path} is not an image file (expected .jpg, .png ...)")
+        return None
+    try:
+        data = read_file_bytes(target, MAX_EMBED_BYTES)
+    except ImageError as e:
+        notes.append(f"not embedded: {e}")
+        return None
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
@@ -126,10 +147,10 @@ def _rect(b: Box) -> dict[str, Any]:
 def _question_context(view: QuestionView, base: Path) -> dict[str, Any]:
     q, a = view.question, view.answer
     load = view.first("node", "load_image")
-    photo, size = None, None
+    photo, size, notes = None, None, []
     if load is not None and load.outputs.get("file"):
         size = load.outputs.get("size") or [1, 1]
-        src = data_url(_resolve(load.outputs["file"], base))
+        src = embedded(str(load.outputs["file"]), base, notes)
         if src:
             photo = {"src": src, "w": size[0], "h": size[1],
                      "caption": f"{Path(str(load.inputs.get('path', ''))).name} · {size[0]}×{size[1]} working copy"}
@@ -149,8 +170,8 @@ def _question_context(view: QuestionView, base: Path) -> dict[str, Any]:
             if table is not None:
                 tables.append(table)
         for name, path in (e.outputs.get("artifacts") or {}).items():
-            src = data_url(_resolve(path, base))
-            if src and src.startswith("data:image/"):
+            src = embedded(str(path), base, notes)
+            if src:
                 marked.append({"tool": e.tool, "name": name, "src": src})
     reason = view.first("node", "reason")
     ro = reason.outputs if reason else {}
@@ -175,7 +196,8 @@ def _question_context(view: QuestionView, base: Path) -> dict[str, Any]:
             "photo": photo, "layers": layers, "marked": marked, "tables": tables, "probs": probs,
             "method": a.get("method") or ro.get("method", ""), "flags": ro.get("flags", []),
             "rotations": rot.outputs.get("rotations", []) if rot else [], "timeline": timeline,
-            "prompt": ro.get("prompt"), "errors": [f"{e.label}: {e.error}" for e in view.events if not e.ok]}
+            "prompt": ro.get("prompt"), "errors": [f"{e.label}: {e.error}" for e in view.events if not e.ok],
+            "notes": notes}
 
 
 def render_html(views: list[QuestionView], base: Path, *, title: str, truncated: int | None = None) -> str:

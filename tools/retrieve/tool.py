@@ -9,14 +9,14 @@ loaded here and checked against the KB's fingerprint. The leakage guard keeps th
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image
 
-from agent.errors import ConfigError
+from agent.errors import ConfigError, ImageError
+from agent.images import file_sha256 as safe_file_sha256
 from agent.schema import Question, RetrievedEntry, RetrieveEvidence
 from tools.base import Tool, ToolError
 from tools.retrieve.kb import GUARDS, Guard, Hit, check_weight, question_text
@@ -29,8 +29,8 @@ def file_sha256(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
+        return safe_file_sha256(Path(path))
+    except ImageError:
         return None
 
 
