@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import operator
 import time
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, TypedDict
 
@@ -27,6 +26,7 @@ from agent.images import LoadedImage, load_image, resolve_image_path
 from agent.reasoners.base import ReasonRequest
 from agent.schema import Answer, Decision, Question, Route, Step, ToolResult
 from agent.services import Services
+from agent.toolpool import ToolStuck, ToolTimeout
 from tools import REGISTRY as TOOL_REGISTRY
 
 
@@ -117,13 +117,15 @@ def run_tool_node(task: ToolTask, runtime: Runtime[Services]) -> NodeOutput:
     try:
         tool = s.tool(task["tool"])
         peers = {n: s.tool(n) for n in tool.uses if n in task["routed"]}
-        fut = s.submit(s.run_tool, tool, task["image"], task["question"], peers)
-        result = fut.result(timeout=s.tool_timeout)
+        result = s.pool.call(tool.name, lambda: s.run_tool(tool, task["image"], task["question"], peers),
+                             timeout=s.tool_timeout)
     except VqaError as exc:  # a bad tool setting fails this tool for this question, like any tool failure
         result = ToolResult(tool=task["tool"], ok=False, error=f"{type(exc).__name__}: {exc}")
-    except FutureTimeout:
+    except ToolTimeout as exc:  # the call is abandoned: it holds no slot, and the process can still exit
         result = ToolResult(tool=task["tool"], ok=False, seconds=s.tool_timeout,
-                            error=f"timed out after {s.tool_timeout:.0f}s (raise --tool-timeout to wait longer)")
+                            error=f"{exc} (raise --tool-timeout to wait longer)")
+    except ToolStuck as exc:
+        result = ToolResult(tool=task["tool"], ok=False, error=f"not run: {exc} (raise --tool-timeout)")
     return NodeOutput({"results": [result]}, detail={"ok": result.ok, "seconds": round(result.seconds, 4)},
                       error=result.error, tool=task["tool"])
 

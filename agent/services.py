@@ -3,6 +3,8 @@
 A run that needs something different (a wrapped reasoner, another artifacts folder) builds a changed copy with
 ``services.replace(...)``; nothing is mutated and restored. The tools themselves are built lazily, once, into a
 ``ToolBox`` that every copy shares; whoever built the services (the command line) owns them and closes them.
+Tool calls run through ``pool`` (``agent.toolpool``): a call that times out is abandoned without holding up other
+calls or the process's exit; an ablation arm gets a fresh pool, so one arm's stuck calls never count in another.
 """
 
 from __future__ import annotations
@@ -10,8 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,20 +24,17 @@ from agent.paths import artifact_dirname
 from agent.reasoners.base import Reasoner
 from agent.router import Router
 from agent.schema import Question, ToolResult
+from agent.toolpool import ToolPool
 from tools import load_tool
 from tools.base import Tool
 
-TOOL_THREADS = 8
-
 
 class ToolBox:
-    """Tool instances built on first use (one per name and settings) and the thread pool tools run on."""
+    """Tool instances built on first use (one per name and settings)."""
 
-    def __init__(self, threads: int = TOOL_THREADS) -> None:
-        self._threads = threads
+    def __init__(self) -> None:
         self._tools: dict[tuple[str, str], Tool] = {}
         self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
 
     def get(self, name: str, settings: Mapping[str, Any]) -> Tool:
         key = (name, json.dumps(settings, sort_keys=True, default=str))
@@ -47,20 +45,6 @@ class ToolBox:
             with self._lock:
                 tool = self._tools.setdefault(key, tool)
         return tool
-
-    def submit(self, fn: Callable[..., ToolResult], *args: Any) -> Future:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="tool")
-            pool = self._pool
-        return pool.submit(fn, *args)
-
-    def close(self) -> None:
-        """Stop the pool (queued tool runs are cancelled, running ones finish)."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -78,6 +62,7 @@ class Services:
     images_root: Path | None = None  # when set, image paths must stay inside it (symlinks included)
     cache: ToolCache | None = None  # tool outputs computed once per image, tool, settings and question inputs
     toolbox: ToolBox = field(default_factory=ToolBox)  # shared by every copy
+    pool: ToolPool = field(default_factory=ToolPool)  # where tool calls run, with their timeouts
 
     def replace(self, **changes: Any) -> Services:
         """A copy with ``changes`` (e.g. ``reasoner=``, ``artifacts_dir=``); the tool box is shared."""
@@ -92,10 +77,6 @@ class Services:
             return self.tool(name).unavailable
         except VqaError:  # bad settings: reported when the tool runs, like any tool failure
             return None
-
-    def submit(self, fn: Callable[..., ToolResult], *args: Any) -> Future:
-        """Run ``fn(*args)`` on the tool pool (so a node can stop waiting for a slow tool)."""
-        return self.toolbox.submit(fn, *args)
 
     def run_tool(self, tool: Tool, image: LoadedImage, question: Question,
                  peers: dict[str, Tool] | None = None) -> ToolResult:
@@ -113,8 +94,6 @@ class Services:
         return d
 
     def close(self) -> None:
-        """Close the reasoner and the tool pool. Only the owner (who built these services) calls it, once."""
-        try:
-            self.reasoner.close()
-        finally:
-            self.toolbox.close()
+        """Close the reasoner. Only the owner (who built these services) calls it, once. Tool calls still running
+        (abandoned after a timeout) run on daemon threads and never hold up the exit."""
+        self.reasoner.close()

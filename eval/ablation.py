@@ -23,6 +23,7 @@ from agent.data import spreadsheet_cell
 from agent.runner import fallback_answer, run_batch
 from agent.schema import Answer, Question
 from agent.services import Services
+from agent.toolpool import ToolPool
 from agent.trace.events import TraceWriter
 from eval.metrics import accuracy, paired_comparison, wilson_interval
 
@@ -87,7 +88,8 @@ def run_arm(name: str, tools: list[str] | None, questions: list[Question], servi
             on_done(a)
 
     t0 = time.perf_counter()
-    run_batch(list(questions), services.replace(artifacts_dir=folder / "artifacts"), folder, batch_size=batch_size,
+    arm = services.replace(artifacts_dir=folder / "artifacts", pool=ToolPool())  # its own slots: arms never share
+    run_batch(list(questions), arm, folder, batch_size=batch_size,  # calls still stuck from an earlier arm
               forced_tools=tools, on_done=done, trace=trace.tagged(arm=name), debias=debias)
     seconds = time.perf_counter() - t0
     answers = {q.id: got.get(q.id) or fallback_answer(q, "not answered") for q in questions}

@@ -57,7 +57,7 @@ def test_registered_lazily_with_a_card() -> None:
 
 def test_without_a_kb_the_tool_fails_clearly() -> None:
     r = run_tool(cat_question())
-    assert not r.ok and r.error == f"ToolError: {NO_KB}" and r.evidence is None
+    assert not r.ok and r.error == f"ToolUnavailable: {NO_KB}" and r.evidence is None
     assert NO_KB == "no knowledge base: pass --kb DIR (build one with vqa kb build)"
 
 
