@@ -11,7 +11,6 @@ rows are retried.
 from __future__ import annotations
 
 import csv
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,43 +21,29 @@ from typing import Callable
 from agent.batching import BatchingReasoner
 from agent.calibration import adjusted
 from agent.data import RowError, fallback_letter, write_submission
+from agent.fileio import JsonlLog, atomic_open
 from agent.graph import Services, build_graph, final_answer
 from agent.schema import Answer, Question
 from agent.trace.events import TRACE_FILE, TraceWriter
 
 
 class ResultsLog:
-    """Append-only JSONL of ``Answer`` records; survives a kill mid-write (a torn last line is dropped)."""
+    """Append-only JSONL of ``Answer`` records, fsynced per record; survives a kill mid-write (a torn last line
+    is dropped)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair()
-
-    def _repair(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with open(self.path, "r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
+        self._log = JsonlLog(path)
+        self.path = self._log.path
 
     def load(self) -> dict[str, Answer]:
         out: dict[str, Answer] = {}
-        if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    a = Answer.model_validate_json(line)
-                    out[a.id] = a
+        for line in self._log.lines():
+            a = Answer.model_validate_json(line)
+            out[a.id] = a
         return out
 
     def append(self, answer: Answer) -> None:
-        line = answer.model_dump_json() + "\n"
-        with self._lock, open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        self._log.append(answer.model_dump_json())
 
 
 @dataclass
@@ -187,11 +172,9 @@ def _final(row: Question | RowError, done: dict[str, Answer], failures: dict[str
 
 
 def _write_failures(path: Path, rows: list[Question | RowError], final: list[Answer]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "line", "reason", "fallback_answer"])
         for r, a in zip(rows, final):
             if a.method == "fallback":
                 w.writerow([r.id, getattr(r, "line", ""), "; ".join(a.errors), a.answer])
-    os.replace(tmp, path)

@@ -19,7 +19,6 @@ only the reasoner; every node lands in ``RUN/trace.jsonl`` tagged with its arm.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 from agent.calibration import RotatingReasoner
 from agent.data import RowError
 from agent.errors import DataError
+from agent.fileio import atomic_write
 from agent.graph import Services
 from agent.schema import Answer, Question
 from agent.trace.events import TRACE_FILE, TraceWriter
@@ -169,10 +169,5 @@ def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: P
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, ensure_ascii=False, indent=2))
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from jinja2 import Environment, StrictUndefined
 
+from agent.fileio import atomic_write
 from agent.trace.events import TraceEvent
 from agent.trace.read import QuestionView
 
@@ -202,7 +203,5 @@ def render_html(views: list[QuestionView], base: Path, *, title: str, truncated:
 def write_html(views: list[QuestionView], base: Path, out: Path, *, title: str, truncated: int | None = None) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(render_html(views, base, title=title, truncated=truncated), encoding="utf-8")
-    tmp.replace(out)
+    atomic_write(out, render_html(views, base, title=title, truncated=truncated))
     return out

@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from agent.errors import ConfigError, DataError, ModelLoadError
+from agent.fileio import staged
 from tools.retrieve.embedders import Embedder, load_embedder
 from tools.retrieve.index import IVF_RETRAIN_GROWTH, all_vectors, build_index, choose_index_type, configure
 from tools.text import normalise
@@ -210,23 +211,15 @@ class KnowledgeBase:
 
         self.root.mkdir(parents=True, exist_ok=True)
         self.manifest.update(count=len(self.entries), updated=_now(), kinds=self.kind_counts())
-        staged: list[tuple[Path, Path]] = []
-
-        def stage(name: str, write) -> None:
-            tmp = self.root / f".{name}.tmp"
-            write(tmp)
-            staged.append((tmp, self.root / name))
-
-        for name, idx in self.indexes.items():
-            stage(f"{name}.faiss", lambda p, idx=idx: faiss.write_index(idx, str(p)))
-        if "image" in self.indexes:
-            stage(IMAGE_ROWS, lambda p: p.write_bytes(_npy(self.image_rows)))
-        stage(ENTRIES, lambda p: p.write_text("".join(e.model_dump_json(exclude_none=True) + "\n"
-                                                      for e in self.entries), encoding="utf-8"))
-        stage(MANIFEST, lambda p: p.write_text(json.dumps(self.manifest, ensure_ascii=False, indent=2) + "\n",
-                                               encoding="utf-8"))
-        for tmp, final in staged:
-            os.replace(tmp, final)
+        with staged() as stage:
+            for name, idx in self.indexes.items():
+                faiss.write_index(idx, str(stage(self.root / f"{name}.faiss")))
+            if "image" in self.indexes:
+                stage(self.root / IMAGE_ROWS).write_bytes(_npy(self.image_rows))
+            stage(self.root / ENTRIES).write_text("".join(e.model_dump_json(exclude_none=True) + "\n"
+                                                          for e in self.entries), encoding="utf-8")
+            stage(self.root / MANIFEST).write_text(json.dumps(self.manifest, ensure_ascii=False, indent=2) + "\n",
+                                                   encoding="utf-8")
 
     # ------------------------------------------------------------ contents
 
