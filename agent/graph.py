@@ -26,6 +26,7 @@ from agent.cache import ToolCache
 from agent.data import fallback_letter
 from agent.errors import ImageError, VqaError
 from agent.images import LoadedImage, load_image, resolve_image_path
+from agent.probs import chosen_letter, one_hot
 from agent.reasoners.base import Reasoner, ReasonRequest
 from agent.router import Route, Router
 from agent.schema import Answer, Decision, Question, Step, ToolResult
@@ -193,11 +194,11 @@ def finish_node(state: VQAState, runtime: Runtime[Services]) -> dict:
     if not q.options:  # an open question (vqa chat): the answer is the reasoner's text
         letter, probs, method = "", {}, d.method if d is not None and d.text else "fallback"
     elif d is None:
-        letter, probs, method = fallback_letter(q.letters), {k: 0.0 for k in q.letters}, "fallback"
-        probs[letter] = 1.0
+        letter, method = fallback_letter(q.letters), "fallback"
+        probs = one_hot(letter, q.letters)
     else:
         probs, method = d.probs, d.method
-        letter = max(q.letters, key=lambda k: (probs.get(k, 0.0), -q.letters.index(k)))
+        letter = chosen_letter(probs, q.letters)
     steps = state.get("steps", [])
     answer = Answer(
         id=q.id, answer=letter, probs=probs, method=method,

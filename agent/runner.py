@@ -23,6 +23,7 @@ from agent.calibration import adjusted
 from agent.data import RowError, fallback_letter, write_submission
 from agent.fileio import JsonlLog, atomic_open
 from agent.graph import Services, build_graph, final_answer
+from agent.probs import one_hot
 from agent.schema import Answer, Question
 from agent.trace.events import TRACE_FILE, TraceWriter
 
@@ -92,7 +93,7 @@ def fallback_answer(row: Question | RowError, reason: str) -> Answer:
         return Answer(id=row.id, answer=fallback_letter(["a"]), probs={"a": 1.0}, method="fallback", tools=[],
                       evidence=[], timings={}, errors=[f"{row.reason}: {row.message}"], question="", options={})
     letter = fallback_letter(row.letters)
-    return Answer(id=row.id, answer=letter, probs={k: float(k == letter) for k in row.letters}, method="fallback",
+    return Answer(id=row.id, answer=letter, probs=one_hot(letter, row.letters), method="fallback",
                   tools=[], evidence=[], timings={}, errors=[reason], question=row.text, options=row.options)
 
 

@@ -10,6 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from agent.probs import apply_temperature, chosen_letter, logsumexp
+
+__all__ = ["accuracy", "apply_temperature", "chosen_letter", "circular_accuracy", "expected_calibration_error",
+           "fit_temperature", "mcnemar_exact", "nll", "paired_comparison", "position_bias", "wilson_interval"]
+
 Z95 = 1.959963984540054  # the standard normal quantile for a two-sided 95% interval
 LOG_FLOOR = 1e-12  # probabilities below this count as this when taking logs (one-hot "generate" decisions)
 
@@ -61,11 +66,6 @@ def paired_comparison(a: Sequence[bool], b: Sequence[bool]) -> tuple[int, int, f
     return only_a, only_b, mcnemar_exact(only_a, only_b)
 
 
-def chosen_letter(probs: Mapping[str, float], letters: Sequence[str]) -> str:
-    """The highest-probability letter, ties going to the earliest (as the graph's ``finish`` does)."""
-    return max(letters, key=lambda k: (probs.get(k, 0.0), -letters.index(k)))
-
-
 def circular_accuracy(rotation_correct: Sequence[Sequence[bool]]) -> float:
     """Share of questions answered correctly under every rotation of their options."""
     return accuracy([bool(rs) and all(rs) for rs in rotation_correct])
@@ -111,24 +111,6 @@ def _logits(probs: Mapping[str, float], letters: Sequence[str]) -> list[float]:
     return [math.log(max(probs.get(k, 0.0), LOG_FLOOR)) for k in letters]
 
 
-def apply_temperature(probs: Mapping[str, float], temperature: float) -> dict[str, float]:
-    """``softmax(log p / T)`` over the same letters: T > 1 flattens, T < 1 sharpens, the argmax never changes.
-
-    Exact zeros stay zero (a one-hot generated answer is unchanged).
-    """
-    if temperature <= 0:
-        raise ValueError(f"expected a positive temperature, found {temperature}")
-    letters = list(probs)
-    live = [k for k in letters if probs[k] > 0]
-    if not live:
-        return dict(probs)
-    scaled = {k: math.log(probs[k]) / temperature for k in live}
-    top = max(scaled.values())
-    exps = {k: math.exp(v - top) for k, v in scaled.items()}
-    z = sum(exps.values())
-    return {k: exps.get(k, 0.0) / z for k in letters}
-
-
 def nll(probs: Sequence[Mapping[str, float]], gold: Sequence[str], temperature: float = 1.0) -> float:
     """Mean negative log-likelihood of the gold letters after ``apply_temperature`` (floored at ``LOG_FLOOR``)."""
     if not probs:
@@ -137,9 +119,7 @@ def nll(probs: Sequence[Mapping[str, float]], gold: Sequence[str], temperature: 
     for p, g in zip(probs, gold, strict=True):
         letters = list(p)
         z = [v / temperature for v in _logits(p, letters)]
-        top = max(z)
-        lse = top + math.log(sum(math.exp(v - top) for v in z))
-        total += lse - z[letters.index(g)]
+        total += logsumexp(z) - z[letters.index(g)]
     return total / len(probs)
 
 

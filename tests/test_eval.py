@@ -226,6 +226,6 @@ def test_eval_with_the_tiny_qwen_and_batch_debias(tiny_dir: Path, tmp_path: Path
         recs = view.first("rotations").outputs["rotations"]
         assert len(recs) == len(a.options)
         mean = {k: sum(r["probs"][k] for r in recs) / len(recs) for k in a.options}
-        from eval.metrics import apply_temperature
+        from agent.probs import apply_temperature
 
         assert a.probs == pytest.approx(apply_temperature(mean, 1.5), abs=1e-6)

@@ -14,8 +14,9 @@ from PIL import Image
 
 from agent.dev.tiny import ROLES, SPECIAL_TOKENS, make_tiny
 from agent.errors import ConfigError, ModelLoadError
+from agent.probs import logsumexp
 from agent.reasoners.base import ReasonRequest
-from agent.reasoners.qwen import QwenBackend, letter_probs, letter_token_ids, logsumexp
+from agent.reasoners.qwen import QwenBackend, letter_probs, letter_token_ids
 from agent.schema import Question
 
 VLMS = ["vlm-qwen2.5-vl", "vlm-qwen3-vl"]

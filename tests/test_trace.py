@@ -20,6 +20,7 @@ from agent.data import RowError
 from agent.errors import ConfigError
 from agent.graph import Services
 from agent.images import load_image
+from agent.probs import apply_temperature
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.runner import ResultsLog, run_batch
@@ -28,7 +29,6 @@ from agent.trace.events import TRACE_VERSION, TraceError, TraceEvent, TraceWrite
 from agent.trace.export import OtelSink, sinks_from_env
 from agent.trace.read import questions, read_trace
 from agent.trace.render import render_question
-from eval.metrics import apply_temperature
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 VQA = str(Path(sys.executable).parent / "vqa")

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from typing import Callable, Sequence
 
-from agent.reasoners.base import ReasonRequest, softmax_over_letters, uniform
+from agent.probs import softmax_over_letters, uniform
+from agent.reasoners.base import ReasonRequest
 from agent.schema import Decision, DetectEvidence, OcrEvidence, Question, RetrieveEvidence
 from tools.phrases import is_polar, parse_yes_no
 from tools.text import normalise

@@ -42,7 +42,8 @@ from PIL import Image
 
 import prompts
 from agent.errors import ConfigError, ModelLoadError, VqaError
-from agent.reasoners.base import ReasonRequest, parse_letter, softmax_over_letters
+from agent.probs import logsumexp, one_hot, softmax_over_letters, uniform
+from agent.reasoners.base import ReasonRequest, parse_letter
 from agent.schema import Decision
 
 DIALECTS: tuple[str, ...] = ("choice", "guided_choice", "json_schema", "grammar")
@@ -94,13 +95,8 @@ def logprob_probs(content: Sequence[dict], letters: Sequence[str], max_skip: int
             k = token_letter(tok)
             if k in scores and lp is not None:
                 scores[k].append(float(lp))
-        return softmax_over_letters({k: _logsumexp(v) for k, v in scores.items()})
+        return softmax_over_letters({k: logsumexp(v) for k, v in scores.items()})
     return None
-
-
-def _logsumexp(values: list[float]) -> float:
-    top = max(values, default=-math.inf)
-    return top if not math.isfinite(top) else top + math.log(sum(math.exp(v - top) for v in values))
 
 
 def constraint_fields(dialect: str, letters: Sequence[str]) -> dict[str, Any]:
@@ -298,7 +294,7 @@ class OpenAIBackend:
                 elif self._caps.dialect != dialect:  # rejected (400) or ignored while probing
                     self._caps.ruled_out.add(dialect)
             if letter is not None:
-                return Decision(probs={k: float(k == letter) for k in letters}, method="generate", prompt=prompt,
+                return Decision(probs=one_hot(letter, letters), method="generate", prompt=prompt,
                                 raw=reply.text, flags=[f"path:{dialect}"])
             if reply is not None:  # the server ignored the constraint: its reply is a plain answer, parse it
                 seen = reply.text
@@ -307,9 +303,9 @@ class OpenAIBackend:
             seen = self._complete(messages, self.max_new_tokens).text
         letter = parse_letter(seen, q.options)
         if letter is None:
-            return Decision(probs={k: 1.0 / len(letters) for k in letters}, method="generate", prompt=prompt,
-                            raw=seen, flags=["path:parsed", "unparsed"])
-        return Decision(probs={k: float(k == letter) for k in letters}, method="generate", prompt=prompt, raw=seen,
+            return Decision(probs=uniform(letters), method="generate", prompt=prompt, raw=seen,
+                            flags=["path:parsed", "unparsed"])
+        return Decision(probs=one_hot(letter, letters), method="generate", prompt=prompt, raw=seen,
                         flags=["path:parsed"])
 
     def _dialects(self) -> list[str]:

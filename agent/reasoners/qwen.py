@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
@@ -16,7 +15,8 @@ import torch
 
 import prompts
 from agent.errors import ConfigError, ModelLoadError, brief
-from agent.reasoners.base import ReasonRequest, letter_variants, parse_letter, softmax_over_letters, uniform
+from agent.probs import logsumexp, one_hot, softmax_over_letters, uniform
+from agent.reasoners.base import ReasonRequest, letter_variants, parse_letter
 from agent.schema import LETTERS, Decision
 
 Quant = Literal["none", "4bit", "8bit"]
@@ -30,13 +30,6 @@ def letter_token_ids(encode: Callable[[str], list[int]], letters: Iterable[str] 
         ids = {ids[0] for ids in (encode(v) for v in letter_variants(letter)) if len(ids) == 1}
         out[letter] = sorted(ids)
     return out
-
-
-def logsumexp(values: Sequence[float]) -> float:
-    top = max(values, default=-math.inf)
-    if not math.isfinite(top):
-        return top
-    return top + math.log(sum(math.exp(v - top) for v in values))
 
 
 def letter_probs(logits: Mapping[int, float] | Sequence[float], ids: Mapping[str, Sequence[int]],
@@ -222,6 +215,6 @@ class QwenBackend:
                 out.append(Decision(probs=uniform(req.question.letters), method="generate", prompt=text, raw=raw,
                                     flags=["unparsed"]))
             else:
-                probs = {k: float(k == letter) for k in req.question.letters}
-                out.append(Decision(probs=probs, method="generate", prompt=text, raw=raw))
+                out.append(Decision(probs=one_hot(letter, req.question.letters), method="generate", prompt=text,
+                                    raw=raw))
         return out
