@@ -24,6 +24,7 @@ from PIL import Image
 
 from agent.config import load_settings
 from agent.errors import ConfigError, ModelLoadError
+from agent.images import fit_pixels
 from agent.reasoners import load_reasoner
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.openai import (
@@ -31,7 +32,6 @@ from agent.reasoners.openai import (
     ServerError,
     conforming_letter,
     constraint_fields,
-    fit_pixels,
     logprob_probs,
     token_letter,
 )

@@ -42,6 +42,7 @@ from PIL import Image
 
 import prompts
 from agent.errors import ConfigError, ModelLoadError, VqaError
+from agent.images import fit_pixels
 from agent.probs import logsumexp, one_hot, softmax_over_letters, uniform
 from agent.reasoners.base import ReasonRequest, parse_letter
 from agent.schema import Decision
@@ -123,15 +124,6 @@ def conforming_letter(text: str, dialect: str, letters: Sequence[str]) -> str | 
         except (ValueError, TypeError, KeyError):
             return None
     return t if t in letters else None
-
-
-def fit_pixels(size: tuple[int, int], max_pixels: int | None) -> tuple[int, int]:
-    """The largest size with the same aspect and at most ``max_pixels`` pixels; never upscales."""
-    w, h = size
-    if max_pixels is None or w * h <= max_pixels:
-        return w, h
-    s = math.sqrt(max_pixels / (w * h))
-    return max(1, int(w * s)), max(1, int(h * s))
 
 
 def data_url(image: Image.Image, max_pixels: int | None, quality: int = 92) -> str:

@@ -18,6 +18,7 @@ from agent.errors import ConfigError, ModelLoadError, brief
 from agent.probs import logsumexp, one_hot, softmax_over_letters, uniform
 from agent.reasoners.base import ReasonRequest, letter_variants, parse_letter
 from agent.schema import LETTERS, Decision
+from tools.device import cuda_available, resolve_device
 
 Quant = Literal["none", "4bit", "8bit"]
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -71,11 +72,8 @@ class QwenBackend:
             raise ConfigError(f"quant must be 'none', '4bit' or '8bit', found {quant!r}")
         if dtype != "auto" and dtype not in _DTYPES:
             raise ConfigError(f"dtype must be 'auto', 'bf16', 'fp16' or 'fp32', found {dtype!r}")
-        cuda = torch.cuda.is_available()
-        self.device = ("cuda" if cuda else "cpu") if device == "auto" else device
-        if self.device.startswith("cuda") and not cuda:
-            raise ConfigError(f"device={device!r} asks for CUDA, but torch sees no CUDA GPU; "
-                              "use device='cpu' or 'auto'")
+        cuda = cuda_available()
+        self.device = resolve_device(device)
         if quant != "none":
             if not self.device.startswith("cuda"):
                 raise ConfigError(f"quant={quant!r} needs a CUDA GPU (bitsandbytes), but the device is {self.device!r} "

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from agent.errors import ConfigError, ModelLoadError
+from tools.device import resolve_device
 
 E5_SPEC = "e5"
 BATCH = 32
@@ -153,8 +154,7 @@ class ClipBackend:
         if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
             raise ModelLoadError(f"{spec!r} loads as {type(model).__name__}, which has no get_image_features/"
                                  "get_text_features: expected a CLIP-family dual encoder (CLIP, SigLIP, ...)")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(device)
         self.fingerprint = weights_fingerprint(model)
         self.model = model.to(device).eval()
         self.device = device
