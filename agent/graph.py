@@ -206,6 +206,7 @@ def finish_node(state: VQAState, runtime: Runtime[Services]) -> dict:
         timings=step_timings(steps), errors=state.get("errors", []), flags=d.flags if d else [],
         prompt=d.prompt if d else None, raw=d.raw if d else None, question=q.text, options=q.options,
         route=state.get("route", {}), steps=steps, gold=q.answer, text=d.text if d else None,
+        template=d.template if d else None, reasoner=d.reasoner if d else None,
     )
     return {"answer": answer, "_detail": {"answer": letter, "method": method}}
 

@@ -1,7 +1,8 @@
 """Prompt templates (Jinja, ``StrictUndefined``) and the rendering of tool evidence as quoted data.
 
-Each template's first line is ``{# version: N #}``; the version goes into
-traces and cache keys so a prompt change is never confused with an old one.
+Each template's first line is ``{# version: N #}``; the template id with its version (``answer.ko@1``,
+``template_id``) goes into every decision, its trace event and its ``Answer`` record (``template``), so an
+answer from a changed prompt is never confused with an old one.
 """
 
 from __future__ import annotations
@@ -105,6 +106,16 @@ def som_lines(ev: SomEvidence) -> list[str]:
                      + (f" label={quote(m.label)}" if m.label else "") for m in ev.marks]
 
 
+def _template_name(question: Question) -> str:
+    return f"{'answer' if question.options else 'open'}.{question.language or 'en'}.j2"
+
+
+def template_id(question: Question) -> str:
+    """The template ``question`` is rendered with and its version, e.g. ``"answer.ko@1"``."""
+    name = _template_name(question)
+    return f"{name.removesuffix('.j2')}@{template_version(name)}"
+
+
 def render(question: Question, results: Iterable[ToolResult], *, history: Iterable[tuple[str, str]] = (),
            marked: bool | None = None) -> tuple[str, str]:
     """Render the answer prompt for ``question``; returns ``(text, template_id)`` e.g. ``("...", "answer.ko@1")``.
@@ -113,7 +124,7 @@ def render(question: Question, results: Iterable[ToolResult], *, history: Iterab
 
     A question without options (``vqa chat``) gets the free-text template ``open.<lang>``.
     """
-    name = f"{'answer' if question.options else 'open'}.{question.language or 'en'}.j2"
+    name = _template_name(question)
     results = list(results)
     blocks = [{"tool": r.tool, "lines": evidence_lines(r)} for r in results if r.ok and r.evidence is not None]
     if marked is None:
@@ -122,4 +133,4 @@ def render(question: Question, results: Iterable[ToolResult], *, history: Iterab
         question=quote(question.text)[1:-1], options=question.options, letters=question.letters,
         evidence=blocks, history=list(history), marked=marked,
     )
-    return text.strip(), f"{name.removesuffix('.j2')}@{template_version(name)}"
+    return text.strip(), template_id(question)

@@ -188,6 +188,7 @@ def test_logits_give_probabilities_over_the_question_letters(backend, images):
     assert all(0.0 < p < 1.0 for p in d.probs.values())
     assert "<|vision_start|><|image_pad|><|vision_end|>Question: What is in the cup?" in d.prompt
     assert d.prompt.endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert d.template == "answer.en@2" and d.reasoner == backend.fingerprint  # the prompt version and the model
 
 
 @pytest.mark.slow

@@ -126,7 +126,9 @@ def test_a_run_traces_every_node_in_order_with_cached_tool_outputs(traced_run: P
     assert tool.outputs["artifacts"]["annotated"] == "artifacts/sign/ocr.jpg"
     reason = sign.first("node", "reason")
     assert reason.outputs["method"] == "evidence" and max(reason.outputs["probs"], key=reason.outputs["probs"].get) == "a"
+    assert reason.outputs["reasoner"] == "evidence:sharpness=6,min_support=0.5" and reason.outputs["template"] is None
     answers = ResultsLog(traced_run / "results.jsonl").load()
+    assert answers["sign"].reasoner == reason.outputs["reasoner"]  # what produced the answer is in its record
     assert sign.answer["answer"] == answers["sign"].answer == "a" and sign.answer["probs"] == answers["sign"].probs
     cat_tool = views["cat"].first("node", "run_tool")
     assert cat_tool.cached is False  # computed here: nothing was seeded for it

@@ -26,9 +26,6 @@ def parse_tool_list(spec: str) -> list[str]:
     unknown = [n for n in names if n not in TOOL_NAMES]
     if unknown:
         raise ValueError(f"unknown tool(s) {unknown}: expected a comma list of {list(TOOL_NAMES)}, 'all' or 'none'")
-    missing = [n for n in names if n not in REGISTRY]
-    if missing:
-        raise ValueError(f"tool(s) {missing} are not available in this version (available: {sorted(REGISTRY)})")
     return [t for t in TOOL_NAMES if t in names]
 
 

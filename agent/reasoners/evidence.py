@@ -130,8 +130,13 @@ class EvidenceReasoner:
         self.sharpness = sharpness
         self.min_support = min_support
 
+    @property
+    def fingerprint(self) -> str:
+        """What determines the output (no model, no prompt): the scoring settings."""
+        return f"evidence:sharpness={self.sharpness:g},min_support={self.min_support:g}"
+
     def decide(self, batch: Sequence[ReasonRequest]) -> list[Decision]:
-        return [self._one(r) for r in batch]
+        return [self._one(r).model_copy(update={"reasoner": self.fingerprint}) for r in batch]
 
     def _one(self, req: ReasonRequest) -> Decision:
         q = req.question

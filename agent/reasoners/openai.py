@@ -257,7 +257,9 @@ class OpenAIBackend:
                 f.cancel()
             wait(futures)
             raise failed.exception()
-        return [f.result() for f in futures]
+        fingerprint = self.fingerprint
+        return [f.result().model_copy(update={"template": prompts.template_id(r.question), "reasoner": fingerprint})
+                for r, f in zip(batch, futures, strict=True)]
 
     def _one(self, req: ReasonRequest) -> Decision:
         q = req.question
@@ -310,7 +312,7 @@ class OpenAIBackend:
             return [d for d in wanted if d not in self._caps.ruled_out]
 
     def _messages(self, req: ReasonRequest) -> tuple[list[dict], str]:
-        text, _template_id = prompts.render(req.question, req.results, history=req.history, marked=bool(req.images))
+        text, _ = prompts.render(req.question, req.results, history=req.history, marked=bool(req.images))
         images = ([req.image] if req.image is not None else []) + list(req.images)  # photo, then e.g. som's marks
         content: list[dict] = [{"type": "image_url", "image_url": {"url": data_url(im, self.max_pixels)}}
                                for im in images]

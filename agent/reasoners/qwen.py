@@ -152,8 +152,7 @@ class QwenBackend:
     def _inputs(self, batch: Sequence[ReasonRequest]) -> tuple[Any, list[str]]:
         texts, images = [], []
         for req in batch:
-            text, _template_id = prompts.render(req.question, req.results, history=req.history,
-                                                marked=bool(req.images))
+            text, _ = prompts.render(req.question, req.results, history=req.history, marked=bool(req.images))
             pictures = ([req.image] if req.image is not None else []) + list(req.images)  # photo, then marked copies
             content = [{"type": "image"} for _ in pictures] + [{"type": "text", "text": text}]
             chat = self._processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
@@ -175,12 +174,18 @@ class QwenBackend:
         return inputs.to(self._model.device), texts
 
     def decide(self, batch: Sequence[ReasonRequest]) -> list[Decision]:
+        """One decision per request, stamped with its prompt template id and this backend's fingerprint."""
+        fingerprint = self.fingerprint
+        return [d.model_copy(update={"template": prompts.template_id(r.question), "reasoner": fingerprint})
+                for r, d in zip(batch, self._decide(batch), strict=True)]
+
+    def _decide(self, batch: Sequence[ReasonRequest]) -> list[Decision]:
         if not batch:
             return []
         is_open = [not r.question.options for r in batch]
         if any(is_open) and not all(is_open):  # open questions are generated apart from scored ones
             parts = {flag: [i for i, o in enumerate(is_open) if o == flag] for flag in (True, False)}
-            got = {i: d for idx in parts.values() for i, d in zip(idx, self.decide([batch[i] for i in idx]))}
+            got = {i: d for idx in parts.values() for i, d in zip(idx, self._decide([batch[i] for i in idx]))}
             return [got[i] for i in range(len(batch))]
         self.load()
         inputs, texts = self._inputs(batch)

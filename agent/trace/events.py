@@ -218,7 +218,7 @@ class QuestionTrace:
             if d is None:
                 return {}, {}, None
             return {}, {"method": d.method, "probs": d.probs, "flags": d.flags, "prompt": d.prompt, "raw": d.raw,
-                        "text": getattr(d, "text", None)}, None
+                        "text": getattr(d, "text", None), "template": d.template, "reasoner": d.reasoner}, None
         if node == "finish" and upd.get("answer") is not None:
             a = upd["answer"]
             return {}, {"answer": a.answer, "method": a.method, "probs": a.probs, "gold": a.gold,
