@@ -27,13 +27,12 @@ from agent.calibration import RotatingReasoner
 from agent.data import RowError
 from agent.errors import DataError
 from agent.graph import Services
+from agent.probs import apply_temperature, chosen_letter
 from agent.schema import Answer, Question
 from agent.trace.events import TRACE_FILE, TraceWriter
 from eval.ablation import plot_table, run_ablation, run_arm, table_rows, write_table
 from eval.metrics import (
     accuracy,
-    apply_temperature,
-    chosen_letter,
     circular_accuracy,
     expected_calibration_error,
     fit_temperature,

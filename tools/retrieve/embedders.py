@@ -28,6 +28,7 @@ from PIL import Image
 from agent.e5 import shared_e5
 from agent.errors import ConfigError, ModelLoadError
 from tools.device import resolve_device
+from tools.retrieve.manifest import EmbedderInfo
 
 E5_SPEC = "e5"
 BATCH = 32
@@ -49,10 +50,10 @@ class Embedder(Protocol):
     def embed_texts(self, texts: Sequence[str], role: Role = "query") -> np.ndarray: ...
 
 
-def identity(e: Embedder) -> dict[str, Any]:
+def identity(e: Embedder) -> EmbedderInfo:
     """What a knowledge base's manifest records about its embedder."""
-    return {"name": e.name, "spec": e.spec, "backend": e.backend, "dim": e.dim, "modalities": list(e.modalities),
-            "fingerprint": e.fingerprint}
+    return EmbedderInfo(name=e.name, spec=e.spec, backend=e.backend, dim=e.dim, modalities=list(e.modalities),
+                        fingerprint=e.fingerprint)
 
 
 def normalised(x: np.ndarray) -> np.ndarray:

@@ -20,11 +20,11 @@ IndexType = Literal["flat", "ivf", "hnsw"]
 
 
 class EmbedderInfo(BaseModel):
-    """The embedding model (``tools.retrieve.embedders.identity``): its fingerprint decides who may query."""
+    """What the KB records of its ``Embedder`` (``embedders.identity``); the fingerprint decides who may query."""
 
-    name: str  # for people: the hub id or path given, or "e5:..."
-    spec: str  # what ``load_embedder`` loads it from again
-    backend: str  # "clip" | "e5"
+    name: str
+    spec: str
+    backend: str
     dim: int
     modalities: list[str]
     fingerprint: str
