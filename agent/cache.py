@@ -27,13 +27,13 @@ import inspect
 import json
 import os
 import shutil
-import tempfile
 import threading
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from agent.fileio import atomic_write
 from agent.images import LoadedImage
 from agent.schema import Question, ToolResult
 from tools.base import Tool
@@ -110,19 +110,6 @@ def key_parts(tool: Tool, image: LoadedImage, question: Question,
 def cache_key(parts: dict[str, Any]) -> str:
     canonical = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class ToolCache:
@@ -204,12 +191,12 @@ class ToolCache:
             if not src_path.is_file():
                 return  # the tool said it drew a file that is not there: do not store a result we cannot serve
             fname = f"{key}.{name}{src_path.suffix}"
-            _atomic_write(path.parent / fname, src_path.read_bytes())
+            atomic_write(path.parent / fname, src_path.read_bytes())
             stored[name], names[name] = fname, src_path.name
         entry = {"v": CACHE_VERSION, "key": key, "parts": parts, "created": time.time(), "artifacts": stored,
                  "names": names, "result": result.model_copy(update={"artifacts": {}, "cached": False}).model_dump(
                      mode="json")}
-        _atomic_write(path, json.dumps(entry, ensure_ascii=False, default=str).encode("utf-8"))
+        atomic_write(path, json.dumps(entry, ensure_ascii=False, default=str).encode("utf-8"))
 
 
 def open_cache(setting: str, run_dir: Path | None) -> ToolCache | None:

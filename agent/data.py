@@ -21,9 +21,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import os
 import re
-import tempfile
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from agent.errors import DataError, ImageError
+from agent.fileio import atomic_open
 from agent.images import safe_relpath
 from agent.schema import LETTERS, MIN_OPTIONS, Question
 
@@ -225,24 +224,14 @@ def write_submission(path: Path, rows: Iterable[tuple[str, str]]) -> int:
     that is not one letter a-e is a bug upstream: ``ValueError``, and any existing file stays untouched.
     Returns the number of rows written.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        seen: set[str] = set()
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["id", "answer"])
-            for qid, answer in rows:
-                if not isinstance(answer, str) or len(answer) != 1 or answer not in LETTERS:
-                    raise ValueError(f"submission row {qid!r}: expected one letter of {LETTERS!r}, found {answer!r}.")
-                if qid and qid not in seen:
-                    seen.add(qid)
-                    writer.writerow([qid, answer])
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    seen: set[str] = set()
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["id", "answer"])
+        for qid, answer in rows:
+            if not isinstance(answer, str) or len(answer) != 1 or answer not in LETTERS:
+                raise ValueError(f"submission row {qid!r}: expected one letter of {LETTERS!r}, found {answer!r}.")
+            if qid and qid not in seen:
+                seen.add(qid)
+                writer.writerow([qid, answer])
     return len(seen)

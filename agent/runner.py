@@ -11,7 +11,6 @@ rows are retried.
 from __future__ import annotations
 
 import csv
-import os
 import threading
 import time
 from collections import Counter
@@ -23,7 +22,9 @@ from typing import Callable
 from agent.batching import BatchingReasoner
 from agent.calibration import adjusted
 from agent.data import RowError, fallback_letter, spreadsheet_cell, write_submission
+from agent.fileio import JsonlLog, atomic_open
 from agent.graph import build_graph, final_answer
+from agent.probs import one_hot
 from agent.schema import Answer, Question
 from agent.services import Services
 from agent.trace.events import TRACE_FILE, TraceWriter
@@ -32,37 +33,22 @@ TOOL_FAILURES = "tool_failures.csv"
 
 
 class ResultsLog:
-    """Append-only JSONL of ``Answer`` records; survives a kill mid-write (a torn last line is dropped)."""
+    """Append-only JSONL of ``Answer`` records, fsynced per record; survives a kill mid-write (a torn last line
+    is dropped)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair()
-
-    def _repair(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with open(self.path, "r+b") as f:
-                f.truncate(data.rfind(b"\n") + 1)
+        self._log = JsonlLog(path)
+        self.path = self._log.path
 
     def load(self) -> dict[str, Answer]:
         out: dict[str, Answer] = {}
-        if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    a = Answer.model_validate_json(line)
-                    out[a.id] = a
+        for line in self._log.lines():
+            a = Answer.model_validate_json(line)
+            out[a.id] = a
         return out
 
     def append(self, answer: Answer) -> None:
-        line = answer.model_dump_json() + "\n"
-        with self._lock, open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        self._log.append(answer.model_dump_json())
 
 
 @dataclass
@@ -113,7 +99,7 @@ def fallback_answer(row: Question | RowError, reason: str) -> Answer:
         return Answer(id=row.id, answer=fallback_letter(["a"]), probs={"a": 1.0}, method="fallback", tools=[],
                       evidence=[], timings={}, errors=[f"{row.reason}: {row.message}"], question="", options={})
     letter = fallback_letter(row.letters)
-    return Answer(id=row.id, answer=letter, probs={k: float(k == letter) for k in row.letters}, method="fallback",
+    return Answer(id=row.id, answer=letter, probs=one_hot(letter, row.letters), method="fallback",
                   tools=[], evidence=[], timings={}, errors=[reason], question=row.text, options=row.options)
 
 
@@ -219,20 +205,16 @@ def _write_tool_failures(path: Path, final: list[Answer]) -> None:
     if not rows:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "tool", "error"])
-        w.writerows(rows)
-    os.replace(tmp, path)
+        w.writerows([spreadsheet_cell(c) for c in row] for row in rows)
 
 
 def _write_failures(path: Path, rows: list[Question | RowError], final: list[Answer]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "line", "reason", "fallback_answer"])
         for r, a in zip(rows, final):
             if a.failed:
                 w.writerow([spreadsheet_cell(c) for c in (r.id, r.line, "; ".join(a.errors), a.answer)])
-    os.replace(tmp, path)

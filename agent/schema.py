@@ -169,6 +169,8 @@ class Decision(BaseModel):
     raw: str | None = None  # generated text, when generating
     flags: list[str] = Field(default_factory=list)  # e.g. "no_evidence", "unparsed"
     text: str | None = None  # the free-text answer to an open question (no options)
+    template: str | None = None  # the prompt template and its version, e.g. "answer.ko@1" (no prompt: None)
+    reasoner: str | None = None  # the backend's fingerprint: the model and settings that determine the output
 
 
 class Answer(BaseModel):
@@ -191,6 +193,8 @@ class Answer(BaseModel):
     steps: list[Step] = Field(default_factory=list)
     gold: str | None = None
     text: str | None = None  # the free-text answer to an open question ("answer" is then "")
+    template: str | None = None  # as ``Decision``: what produced this answer
+    reasoner: str | None = None
 
     @field_validator("route", mode="before")
     @classmethod

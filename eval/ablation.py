@@ -12,7 +12,6 @@ the difference, the exact McNemar p-value, seconds per question and how often ea
 from __future__ import annotations
 
 import csv
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.data import spreadsheet_cell
+from agent.fileio import atomic_open
 from agent.runner import fallback_answer, run_batch
 from agent.schema import Answer, Question
 from agent.services import Services
@@ -145,15 +145,11 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> Path:
     """``ablation.csv`` (atomically): ``COLUMNS`` then the ``ran:<tool>`` columns; floats with 4 decimals."""
     path = Path(path)
     fields = COLUMNS + [c for c in rows[0] if c not in COLUMNS] if rows else COLUMNS
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         for r in rows:
             w.writerow({k: spreadsheet_cell(f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return path
 
 
@@ -184,8 +180,7 @@ def plot_table(rows: list[dict[str, Any]], path: Path, title: str = "tool ablati
     ax2.set_xlabel("seconds per question")
     fig.suptitle(title)
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
     return Path(path)

@@ -18,8 +18,6 @@ only the reasoner; every node lands in ``RUN/trace.jsonl`` tagged with its arm.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,14 +26,13 @@ from typing import Any
 from agent.calibration import RotatingReasoner
 from agent.data import RowError
 from agent.errors import DataError
+from agent.probs import apply_temperature, chosen_letter
 from agent.schema import Answer, Question
 from agent.services import Services
 from agent.trace.events import TRACE_FILE, TraceWriter
 from eval.ablation import plot_table, run_ablation, run_arm, table_rows, write_table
 from eval.metrics import (
     accuracy,
-    apply_temperature,
-    chosen_letter,
     circular_accuracy,
     expected_calibration_error,
     fit_temperature,
@@ -43,14 +40,13 @@ from eval.metrics import (
     position_bias,
     wilson_interval,
 )
+from eval.report import Ablation, CacheStats, Calibration, Circular, Metrics, Summary
 
-METRICS_VERSION = 1
 
-
-def summary(correct: Sequence[bool]) -> dict[str, Any]:
+def summary(correct: Sequence[bool]) -> Summary:
     n, k = len(correct), sum(correct)
     lo, hi = wilson_interval(k, n)
-    return {"n": n, "correct": k, "accuracy": accuracy(correct), "ci_low": lo, "ci_high": hi}
+    return Summary(n=n, correct=k, accuracy=accuracy(correct), ci_low=lo, ci_high=hi)
 
 
 def categories(questions: Sequence[Question], answers: dict[str, Answer]) -> tuple[str, dict[str, str]]:
@@ -62,7 +58,7 @@ def categories(questions: Sequence[Question], answers: dict[str, Answer]) -> tup
 
 
 def calibration(questions: Sequence[Question], answers: dict[str, Answer],
-                temperature: float | None) -> dict[str, Any]:
+                temperature: float | None) -> Calibration:
     scored = [(answers[q.id], q.answer) for q in questions if not answers[q.id].failed]
     probs = [a.probs for a, _ in scored]
     gold = [g for _, g in scored]
@@ -77,14 +73,14 @@ def calibration(questions: Sequence[Question], answers: dict[str, Answer],
         return expected_calibration_error(conf, ok)
 
     fitted = fit_temperature(probs, gold)
-    out = {"n": len(scored), "bins": 10, "ece": ece_at(1.0), "nll": nll(probs, gold), "temperature_fit": fitted,
-           "ece_at_fit": ece_at(fitted), "nll_at_fit": nll(probs, gold, fitted), "temperature": temperature}
+    out = Calibration(n=len(scored), bins=10, ece=ece_at(1.0), nll=nll(probs, gold), temperature_fit=fitted,
+                      ece_at_fit=ece_at(fitted), nll_at_fit=nll(probs, gold, fitted), temperature=temperature)
     if temperature is not None:
-        out.update({"ece_at_temperature": ece_at(temperature), "nll_at_temperature": nll(probs, gold, temperature)})
+        out.ece_at_temperature, out.nll_at_temperature = ece_at(temperature), nll(probs, gold, temperature)
     return out
 
 
-def circular_metrics(questions: Sequence[Question], records: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def circular_metrics(questions: Sequence[Question], records: dict[str, list[dict[str, Any]]]) -> Circular:
     """From the rotation records of ``RotatingReasoner`` (a question without records counts as wrong)."""
     per_q, chosen, gold_pos = [], [], []
     for q in questions:
@@ -95,10 +91,10 @@ def circular_metrics(questions: Sequence[Question], records: dict[str, list[dict
             gold_pos.append(q.letters[r["order"].index(q.answer)])
     all_rotations = [ok for rs in per_q for ok in rs]
     letters = sorted({k for q in questions for k in q.letters})
-    return {"n": len(questions), "circular_accuracy": circular_accuracy(per_q),
-            "ci": list(wilson_interval(sum(all(rs) for rs in per_q), len(per_q))),
-            "rotation_accuracy": accuracy(all_rotations), "evaluations": len(all_rotations),
-            "position_bias": position_bias(chosen, gold_pos, letters)}
+    return Circular(n=len(questions), circular_accuracy=circular_accuracy(per_q),
+                    ci=list(wilson_interval(sum(all(rs) for rs in per_q), len(per_q))),
+                    rotation_accuracy=accuracy(all_rotations), evaluations=len(all_rotations),
+                    position_bias=position_bias(chosen, gold_pos, letters))
 
 
 def labelled(rows: Sequence[Question | RowError], csv_path: Path | None = None) -> tuple[list[Question], int, int]:
@@ -115,7 +111,7 @@ def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: P
              ablate_tools: Sequence[str] = (), circular: bool = False, debias: bool = False,
              temperature: float | None = None, batch_size: int = 8, csv_path: Path | None = None,
              on_arm: Callable[[str], None] | None = None, on_done: Callable[[Answer], None] | None = None,
-             trace: TraceWriter | None = None) -> dict[str, Any]:
+             trace: TraceWriter | None = None) -> Metrics:
     """Run the evaluation and write ``metrics.json`` (plus the ablation table and plot); returns the metrics.
 
     ``trace``: where node events go (default ``run_dir/trace.jsonl``, no export sinks).
@@ -145,36 +141,26 @@ def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: P
     source, cats = categories(questions, router.answers)
     per_cat = {c: summary([ok for q, ok in zip(questions, correct) if cats[q.id] == c])
                for c in sorted(set(cats.values()))}
-    metrics: dict[str, Any] = {
-        "version": METRICS_VERSION, "csv": str(csv_path) if csv_path else None, "run": trace.run,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "reasoner": getattr(services.reasoner, "name", "?"),
-        **summary(correct), "row_errors": row_errors, "unlabelled": unlabelled,
-        "failed": sum(a.failed for a in router.answers.values()), "s_per_q": router.s_per_q,
-        "debias": debias, "category_source": source, "per_category": per_cat, "tool_runs": router.tool_runs,
-        "calibration": calibration(questions, router.answers, temperature),
-        "circular": circular_metrics(questions, records) if circular else None, "ablation": None,
-    }
+    metrics = Metrics(
+        csv=str(csv_path) if csv_path else None, run=trace.run, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        reasoner=getattr(services.reasoner, "name", "?"), **summary(correct).model_dump(), row_errors=row_errors,
+        unlabelled=unlabelled, failed=sum(a.failed for a in router.answers.values()),
+        s_per_q=router.s_per_q, debias=debias, category_source=source, per_category=per_cat,
+        tool_runs=router.tool_runs, calibration=calibration(questions, router.answers, temperature),
+        circular=circular_metrics(questions, records) if circular else None, ablation=None,
+    )
     if ablate:
         arms = run_ablation(questions, services, run_dir, trace, ablate_tools, router=router, batch_size=batch_size,
                             debias=debias, on_arm=on_arm, on_done=on_done)
         rows_ = table_rows(arms, questions, ablate_tools)
         write_table(rows_, run_dir / "ablation.csv")
-        plot_table(rows_, run_dir / "ablation.png", title=f"tool ablation · {metrics['reasoner']} · n={len(questions)}")
-        metrics["ablation"] = {"table": "ablation.csv", "plot": "ablation.png", "tools": list(ablate_tools),
-                               "rows": rows_, "same_as": {a.name: a.same_as for a in arms if a.same_as},
-                               "tool_runs": {a.name: a.tool_runs for a in arms}}
+        plot_table(rows_, run_dir / "ablation.png", title=f"tool ablation · {metrics.reasoner} · n={len(questions)}")
+        metrics.ablation = Ablation(table="ablation.csv", plot="ablation.png", tools=list(ablate_tools), rows=rows_,
+                                    same_as={a.name: a.same_as for a in arms if a.same_as},
+                                    tool_runs={a.name: a.tool_runs for a in arms})
     if cache is not None:
-        metrics["cache"] = {"root": str(cache.root), "computed": cache.computed - before[0],
-                            "served": cache.served - before[1], "failed": cache.failed - before[2]}
-    write_json(run_dir / "metrics.json", metrics)
+        metrics.cache = CacheStats(root=str(cache.root), computed=cache.computed - before[0],
+                                   served=cache.served - before[1], failed=cache.failed - before[2])
+    metrics.write(run_dir / "metrics.json")
     return metrics
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 

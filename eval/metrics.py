@@ -10,7 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-Z95 = 1.959963984540054  # the standard normal quantile for a two-sided 95% interval
+from agent.probs import apply_temperature, chosen_letter, logsumexp
+
+__all__ = ["accuracy", "apply_temperature", "chosen_letter", "circular_accuracy", "expected_calibration_error",
+           "fit_temperature", "mcnemar_exact", "nll", "paired_comparison", "position_bias", "wilson_interval"]
+
 LOG_FLOOR = 1e-12  # probabilities below this count as this when taking logs (one-hot "generate" decisions)
 
 
@@ -19,37 +23,35 @@ def accuracy(correct: Sequence[bool]) -> float:
     return sum(map(bool, correct)) / len(correct) if correct else 0.0
 
 
-def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for ``k`` successes in ``n`` trials; ``(0.0, 1.0)`` when ``n == 0`` (no information).
-
-    ``centre ± half`` with ``centre = (p + z²/2n) / (1 + z²/n)`` and
-    ``half = z / (1 + z²/n) * sqrt(p(1-p)/n + z²/4n²)``; unlike the normal interval it stays inside [0, 1]
-    and is not empty at ``k = 0`` or ``k = n``.
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for ``k`` successes in ``n`` trials (``scipy.stats.binomtest``); ``(0.0, 1.0)`` when
+    ``n == 0`` (no information). Unlike the normal interval it stays inside [0, 1] and is not empty at ``k = 0``
+    or ``k = n``.
     """
     if not 0 <= k <= n:
         raise ValueError(f"expected 0 <= k <= n, found k={k}, n={n}")
     if n == 0:
         return 0.0, 1.0
-    p, z2 = k / n, z * z
-    denom = 1.0 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z / denom * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value from the discordant counts ``b`` (only A right) and ``c`` (only B right).
 
-    Under the null each discordant pair is a fair coin: ``p = min(1, 2 * P(X <= min(b, c)))`` with
-    ``X ~ Binomial(b + c, 1/2)``; 1.0 when there are no discordant pairs.
+    Under the null each discordant pair is a fair coin: the two-sided binomial test of ``b`` in ``b + c`` trials
+    at 1/2 (``scipy.stats.binomtest``), i.e. ``min(1, 2 * P(X <= min(b, c)))``; 1.0 when there are no
+    discordant pairs.
     """
     if b < 0 or c < 0:
         raise ValueError(f"expected non-negative discordant counts, found b={b}, c={c}")
-    n = b + c
-    if n == 0:
+    if b + c == 0:
         return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2.0**n
-    return min(1.0, 2.0 * tail)
+    from scipy.stats import binomtest
+
+    return float(binomtest(b, b + c, 0.5).pvalue)
 
 
 def paired_comparison(a: Sequence[bool], b: Sequence[bool]) -> tuple[int, int, float]:
@@ -59,11 +61,6 @@ def paired_comparison(a: Sequence[bool], b: Sequence[bool]) -> tuple[int, int, f
     only_a = sum(1 for x, y in zip(a, b) if x and not y)
     only_b = sum(1 for x, y in zip(a, b) if y and not x)
     return only_a, only_b, mcnemar_exact(only_a, only_b)
-
-
-def chosen_letter(probs: Mapping[str, float], letters: Sequence[str]) -> str:
-    """The highest-probability letter, ties going to the earliest (as the graph's ``finish`` does)."""
-    return max(letters, key=lambda k: (probs.get(k, 0.0), -letters.index(k)))
 
 
 def circular_accuracy(rotation_correct: Sequence[Sequence[bool]]) -> float:
@@ -111,24 +108,6 @@ def _logits(probs: Mapping[str, float], letters: Sequence[str]) -> list[float]:
     return [math.log(max(probs.get(k, 0.0), LOG_FLOOR)) for k in letters]
 
 
-def apply_temperature(probs: Mapping[str, float], temperature: float) -> dict[str, float]:
-    """``softmax(log p / T)`` over the same letters: T > 1 flattens, T < 1 sharpens, the argmax never changes.
-
-    Exact zeros stay zero (a one-hot generated answer is unchanged).
-    """
-    if temperature <= 0:
-        raise ValueError(f"expected a positive temperature, found {temperature}")
-    letters = list(probs)
-    live = [k for k in letters if probs[k] > 0]
-    if not live:
-        return dict(probs)
-    scaled = {k: math.log(probs[k]) / temperature for k in live}
-    top = max(scaled.values())
-    exps = {k: math.exp(v - top) for k, v in scaled.items()}
-    z = sum(exps.values())
-    return {k: exps.get(k, 0.0) / z for k in letters}
-
-
 def nll(probs: Sequence[Mapping[str, float]], gold: Sequence[str], temperature: float = 1.0) -> float:
     """Mean negative log-likelihood of the gold letters after ``apply_temperature`` (floored at ``LOG_FLOOR``)."""
     if not probs:
@@ -137,9 +116,7 @@ def nll(probs: Sequence[Mapping[str, float]], gold: Sequence[str], temperature: 
     for p, g in zip(probs, gold, strict=True):
         letters = list(p)
         z = [v / temperature for v in _logits(p, letters)]
-        top = max(z)
-        lse = top + math.log(sum(math.exp(v - top) for v in z))
-        total += lse - z[letters.index(g)]
+        total += logsumexp(z) - z[letters.index(g)]
     return total / len(probs)
 
 

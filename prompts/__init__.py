@@ -1,8 +1,10 @@
 """Prompt templates (Jinja, ``StrictUndefined``); each tool's evidence renders its own quoted data lines
 (``Evidence.prompt_lines``).
 
-Each template's first line is ``{# version: N #}``; the version goes into
-traces and cache keys so a prompt change is never confused with an old one.
+Each template's first line is ``{# version: N #}``; the template id with its version (``answer.ko@1``,
+``template_id``) goes into every decision, its trace event and its ``Answer`` record (``template``), and the
+versions of all templates into a run directory's identity (``run.json``), so an answer from a changed prompt is
+never confused with an old one.
 
 Everything a user, a CSV or a tool wrote is data: tool evidence is JSON-quoted (``quote``); the question, the
 options and earlier chat turns go through the templates' ``inline`` filter (escaped onto one line), so no value
@@ -55,6 +57,16 @@ def evidence_lines(result: ToolResult) -> list[str]:
     return result.evidence.prompt_lines()
 
 
+def _template_name(question: Question) -> str:
+    return f"{'answer' if question.options else 'open'}.{question.language or 'en'}.j2"
+
+
+def template_id(question: Question) -> str:
+    """The template ``question`` is rendered with and its version, e.g. ``"answer.ko@1"``."""
+    name = _template_name(question)
+    return f"{name.removesuffix('.j2')}@{template_version(name)}"
+
+
 def render(question: Question, results: Iterable[ToolResult], *, history: Iterable[tuple[str, str]] = (),
            marked: bool | None = None) -> tuple[str, str]:
     """Render the answer prompt for ``question``; returns ``(text, template_id)`` e.g. ``("...", "answer.ko@1")``.
@@ -63,7 +75,7 @@ def render(question: Question, results: Iterable[ToolResult], *, history: Iterab
 
     A question without options (``vqa chat``) gets the free-text template ``open.<lang>``.
     """
-    name = f"{'answer' if question.options else 'open'}.{question.language or 'en'}.j2"
+    name = _template_name(question)
     results = list(results)
     blocks = [{"tool": r.tool, "lines": evidence_lines(r)} for r in results if r.ok and r.evidence is not None]
     if marked is None:
@@ -72,4 +84,4 @@ def render(question: Question, results: Iterable[ToolResult], *, history: Iterab
         question=question.text, options=question.options, letters=question.letters,
         evidence=blocks, history=list(history), marked=marked,
     )
-    return text.strip(), f"{name.removesuffix('.j2')}@{template_version(name)}"
+    return text.strip(), template_id(question)

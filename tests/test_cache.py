@@ -136,17 +136,17 @@ def test_a_write_interrupted_before_the_entry_is_committed_is_a_miss(tmp_path: P
     drawn = tmp_path / "ocr.jpg"
     drawn.write_bytes(b"jpeg")
     c = ToolCache(tmp_path / "cache")
-    real = cache_mod._atomic_write
+    real = cache_mod.atomic_write
 
     def crash_on_entry(path: Path, data: bytes) -> None:
         if path.suffix == ".json":
             raise KeyboardInterrupt  # killed between the artifact copy and the commit
         real(path, data)
 
-    monkeypatch.setattr(cache_mod, "_atomic_write", crash_on_entry)
+    monkeypatch.setattr(cache_mod, "atomic_write", crash_on_entry)
     with pytest.raises(KeyboardInterrupt):
         c.put("ef" * 32, ocr_result(drawn))
-    monkeypatch.setattr(cache_mod, "_atomic_write", real)
+    monkeypatch.setattr(cache_mod, "atomic_write", real)
     assert c.get("ef" * 32) is None  # the artifact alone is not an entry
     (tmp_path / "cache" / "ef" / f".{'ef' * 32}.json.123.tmp").write_text('{"torn')  # a temp file left by a kill
     assert c.get("ef" * 32) is None

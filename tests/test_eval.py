@@ -18,8 +18,9 @@ from agent.runner import ResultsLog
 from agent.schema import Answer, Question
 from agent.trace.read import questions, read_trace
 from eval.ablation import COLUMNS, ArmRun, arm_specs, table_rows, write_table
-from eval.evaluate import calibration, categories, circular_metrics, labelled
+from eval.evaluate import calibration, categories, circular_metrics, labelled, summary
 from eval.metrics import mcnemar_exact
+from eval.report import Metrics
 
 VQA = str(Path(sys.executable).parent / "vqa")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -72,12 +73,12 @@ def test_circular_metrics_from_rotation_records() -> None:
     # q1 always picks the first position shown: right only when b is shown first (shift 1).
     records = {"q0": [rec(0, "a"), rec(1, "c"), rec(2, "b")], "q1": [rec(0, "a"), rec(1, "a"), rec(2, "a")]}
     m = circular_metrics(qs, records)
-    assert m["circular_accuracy"] == 0.5 and m["rotation_accuracy"] == 4 / 6 and m["evaluations"] == 6
-    bias = m["position_bias"]
+    assert m.circular_accuracy == 0.5 and m.rotation_accuracy == 4 / 6 and m.evaluations == 6
+    bias = m.position_bias
     # chosen positions: a, c, b, a, a, a; gold positions: q0 -> a, c, b; q1 -> b, a, c
-    assert bias["a"] == {"chosen": 4 / 6, "correct": 2 / 6, "gap": 2 / 6}
-    assert bias["b"]["chosen"] == 1 / 6 and bias["c"]["correct"] == 2 / 6
-    assert circular_metrics([q(2, "a")], {})["circular_accuracy"] == 0.0  # no records: wrong
+    assert bias["a"].model_dump() == {"chosen": 4 / 6, "correct": 2 / 6, "gap": 2 / 6}
+    assert bias["b"].chosen == 1 / 6 and bias["c"].correct == 2 / 6
+    assert circular_metrics([q(2, "a")], {}).circular_accuracy == 0.0  # no records: wrong
 
 
 def test_categories_come_from_the_column_else_from_the_router() -> None:
@@ -94,8 +95,26 @@ def test_calibration_leaves_fallbacks_out_and_reports_the_fitted_temperature() -
     answers["q4"] = answer("q4", "a", {"a": 1.0, "b": 0.0}, method="fallback")
     c = calibration(qs, answers, temperature=2.0)
     # 4 scored rows at 0.9, 3 right: ECE = |0.75 - 0.9| = 0.15; T = ln 9 / ln 3 = 2 makes it 0.75 (ECE 0)
-    assert c["n"] == 4 and c["ece"] == pytest.approx(0.15) and c["temperature_fit"] == pytest.approx(2.0, abs=1e-4)
-    assert c["ece_at_fit"] == pytest.approx(0.0, abs=1e-4) and c["ece_at_temperature"] == pytest.approx(0.0)
+    assert c.n == 4 and c.ece == pytest.approx(0.15) and c.temperature_fit == pytest.approx(2.0, abs=1e-4)
+    assert c.ece_at_fit == pytest.approx(0.0, abs=1e-4) and c.ece_at_temperature == pytest.approx(0.0)
+
+
+def test_the_metrics_file_keeps_its_keys_and_reads_back(tmp_path: Path) -> None:
+    qs = [q(i, "a") for i in range(3)]
+    answers = {f"q{i}": answer(f"q{i}", "a", {"a": 0.6, "b": 0.4}) for i in range(3)}
+    m = Metrics(csv=None, run="r", created="t", reasoner="evidence", **summary([True, True, False]).model_dump(),
+                row_errors=0, unlabelled=1, failed=0, s_per_q=0.1, debias=False, category_source="router",
+                per_category={"none": summary([True])}, tool_runs={"ocr": {"ran": 1, "cached": 0, "failed": 0}},
+                calibration=calibration(qs, answers, None), circular=None, ablation=None)
+    m.write(tmp_path / "metrics.json")
+    raw = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(raw) == ["version", "csv", "run", "created", "reasoner", "n", "correct", "accuracy", "ci_low",
+                         "ci_high", "row_errors", "unlabelled", "failed", "s_per_q", "debias", "category_source",
+                         "per_category", "tool_runs", "calibration", "circular", "ablation"]  # no cache: no key
+    assert list(raw["calibration"]) == ["n", "bins", "ece", "nll", "temperature_fit", "ece_at_fit", "nll_at_fit",
+                                        "temperature"]  # no --temperature: no ece/nll at it
+    assert raw["n"] == 3 and raw["correct"] == 2 and raw["per_category"]["none"]["ci_high"] == 1.0
+    assert Metrics.read(tmp_path / "metrics.json") == m
 
 
 def test_eval_needs_labelled_rows() -> None:
@@ -226,7 +245,7 @@ def test_eval_with_the_tiny_qwen_and_batch_debias(tiny_dir: Path, tmp_path: Path
         recs = view.first("rotations").outputs["rotations"]
         assert len(recs) == len(a.options)
         mean = {k: sum(r["probs"][k] for r in recs) / len(recs) for k in a.options}
-        from eval.metrics import apply_temperature
+        from agent.probs import apply_temperature
 
         assert a.probs == pytest.approx(apply_temperature(mean, 1.5), abs=1e-6)
 

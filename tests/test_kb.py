@@ -153,7 +153,7 @@ def test_add_appends_new_ids_and_skips_known_ones(tmp_path: Path, e5: E5Backend)
     assert sorted(x.where for x in s.skipped) == sorted(names[8:10])
     assert all("already in the knowledge base" in x.reason for x in s.skipped)
     kb = KnowledgeBase.open(tmp_path / "kb")
-    assert [e.id for e in kb.entries] == names and len(kb.manifest["sources"]) == 2
+    assert [e.id for e in kb.entries] == names and len(kb.manifest.sources) == 2
     assert kb.search(e5, text="윷을 던지는 놀이는?", k=1)[0][0].entry.id == "yutnori"  # from the append
     again = add_to_kb(tmp_path / "kb", more)
     assert (again.added, again.total, len(again.skipped)) == (0, 20, 12)
@@ -202,15 +202,15 @@ def synthetic_kb(root: Path, n: int, dim: int = 32, index: str = "auto", seed: i
 def test_auto_switches_to_ivf_past_the_threshold_and_retrains_as_it_grows(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(kb_index, "FLAT_MAX", 100)
     kb, vecs = synthetic_kb(tmp_path / "kb", 100)
-    assert kb.manifest["indexes"]["text"]["type"] == "flat"
+    assert kb.manifest.indexes["text"].type == "flat"
     rng = np.random.default_rng(1)
     more = normalised(rng.standard_normal((300, 32)))
     kb.extend([KbEntry(id=f"w{i}", kind="passage", text="w") for i in range(300)], more)
-    info = kb.manifest["indexes"]["text"]
-    assert (info["type"], info["count"], info["params"]["trained_on"]) == ("ivf", 400, 400)
+    info = kb.manifest.indexes["text"]
+    assert (info.type, info.count, info.params["trained_on"]) == ("ivf", 400, 400)
     kb.extend([KbEntry(id=f"x{i}", kind="passage", text="x") for i in range(100)],
               normalised(rng.standard_normal((100, 32))))
-    assert kb.manifest["indexes"]["text"]["params"]["trained_on"] == 400  # added to, not retrained
+    assert kb.manifest.indexes["text"].params["trained_on"] == 400  # added to, not retrained
     kb.save()
     back = KnowledgeBase.open(tmp_path / "kb")
     for i in (0, 150, 399):  # every stored vector finds itself first, through the reloaded IVF index
@@ -223,7 +223,7 @@ def test_approximate_indexes_survive_a_round_trip(tmp_path: Path, index: str) ->
     kb, vecs = synthetic_kb(tmp_path / "kb", 300, index=index)
     kb.save()
     back = KnowledgeBase.open(tmp_path / "kb")
-    assert back.manifest["indexes"]["text"]["type"] == index
+    assert back.manifest.indexes["text"].type == index
     found = [back.search_vectors(None, vecs[i], 1)[0][0].entry.id for i in range(0, 300, 30)]
     assert found == [f"v{i}" for i in range(0, 300, 30)]
 
@@ -278,7 +278,7 @@ def test_tiny_clip_kb_scores_images_and_text_and_finds_the_same_photo(tmp_path: 
     assert s.indexes == {"text": {"type": "flat", "count": 12}, "image": {"type": "flat", "count": 12}}
     kb = KnowledgeBase.open(tmp_path / "kb")
     clip = load_embedder(str(tiny_clip))
-    assert kb.embedder["dim"] == clip.dim == 16 and kb.embedder["modalities"] == ["image", "text"]
+    assert kb.embedder.dim == clip.dim == 16 and kb.embedder.modalities == ["image", "text"]
     photo = load_image(EXAMPLES / "images" / "chelsea.jpg")
     hits, _ = kb.search(clip, image=photo.image, k=3, guard=Guard(mode="off", image_sha256=photo.sha256))
     assert hits[0].entry.image == "images/chelsea.jpg" and hits[0].same_image
@@ -405,6 +405,22 @@ def test_opening_and_overwriting_are_guarded(tmp_path: Path, passages_kb: Path) 
     (copy / "entries.jsonl").write_text("\n".join(lines + lines) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match="inconsistent"):
         KnowledgeBase.open(copy)
+
+
+def test_manifest_keys_and_errors(tmp_path: Path, passages_kb: Path) -> None:
+    m = json.loads((passages_kb / "manifest.json").read_text(encoding="utf-8"))
+    assert list(m) == ["format", "version", "embedder", "index_choice", "image_weight", "count", "indexes",
+                       "sources", "created", "updated", "kinds"]  # the keys and order the untyped manifest had
+    assert list(m["sources"][0]) == ["path", "kind", "added", "skipped", "at"]
+    copy = tmp_path / "copy"
+    shutil.copytree(passages_kb, copy)
+    for broken, error, needle in [({**m, "version": 99}, ConfigError, "format 99, newer"),
+                                  ({**m, "format": "x"}, DataError, "not a vqa knowledge-base manifest"),
+                                  ({k: v for k, v in m.items() if k != "embedder"}, DataError, "damaged .*embedder"),
+                                  ([1, 2], DataError, "not a vqa knowledge-base manifest")]:
+        (copy / "manifest.json").write_text(json.dumps(broken), encoding="utf-8")
+        with pytest.raises(error, match=needle):
+            KnowledgeBase.open(copy)
 
 
 # ---------------------------------------------------------------- vqa kb (CLI)

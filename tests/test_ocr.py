@@ -16,13 +16,13 @@ from PIL import Image, ImageDraw, ImageFont
 from agent.errors import ConfigError
 from agent.schema import Question, ToolResult
 from tools.base import ToolError
+from tools.imaging import fit_within
 from tools.ocr import (
     KOREAN_WEIGHTS,
     OcrTool,
     choose_engine,
     clean_spans,
     easyocr_to_detections,
-    fit_within,
     make_detections,
     quad_to_xyxy,
     reading_order,

@@ -26,6 +26,7 @@ from PIL import Image
 
 from agent.config import load_settings
 from agent.errors import ConfigError, ModelLoadError
+from agent.images import fit_pixels
 from agent.reasoners import load_reasoner
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.openai import (
@@ -33,7 +34,6 @@ from agent.reasoners.openai import (
     ServerError,
     conforming_letter,
     constraint_fields,
-    fit_pixels,
     logprob_probs,
     token_letter,
 )
@@ -127,9 +127,11 @@ def test_fit_pixels(size, budget, want) -> None:
 
 
 def test_logprobs_scoring_from_the_first_answer_token(server: FakeOpenAIServer) -> None:
-    d = one(backend(server))
+    b = backend(server)
+    d = one(b)
     top = server.script.top  # {"b": -0.22, " a": -1.9, "(c": -3.2, "The": -4.0}
     assert d.method == "logits" and d.flags == ["path:logprobs"] and d.raw == "b"
+    assert d.template == "answer.en@2" and d.reasoner == b.fingerprint  # the prompt version and the model
     assert d.probs == pytest.approx(softmax({"a": top[" a"], "b": top["b"], "c": top["(c"]}))
     body = server.stats.requests[-1]
     assert body["logprobs"] is True and body["top_logprobs"] == 20 and body["temperature"] == 0.0

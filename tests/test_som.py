@@ -226,7 +226,7 @@ def test_prompt_tells_the_model_how_to_use_the_marks() -> None:
     ev = SomEvidence(model="sam", source="auto", marks=[Mark(id=1, box=[0, 0, 10, 10], area=0.25, point=[5, 5])])
     r = ToolResult(tool="som", ok=True, evidence=ev, artifacts={"marked": "artifacts/e/som.jpg"})
     text, template = prompts.render(WHERE, [r])
-    assert template == "answer.ko@3" and "번호로 영역을 찾아" in text
+    assert template == "answer.ko@3" == prompts.template_id(WHERE) and "번호로 영역을 찾아" in text
     assert "mark=1 box=[0, 0, 10, 10] area=0.250" in text
     english = Question(id="e", text="What is left of the cup?", options={"a": "spoon", "b": "plate"})
     assert "numbered marks drawn by the som tool" in prompts.render(english, [r])[0]

@@ -20,6 +20,7 @@ from agent.calibration import RotatingReasoner, TemperatureReasoner, rotate, unr
 from agent.data import RowError
 from agent.errors import ConfigError
 from agent.images import load_image
+from agent.probs import apply_temperature
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.runner import ResultsLog, run_batch
@@ -29,7 +30,6 @@ from agent.trace.events import TRACE_VERSION, TraceError, TraceEvent, TraceWrite
 from agent.trace.export import OtelSink, sinks_from_env
 from agent.trace.read import questions, read_trace
 from agent.trace.render import render_question
-from eval.metrics import apply_temperature
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 VQA = str(Path(sys.executable).parent / "vqa")
@@ -127,7 +127,9 @@ def test_a_run_traces_every_node_in_order_with_cached_tool_outputs(traced_run: P
     assert tool.outputs["artifacts"]["annotated"] == "artifacts/sign/ocr.jpg"
     reason = sign.first("node", "reason")
     assert reason.outputs["method"] == "evidence" and max(reason.outputs["probs"], key=reason.outputs["probs"].get) == "a"
+    assert reason.outputs["reasoner"] == "evidence:sharpness=6,min_support=0.5" and reason.outputs["template"] is None
     answers = ResultsLog(traced_run / "results.jsonl").load()
+    assert answers["sign"].reasoner == reason.outputs["reasoner"]  # what produced the answer is in its record
     assert sign.answer["answer"] == answers["sign"].answer == "a" and sign.answer["probs"] == answers["sign"].probs
     cat_tool = views["cat"].first("node", "run_tool")
     assert cat_tool.cached is False  # computed here: nothing was seeded for it

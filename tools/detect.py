@@ -31,6 +31,7 @@ from agent.hub import locate
 from agent.schema import DetectedBox, DetectEvidence, Question
 from tools.base import Tool, ToolError
 from tools.boxes import count_boxes, count_distribution, grounded_detections, merge_tiles, tile_grid
+from tools.device import half_dtype, resolve_device
 from tools.phrases import Target, parse_count, target
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"
@@ -40,17 +41,6 @@ TILING = ("auto", "on", "off")
 # transformers builds models under a process-wide meta-device context: two from_pretrained calls in parallel
 # threads (detect and som start together) corrupt each other, so checkpoints load one at a time.
 LOAD_LOCK = threading.Lock()
-
-
-def resolve_device(device: str) -> tuple[str, Any]:
-    """``(device, dtype)``: ``"auto"`` is CUDA in fp16 when torch sees a GPU, else CPU in fp32."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    dev = ("cuda" if cuda else "cpu") if device == "auto" else device
-    if dev.startswith("cuda") and not cuda:
-        raise ToolError(f"device {device!r} asks for CUDA, but torch sees no CUDA GPU; use 'cpu' or 'auto'")
-    return dev, (torch.float16 if dev.startswith("cuda") else torch.float32)
 
 
 def load_checkpoint(model: str, classes: dict[str, str], flag: str, what: str) -> tuple[Any, Any]:
@@ -208,7 +198,8 @@ class DetectTool(Tool):
         return {"text": question.text, "options": question.options}
 
     def load(self) -> None:
-        self._device, self._dtype = resolve_device(self.settings["device"])
+        self._device = resolve_device(self.settings["device"])
+        self._dtype = half_dtype(self._device)
         self._processor, model = load_checkpoint(self.settings["model"], DETECTOR_CLASSES, "--detector",
                                                  "Grounding DINO detector")
         self._model = model.to(self._device, dtype=self._dtype).eval()

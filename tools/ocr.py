@@ -24,6 +24,8 @@ from PIL import Image
 from agent.errors import ConfigError
 from agent.schema import OcrEvidence, Question, TextSpan
 from tools.base import Tool, ToolError
+from tools.device import cuda_available
+from tools.imaging import fit_within
 
 ENGINES = ("auto", "easyocr", "tesseract")
 TESSERACT_BOXES = ("craft", "tesseract")
@@ -129,16 +131,6 @@ def clean_spans(det: sv.Detections, min_confidence: float, size: tuple[int, int]
 def to_spans(det: sv.Detections) -> list[TextSpan]:
     return [TextSpan(text=str(t), box=[round(float(v), 1) for v in box], confidence=round(float(c), 4))
             for box, c, t in zip(det.xyxy, det.confidence, det.data["text"])]
-
-
-def fit_within(image: Image.Image, max_side: int | None) -> tuple[Image.Image, float]:
-    """Downscale so the longest side is at most ``max_side``; returns the image and the scale applied."""
-    longest = max(image.size)
-    if not max_side or longest <= max_side:
-        return image, 1.0
-    scale = max_side / longest
-    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                        Image.Resampling.LANCZOS), scale
 
 
 def choose_engine(engine: str, languages: Sequence[str] | None, question_language: str | None,
@@ -358,9 +350,7 @@ class OcrTool(Tool):
         """Engines load on first use (``auto`` may never need one of them); only the GPU choice is settled here."""
         s = self.settings
         if s["gpu"] is None and (s["engine"] != "tesseract" or s["tesseract_boxes"] == "craft"):
-            import torch
-
-            self._gpu = bool(torch.cuda.is_available())
+            self._gpu = cuda_available()
 
     def korean_weights(self) -> bool:
         return any((d / KOREAN_WEIGHTS).is_file() for d in weight_dirs(self.settings["easyocr_model_dir"]))

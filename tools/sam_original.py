@@ -18,7 +18,7 @@ from PIL import Image
 
 from agent.errors import brief
 from tools.base import ToolError
-from tools.detect import resolve_device
+from tools.device import half_dtype, resolve_device
 
 EMBED_TOKENS = 64  # SAM's image encoder: 1024 px input, 16 px patches -> 64 x 64 tokens
 
@@ -44,8 +44,8 @@ class OriginalSam:
         import torch
         from segment_anything.build_sam import _build_sam
 
-        self.device, half = resolve_device(device)
-        self.autocast = half == torch.float16
+        self.device = resolve_device(device)
+        self.autocast = half_dtype(self.device) == torch.float16
         file = Path(path).expanduser()
         if not file.is_file():
             raise ToolError(f"--segmenter {path!r} does not exist; expected segment-anything's sam_vit_*.pth file")

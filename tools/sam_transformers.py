@@ -12,7 +12,8 @@ import numpy as np
 import supervision as sv
 from PIL import Image
 
-from tools.detect import load_checkpoint, resolve_device
+from tools.detect import load_checkpoint
+from tools.device import half_dtype, resolve_device
 
 SEGMENTER_CLASSES = {"sam": "SamModel"}  # config.model_type -> transformers class
 
@@ -37,7 +38,8 @@ class TransformersSam:
     name = "transformers"
 
     def __init__(self, model: str, device: str) -> None:
-        self.device, self.dtype = resolve_device(device)
+        self.device = resolve_device(device)
+        self.dtype = half_dtype(self.device)
         self.processor, net = load_checkpoint(model, SEGMENTER_CLASSES, "--segmenter", "SAM segmenter")
         self.model = net.to(self.device, dtype=self.dtype).eval()
         pad = self.processor.image_processor.pad_size

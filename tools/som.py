@@ -31,6 +31,7 @@ from agent.errors import ConfigError, brief
 from agent.schema import Mark, Question, SomEvidence
 from tools.base import Tool
 from tools.detect import DetectTool, Grounded, sources_digest
+from tools.imaging import fit_within
 from tools.marks import LabelStyle, assign_colors, disjoint_regions, draw_marks, place_labels, reading_order
 from tools.phrases import target
 
@@ -40,15 +41,6 @@ BACKENDS = {"transformers": "tools.sam_transformers:TransformersSam",  # lazy, l
 
 
 # ---------------------------------------------------------------- plain functions (no model)
-
-def fit_within(image: Image.Image, max_side: int | None) -> tuple[Image.Image, float]:
-    """Downscale so the longest side is at most ``max_side``; returns the image and the scale applied."""
-    if not max_side or max(image.size) <= max_side:
-        return image, 1.0
-    scale = max_side / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.LANCZOS), scale
-
 
 def select_regions(masks: np.ndarray, priority: np.ndarray, min_area: float,
                    max_regions: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,9 +110,10 @@ class SomTool(Tool):
     @property
     def fingerprint(self) -> str:
         """Changes when the layout and drawing code changes (the tool cache hashes this module's source itself)."""
+        import tools.imaging
         import tools.marks
 
-        return sources_digest(tools.marks)
+        return sources_digest(tools.marks, tools.imaging)
 
     def cache_inputs(self, question: Question) -> dict[str, Any]:
         """What the output reads of the question: only the phrase ``detect`` seeds the regions with."""

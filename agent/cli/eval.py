@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from agent.cli.common import RUN_FLAGS, Opt, SettingsFlags, err, fail, open_services, out, settings_flags, trace_writer
+
+if TYPE_CHECKING:
+    from eval.report import Metrics
 
 
 @settings_flags(*RUN_FLAGS)
@@ -54,7 +56,7 @@ def eval_cmd(
                            debias=settings.debias, temperature=settings.temperature, batch_size=settings.batch_size,
                            csv_path=csv_path, on_arm=on_arm, on_done=lambda a: progress.advance(task), trace=trace)
     if as_json:
-        print(json.dumps(metrics, ensure_ascii=False, indent=2))
+        print(metrics.model_dump_json(indent=2))
         return
     print_metrics(metrics)
     out.print(f"metrics: {run_dir / 'metrics.json'}" + (f"   ablation: {run_dir / 'ablation.csv'}, "
@@ -66,37 +68,36 @@ def _pct(x: float) -> str:
     return f"{x:.1%}"
 
 
-def print_metrics(m: dict[str, Any]) -> None:
-    out.print(f"[bold]accuracy[/] {_pct(m['accuracy'])}  (95% CI {_pct(m['ci_low'])}–{_pct(m['ci_high'])}, "
-              f"n={m['n']}, failed {m['failed']})   [bold]s/question[/] {m['s_per_q']:.3f}   reasoner {m['reasoner']}")
-    t = Table(title=f"per category (from the {'CSV' if m['category_source'] == 'column' else 'router'})")
+def print_metrics(m: Metrics) -> None:
+    out.print(f"[bold]accuracy[/] {_pct(m.accuracy)}  (95% CI {_pct(m.ci_low)}–{_pct(m.ci_high)}, "
+              f"n={m.n}, failed {m.failed})   [bold]s/question[/] {m.s_per_q:.3f}   reasoner {m.reasoner}")
+    t = Table(title=f"per category (from the {'CSV' if m.category_source == 'column' else 'router'})")
     for col in ("category", "n", "accuracy", "95% CI"):
         t.add_column(col)
-    for c, s in m["per_category"].items():
-        t.add_row(c, str(s["n"]), _pct(s["accuracy"]), f"{_pct(s['ci_low'])}–{_pct(s['ci_high'])}")
+    for c, s in m.per_category.items():
+        t.add_row(c, str(s.n), _pct(s.accuracy), f"{_pct(s.ci_low)}–{_pct(s.ci_high)}")
     out.print(t)
-    c = m["calibration"]
-    line = (f"[bold]calibration[/] ECE {c['ece']:.3f}  NLL {c['nll']:.3f}  fitted temperature "
-            f"{c['temperature_fit']:.3g} → ECE {c['ece_at_fit']:.3f}, NLL {c['nll_at_fit']:.3f} (in-sample)")
-    if c.get("temperature") is not None:
-        line += f"; at --temperature {c['temperature']:g}: ECE {c['ece_at_temperature']:.3f}"
+    c = m.calibration
+    line = (f"[bold]calibration[/] ECE {c.ece:.3f}  NLL {c.nll:.3f}  fitted temperature "
+            f"{c.temperature_fit:.3g} → ECE {c.ece_at_fit:.3f}, NLL {c.nll_at_fit:.3f} (in-sample)")
+    if c.temperature is not None:
+        line += f"; at --temperature {c.temperature:g}: ECE {c.ece_at_temperature:.3f}"
     out.print(line)
-    if m.get("cache"):
-        k = m["cache"]
-        out.print(f"[bold]tool cache[/] computed {k['computed']}, served {k['served']}, failed {k['failed']}  "
-                  f"({k['root']})")
-    if m.get("circular"):
-        ci = m["circular"]
-        out.print(f"[bold]circular accuracy[/] {_pct(ci['circular_accuracy'])} (rotations right: "
-                  f"{_pct(ci['rotation_accuracy'])} of {ci['evaluations']})")
+    if m.cache:
+        k = m.cache
+        out.print(f"[bold]tool cache[/] computed {k.computed}, served {k.served}, failed {k.failed}  ({k.root})")
+    if m.circular:
+        ci = m.circular
+        out.print(f"[bold]circular accuracy[/] {_pct(ci.circular_accuracy)} (rotations right: "
+                  f"{_pct(ci.rotation_accuracy)} of {ci.evaluations})")
         t = Table(title="position bias (share of answers)")
         for col in ("letter", "chosen", "correct", "gap"):
             t.add_column(col)
-        for k, v in ci["position_bias"].items():
-            t.add_row(k, _pct(v["chosen"]), _pct(v["correct"]), f"{v['gap']:+.1%}")
+        for k, v in ci.position_bias.items():
+            t.add_row(k, _pct(v.chosen), _pct(v.correct), f"{v.gap:+.1%}")
         out.print(t)
-    if m.get("ablation"):
-        rows = m["ablation"]["rows"]
+    if m.ablation:
+        rows = m.ablation.rows
         t = Table(title="tool ablation (Δ and McNemar p vs router)")
         extra = [k for k in rows[0] if k.startswith("ran:")] if rows else []
         for col in ["arm", "n", "accuracy", "95% CI", "Δ", "p", "s/q", *extra]:

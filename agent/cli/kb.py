@@ -129,7 +129,7 @@ def search(
     if as_json:
         print(json.dumps({"hits": [h.as_dict() for h in hits]}, ensure_ascii=False))
         return
-    t = Table(title=f"{kb} ({base.embedder['name']})")
+    t = Table(title=f"{kb} ({base.embedder.name})")
     for col in ("#", "id", "score", "image", "text", "kind", "entry"):
         t.add_column(col, overflow="fold")
     for i, h in enumerate(hits, 1):
@@ -153,15 +153,13 @@ def info(
     except VqaError as exc:
         fail(str(exc))
     if as_json:
-        print(json.dumps(manifest, ensure_ascii=False))
+        print(manifest.model_dump_json())
         return
-    e = manifest["embedder"]
-    out.print(f"[bold]{kb}[/]: {manifest['count']} entries {manifest.get('kinds', {})}, format {manifest['version']}",
+    e = manifest.embedder
+    out.print(f"[bold]{kb}[/]: {manifest.count} entries {manifest.kinds}, format {manifest.version}", highlight=False)
+    out.print(f"embedder: {e.name} ({e.backend}, dim {e.dim}, {'+'.join(e.modalities)}, fingerprint {e.fingerprint})",
               highlight=False)
-    out.print(f"embedder: {e['name']} ({e['backend']}, dim {e['dim']}, {'+'.join(e['modalities'])}, "
-              f"fingerprint {e['fingerprint']})", highlight=False)
-    for name, i in manifest["indexes"].items():
-        out.print(f"index {name}: {i['type']} ({i['count']} vectors) {i['params']}", highlight=False)
-    for s in manifest["sources"]:
-        out.print(f"source: {s['path']} ({s['kind']}): +{s['added']}, {s['skipped']} skipped, {s['at']}",
-                  highlight=False)
+    for name, i in manifest.indexes.items():
+        out.print(f"index {name}: {i.type} ({i.count} vectors) {i.params}", highlight=False)
+    for s in manifest.sources:
+        out.print(f"source: {s.path} ({s.kind}): +{s.added}, {s.skipped} skipped, {s.at}", highlight=False)

@@ -42,6 +42,7 @@ from tools.retrieve.kb import (
     entry_role,
     question_text,
 )
+from tools.retrieve.manifest import SourceInfo, now
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 Progress = Callable[[int, int], None]
@@ -278,13 +279,13 @@ def add_to_kb(kb_dir: Path, source: Path, *, images_root: Path | None = None, cl
 def _commit(kb: KnowledgeBase, source: Path, kind: str, added: int, skips: list[Skip], t0: float,
             stale_image: bool) -> BuildSummary:
     if added:
-        kb.manifest["sources"].append({"path": str(Path(source).resolve()), "kind": kind, "added": added,
-                                       "skipped": len(skips), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        kb.manifest.sources.append(SourceInfo(path=str(Path(source).resolve()), kind=kind, added=added,
+                                              skipped=len(skips), at=now()))
         kb.save()
         if stale_image and "image" not in kb.indexes:  # left over from a KB this one replaced
             for name in ("image.faiss", IMAGE_ROWS):
                 (kb.root / name).unlink(missing_ok=True)
-    indexes = {n: {"type": i["type"], "count": i["count"]} for n, i in kb.manifest["indexes"].items()}
+    indexes = {n: {"type": i.type, "count": i.count} for n, i in kb.manifest.indexes.items()}
     return BuildSummary(kb=str(kb.root), source=str(source), source_kind=kind, added=added, total=len(kb),
-                        embedder=kb.embedder["name"], indexes=indexes, seconds=round(time.perf_counter() - t0, 3),
+                        embedder=kb.embedder.name, indexes=indexes, seconds=round(time.perf_counter() - t0, 3),
                         skipped=skips)

@@ -6,7 +6,6 @@ A reasoner turns a batch of requests (question, image, tool results) into one
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
@@ -49,21 +48,6 @@ def letter_variants(letter: str) -> list[str]:
     for c in (letter.lower(), letter.upper()):
         out += [c, f" {c}", f"({c}", f" ({c}", f"{c})", f"{c}.", f"**{c}"]
     return out
-
-
-def softmax_over_letters(scores: dict[str, float]) -> dict[str, float]:
-    """Normalise per-letter log-scores into probabilities (``-inf`` gets 0)."""
-    finite = [s for s in scores.values() if math.isfinite(s)]
-    if not finite:
-        return {k: 1.0 / len(scores) for k in scores}
-    top = max(finite)
-    exps = {k: (math.exp(s - top) if math.isfinite(s) else 0.0) for k, s in scores.items()}
-    z = sum(exps.values())
-    return {k: v / z for k, v in exps.items()}
-
-
-def uniform(letters: Sequence[str]) -> dict[str, float]:
-    return {k: 1.0 / len(letters) for k in letters}
 
 
 _PATTERNS = [

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from agent.reasoners.base import ReasonRequest, softmax_over_letters, uniform
+from agent.probs import softmax_over_letters, uniform
+from agent.reasoners.base import ReasonRequest
 from agent.schema import Decision, DetectEvidence, OcrEvidence, Question, RetrieveEvidence
 from tools.phrases import is_polar, parse_yes_no
 from tools.text import normalise
@@ -130,9 +131,13 @@ class EvidenceReasoner:
 
     def close(self) -> None:
         """Nothing to release."""
+    @property
+    def fingerprint(self) -> str:
+        """What determines the output (no model, no prompt): the scoring settings."""
+        return f"evidence:sharpness={self.sharpness:g},min_support={self.min_support:g}"
 
     def decide(self, batch: Sequence[ReasonRequest]) -> list[Decision]:
-        return [self._one(r) for r in batch]
+        return [self._one(r).model_copy(update={"reasoner": self.fingerprint}) for r in batch]
 
     def _one(self, req: ReasonRequest) -> Decision:
         q = req.question

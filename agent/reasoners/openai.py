@@ -42,7 +42,9 @@ from PIL import Image
 
 import prompts
 from agent.errors import ConfigError, ModelLoadError, VqaError
-from agent.reasoners.base import ReasonRequest, parse_letter, softmax_over_letters
+from agent.images import fit_pixels
+from agent.probs import logsumexp, one_hot, softmax_over_letters, uniform
+from agent.reasoners.base import ReasonRequest, parse_letter
 from agent.schema import Decision
 
 DIALECTS: tuple[str, ...] = ("choice", "guided_choice", "json_schema", "grammar")
@@ -94,13 +96,8 @@ def logprob_probs(content: Sequence[dict], letters: Sequence[str], max_skip: int
             k = token_letter(tok)
             if k in scores and lp is not None:
                 scores[k].append(float(lp))
-        return softmax_over_letters({k: _logsumexp(v) for k, v in scores.items()})
+        return softmax_over_letters({k: logsumexp(v) for k, v in scores.items()})
     return None
-
-
-def _logsumexp(values: list[float]) -> float:
-    top = max(values, default=-math.inf)
-    return top if not math.isfinite(top) else top + math.log(sum(math.exp(v - top) for v in values))
 
 
 def constraint_fields(dialect: str, letters: Sequence[str]) -> dict[str, Any]:
@@ -127,15 +124,6 @@ def conforming_letter(text: str, dialect: str, letters: Sequence[str]) -> str | 
         except (ValueError, TypeError, KeyError):
             return None
     return t if t in letters else None
-
-
-def fit_pixels(size: tuple[int, int], max_pixels: int | None) -> tuple[int, int]:
-    """The largest size with the same aspect and at most ``max_pixels`` pixels; never upscales."""
-    w, h = size
-    if max_pixels is None or w * h <= max_pixels:
-        return w, h
-    s = math.sqrt(max_pixels / (w * h))
-    return max(1, int(w * s)), max(1, int(h * s))
 
 
 def data_url(image: Image.Image, max_pixels: int | None, quality: int = 92) -> str:
@@ -276,7 +264,9 @@ class OpenAIBackend:
                 f.cancel()
             wait(futures)
             raise failed.exception()
-        return [f.result() for f in futures]
+        fingerprint = self.fingerprint
+        return [f.result().model_copy(update={"template": prompts.template_id(r.question), "reasoner": fingerprint})
+                for r, f in zip(batch, futures, strict=True)]
 
     def _one(self, req: ReasonRequest) -> Decision:
         q = req.question
@@ -305,7 +295,7 @@ class OpenAIBackend:
                 elif self._caps.dialect != dialect:  # rejected (400) or ignored while probing
                     self._caps.ruled_out.add(dialect)
             if letter is not None:
-                return Decision(probs={k: float(k == letter) for k in letters}, method="generate", prompt=prompt,
+                return Decision(probs=one_hot(letter, letters), method="generate", prompt=prompt,
                                 raw=reply.text, flags=[f"path:{dialect}"])
             if reply is not None:  # the server ignored the constraint: its reply is a plain answer, parse it
                 seen = reply.text
@@ -314,9 +304,9 @@ class OpenAIBackend:
             seen = self._complete(messages, self.max_new_tokens).text
         letter = parse_letter(seen, q.options)
         if letter is None:
-            return Decision(probs={k: 1.0 / len(letters) for k in letters}, method="generate", prompt=prompt,
-                            raw=seen, flags=["path:parsed", "unparsed"])
-        return Decision(probs={k: float(k == letter) for k in letters}, method="generate", prompt=prompt, raw=seen,
+            return Decision(probs=uniform(letters), method="generate", prompt=prompt, raw=seen,
+                            flags=["path:parsed", "unparsed"])
+        return Decision(probs=one_hot(letter, letters), method="generate", prompt=prompt, raw=seen,
                         flags=["path:parsed"])
 
     def _dialects(self) -> list[str]:
@@ -329,7 +319,7 @@ class OpenAIBackend:
             return [d for d in wanted if d not in self._caps.ruled_out]
 
     def _messages(self, req: ReasonRequest) -> tuple[list[dict], str]:
-        text, _template_id = prompts.render(req.question, req.results, history=req.history, marked=bool(req.images))
+        text, _ = prompts.render(req.question, req.results, history=req.history, marked=bool(req.images))
         images = ([req.image] if req.image is not None else []) + list(req.images)  # photo, then e.g. som's marks
         content: list[dict] = [{"type": "image_url", "image_url": {"url": data_url(im, self.max_pixels)}}
                                for im in images]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import importlib.util
-import math
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
@@ -17,8 +16,10 @@ import torch
 
 import prompts
 from agent.errors import ConfigError, ModelLoadError, brief
-from agent.reasoners.base import ReasonRequest, letter_variants, parse_letter, softmax_over_letters, uniform
+from agent.probs import logsumexp, one_hot, softmax_over_letters, uniform
+from agent.reasoners.base import ReasonRequest, letter_variants, parse_letter
 from agent.schema import LETTERS, Decision
+from tools.device import cuda_available, resolve_device
 
 Quant = Literal["none", "4bit", "8bit"]
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -31,13 +32,6 @@ def letter_token_ids(encode: Callable[[str], list[int]], letters: Iterable[str] 
         ids = {ids[0] for ids in (encode(v) for v in letter_variants(letter)) if len(ids) == 1}
         out[letter] = sorted(ids)
     return out
-
-
-def logsumexp(values: Sequence[float]) -> float:
-    top = max(values, default=-math.inf)
-    if not math.isfinite(top):
-        return top
-    return top + math.log(sum(math.exp(v - top) for v in values))
 
 
 def letter_probs(logits: Mapping[int, float] | Sequence[float], ids: Mapping[str, Sequence[int]],
@@ -79,11 +73,8 @@ class QwenBackend:
             raise ConfigError(f"quant must be 'none', '4bit' or '8bit', found {quant!r}")
         if dtype != "auto" and dtype not in _DTYPES:
             raise ConfigError(f"dtype must be 'auto', 'bf16', 'fp16' or 'fp32', found {dtype!r}")
-        cuda = torch.cuda.is_available()
-        self.device = ("cuda" if cuda else "cpu") if device == "auto" else device
-        if self.device.startswith("cuda") and not cuda:
-            raise ConfigError(f"device={device!r} asks for CUDA, but torch sees no CUDA GPU; "
-                              "use device='cpu' or 'auto'")
+        cuda = cuda_available()
+        self.device = resolve_device(device)
         if quant != "none":
             if not self.device.startswith("cuda"):
                 raise ConfigError(f"quant={quant!r} needs a CUDA GPU (bitsandbytes), but the device is {self.device!r} "
@@ -173,8 +164,7 @@ class QwenBackend:
     def _inputs(self, batch: Sequence[ReasonRequest]) -> tuple[Any, list[str]]:
         texts, images = [], []
         for req in batch:
-            text, _template_id = prompts.render(req.question, req.results, history=req.history,
-                                                marked=bool(req.images))
+            text, _ = prompts.render(req.question, req.results, history=req.history, marked=bool(req.images))
             pictures = ([req.image] if req.image is not None else []) + list(req.images)  # photo, then marked copies
             content = [{"type": "image"} for _ in pictures] + [{"type": "text", "text": text}]
             chat = self._processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
@@ -196,12 +186,18 @@ class QwenBackend:
         return inputs.to(self._model.device), texts
 
     def decide(self, batch: Sequence[ReasonRequest]) -> list[Decision]:
+        """One decision per request, stamped with its prompt template id and this backend's fingerprint."""
+        fingerprint = self.fingerprint
+        return [d.model_copy(update={"template": prompts.template_id(r.question), "reasoner": fingerprint})
+                for r, d in zip(batch, self._decide(batch), strict=True)]
+
+    def _decide(self, batch: Sequence[ReasonRequest]) -> list[Decision]:
         if not batch:
             return []
         is_open = [not r.question.options for r in batch]
         if any(is_open) and not all(is_open):  # open questions are generated apart from scored ones
             parts = {flag: [i for i, o in enumerate(is_open) if o == flag] for flag in (True, False)}
-            got = {i: d for idx in parts.values() for i, d in zip(idx, self.decide([batch[i] for i in idx]))}
+            got = {i: d for idx in parts.values() for i, d in zip(idx, self._decide([batch[i] for i in idx]))}
             return [got[i] for i in range(len(batch))]
         self.load()
         inputs, texts = self._inputs(batch)
@@ -234,6 +230,6 @@ class QwenBackend:
                 out.append(Decision(probs=uniform(req.question.letters), method="generate", prompt=text, raw=raw,
                                     flags=["unparsed"]))
             else:
-                probs = {k: float(k == letter) for k in req.question.letters}
-                out.append(Decision(probs=probs, method="generate", prompt=text, raw=raw))
+                out.append(Decision(probs=one_hot(letter, req.question.letters), method="generate", prompt=text,
+                                    raw=raw))
         return out

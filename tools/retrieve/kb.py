@@ -23,10 +23,8 @@ into the existing index, which is rebuilt when the chosen type changes or an IVF
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,11 +33,12 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from agent.errors import ConfigError, DataError, ModelLoadError
+from agent.fileio import staged
 from tools.retrieve.embedders import Embedder, load_embedder
 from tools.retrieve.index import IVF_RETRAIN_GROWTH, all_vectors, build_index, choose_index_type, configure
+from tools.retrieve.manifest import EmbedderInfo, IndexInfo, KbManifest, now, read_manifest
 from tools.text import normalise
 
-FORMAT, FORMAT_VERSION = "vqa-kb", 1
 GUARDS = ("row", "image", "off")
 MANIFEST, ENTRIES, IMAGE_ROWS = "manifest.json", "entries.jsonl", "image_rows.npy"
 BUILD_HINT = "build one with `vqa kb build SOURCE --out DIR`"
@@ -135,7 +134,7 @@ def _round(x: float | None) -> float | None:
 @dataclass
 class KnowledgeBase:
     root: Path
-    manifest: dict[str, Any]
+    manifest: KbManifest
     entries: list[KbEntry] = field(default_factory=list)
     indexes: dict[str, Any] = field(default_factory=dict)  # "text", "image" -> faiss index
     image_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
@@ -151,15 +150,14 @@ class KnowledgeBase:
     # ------------------------------------------------------------ lifecycle
 
     @classmethod
-    def create(cls, root: Path, embedder: dict[str, Any], *, index: str = "auto",
+    def create(cls, root: Path, embedder: dict[str, Any] | EmbedderInfo, *, index: str = "auto",
                image_weight: float = 0.5) -> KnowledgeBase:
         """An empty knowledge base (nothing is written until ``save``)."""
         choose_index_type(1, index)
         check_weight(image_weight)
-        now = _now()
-        return cls(Path(root), {"format": FORMAT, "version": FORMAT_VERSION, "embedder": embedder,
-                                "index_choice": index, "image_weight": image_weight, "count": 0, "indexes": {},
-                                "sources": [], "created": now, "updated": now})
+        stamp = now()
+        return cls(Path(root), KbManifest(embedder=EmbedderInfo.model_validate(embedder), index_choice=index,
+                                          image_weight=image_weight, created=stamp, updated=stamp))
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> KnowledgeBase:
@@ -171,37 +169,28 @@ class KnowledgeBase:
                      else "a folder without manifest.json")
             raise ConfigError(f"no knowledge base at {root}: expected a folder written by `vqa kb build`, found "
                               f"{found}; {BUILD_HINT}")
-        try:
-            manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read {root / MANIFEST}: {exc}; rebuild with `vqa kb build --force`") from exc
-        if manifest.get("format") != FORMAT or not isinstance(manifest.get("version"), int):
-            raise DataError(f"{root / MANIFEST} is not a vqa knowledge-base manifest "
-                            f"(format {manifest.get('format')!r})")
-        if manifest["version"] > FORMAT_VERSION:
-            raise ConfigError(f"{root} is knowledge-base format {manifest['version']}, newer than this version reads "
-                              f"({FORMAT_VERSION}): upgrade vqa-orchestrator or rebuild it")
+        manifest = read_manifest(root / MANIFEST)
         try:
             lines = (root / ENTRIES).read_text(encoding="utf-8").splitlines()
             entries = [KbEntry.model_validate_json(line) for line in lines if line.strip()]
-            indexes = {name: faiss.read_index(str(root / f"{name}.faiss")) for name in manifest["indexes"]}
+            indexes = {name: faiss.read_index(str(root / f"{name}.faiss")) for name in manifest.indexes}
             rows = np.load(root / IMAGE_ROWS) if "image" in indexes else np.empty(0, dtype=np.int64)
         except (OSError, ValidationError, RuntimeError, ValueError) as exc:
             raise DataError(f"knowledge base {root} is damaged ({type(exc).__name__}: {exc}); "
                             "rebuild it with `vqa kb build --force`") from exc
-        n, problems = manifest["count"], []
+        n, problems = manifest.count, []
         if len(entries) != n:
             problems.append(f"{ENTRIES} has {len(entries)}")
         if n and ("text" not in indexes or indexes["text"].ntotal != n):
             problems.append(f"text.faiss has {indexes['text'].ntotal if 'text' in indexes else 'no file'}")
-        if "image" in indexes and not (indexes["image"].ntotal == len(rows) == manifest["indexes"]["image"]["count"]
+        if "image" in indexes and not (indexes["image"].ntotal == len(rows) == manifest.indexes["image"].count
                                        and (not len(rows) or int(rows.max()) < n)):
             problems.append(f"image.faiss has {indexes['image'].ntotal} vectors for {len(rows)} rows")
         if problems:
             raise DataError(f"knowledge base {root} is inconsistent: the manifest says {n} entries but "
                             f"{'; '.join(problems)} (an interrupted write?); rebuild it with `vqa kb build --force`")
         for name, idx in indexes.items():
-            configure(idx, manifest["indexes"][name]["type"], manifest["indexes"][name]["params"])
+            configure(idx, manifest.indexes[name].type, manifest.indexes[name].params)
         return cls(root, manifest, entries, indexes, rows.astype(np.int64))
 
     def save(self) -> None:
@@ -209,34 +198,26 @@ class KnowledgeBase:
         import faiss
 
         self.root.mkdir(parents=True, exist_ok=True)
-        self.manifest.update(count=len(self.entries), updated=_now(), kinds=self.kind_counts())
-        staged: list[tuple[Path, Path]] = []
-
-        def stage(name: str, write) -> None:
-            tmp = self.root / f".{name}.tmp"
-            write(tmp)
-            staged.append((tmp, self.root / name))
-
-        for name, idx in self.indexes.items():
-            stage(f"{name}.faiss", lambda p, idx=idx: faiss.write_index(idx, str(p)))
-        if "image" in self.indexes:
-            stage(IMAGE_ROWS, lambda p: p.write_bytes(_npy(self.image_rows)))
-        stage(ENTRIES, lambda p: p.write_text("".join(e.model_dump_json(exclude_none=True) + "\n"
-                                                      for e in self.entries), encoding="utf-8"))
-        stage(MANIFEST, lambda p: p.write_text(json.dumps(self.manifest, ensure_ascii=False, indent=2) + "\n",
-                                               encoding="utf-8"))
-        for tmp, final in staged:
-            os.replace(tmp, final)
+        m = self.manifest
+        m.count, m.updated, m.kinds = len(self.entries), now(), self.kind_counts()
+        with staged() as stage:
+            for name, idx in self.indexes.items():
+                faiss.write_index(idx, str(stage(self.root / f"{name}.faiss")))
+            if "image" in self.indexes:
+                stage(self.root / IMAGE_ROWS).write_bytes(_npy(self.image_rows))
+            stage(self.root / ENTRIES).write_text("".join(e.model_dump_json(exclude_none=True) + "\n"
+                                                          for e in self.entries), encoding="utf-8")
+            stage(self.root / MANIFEST).write_text(self.manifest.to_json(), encoding="utf-8")
 
     # ------------------------------------------------------------ contents
 
     @property
-    def embedder(self) -> dict[str, Any]:
-        return self.manifest["embedder"]
+    def embedder(self) -> EmbedderInfo:
+        return self.manifest.embedder
 
     @property
     def image_weight(self) -> float:
-        return float(self.manifest["image_weight"])
+        return self.manifest.image_weight
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -250,11 +231,11 @@ class KnowledgeBase:
     def check_embedder(self, embedder: Any) -> None:
         """Refuse an embedder whose weights or dimension differ from the ones the KB was built with."""
         want = self.embedder
-        if embedder.fingerprint != want["fingerprint"] or embedder.dim != want["dim"]:
+        if embedder.fingerprint != want.fingerprint or embedder.dim != want.dim:
             raise EmbedderMismatch(
-                f"knowledge base {self.root} was built with embedder {want['name']!r} (dim {want['dim']}, "
-                f"fingerprint {want['fingerprint']}), but the embedder given is {embedder.name!r} (dim {embedder.dim},"
-                f" fingerprint {embedder.fingerprint}): query it with --clip {want['spec']!r} (or leave --clip out),"
+                f"knowledge base {self.root} was built with embedder {want.name!r} (dim {want.dim}, "
+                f"fingerprint {want.fingerprint}), but the embedder given is {embedder.name!r} (dim {embedder.dim},"
+                f" fingerprint {embedder.fingerprint}): query it with --clip {want.spec!r} (or leave --clip out),"
                 f" or rebuild it with `vqa kb build --clip {embedder.spec} --force`")
 
     def extend(self, entries: list[KbEntry], text_vectors: np.ndarray, image_vectors: np.ndarray | None = None,
@@ -279,20 +260,20 @@ class KnowledgeBase:
 
     def _add(self, name: str, new: np.ndarray) -> None:
         new = np.ascontiguousarray(new, dtype=np.float32)
-        if new.shape[1] != self.embedder["dim"]:
-            raise ValueError(f"expected {self.embedder['dim']}-d vectors, found {new.shape[1]}-d")
-        old, info = self.indexes.get(name), self.manifest["indexes"].get(name)
+        if new.shape[1] != self.embedder.dim:
+            raise ValueError(f"expected {self.embedder.dim}-d vectors, found {new.shape[1]}-d")
+        old, info = self.indexes.get(name), self.manifest.indexes.get(name)
         total = (old.ntotal if old is not None else 0) + len(new)
-        kind = choose_index_type(total, self.manifest["index_choice"])
-        stale = (old is None or kind != info["type"]
-                 or (kind == "ivf" and total > IVF_RETRAIN_GROWTH * info["params"]["trained_on"]))
+        kind = choose_index_type(total, self.manifest.index_choice)
+        stale = (old is None or kind != info.type
+                 or (kind == "ivf" and total > IVF_RETRAIN_GROWTH * info.params["trained_on"]))
         if stale:
             vectors = np.concatenate([all_vectors(old), new]) if old is not None else new
             index, params = build_index(vectors, kind)
-            self.indexes[name], self.manifest["indexes"][name] = index, {"type": kind, "params": params}
+            self.indexes[name], self.manifest.indexes[name] = index, IndexInfo(type=kind, params=params)
         else:
             old.add(new)
-        self.manifest["indexes"][name]["count"] = total
+        self.manifest.indexes[name].count = total
 
     # ------------------------------------------------------------ search
 
@@ -303,7 +284,7 @@ class KnowledgeBase:
         if image is not None and "image" not in self.indexes:
             if not text:
                 raise ConfigError(f"knowledge base {self.root} has no image vectors (built with "
-                                  f"{self.embedder['name']!r}): search it by text, or build one with a CLIP model")
+                                  f"{self.embedder.name!r}): search it by text, or build one with a CLIP model")
             image = None  # a text-only KB answers on the question alone
         image_vec = embedder.embed_images([image])[0] if image is not None else None
         text_vec = embedder.embed_texts([text], role="query")[0] if text else None
@@ -378,10 +359,6 @@ def check_weight(w: float) -> float:
     return float(w)
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 def _npy(a: np.ndarray) -> bytes:
     import io
 
@@ -394,9 +371,9 @@ def embedder_for(kb: KnowledgeBase, spec: str | None = None, device: str = "auto
     """The KB's own embedder (or ``spec``, which must be the same model), loaded and checked."""
     want = kb.embedder
     try:
-        embedder = load_embedder(spec or want["spec"], device=device)
+        embedder = load_embedder(spec or want.spec, device=device)
     except ModelLoadError as exc:
-        raise ModelLoadError(f"{exc}; knowledge base {kb.root} was built with {want['name']!r}: if that model "
+        raise ModelLoadError(f"{exc}; knowledge base {kb.root} was built with {want.name!r}: if that model "
                              "moved, pass its new location with --clip PATH") from exc
     kb.check_embedder(embedder)
     return embedder

@@ -87,5 +87,5 @@ class RetrieveTool(Tool):
         hits, excluded = self._kb.search(self._embedder, image=image,
                                          text=question_text(question.text, question.options), k=s["k"],
                                          guard=guard, image_weight=s["image_weight"])
-        return RetrieveEvidence(kb=str(self._kb.root), embedder=self._kb.embedder["name"],
+        return RetrieveEvidence(kb=str(self._kb.root), embedder=self._kb.embedder.name,
                                 entries=[to_entry(h) for h in hits], excluded=[i for i, _ in excluded]), {}
