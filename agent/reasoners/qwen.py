@@ -16,6 +16,7 @@ import torch
 
 import prompts
 from agent.errors import ConfigError, ModelLoadError, brief
+from agent.hub import locate
 from agent.probs import logsumexp, one_hot, softmax_over_letters, uniform
 from agent.reasoners.base import ReasonRequest, letter_variants, parse_letter
 from agent.schema import LETTERS, Decision
@@ -39,11 +40,6 @@ def letter_probs(logits: Mapping[int, float] | Sequence[float], ids: Mapping[str
     """Per-letter score = logsumexp of its tokens' logits, softmaxed over ``letters`` only (no tokens: probability 0)."""
     scores = {k: logsumexp([float(logits[i]) for i in ids.get(k, ())]) for k in letters}
     return softmax_over_letters(scores)
-
-
-def _looks_local(model: str) -> bool:
-    p = Path(model).expanduser()
-    return p.exists() or p.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1 or "\\" in model
 
 
 class QwenBackend:
@@ -111,9 +107,11 @@ class QwenBackend:
             return
         from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
 
-        if _looks_local(self.model) and not Path(self.model).expanduser().is_dir():
-            raise ModelLoadError(f"model folder {self.model!r} does not exist (or is not a folder); expected a "
-                                 "checkpoint folder or a hub id such as 'Qwen/Qwen2.5-VL-7B-Instruct'")
+        try:  # a folder, or a hub id from the local cache; the hub itself is asked at most once per process
+            folder = locate(self.model, flag="--model", what="vision-language model")
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{exc}; or answer without a model: --reasoner evidence (OCR and detection "
+                                 "evidence only)") from None
         kwargs: dict[str, Any] = {"dtype": self.dtype, "device_map": {"": self.device}}
         if self.quant == "4bit":
             kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -122,8 +120,8 @@ class QwenBackend:
         elif self.quant == "8bit":
             kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         try:
-            processor = AutoProcessor.from_pretrained(self.model)
-            model = AutoModelForImageTextToText.from_pretrained(self.model, **kwargs)
+            processor = AutoProcessor.from_pretrained(folder)
+            model = AutoModelForImageTextToText.from_pretrained(folder, **kwargs)
         except Exception as exc:  # noqa: BLE001 -- any failure here is the user's checkpoint or path
             raise ModelLoadError(f"could not load {self.model!r} as a vision-language checkpoint "
                                  f"(AutoModelForImageTextToText + AutoProcessor): {brief(exc)}. Check the path, or for "
