@@ -143,7 +143,7 @@ def test_single_flight_runs_concurrent_callers_once_and_does_not_cache_failures(
 def test_missing_or_wrong_checkpoints_are_tool_errors_naming_the_flag(tmp_path: Path) -> None:
     q, img = PEOPLE, Image.new("RGB", (64, 48))
     r = DetectTool(model=str(tmp_path / "nowhere")).run(img, q)
-    assert not r.ok and "--detector" in r.error and "ToolError" in r.error
+    assert not r.ok and "--detector" in r.error and r.error.startswith("ToolUnavailable")
     r = DetectTool(model=str(tmp_path / "groundingdino_swint_ogc.pth")).run(img, q)
     assert not r.ok and "original-format" in r.error and "convert" in r.error
 

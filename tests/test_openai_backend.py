@@ -131,7 +131,7 @@ def test_logprobs_scoring_from_the_first_answer_token(server: FakeOpenAIServer) 
     d = one(b)
     top = server.script.top  # {"b": -0.22, " a": -1.9, "(c": -3.2, "The": -4.0}
     assert d.method == "logits" and d.flags == ["path:logprobs"] and d.raw == "b"
-    assert d.template == "answer.en@2" and d.reasoner == b.fingerprint  # the prompt version and the model
+    assert d.template == "answer.en@3" and d.reasoner == b.fingerprint  # the prompt version and the model
     assert d.probs == pytest.approx(softmax({"a": top[" a"], "b": top["b"], "c": top["(c"]}))
     body = server.stats.requests[-1]
     assert body["logprobs"] is True and body["top_logprobs"] == 20 and body["temperature"] == 0.0
