@@ -108,7 +108,7 @@ class JsonlLog:
         """The non-blank lines, in file order (none when the file does not exist)."""
         if not self.path.exists():
             return []
-        return [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [line for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
 
 
 def repair_jsonl(path: Path) -> None:

@@ -34,16 +34,23 @@ TOOL_FAILURES = "tool_failures.csv"
 
 class ResultsLog:
     """Append-only JSONL of ``Answer`` records, fsynced per record; survives a kill mid-write (a torn last line
-    is dropped)."""
+    is dropped). A damaged line elsewhere (edited by hand, a disk error) is skipped and counted in ``damaged``:
+    its question is simply answered again."""
 
     def __init__(self, path: Path) -> None:
         self._log = JsonlLog(path)
         self.path = self._log.path
+        self.damaged: list[int] = []  # records (1-based, blank lines not counted) that are not an answer
 
     def load(self) -> dict[str, Answer]:
         out: dict[str, Answer] = {}
-        for line in self._log.lines():
-            a = Answer.model_validate_json(line)
+        self.damaged = []
+        for n, line in enumerate(self._log.lines(), 1):
+            try:
+                a = Answer.model_validate_json(line)
+            except ValueError:  # pydantic's ValidationError is a ValueError
+                self.damaged.append(n)
+                continue
             out[a.id] = a
         return out
 
@@ -63,6 +70,7 @@ class BatchSummary:
     batch_sizes: list[int] = field(default_factory=list)
     tool_failures: dict[str, int] = field(default_factory=dict)  # per tool: questions answered while it failed
     tool_errors: dict[str, str] = field(default_factory=dict)  # per tool: its most common error
+    damaged_lines: list[int] = field(default_factory=list)  # results.jsonl lines skipped (their rows answered again)
 
     @property
     def seconds_per_question(self) -> float:
@@ -173,7 +181,7 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
                             isinstance(r, RowError) for r in rows), seconds=seconds, new=len(todo) - len(failures),
                         batch_sizes=batcher.batch_sizes,
                         no_evidence=sum("no_evidence" in a.flags for a in final), tool_failures=failures_by_tool,
-                        tool_errors=errors_by_tool)
+                        tool_errors=errors_by_tool, damaged_lines=log.damaged)
 
 
 def tool_failures(answers: list[Answer]) -> tuple[dict[str, int], dict[str, str]]:

@@ -68,3 +68,21 @@ def test_outputs_that_would_destroy_something_or_cannot_be_written_are_refused(t
 
 def test_a_submission_inside_the_run_directory_is_accepted_before_the_directory_exists(tmp_path: Path) -> None:
     check_output(tmp_path / "run" / "submission.csv", inputs=[tmp_path / "q.csv"], run_dir=tmp_path / "run")
+
+
+def test_a_damaged_record_in_the_middle_of_the_results_is_skipped_and_its_row_answered_again(tmp_path: Path) -> None:
+    from agent.reasoners.evidence import EvidenceReasoner
+    from agent.runner import ResultsLog, run_batch
+    from agent.schema import Question
+    from agent.services import Services
+
+    rows = [Question(id=f"q{i}", text="무슨 색?", options={"a": "x", "b": "y"}) for i in range(3)]
+    run = tmp_path / "run"
+    run_batch(rows, Services(reasoner=EvidenceReasoner()), run, forced_tools=[])
+    lines = (run / "results.jsonl").read_bytes().splitlines(keepends=True)
+    (run / "results.jsonl").write_bytes(lines[0] + b'{"id": "q1", "answer": \xff garbage\n' + lines[2])
+    again: list[str] = []
+    summary = run_batch(rows, Services(reasoner=EvidenceReasoner()), run, forced_tools=[],
+                        on_done=lambda a: again.append(a.id))
+    assert summary.damaged_lines == [2] and summary.new == 1 and summary.answered == 3
+    assert set(ResultsLog(run / "results.jsonl").load()) == {"q0", "q1", "q2"}

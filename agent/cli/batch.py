@@ -61,6 +61,10 @@ def batch(
     out.print(f"[bold]rows[/] {summary.rows}  [bold]answered[/] {summary.answered}  [bold]failed[/] {summary.failed}"
               f"  [bold]resumed[/] {summary.skipped}  [bold]s/question[/] {summary.seconds_per_question:.3f}"
               + (f"  [yellow]no evidence (uniform guess)[/] {summary.no_evidence}" if summary.no_evidence else ""))
+    if summary.damaged_lines:
+        shown = ", ".join(map(str, summary.damaged_lines[:10]))
+        out.print(f"[yellow]{run_dir / 'results.jsonl'}: skipped {len(summary.damaged_lines)} damaged record(s) "
+                  f"({shown}); their rows were answered again[/]", soft_wrap=True)
     for tool, n in sorted(summary.tool_failures.items()):
         out.print(f"[yellow]tool {tool} failed on {n} of {summary.rows} questions[/] (answered without it): "
                   f"{escape(summary.tool_errors[tool])}", soft_wrap=True)
