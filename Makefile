@@ -33,6 +33,7 @@ demo: install
 	@echo "--- $(DEMO)/submission.csv"; cat $(DEMO)/submission.csv
 
 test: install
+	$(BIN)/ruff check agent tools eval prompts tests examples
 	$(BIN)/python -m pytest -q -n 2
 
 test-fast: install
