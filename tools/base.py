@@ -111,7 +111,8 @@ class Tool(ABC):
                     with _LOAD_LOCK:
                         self.load()
                 except Exception as exc:  # noqa: BLE001 - whatever stops a load, the tool is out for this run
-                    self._unavailable = str(exc) if isinstance(exc, VqaError) else f"{type(exc).__name__}: {exc}"
+                    plain = type(exc) in (ToolError, ToolUnavailable)  # else the kind says something (EmbedderMismatch)
+                    self._unavailable = str(exc) if plain else f"{type(exc).__name__}: {exc}"
                     raise ToolUnavailable(self._unavailable) from None
                 self._ready = True
 
