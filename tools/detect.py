@@ -46,8 +46,6 @@ LOAD_LOCK = threading.Lock()
 def load_checkpoint(model: str, classes: dict[str, str], flag: str, what: str) -> tuple[Any, Any]:
     """``(processor, model)`` from a hub id or folder, the class chosen by the config's registered ``model_type``.
     Raises ``ToolError`` naming ``flag`` when the checkpoint is missing, unreachable or of another kind."""
-    import transformers
-
     path = Path(model).expanduser()
     if path.suffix in (".pth", ".pt", ".ckpt"):
         raise ToolError(f"{flag} {model!r} is an original-format {what} checkpoint; this tool loads transformers "
@@ -56,6 +54,8 @@ def load_checkpoint(model: str, classes: dict[str, str], flag: str, what: str) -
         folder = locate(model, flag=flag, what=what)
     except ModelLoadError as exc:
         raise ToolError(str(exc)) from None
+    import transformers  # only now: a checkpoint that is not there costs no heavy import
+
     try:
         with LOAD_LOCK:
             config = transformers.AutoConfig.from_pretrained(folder)
@@ -198,10 +198,10 @@ class DetectTool(Tool):
         return {"text": question.text, "options": question.options}
 
     def load(self) -> None:
-        self._device = resolve_device(self.settings["device"])
-        self._dtype = half_dtype(self._device)
         self._processor, model = load_checkpoint(self.settings["model"], DETECTOR_CLASSES, "--detector",
                                                  "Grounding DINO detector")
+        self._device = resolve_device(self.settings["device"])
+        self._dtype = half_dtype(self._device)
         self._model = model.to(self._device, dtype=self._dtype).eval()
         size = getattr(self._processor.image_processor, "size", None) or {}
         self.input_side = int(size.get("shortest_edge") or size.get("height") or 800)

@@ -38,9 +38,9 @@ class TransformersSam:
     name = "transformers"
 
     def __init__(self, model: str, device: str) -> None:
+        self.processor, net = load_checkpoint(model, SEGMENTER_CLASSES, "--segmenter", "SAM segmenter")
         self.device = resolve_device(device)
         self.dtype = half_dtype(self.device)
-        self.processor, net = load_checkpoint(model, SEGMENTER_CLASSES, "--segmenter", "SAM segmenter")
         self.model = net.to(self.device, dtype=self.dtype).eval()
         pad = self.processor.image_processor.pad_size
         self.pad = (int(pad["height"]), int(pad["width"]))
