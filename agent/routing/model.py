@@ -1,0 +1,119 @@
+"""The learned router as plain arrays: one logistic regression per tool over [e5 question embedding, option
+features], with its thresholds and the embedded bank questions for explanations. numpy only (no scikit-learn at
+run time); saved as ``.npz`` without pickles (``data/router.npz``, written by ``vqa dev train-router``).
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+
+from agent.errors import ModelLoadError
+
+PROBE_TEXT = "query fingerprint: 사진 속 간판에 적힌 글자는? What does the sign say?"
+_ARRAYS = ("tools", "feature_names", "mean", "scale", "coef", "intercept", "thresholds", "bank_vectors",
+           "bank_questions", "bank_tools", "probe", "meta")
+
+
+def default_model() -> Path:
+    return Path(str(files("agent.routing").joinpath("data/router.npz")))
+
+
+@dataclass(frozen=True, eq=False)
+class Neighbour:
+    question: str
+    tools: list[str]
+    cos: float
+
+    def as_dict(self) -> dict:
+        return {"question": self.question, "tools": self.tools, "cos": round(self.cos, 3)}
+
+
+@dataclass(frozen=True, eq=False)
+class RouterModel:
+    """``scores(vec, feats)`` -> one probability per tool; ``decide`` compares them with ``thresholds``."""
+
+    tools: tuple[str, ...]
+    feature_names: tuple[str, ...]  # the option features after the embedding's dimensions
+    mean: np.ndarray  # (D,) standardisation of [embedding, features]
+    scale: np.ndarray  # (D,)
+    coef: np.ndarray  # (T, D)
+    intercept: np.ndarray  # (T,)
+    thresholds: np.ndarray  # (T,)
+    bank_vectors: np.ndarray  # (N, E) unit rows (float16 in the file): the questions it was trained on
+    bank_questions: np.ndarray  # (N,) str
+    bank_tools: np.ndarray  # (N, T) bool
+    probe: np.ndarray  # (E,) the embedding of PROBE_TEXT when it was trained (detects a changed embedder)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        t, d = self.coef.shape
+        e = self.probe.shape[0]
+        expected = {"tools": (t,), "intercept": (t,), "thresholds": (t,), "mean": (d,), "scale": (d,),
+                    "bank_vectors": (self.bank_questions.shape[0], e), "bank_tools": (self.bank_questions.shape[0], t)}
+        for name, shape in expected.items():
+            found = np.shape(getattr(self, name))
+            if found != shape:
+                raise ModelLoadError(f"router model: expected {name} of shape {shape}, found {found}; "
+                                     "retrain it with `vqa dev train-router`")
+        if d != e + len(self.feature_names):
+            raise ModelLoadError(f"router model: expected {e} embedding dimensions + {len(self.feature_names)} "
+                                 f"features = {e + len(self.feature_names)} weights per tool, found {d}")
+
+    @property
+    def dim(self) -> int:
+        return int(self.probe.shape[0])
+
+    def scores(self, vec: np.ndarray, feats: np.ndarray) -> np.ndarray:
+        """Probability per tool (in ``tools`` order) for one embedded question and its feature vector."""
+        x = (np.concatenate([np.asarray(vec, np.float64), np.asarray(feats, np.float64)]) - self.mean) / self.scale
+        return 1.0 / (1.0 + np.exp(-(self.coef @ x + self.intercept)))
+
+    def contributions(self, feats: np.ndarray) -> np.ndarray:
+        """(T, F): each option feature's additive share of each tool's logit (weight x standardised value)."""
+        e = self.dim
+        x = (np.asarray(feats, np.float64) - self.mean[e:]) / self.scale[e:]
+        return self.coef[:, e:] * x
+
+    def nearest(self, vec: np.ndarray, k: int = 3) -> list[Neighbour]:
+        sims = self.bank_vectors @ np.asarray(vec, np.float32)
+        order = np.argsort(-sims, kind="stable")[:k]
+        return [Neighbour(str(self.bank_questions[i]), [t for t, on in zip(self.tools, self.bank_tools[i]) if on],
+                          float(sims[i])) for i in order]
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {name: getattr(self, name) for name in _ARRAYS if name != "meta"}
+        arrays["bank_vectors"] = self.bank_vectors.astype(np.float16)
+        arrays["tools"] = np.array(self.tools)
+        arrays["feature_names"] = np.array(self.feature_names)
+        arrays["meta"] = np.array(json.dumps(self.meta, ensure_ascii=False, sort_keys=True))
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> RouterModel:
+        path = Path(path) if path else default_model()
+        if not path.is_file():
+            raise ModelLoadError(f"router model {path} does not exist; train it with `vqa dev train-router`")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                missing = [a for a in _ARRAYS if a not in z.files]
+                if missing:
+                    raise ModelLoadError(f"router model {path}: expected arrays {list(_ARRAYS)}, missing {missing}; "
+                                         "retrain it with `vqa dev train-router`")
+                a = {name: z[name] for name in _ARRAYS}
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise ModelLoadError(f"router model {path} is not a readable .npz ({exc}); "
+                                 "retrain it with `vqa dev train-router`") from None
+        return cls(tools=tuple(map(str, a["tools"])), feature_names=tuple(map(str, a["feature_names"])),
+                   mean=a["mean"], scale=a["scale"], coef=a["coef"], intercept=a["intercept"],
+                   thresholds=a["thresholds"], bank_vectors=a["bank_vectors"].astype(np.float32),
+                   bank_questions=a["bank_questions"],
+                   bank_tools=a["bank_tools"].astype(bool), probe=a["probe"], meta=json.loads(str(a["meta"])))
