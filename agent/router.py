@@ -25,7 +25,7 @@ import numpy as np
 
 from agent.errors import ModelLoadError
 from agent.routing.features import asks_presence, option_features, option_kinds
-from agent.routing.model import PROBE_TEXT, RouterModel
+from agent.routing.model import KNN_PREFIX, PROBE_TEXT, RouterModel
 from agent.schema import TOOL_NAMES
 
 # (tool, pattern) — searched in the lower-cased question. High precision: a bare "sign" or "간판" is no rule (the
@@ -60,7 +60,8 @@ FEATURE_WHY = {"text": "options look like text to read", "name": "options look l
                "count": "options are small counts", "position": "options are places in the picture",
                "colour": "options are colours", "yesno": "yes/no options",
                "presence": "asks whether something is there", "yesno_presence": "yes/no options to a presence question",
-               "spatial": "the question names a place or relation in the picture"}
+               "spatial": "the question names a place or relation in the picture",
+               "reading": "asks for something usually printed (a price, date, name, number)"}
 
 _E5_LOCK = threading.Lock()
 _e5 = None
@@ -149,8 +150,8 @@ class Router:
         model = self.model()
         vec = embed_question(question.strip())
         feats = option_features(question, options)
-        fvec = np.array([feats[k] for k in model.feature_names])
-        probs = model.scores(vec, fvec)
+        inputs = model.features(vec, np.array([feats[k] for k in model.option_names]))
+        probs = model.scores(vec, inputs[: len(model.option_names)])
         nearest = model.nearest(vec, k=3)
         kinds = option_kinds(question, options)
         fired = {k: (kinds[k] if k in kinds else v) for k, v in feats.items() if v}
@@ -158,7 +159,7 @@ class Router:
         for j, tool in enumerate(model.tools):
             if probs[j] >= model.thresholds[j] and tool not in reasons:
                 learned.append(tool)
-                reasons[tool] = self._explain(model, j, probs[j], fvec, fired, nearest)
+                reasons[tool] = self._explain(model, j, probs[j], inputs, fired, nearest)
         tools = _ordered(reasons)
         return Route(tools=tools, reasons={t: reasons[t] for t in tools},
                      method="e5" if learned else "rules" if tools else "none",
@@ -167,13 +168,17 @@ class Router:
                      features=fired, nearest=[n.as_dict() for n in nearest])
 
     @staticmethod
-    def _explain(model: RouterModel, j: int, p: float, fvec: np.ndarray, fired: dict, nearest: list) -> str:
+    def _explain(model: RouterModel, j: int, p: float, inputs: np.ndarray, fired: dict, nearest: list) -> str:
         parts = [f"model {p:.2f} ≥ {model.thresholds[j]:.2f}"]
-        contrib = model.contributions(fvec)[j]
-        for k, c in sorted(zip(model.feature_names, contrib), key=lambda kc: -kc[1]):
-            if k in fired and c > 0.25:
+        contrib = model.contributions(inputs)[j]
+        for k, x, c in sorted(zip(model.feature_names, inputs, contrib), key=lambda kxc: -kxc[2]):
+            if c <= 0.25:
+                break
+            if k in fired:
                 shown = fired[k] if isinstance(fired[k], list) else None
                 parts.append(FEATURE_WHY[k] + (f" ({', '.join(map(repr, shown[:3]))})" if shown else ""))
+            elif k == KNN_PREFIX + model.tools[j]:
+                parts.append(f"{x:.0%} of the nearest bank questions need it")
         like = [n for n in nearest if model.tools[j] in n.tools]
         if like:
             parts.append(f"like {like[0].question!r} (cos {like[0].cos:.2f})")

@@ -47,7 +47,7 @@ def train_router_cmd(
                                             "agent/routing/data/router.npz).")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Train the learned router on the bank's train split (C and thresholds chosen on val); test is not read."""
+    """Train the learned router on the bank's train split (settings and thresholds chosen on val); test is not read."""
     from agent.router import e5_query
     from agent.routing.bank import load_bank
     from agent.routing.model import default_model
@@ -63,8 +63,8 @@ def train_router_cmd(
     out.print(f"trained on {report['n_train']} train + {report['n_val']} val questions in {report['seconds']} s; "
               f"C={report['C']}, feature gain {report['gain']}")
     out.print("thresholds: " + ", ".join(f"{t} {v:.2f}" for t, v in report["thresholds"].items()))
-    out.print(f"validation (thresholds tuned there, so optimistic): exact-set {report['val']['exact']:.3f}, "
-              f"micro-F1 {report['val']['micro_f1']:.3f}")
+    out.print(f"validation (tuned there, so optimistic): log-loss {report['val']['log_loss']:.4f}, "
+              f"exact-set {report['val']['exact']:.3f}, micro-F1 {report['val']['micro_f1']:.3f}")
     out.print(f"wrote {target}")
 
 

@@ -16,7 +16,11 @@
 - ``yesno_presence``: both — yes/no options raise ``detect`` only when the question asks about presence;
 - ``spatial``: the question itself names a place or relation in the picture (``옆``, ``밑``, ``맨 앞``,
   ``on top of``, ``holding``, ``tallest``): broader than the ``som`` keyword rules, so the model can tell a
-  question about signs from one about *where* a sign is.
+  question about signs from one about *where* a sign is. Plain ``위에``/``안에`` (on, in) are left out: they mostly
+  say where counted things are ("테이블 위에 접시가 몇 개").
+- ``reading``: the question asks for something that is usually printed — a price, a date or time, a product,
+  shop or station name, a number on a thing, a destination (``얼마``, ``상품명``, ``유통기한``, ``등번호``,
+  ``how much``, ``expiry``, ``what time``, ``bound for``): soft evidence for ``ocr``, broader than its rules.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from importlib.resources import files
 from tools.phrases import LEXICON, MODIFIERS, parse_count, parse_yes_no, strip_particle
 
 FEATURES: tuple[str, ...] = ("text", "name", "count", "position", "colour", "yesno", "presence", "yesno_presence",
-                             "spatial")
+                             "spatial", "reading")
 
 _MONTHS = r"jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec"
 _TEXTLIKE = re.compile("|".join([
@@ -55,14 +59,19 @@ _POSITION = re.compile(r"왼쪽|오른쪽|좌측|우측|앞쪽|뒤쪽|위쪽|아
                        r"(?:^|\s)(?:위|아래|앞|뒤|옆|밑|안|사이|근처|곁|너머)$|"
                        r"\b(?:left|right|front|behind|above|below|beside|under|next to|on top|middle|centre|center|"
                        r"between|near|corner)\b|^(?:on|in|under|by|at|against|inside|across) (?:the|a)\b")
-_SPATIAL_Q = re.compile(r"왼|오른|좌측|우측|위쪽|아래쪽|앞쪽|뒤쪽|뒤편|가운데|중앙|옆|앞에|뒤에|위에|위의|아래|밑|사이|"
-                        r"안에|너머|근처|곁|맞은편|건너편|꼭대기|구석|끝에|맨\s*(?:앞|뒤|위|아래)|번째|들고|쥐고|손에|"
+_SPATIAL_Q = re.compile(r"왼|오른|좌측|우측|위쪽|아래쪽|앞쪽|뒤쪽|뒤편|가운데|중앙|옆|앞에|뒤에|아래|밑|사이|"
+                        r"너머|근처|곁|맞은편|건너편|꼭대기|구석|끝에|맨\s*(?:앞|뒤|위|아래)|번째|들고|쥐고|손에|"
                         r"어디에(?!서)|(?:가장|제일)\s*(?:큰|작은|가까운|먼|멀리|높은|높이|낮은|긴|짧은|앞|뒤)|"
                         r"\b(?:the|to|on|at) (?:far |very )?(?:left|right)\b|"
                         r"\b(?:left|right)(?:-hand)? (?:side|corner|of|end)\b|"
                         r"\b(?:above|below|under|beneath|behind|in front|front row|next to|beside|between|middle|"
                         r"cent(?:er|re) of|corner|top|bottom|inside|near|closest|nearest|farthest|largest|smallest|"
                         r"tallest|shortest|holding|lying|sitting on|hanging)\b|\bwhere (?:is|are) (?:the|a|an)\b")
+_READING_Q = re.compile(r"(?<!개수는 )(?<!수는 )얼마(?!나)|요금|값은|가격|상품명|제품명|상호|이름표|명찰|번호|등번호|호실|유통기한|날짜|며칠|"
+                        r"몇\s*시|몇\s*월|요일|시각|행선지|종점|종착|정류장|역은|역\s*이름|전화|할인|용량|칼로리|"
+                        r"\b(?:how much|cost|price|fee|expir\w*|date|what time(?! of)|when does|which day|bound for|headed|"
+                        r"destination|number (?:on|of the)|name of (?:the|this)|called\?|brand|flavou?r|author|"
+                        r"platform|which gate|gate number|room number|speed limit|percent|discount|score)\b")
 _DESTINATION = re.compile(r"\b(?:going|headed|heading|bound|destination)\b|어디로|행선지|종착")
 _KO_WH = re.compile(r"어디|무엇|뭐|뭘|무슨|어떤|어떻게|어느|누가|누구|왜|언제|몇|얼마")
 _KO_PRESENCE = re.compile(r"(?:[이가도]|은|는)\s*(?:있|보이|보입)(?:나요|습니까|니까|니|어요|어|나|는지요?|는가요?|을까요)|"
@@ -161,5 +170,6 @@ def option_features(question: str, options: list[str] | None) -> dict[str, float
     presence = float(asks_presence(question))
     q = _norm(question).lower()
     spatial = float(bool(_SPATIAL_Q.search(q)) and not _DESTINATION.search(q))
-    feats.update(yesno=yesno, presence=presence, yesno_presence=yesno * presence, spatial=spatial)
+    reading = float(bool(_READING_Q.search(q)))
+    feats.update(yesno=yesno, presence=presence, yesno_presence=yesno * presence, spatial=spatial, reading=reading)
     return {k: feats[k] for k in FEATURES}

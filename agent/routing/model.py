@@ -1,6 +1,10 @@
 """The learned router as plain arrays: one logistic regression per tool over [e5 question embedding, option
-features], with its thresholds and the embedded bank questions for explanations. numpy only (no scikit-learn at
-run time); saved as ``.npz`` without pickles (``data/router.npz``, written by ``vqa dev train-router``).
+features, neighbour votes], with its thresholds and the embedded bank questions (the neighbours, and the
+explanations). numpy only (no scikit-learn at run time); saved as ``.npz`` without pickles (``data/router.npz``,
+written by ``vqa dev train-router``).
+
+Neighbour votes: per tool, the share of the ``k`` most similar bank questions that need it, weighted by
+``exp((cos - best cos) / tau)`` — a close paraphrase of a bank question leans to its tools.
 """
 
 from __future__ import annotations
@@ -16,12 +20,28 @@ import numpy as np
 from agent.errors import ModelLoadError
 
 PROBE_TEXT = "query fingerprint: 사진 속 간판에 적힌 글자는? What does the sign say?"
+KNN_K, KNN_TAU = 5, 0.05
+KNN_PREFIX = "knn_"
 _ARRAYS = ("tools", "feature_names", "mean", "scale", "coef", "intercept", "thresholds", "bank_vectors",
            "bank_questions", "bank_tools", "probe", "meta")
 
 
 def default_model() -> Path:
     return Path(str(files("agent.routing").joinpath("data/router.npz")))
+
+
+def knn_votes(vecs: np.ndarray, bank: np.ndarray, bank_tools: np.ndarray, k: int = KNN_K, tau: float = KNN_TAU,
+              exclude: np.ndarray | None = None) -> np.ndarray:
+    """(n, T) neighbour votes of ``vecs`` (n, E) over ``bank`` (N, E); ``exclude`` (n, N) masks pairs out (in
+    training, a question's own group)."""
+    sims = np.atleast_2d(vecs) @ bank.T
+    if exclude is not None:
+        sims = np.where(exclude, -np.inf, sims)
+    k = min(k, bank.shape[0])
+    idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(sims, idx, axis=1)
+    w = np.exp((top - top[:, :1]) / tau)
+    return (w[:, :, None] * bank_tools[idx].astype(np.float64)).sum(axis=1) / w.sum(axis=1, keepdims=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -39,7 +59,7 @@ class RouterModel:
     """``scores(vec, feats)`` -> one probability per tool; ``decide`` compares them with ``thresholds``."""
 
     tools: tuple[str, ...]
-    feature_names: tuple[str, ...]  # the option features after the embedding's dimensions
+    feature_names: tuple[str, ...]  # after the embedding's dimensions: option features, then knn_<tool> votes
     mean: np.ndarray  # (D,) standardisation of [embedding, features]
     scale: np.ndarray  # (D,)
     coef: np.ndarray  # (T, D)
@@ -69,13 +89,28 @@ class RouterModel:
     def dim(self) -> int:
         return int(self.probe.shape[0])
 
-    def scores(self, vec: np.ndarray, feats: np.ndarray) -> np.ndarray:
-        """Probability per tool (in ``tools`` order) for one embedded question and its feature vector."""
-        x = (np.concatenate([np.asarray(vec, np.float64), np.asarray(feats, np.float64)]) - self.mean) / self.scale
-        return 1.0 / (1.0 + np.exp(-(self.coef @ x + self.intercept)))
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        """The option features ``scores`` takes (the neighbour votes it computes itself)."""
+        return tuple(n for n in self.feature_names if not n.startswith(KNN_PREFIX))
+
+    def features(self, vec: np.ndarray, option_feats: np.ndarray) -> np.ndarray:
+        """The non-embedding inputs in ``feature_names`` order: the option features, then the neighbour votes."""
+        extra = []
+        if len(self.feature_names) > len(self.option_names):
+            knn = self.meta.get("knn", {})
+            extra = knn_votes(np.asarray(vec, np.float32)[None], self.bank_vectors, self.bank_tools,
+                              knn.get("k", KNN_K), knn.get("tau", KNN_TAU))[0]
+        return np.concatenate([np.asarray(option_feats, np.float64), extra])
+
+    def scores(self, vec: np.ndarray, option_feats: np.ndarray) -> np.ndarray:
+        """Probability per tool (in ``tools`` order) for one embedded question and its option features."""
+        x = np.concatenate([np.asarray(vec, np.float64), self.features(vec, option_feats)])
+        return 1.0 / (1.0 + np.exp(-(self.coef @ ((x - self.mean) / self.scale) + self.intercept)))
 
     def contributions(self, feats: np.ndarray) -> np.ndarray:
-        """(T, F): each option feature's additive share of each tool's logit (weight x standardised value)."""
+        """(T, F): each non-embedding input's additive share of each tool's logit (weight x standardised value);
+        ``feats`` as ``features`` returns them."""
         e = self.dim
         x = (np.asarray(feats, np.float64) - self.mean[e:]) / self.scale[e:]
         return self.coef[:, e:] * x
