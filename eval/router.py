@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.errors import DataError
 from agent.routing.bank import SPLITS, BankItem, load_bank, split
 from agent.schema import TOOL_NAMES
 from eval.metrics import wilson_interval
@@ -111,7 +112,7 @@ def run(split_name: str = "test", bank: Path | None = None, model: Path | None =
 
     items = split(load_bank(bank), split_name)
     if not items:
-        raise ValueError(f"the bank has no questions in split {split_name!r}; expected one of {SPLITS}")
+        raise DataError(f"the bank has no questions in split {split_name!r}; expected some in one of {SPLITS}")
     return {"split": split_name, **evaluate_router(Router(model_path=model), items)}
 
 
