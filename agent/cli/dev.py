@@ -64,7 +64,7 @@ def train_router_cmd(
               f"C={report['C']}, feature gain {report['gain']}")
     out.print("thresholds: " + ", ".join(f"{t} {v:.2f}" for t, v in report["thresholds"].items()))
     out.print(f"validation (tuned there, so optimistic): log-loss {report['val']['log_loss']:.4f}, "
-              f"exact-set {report['val']['exact']:.3f}, micro-F1 {report['val']['micro_f1']:.3f}")
+              f"exact-set {report['val']['exact']:.3f}, micro-F1 {report['val']['micro_f1']:.3f}", soft_wrap=True)
     out.print(f"wrote {target}")
 
 
@@ -85,4 +85,4 @@ def eval_router_cmd(
     if as_json:
         print(json.dumps(res, ensure_ascii=False))
     else:
-        out.print(format_report(res, f"router on the {split_name} split"), highlight=False)
+        out.print(format_report(res, f"router on the {split_name} split"), highlight=False, soft_wrap=True)
