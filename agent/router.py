@@ -151,7 +151,7 @@ class Router:
         vec = embed_question(question.strip())
         feats = option_features(question, options)
         inputs = model.features(vec, np.array([feats[k] for k in model.option_names]))
-        probs = model.scores(vec, inputs[: len(model.option_names)])
+        probs = model.predict(vec, inputs)
         nearest = model.nearest(vec, k=3)
         kinds = option_kinds(question, options)
         fired = {k: (kinds[k] if k in kinds else v) for k, v in feats.items() if v}

@@ -105,7 +105,11 @@ class RouterModel:
 
     def scores(self, vec: np.ndarray, option_feats: np.ndarray) -> np.ndarray:
         """Probability per tool (in ``tools`` order) for one embedded question and its option features."""
-        x = np.concatenate([np.asarray(vec, np.float64), self.features(vec, option_feats)])
+        return self.predict(vec, self.features(vec, option_feats))
+
+    def predict(self, vec: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+        """Probability per tool from the embedding and the inputs ``features`` returned."""
+        x = np.concatenate([np.asarray(vec, np.float64), np.asarray(inputs, np.float64)])
         return 1.0 / (1.0 + np.exp(-(self.coef @ ((x - self.mean) / self.scale) + self.intercept)))
 
     def contributions(self, feats: np.ndarray) -> np.ndarray:
