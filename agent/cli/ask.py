@@ -65,7 +65,7 @@ def route(
     choice: Annotated[Optional[list[str]], Opt("--choice", "-c", help="An option (may repeat).")] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Show which tools the router picks for a question (no model is loaded)."""
+    """Show which tools the router picks for a question, each tool's score and why (no VLM or tool is loaded)."""
     from agent.router import Router
     from tools import plugin_routing
 
@@ -77,3 +77,9 @@ def route(
         out.print(f"tools: [bold]{', '.join(r.tools) or 'none'}[/] (by {r.method})")
         for t, why in r.reasons.items():
             out.print(f"  {t}: {why}")
+        if r.scores:
+            out.print("scores: " + ", ".join(f"{t} {p:.2f}/{r.thresholds[t]:.2f}" for t, p in r.scores.items()),
+                      highlight=False)
+            for n in r.nearest:
+                out.print(f"  like {n['question']!r} ({', '.join(n['tools']) or 'none'}; cos {n['cos']:.2f})",
+                          highlight=False)

@@ -1,14 +1,15 @@
-"""``vqa dev``: developer utilities (tiny random-weight checkpoints) and ``vqa bench``."""
+"""``vqa dev``: developer utilities (tiny random-weight checkpoints, training and scoring the router) and
+``vqa bench``."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from agent.cli.common import AsJson, Device, Opt, out
+from agent.cli.common import AsJson, Device, Opt, fail, out
 
 dev = typer.Typer(no_args_is_help=True, help="Developer utilities.")
 
@@ -37,3 +38,51 @@ def make_tiny_cmd(out_dir: Annotated[Path, typer.Argument(help="Folder to write 
 
     for role, path in make_tiny(out_dir).items():
         out.print(f"{role}: {path}")
+
+
+@dev.command("train-router")
+def train_router_cmd(
+    bank: Annotated[Optional[Path], Opt("--bank", help="Question bank JSONL (default: the shipped one).")] = None,
+    out_path: Annotated[Optional[Path], Opt("--out", help="Where to write the model (default: the shipped file, "
+                                            "agent/routing/data/router.npz).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Train the learned router on the bank's train split (settings and thresholds chosen on val); test is not read."""
+    from agent.router import e5_query
+    from agent.routing.bank import load_bank
+    from agent.routing.model import default_model
+    from agent.routing.train import train
+
+    model, report = train(load_bank(bank), e5_query)
+    target = out_path or default_model()
+    model.save(target)
+    report["out"] = str(target)
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False))
+        return
+    out.print(f"trained on {report['n_train']} train + {report['n_val']} val questions in {report['seconds']} s; "
+              f"C={report['C']}, feature gain {report['gain']}")
+    out.print("thresholds: " + ", ".join(f"{t} {v:.2f}" for t, v in report["thresholds"].items()))
+    out.print(f"validation (tuned there, so optimistic): log-loss {report['val']['log_loss']:.4f}, "
+              f"exact-set {report['val']['exact']:.3f}, micro-F1 {report['val']['micro_f1']:.3f}", soft_wrap=True)
+    out.print(f"wrote {target}")
+
+
+@dev.command("eval-router")
+def eval_router_cmd(
+    split_name: Annotated[str, Opt("--split", help="Bank split to score: test (held out), val or train.")] = "test",
+    bank: Annotated[Optional[Path], Opt("--bank", help="Question bank JSONL (default: the shipped one).")] = None,
+    model: Annotated[Optional[Path], Opt("--model", help="Router model .npz (default: the shipped one).")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Exact-set accuracy, per-tool precision/recall/F1 and micro-F1 with 95% intervals, and routing time."""
+    from agent.routing.bank import SPLITS
+    from eval.router import format_report, run
+
+    if split_name not in SPLITS:
+        fail(f"--split: expected one of {', '.join(SPLITS)}, found {split_name!r}")
+    res = run(split_name, bank, model)
+    if as_json:
+        print(json.dumps(res, ensure_ascii=False))
+    else:
+        out.print(format_report(res, f"router on the {split_name} split"), highlight=False, soft_wrap=True)
