@@ -16,7 +16,8 @@ import torch
 
 import prompts
 from agent.errors import ConfigError, ModelLoadError, brief
-from agent.reasoners.base import ReasonRequest, letter_variants, parse_letter, softmax_over_letters, uniform
+from agent.reasoners.base import ReasonRequest, letter_variants, softmax_over_letters, uniform
+from agent.reasoners.extract import extract_letter
 from agent.schema import LETTERS, Decision
 
 Quant = Literal["none", "4bit", "8bit"]
@@ -217,11 +218,11 @@ class QwenBackend:
             if not req.question.options:
                 out.append(Decision(probs={}, method="generate", prompt=text, raw=raw, text=raw.strip()))
                 continue
-            letter = parse_letter(raw, req.question.options)
-            if letter is None:
+            found = extract_letter(raw, req.question.options)
+            if found.letter is None:
                 out.append(Decision(probs=uniform(req.question.letters), method="generate", prompt=text, raw=raw,
                                     flags=["unparsed"]))
             else:
-                probs = {k: float(k == letter) for k in req.question.letters}
-                out.append(Decision(probs=probs, method="generate", prompt=text, raw=raw))
+                probs = {k: float(k == found.letter) for k in req.question.letters}
+                out.append(Decision(probs=probs, method="generate", prompt=text, raw=raw, flags=[found.flag]))
         return out
