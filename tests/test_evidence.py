@@ -12,6 +12,7 @@ from agent.reasoners.evidence import (
     EvidenceReasoner,
     coverage,
     in_order_share,
+    misread_support,
     normalise,
     ocr_support,
     text_support,
@@ -110,9 +111,11 @@ TESSERACT_PAGE = (("제 3 장 영상 분할", .938), ("3.2", .95), ("Choosing", 
 
 @pytest.mark.parametrize(("want", "seen", "credit"), [
     ("grey", "grey", 1.0), ("park", "parks", 1.0), ("우유", "우유가", 1.0),  # plural, Hangul particle
-    ("park", "rark", 0.75), ("wivenhoe", "wiveniioe", 14 / 17), ("centre", "center", 10 / 12),  # misreadings
-    ("서울식당", "서울", 0.5),  # a Hangul word read in part
-    ("texture", "extreme", 0.0), ("the", "theatre", 0.0), ("the", "tbe", 0.0), ("다", "다른", 0.0),
+    ("wivenhoe", "wiveniioe", 14 / 17), ("centre", "center", 10 / 12), ("galleries", "gallepies", 16 / 18),
+    ("1000ml", "100oml", 1.0),  # misreadings; in a number only a letter read for a digit
+    ("서울식당", "서울", 0.5), ("parks", "ark", 0.3),  # a word read in part: Hangul by its share, else half
+    ("texture", "extreme", 0.0), ("central", "centre", 0.0), ("park", "rark", 0.0), ("parks", "ar", 0.0),
+    ("500ml", "100oml", 0.0), ("5120", "5210", 0.0), ("the", "theatre", 0.0), ("다", "다른", 0.0),
 ])
 def test_word_credit(want: str, seen: str, credit: float) -> None:
     assert word_credit(want, seen) == pytest.approx(credit)
@@ -167,7 +170,26 @@ def test_shared_character_ngrams_never_outrank_words_read(lines, read: str, acci
     # EasyOCR English on examples/images/priory_galleries.jpg
     ("What is written on the building's sign?", ["priory gardens", "the ship inn", "priory galleries", "art galleries"],
      (("gollerles", 0.9083), ("priory gallepies", 0.8137), ("at tbe", 0.7087), ("sbip", 0.9764)), "c"),
+    # recorded: EasyOCR English on examples/images/sports_centre_sign.jpg, tow_zone.jpg and milk_label.jpg
+    ("Which park is named on the sign?", ["Central Park", "Hyde Park", "Wivenhoe Park", "Victoria Park"],
+     (("Sports Centre =", 0.48), ("Wiventioe", 0.67), ("rark", 0.99), ("Conference'", 0.95), ("Centre", 1.0),
+      ("Car Parks", 0.77)), "c"),
+    ("노란 펜스의 표지에 적힌 영어 문구는 무엇인가요?", ["KEEP OUT", "NO PARKING", "NO ENTRY", "STOP"],
+     (("48 39", 0.31), ("TOW-AWAY ZONE", 0.96), ("NUPARKING", 0.69)), "b"),
+    ("라벨에 적힌 용량은 얼마인가요?", ["500mL", "900mL", "1000mL", "2L"],
+     (("ORGANIC MILK", 0.92), ("1829R 100%", 0.39), ("100OmL", 0.62)), "c"),
 ])
 def test_real_ocr_readings_pick_the_written_option(question: str, options: list[str], lines, answer: str) -> None:
     d = EvidenceReasoner().decide([ReasonRequest(question=q(options, question), image=None, results=[ocr(*lines)])])[0]
     assert max(d.probs, key=d.probs.get) == answer and "no_evidence" not in d.flags
+
+
+@pytest.mark.parametrize(("option", "line", "support"), [
+    ("NO PARKING", ("NUPARKING", 0.69), 0.9 * 16 / 18 * (0.7 + 0.3 * 0.69)),  # words run together, a letter wrong
+    ("NO PARKING", ("A NO PARKING ZONE", 0.69), 0.9 * (0.7 + 0.3 * 0.69)),  # below the exact reading's 0.9
+    ("NO ENTRY", ("NUPARKING", 0.69), 0.0),
+    ("500mL", ("100OmL", 0.62), 0.0),  # numbers are never fuzzy
+    ("STOP", ("STEP", 0.9), 0.0),  # too short
+])
+def test_misread_support(option: str, line: tuple[str, float], support: float) -> None:
+    assert misread_support(option, spans(line)) == pytest.approx(support)

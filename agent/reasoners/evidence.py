@@ -6,13 +6,18 @@ add up across tools and become probabilities through a softmax with
 ``sharpness``. With no usable evidence it says so: uniform probabilities and the
 flag ``no_evidence``.
 
-OCR support (``ocr_support``) is the best of three readings, so an exact reading always ranks first:
+OCR support (``ocr_support``) is the best of four readings, so an exact reading always ranks first:
 
 - the option's whole text (after ``normalise``) inside one span: that span's confidence;
 - inside the text of all spans joined in reading order (a phrase broken across lines): 0.9;
+- misread as a whole inside one span ("NUPARKING" for "NO PARKING": words run together, a letter wrong): the
+  best ``difflib`` ratio, at least ``FUZZY``, between the option and a stretch of the span as long as it,
+  as ``0.9 * ratio * (0.7 + 0.3 * confidence)`` (options of 4+ characters and no digit);
 - word coverage (``coverage``): each option word is matched to the OCR word that stands for it best (equal; the
-  same word with a plural or a Hangul particle; a misreading with ``difflib`` ratio >= ``FUZZY``; for Hangul, an
-  OCR word of 2+ syllables inside the option word, credited by its share of the syllables). The support is
+  same word with a plural or a Hangul particle; a misreading with ``difflib`` ratio >= ``FUZZY``, except in
+  numbers, where only letters read for digits are forgiven, "100OmL" = "1000mL"; an OCR word inside the option
+  word, read in part: for Hangul (2+ syllables) credited by its share of the syllables, else (3+ letters) by half
+  its share). The support is
   ``0.9 * (words + characters) / 2 * (0.7 + 0.3 * confidence) * (0.85 + 0.15 * order)``: the share of option
   words found and the share of their characters, the matched words' OCR confidence (weighted by characters),
   and the share of matched words that appear in the option's order.
@@ -61,9 +66,10 @@ def text_support(option: str, found: str) -> float:
     return len(_bigrams(o) & _bigrams(f)) / len(_bigrams(o))
 
 
-FUZZY = 0.75  # difflib ratio from which an OCR word counts as a misreading of an option word ("rark" ~ "park")
+FUZZY = 0.8  # difflib ratio from which an OCR word is a misreading ("wiveniioe" ~ "wivenhoe"; not "centre" ~ "central")
 _WORD = re.compile(r"[^\W_]+")
 _HANGUL = re.compile(r"[\uac00-\ud7a3]+")
+_AS_DIGITS = str.maketrans("oilszb", "011528")  # letters OCR reads for digits ("100OmL")
 
 
 def words(text: str) -> list[str]:
@@ -79,12 +85,16 @@ def word_credit(want: str, seen: str) -> float:
         extra = seen[len(want):]
         if extra in ("s", "es") or (len(extra) <= 2 and _HANGUL.fullmatch(extra) and _HANGUL.fullmatch(want)):
             return 1.0
+    if any(c.isdigit() for c in want + seen):  # one digit changes a number: only OCR's letter-for-digit slips
+        return float(want.translate(_AS_DIGITS) == seen.translate(_AS_DIGITS))
     if len(want) >= 4 and len(seen) >= 3:
         ratio = SequenceMatcher(None, want, seen, autojunk=False).ratio()
         if ratio >= FUZZY:
             return ratio
     if _HANGUL.fullmatch(want) and len(seen) >= 2 and seen in want:
         return len(seen) / len(want)
+    if len(seen) >= 3 and seen in want:  # a word OCR read in part ("ark" of "Parks"): half its share
+        return 0.5 * len(seen) / len(want)
     return 0.0
 
 
@@ -136,9 +146,25 @@ def in_order_share(positions: Sequence[int]) -> float:
     return max(best) / len(positions)
 
 
+def misread_support(option: str, spans: Sequence[TextSpan]) -> float:
+    """The option misread as a whole inside one span (see the module docstring); 0 below ``FUZZY``."""
+    o, best = normalise(option), 0.0
+    if len(o) < 4 or any(c.isdigit() for c in o):
+        return 0.0
+    for s in spans:
+        t = normalise(s.text)
+        if len(t) < len(o):
+            continue
+        ratio = max(SequenceMatcher(None, o, t[i:i + len(o)], autojunk=False).ratio()
+                    for i in range(len(t) - len(o) + 1))
+        if ratio >= FUZZY:
+            best = max(best, 0.9 * ratio * (0.7 + 0.3 * s.confidence))
+    return best
+
+
 def ocr_support(option: str, spans: Sequence[TextSpan]) -> float:
     """The support of ``option`` by OCR ``spans`` (in reading order), in [0, 1]: the best of an exact reading in
-    one span (its confidence), in all spans joined (0.9) and word coverage; see the module docstring.
+    one span (its confidence), in all spans joined (0.9), a misreading and word coverage; see the module docstring.
     A one-character option only counts as a whole word."""
     o = normalise(option)
     if not o or not spans:
@@ -148,7 +174,7 @@ def ocr_support(option: str, spans: Sequence[TextSpan]) -> float:
         return max(found + [0.9]) if found else 0.0
     in_span = max((s.confidence for s in spans if o in normalise(s.text)), default=0.0)
     joined = 0.9 if o in normalise(" ".join(s.text for s in spans)) else 0.0
-    return max(in_span, joined, coverage(option, spans).support)
+    return max(in_span, joined, misread_support(option, spans), coverage(option, spans).support)
 
 
 def score_ocr(ev: OcrEvidence, q: Question) -> dict[str, float]:
