@@ -4,9 +4,9 @@ Engines share one small protocol, ``read(image) -> sv.Detections`` with ``data["
 the tool reads with one engine per script found in the question and its options (``tools.ocr_merge``: EasyOCR
 English for Latin, EasyOCR Korean or Tesseract ``kor+eng`` for Hangul) and merges their spans, deduplicated by
 box overlap, keeping each engine's own reading in the evidence; ``engine="easyocr"|"tesseract"`` forces one.
-Each read is filtered, clipped and ordered. Parsing and geometry below are plain functions with no model import, so they are tested
-on recorded engine outputs. Nothing here downloads: missing weights or binaries are a ``ToolError`` saying
-what to install or where to put which file.
+Each read is filtered, clipped and ordered. Parsing and geometry below are plain functions with no model import,
+so they are tested on recorded engine outputs. Nothing here downloads: missing weights or binaries are a
+``ToolError`` saying what to install or where to put which file.
 """
 
 from __future__ import annotations
@@ -149,8 +149,9 @@ def fit_within(image: Image.Image, max_side: int | None) -> tuple[Image.Image, f
 
 def choose_engine(engine: str, languages: Sequence[str] | None, question_language: str | None,
                   korean_weights: bool) -> tuple[str, tuple[str, ...]]:
-    """``(engine, languages)`` to run: ``auto`` reads Korean questions with EasyOCR ko+en when its Korean
-    weights exist, else Tesseract kor+eng, and English questions with EasyOCR en."""
+    """``(engine, languages)`` of one engine, from the question's language: the forced engine (or ``languages``)
+    of ``OcrTool``; ``auto`` reads Korean with EasyOCR ko+en when its Korean weights exist, else Tesseract
+    kor+eng, and English with EasyOCR en. (``OcrTool`` plans ``auto`` by script: ``tools.ocr_merge``.)"""
     langs = tuple(languages) if languages else (("ko", "en") if question_language == "ko" else ("en",))
     if engine != "auto":
         return engine, langs

@@ -62,8 +62,8 @@ _AFTER_LETTER_A = {"is", "was", "would", "should", "seems", "appears", "looks", 
 _CIRCLED = str.maketrans({"①": "(a)", "②": "(b)", "③": "(c)", "④": "(d)", "⑤": "(e)"})
 
 _NEG_BEFORE = re.compile(
-    r"(?:\bnot|n't|\bnever|\bno|rather\s+than|instead\s+of|\bexcept|\bexcluding|\beliminat\w*|\brul(?:e[sd]?|ing)\s+out|"
-    r"\bother\s+than|\bunlike|\bbesides|\bwithout|\bavoid\w*|不是|并非|並非|排除|除了|不选|不選|ではなく)"
+    r"(?:\bnot|n't|\bnever|\bno|rather\s+than|instead\s+of|\bexcept|\bexcluding|\beliminat\w*|"
+    r"\brul(?:e[sd]?|ing)\s+out|\bother\s+than|\bunlike|\bbesides|\bwithout|\bavoid\w*|不是|并非|並非|排除|除了|不选|不選|ではなく)"
     rf"\s*(?:the\s+)?(?:option|choice|answer|letter|보기|选项)?\s*{_OPEN}\s*$", re.IGNORECASE)
 _NEG_AFTER = re.compile(
     r"^\s*[).\]]?\s*(?:(?:is|are|was|would\s+be|seems|looks)\s+)?(?:not\b|n't\b|incorrect|wrong|false|unlikely|"
