@@ -156,12 +156,22 @@ class TextSpan(BaseModel):
     text: str
     box: list[float]  # x1, y1, x2, y2 in original-image pixels
     confidence: float
+    engine: str | None = None  # the OCR engine that read it
+
+
+class OcrRead(BaseModel):
+    """What one OCR engine read, when several engines read the image (their spans are merged into ``spans``)."""
+
+    engine: str
+    spans: list[TextSpan]
+    seconds: float = 0.0
 
 
 class OcrEvidence(Evidence):
     tool: Literal["ocr"] = "ocr"
-    engine: str
+    engine: str  # the engine, or the engines joined with ", "
     spans: list[TextSpan]
+    reads: list[OcrRead] = Field(default_factory=list)  # each engine's own spans; empty when one engine read
 
     color: ClassVar[str] = "#e4572e"
     scorer: ClassVar[str | None] = "agent.reasoners.evidence:score_ocr"

@@ -20,6 +20,7 @@ from agent.evidence import (  # noqa: F401 - re-exported: the built-in evidence 
     GenericEvidence,
     Mark,
     OcrEvidence,
+    OcrRead,
     RetrievedEntry,
     RetrieveEvidence,
     SomEvidence,

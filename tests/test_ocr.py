@@ -301,3 +301,29 @@ def test_easyocr_english_reads_real_photos(english_tool, name, word, tmp_path):
     assert all(s.confidence >= 0.3 for s in result.evidence.spans)
     assert_boxes_inside(result, image)
     assert Path(result.artifacts["annotated"]).name == "ocr.jpg"
+
+
+# ---------------------------------------------------------------- several engines on one photo
+
+@pytest.mark.slow
+def test_korean_question_with_english_options_reads_with_both_engines(tmp_path):
+    """The page photo of issue 15 (examples/images/page_histogram.jpg, its paragraph): a Korean question whose
+    options are English reads with EasyOCR English and Tesseract kor+eng, and the evidence picks the histogram."""
+    from agent.reasoners.base import ReasonRequest
+    from agent.reasoners.evidence import EvidenceReasoner
+
+    q = Question(id="page", text="이 페이지에 적힌 글에 따르면 두 봉우리는 무엇의 양 끝 부분에 있나요?",
+                 options={"a": "histogram of grey values", "b": "edge gradient", "c": "colour hue",
+                          "d": "texture energy"})
+    image = photo("page_histogram.jpg").crop((140, 40, 800, 480))  # headings, the paragraph, the Korean line
+    result = OcrTool(easyocr_model_dir=tmp_path, gpu=False).run(image, q, tmp_path / "work")
+    assert result.ok, result.error
+    ev = result.evidence
+    assert ev.engine == "easyocr:en, tesseract+craft:kor+eng"
+    assert [r.engine for r in ev.reads] == ["easyocr:en", "tesseract+craft:kor+eng"] and all(r.spans for r in ev.reads)
+    assert {s.engine for s in ev.spans} == {"easyocr:en", "tesseract+craft:kor+eng"}  # English lines and Hangul
+    assert "histogram" in texts(result) and "봉우리" in texts(result)
+    assert len(ev.spans) < sum(len(r.spans) for r in ev.reads)  # the same lines read twice are kept once
+    assert_boxes_inside(result, image)
+    d = EvidenceReasoner().decide([ReasonRequest(question=q, image=None, results=[result])])[0]
+    assert max(d.probs, key=d.probs.get) == "a", d.raw

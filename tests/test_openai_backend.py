@@ -173,19 +173,20 @@ def test_ignored_dialects_are_ruled_out_one_question_at_a_time(server: FakeOpenA
     server.script.logprobs, server.script.dialects, server.script.text = False, {"grammar"}, "(b)"
     b = backend(server)
     flags = [one(b).flags for _ in range(5)]
-    assert flags == [["path:parsed"]] * 3 + [["path:grammar"]] * 2
+    assert flags == [["path:parsed", "parsed:bare"]] * 3 + [["path:grammar"]] * 2
     assert server.stats.requests[-1]["grammar"] == 'root ::= "a" | "b" | "c"'
     assert b._caps.ruled_out == {"choice", "guided_choice", "json_schema"}
 
 
-@pytest.mark.parametrize(("text", "letter"), [
-    ("b", "b"), ("(b)", "b"), ("정답은 b", "b"), ("answer: B", "b"), ("**C**", "c"), ("The answer is (a).", "a"),
-    ("It is milk.", "c"), ("정답: coffee", "b"),
+@pytest.mark.parametrize(("text", "letter", "rule"), [
+    ("b", "b", "bare"), ("(b)", "b", "bare"), ("정답은 b", "b", "declaration"), ("answer: B", "b", "declaration"),
+    ("**C**", "c", "bare"), ("The answer is (a).", "a", "declaration"), ("It is milk.", "c", "option_exact"),
+    ("정답: coffee", "b", "declaration"), ("<answer>C</answer>", "c", "tag"), ("I'd go with A.", "a", "verb"),
 ])
-def test_generate_and_parse_when_the_server_offers_nothing_else(server, text: str, letter: str) -> None:
+def test_generate_and_parse_when_the_server_offers_nothing_else(server, text: str, letter: str, rule: str) -> None:
     server.script.text = text
     d = one(backend(server, generate=True, constrain="none"))
-    assert d.flags == ["path:parsed"] and d.raw == text
+    assert d.flags == ["path:parsed", f"parsed:{rule}"] and d.raw == text
     assert d.probs == {k: float(k == letter) for k in "abc"}
     assert all("logprobs" not in r for r in server.stats.requests)
 

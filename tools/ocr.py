@@ -1,10 +1,12 @@
 """``ocr``: the text in the image as spans (text, pixel box, confidence), read offline by EasyOCR or Tesseract.
 
-Engines share one small protocol, ``read(image) -> sv.Detections`` with ``data["text"]``; the tool picks one
-per question (EasyOCR for English, EasyOCR Korean or Tesseract ``kor+eng`` for Korean), then filters, clips
-and orders the spans. Parsing and geometry below are plain functions with no model import, so they are tested
-on recorded engine outputs. Nothing here downloads: missing weights or binaries are a ``ToolError`` saying
-what to install or where to put which file.
+Engines share one small protocol, ``read(image) -> sv.Detections`` with ``data["text"]``. With ``engine="auto"``
+the tool reads with one engine per script found in the question and its options (``tools.ocr_merge``: EasyOCR
+English for Latin, EasyOCR Korean or Tesseract ``kor+eng`` for Hangul) and merges their spans, deduplicated by
+box overlap, keeping each engine's own reading in the evidence; ``engine="easyocr"|"tesseract"`` forces one.
+Each read is filtered, clipped and ordered. Parsing and geometry below are plain functions with no model import,
+so they are tested on recorded engine outputs. Nothing here downloads: missing weights or binaries are a
+``ToolError`` saying what to install or where to put which file.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,10 +25,11 @@ import supervision as sv
 from PIL import Image
 
 from agent.errors import ConfigError
-from agent.schema import OcrEvidence, Question, TextSpan
+from agent.schema import OcrEvidence, OcrRead, Question, TextSpan
 from tools.base import Tool, ToolError
 from tools.device import cuda_available
 from tools.imaging import fit_within
+from tools.ocr_merge import merge_spans, native_scripts, plan_engines
 
 ENGINES = ("auto", "easyocr", "tesseract")
 TESSERACT_BOXES = ("craft", "tesseract")
@@ -128,15 +132,18 @@ def clean_spans(det: sv.Detections, min_confidence: float, size: tuple[int, int]
     return det[reading_order(det.xyxy)]
 
 
-def to_spans(det: sv.Detections) -> list[TextSpan]:
-    return [TextSpan(text=str(t), box=[round(float(v), 1) for v in box], confidence=round(float(c), 4))
-            for box, c, t in zip(det.xyxy, det.confidence, det.data["text"])]
+def to_spans(det: sv.Detections, engine: str | None = None) -> list[TextSpan]:
+    """Serialisable spans; each names its engine (``data["engine"]`` when the detections carry it)."""
+    engines = det.data.get("engine", [engine] * len(det))
+    return [TextSpan(text=str(t), box=[round(float(v), 1) for v in box], confidence=round(float(c), 4), engine=e)
+            for box, c, t, e in zip(det.xyxy, det.confidence, det.data["text"], engines)]
 
 
 def choose_engine(engine: str, languages: Sequence[str] | None, question_language: str | None,
                   korean_weights: bool) -> tuple[str, tuple[str, ...]]:
-    """``(engine, languages)`` to run: ``auto`` reads Korean questions with EasyOCR ko+en when its Korean
-    weights exist, else Tesseract kor+eng, and English questions with EasyOCR en."""
+    """``(engine, languages)`` of one engine, from the question's language: the forced engine (or ``languages``)
+    of ``OcrTool``; ``auto`` reads Korean with EasyOCR ko+en when its Korean weights exist, else Tesseract
+    kor+eng, and English with EasyOCR en. (``OcrTool`` plans ``auto`` by script: ``tools.ocr_merge``.)"""
     langs = tuple(languages) if languages else (("ko", "en") if question_language == "ko" else ("en",))
     if engine != "auto":
         return engine, langs
@@ -355,10 +362,16 @@ class OcrTool(Tool):
     def korean_weights(self) -> bool:
         return any((d / KOREAN_WEIGHTS).is_file() for d in weight_dirs(self.settings["easyocr_model_dir"]))
 
-    def engine_for(self, question: Question) -> OcrEngine:
+    def plan_for(self, question: Question) -> list[tuple[str, tuple[str, ...]]]:
+        """``[(engine, languages), ...]``: one forced engine (``engine`` or ``languages`` set), else one per script
+        of the question and its options (``tools.ocr_merge.plan_engines``)."""
         s = self.settings
-        kind, langs = choose_engine(s["engine"], s["languages"], question.language,
-                                    s["engine"] == "auto" and self.korean_weights())
+        korean = s["engine"] == "auto" and self.korean_weights()
+        if s["engine"] != "auto" or s["languages"]:
+            return [choose_engine(s["engine"], s["languages"], question.language, korean)]
+        return plan_engines(question, korean)
+
+    def engine(self, kind: str, langs: tuple[str, ...]) -> OcrEngine:
         with self._engines_lock:
             if (kind, langs) not in self._engines:
                 self._engines[kind, langs] = self._build(kind, langs)
@@ -377,14 +390,26 @@ class OcrTool(Tool):
 
     def apply(self, image: Image.Image, question: Question, workdir: Path | None,
               peers: Mapping[str, Tool]) -> tuple[OcrEvidence, dict[str, str]]:
-        engine = self.engine_for(question)
         image = image.convert("RGB")
         small, scale = fit_within(image, self.settings["max_side"])
-        det = engine.read(small)
-        det.xyxy = det.xyxy / scale
-        det = clean_spans(det, self.settings["min_confidence"], image.size)
+        reads = []
+        for kind, langs in self.plan_for(question):
+            engine, t0 = self.engine(kind, langs), time.perf_counter()
+            det = engine.read(small)
+            det.xyxy = det.xyxy / scale
+            det = clean_spans(det, self.settings["min_confidence"], image.size)
+            reads.append((engine.name, native_scripts(kind, langs), det, time.perf_counter() - t0))
+        if len(reads) == 1:
+            name, _, det, _ = reads[0]
+            evidence = OcrEvidence(engine=name, spans=to_spans(det, name))
+        else:
+            det = merge_spans([(name, native, d) for name, native, d, _ in reads])
+            det = det[reading_order(det.xyxy)]
+            evidence = OcrEvidence(engine=", ".join(r[0] for r in reads), spans=to_spans(det),
+                                   reads=[OcrRead(engine=name, spans=to_spans(d, name), seconds=round(sec, 3))
+                                          for name, _, d, sec in reads])
         artifacts: dict[str, str] = {}
         if workdir is not None:
             Path(workdir).mkdir(parents=True, exist_ok=True)
             artifacts["annotated"] = str(annotate(image, det, Path(workdir) / "ocr.jpg"))
-        return OcrEvidence(engine=engine.name, spans=to_spans(det)), artifacts
+        return evidence, artifacts

@@ -6,12 +6,12 @@ A reasoner turns a batch of requests (question, image, tool results) into one
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from PIL import Image
 
+from agent.reasoners.extract import parse_letter  # noqa: F401 - the one parser, re-exported for the backends
 from agent.schema import Decision, Question, ToolResult
 
 
@@ -50,25 +50,3 @@ def letter_variants(letter: str) -> list[str]:
     return out
 
 
-_PATTERNS = [
-    r"(?:answer|option|choice)\s*(?:is|:)?\s*\(?\**([a-e])\b",
-    r"정답\s*(?:은|는|:)?\s*\(?\**([a-e])\b",
-    r"^\W*\(?([a-e])\)?(?:[.):*\s]|$)",  # "b", "(b)", "b. milk", "**b**"
-    r"\(([a-e])\)",
-]
-
-
-def parse_letter(text: str, options: dict[str, str]) -> str | None:
-    """Find the chosen letter in generated text: ``"b"``, ``"(B)"``, ``"Answer: c"``, ``"정답은 b"``, or an option's text."""
-    t = text.strip()
-    low = t.lower()
-    for pat in _PATTERNS:
-        m = re.search(pat, low, flags=re.MULTILINE)
-        if m and m.group(1) in options:
-            return m.group(1)
-    hits = [k for k, v in options.items() if v and v.lower() in low]
-    if len(hits) == 1:
-        return hits[0]
-    if len(hits) > 1:  # prefer the longest option text that occurs (e.g. "12개" over "2개")
-        return max(hits, key=lambda k: len(options[k]))
-    return None

@@ -13,7 +13,8 @@ Three ways to an answer, tried in this order; the ``Decision`` flags say which o
    vLLM 0.12), a JSON schema enum (vLLM, LMDeploy, llama.cpp, Ollama), llama.cpp GBNF. Most servers ignore
    fields they do not know, so support is detected from the reply: a form counts as supported once a reply
    conforms to it, and is ruled out when the server rejects it (HTTP 400) or ignores it.
-3. ``path:parsed``: plain generation, the letter parsed from the text (``parse_letter``); ``unparsed`` when none.
+3. ``path:parsed``: plain generation, the letter parsed from the text (``extract_letter``, its rule flagged
+   ``parsed:<rule>``); ``unparsed`` when none.
 
 Open questions (``vqa chat`` without options) are plain generation: ``path:free_text``.
 
@@ -44,7 +45,8 @@ import prompts
 from agent.errors import ConfigError, ModelLoadError, VqaError
 from agent.images import fit_pixels
 from agent.probs import logsumexp, one_hot, softmax_over_letters, uniform
-from agent.reasoners.base import ReasonRequest, parse_letter
+from agent.reasoners.base import ReasonRequest
+from agent.reasoners.extract import extract_letter
 from agent.schema import Decision
 
 DIALECTS: tuple[str, ...] = ("choice", "guided_choice", "json_schema", "grammar")
@@ -302,12 +304,12 @@ class OpenAIBackend:
                 break
         if seen is None:
             seen = self._complete(messages, self.max_new_tokens).text
-        letter = parse_letter(seen, q.options)
-        if letter is None:
+        found = extract_letter(seen, q.options)
+        if found.letter is None:
             return Decision(probs=uniform(letters), method="generate", prompt=prompt, raw=seen,
                             flags=["path:parsed", "unparsed"])
-        return Decision(probs=one_hot(letter, letters), method="generate", prompt=prompt, raw=seen,
-                        flags=["path:parsed"])
+        return Decision(probs=one_hot(found.letter, letters), method="generate", prompt=prompt, raw=seen,
+                        flags=["path:parsed", found.flag])
 
     def _dialects(self) -> list[str]:
         if self.constrain == "none":

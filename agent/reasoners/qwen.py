@@ -18,7 +18,8 @@ import prompts
 from agent.errors import ConfigError, ModelLoadError, brief
 from agent.hub import locate
 from agent.probs import logsumexp, one_hot, softmax_over_letters, uniform
-from agent.reasoners.base import ReasonRequest, letter_variants, parse_letter
+from agent.reasoners.base import ReasonRequest, letter_variants
+from agent.reasoners.extract import extract_letter
 from agent.schema import LETTERS, Decision
 from tools.device import cuda_available, resolve_device
 
@@ -223,11 +224,11 @@ class QwenBackend:
             if not req.question.options:
                 out.append(Decision(probs={}, method="generate", prompt=text, raw=raw, text=raw.strip()))
                 continue
-            letter = parse_letter(raw, req.question.options)
-            if letter is None:
+            found = extract_letter(raw, req.question.options)
+            if found.letter is None:
                 out.append(Decision(probs=uniform(req.question.letters), method="generate", prompt=text, raw=raw,
                                     flags=["unparsed"]))
             else:
-                out.append(Decision(probs=one_hot(letter, req.question.letters), method="generate", prompt=text,
-                                    raw=raw))
+                out.append(Decision(probs=one_hot(found.letter, req.question.letters), method="generate", prompt=text,
+                                    raw=raw, flags=[found.flag]))
         return out
