@@ -68,15 +68,15 @@ class Settings(BaseSettings):
     quant: Literal["none", "4bit", "8bit"] = "none"
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     adapter: str | None = None
-    min_pixels: int | None = None
-    max_pixels: int = 1_003_520  # the reasoner's pixel budget (Qwen: ~1280 patches of 28x28)
+    min_pixels: int | None = Field(None, ge=1)
+    max_pixels: int = Field(1_003_520, ge=1)  # the reasoner's pixel budget (Qwen: ~1280 patches of 28x28)
     generate: bool = False
     max_new_tokens: int = 16
     device: str = "auto"
     batch_size: int = Field(8, ge=1)
     tool_timeout: float = Field(120.0, gt=0)
-    image_max_pixels: int = 4_000_000  # the working copy every tool sees
-    hard_cap_pixels: int = 400_000_000  # images larger than this are refused, not decoded
+    image_max_pixels: int = Field(4_000_000, ge=1)  # the working copy every tool sees
+    hard_cap_pixels: int = Field(400_000_000, ge=1)  # images larger than this are refused, not decoded
     ocr_engine: str | None = None  # the ocr tool's engine (its own default: auto)
     image_decode_budget: int = Field(1 << 30, ge=1)  # bytes of decoded pixels at once, per image and all together
     detector: str | None = None  # Grounding DINO hub id or path (the detect tool)

@@ -32,9 +32,13 @@ class RunDirBusy(VqaError):
 @contextmanager
 def locked(run_dir: Path, command: str = "vqa") -> Iterator[None]:
     """Hold ``run_dir`` for this process; a second holder fails at once, naming the first."""
-    run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"run directory {run_dir} cannot be written ({exc.strerror}); choose another --run-dir") \
+            from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

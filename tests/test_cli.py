@@ -109,6 +109,20 @@ def test_bad_input_is_a_clear_error(args: list, needles: list[str], tmp_path: Pa
     assert_clean_error(vqa(*[tmp_path / "x.csv" if a == "OUT" else a for a in args]), *needles)
 
 
+@pytest.mark.parametrize(("toml", "needles"), [
+    ("[ocr]\nbogus_key = 3\n", ["bad settings for tool 'ocr'", "bogus_key"]),
+    ("tool_timeout = -1\n", ["tool_timeout"]),
+    ("image_max_pixels = 0\n", ["image_max_pixels"]),
+    ("batch_size = 0\n", ["batch_size"]),
+])
+def test_bad_settings_are_refused_before_any_work(toml: str, needles: list[str], tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(toml, encoding="utf-8")
+    assert_clean_error(vqa("batch", EXAMPLES / "test.csv", "--images", EXAMPLES, "--out", tmp_path / "s.csv",
+                           "--run-dir", tmp_path / "run", "--reasoner", "evidence", "--config", cfg), *needles)
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "run" / "results.jsonl").exists()
+
+
 def test_csv_missing_columns_is_a_clear_error(tmp_path: Path) -> None:
     f = tmp_path / "t.csv"
     f.write_text("id,question,a,b\n1,q,x,y\n", encoding="utf-8")

@@ -165,7 +165,7 @@ def open_services(settings: Settings, run_dir: Path | None, *, images_root: Path
     from agent.reasoners import load_reasoner
     from agent.router import Router
     from agent.services import Services
-    from tools import plugin_routing
+    from tools import plugin_routing, tool_names
 
     rules, examples = plugin_routing()  # keywords and example questions of plug-in tools
 
@@ -178,6 +178,9 @@ def open_services(settings: Settings, run_dir: Path | None, *, images_root: Path
                         tool_timeout=settings.tool_timeout, artifacts_dir=run_dir / "artifacts" if run_dir else None,
                         images_root=images_root, cache=open_cache(settings.cache, run_dir) if cache else None)
     try:
+        for name in services.tool_settings:  # every configured tool is built now: a bad setting fails before any work
+            if name in tool_names():
+                services.tool(name)
         reasoner.load()
         yield services
     finally:

@@ -46,7 +46,9 @@ def eval_cmd(
     trace = trace_writer(run_dir)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err, transient=True)
-    with open_services(settings, run_dir, images_root=images) as services, progress:
+    from agent.rundir import locked
+
+    with locked(run_dir, "vqa eval"), open_services(settings, run_dir, images_root=images) as services, progress:
         task = progress.add_task("router", total=len(questions))
 
         def on_arm(name: str) -> None:
