@@ -51,6 +51,32 @@ def _looks_local(model: str) -> bool:
     return p.exists() or p.is_absolute() or model.startswith((".", "~")) or model.count("/") > 1 or "\\" in model
 
 
+def load_checkpoint(model: str, *, quant: Quant, dtype: torch.dtype, device: str) -> tuple[Any, Any]:
+    """``(model, processor)`` of a vision-language checkpoint (hub id or folder), quantised as asked, on ``device``.
+    Raises ``ModelLoadError`` with a short reason."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+
+    if _looks_local(model) and not Path(model).expanduser().is_dir():
+        raise ModelLoadError(f"model folder {model!r} does not exist (or is not a folder); expected a "
+                             "checkpoint folder or a hub id such as 'Qwen/Qwen2.5-VL-7B-Instruct'")
+    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": {"": device}}
+    if quant == "4bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+    elif quant == "8bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    try:
+        processor = AutoProcessor.from_pretrained(model)
+        loaded = AutoModelForImageTextToText.from_pretrained(model, **kwargs)
+    except Exception as exc:  # noqa: BLE001 -- any failure here is the user's checkpoint or path
+        raise ModelLoadError(f"could not load {model!r} as a vision-language checkpoint "
+                             f"(AutoModelForImageTextToText + AutoProcessor): {brief(exc)}. Check the path, or for "
+                             "a hub id that its files are in the local cache (with HF_HUB_OFFLINE=1 offline runs "
+                             "fail fast)") from None
+    return loaded, processor
+
+
 class QwenBackend:
     """Qwen-VL reasoner on transformers; loads lazily on the first ``decide`` (or ``load()``).
 
@@ -117,58 +143,55 @@ class QwenBackend:
         """Load processor, weights and adapter (idempotent). Raises ``ModelLoadError`` with a short reason."""
         if self._model is not None:
             return
-        from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
-
-        if _looks_local(self.model) and not Path(self.model).expanduser().is_dir():
-            raise ModelLoadError(f"model folder {self.model!r} does not exist (or is not a folder); expected a "
-                                 "checkpoint folder or a hub id such as 'Qwen/Qwen2.5-VL-7B-Instruct'")
-        kwargs: dict[str, Any] = {"dtype": self.dtype, "device_map": {"": self.device}}
-        if self.quant == "4bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=self.dtype)
-        elif self.quant == "8bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        try:
-            processor = AutoProcessor.from_pretrained(self.model)
-            model = AutoModelForImageTextToText.from_pretrained(self.model, **kwargs)
-        except Exception as exc:  # noqa: BLE001 -- any failure here is the user's checkpoint or path
-            raise ModelLoadError(f"could not load {self.model!r} as a vision-language checkpoint "
-                                 f"(AutoModelForImageTextToText + AutoProcessor): {brief(exc)}. Check the path, or for "
-                                 "a hub id that its files are in the local cache (with HF_HUB_OFFLINE=1 offline runs "
-                                 "fail fast)") from None
+        model, processor = load_checkpoint(self.model, quant=self.quant, dtype=self.dtype, device=self.device)
         if self.adapter is not None:
             model = self._with_adapter(model)
+        self.attach(model.eval(), processor)
+
+    def attach(self, model: Any, processor: Any) -> None:
+        """Score with an already loaded model and processor (e.g. one being fine-tuned) instead of loading one.
+        The caller owns the model's mode (``eval()`` for scoring)."""
         tokenizer = getattr(processor, "tokenizer", None)
         if tokenizer is None or getattr(processor, "chat_template", None) is None:
             raise ModelLoadError(f"{self.model!r} has no tokenizer or chat template in its processor; "
                                  "expected an Instruct vision-language checkpoint")
         tokenizer.padding_side = "left"
         self._letter_ids = letter_token_ids(lambda s: tokenizer.encode(s, add_special_tokens=False))
-        self._model, self._processor = model.eval(), processor
+        self._model, self._processor = model, processor
+
+    @property
+    def letter_ids(self) -> dict[str, list[int]]:
+        """Per letter, the ids of its single-token variants (after ``load``/``attach``)."""
+        return self._letter_ids
 
     def _with_adapter(self, model: Any) -> Any:
         from peft import PeftModel
 
+        from agent.train.manifest import check_adapter
+
         if not (Path(self.adapter).expanduser() / "adapter_config.json").is_file():
             raise ModelLoadError(f"adapter {self.adapter!r} is not a PEFT adapter folder (no adapter_config.json)")
+        check_adapter(self.adapter, self.model)  # vqa train's manifest: same base model and prompt versions
         try:
             return PeftModel.from_pretrained(model, self.adapter)
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"could not apply adapter {self.adapter!r} to {self.model!r}: {brief(exc)}; "
                                  "was it trained on this base model?") from None
 
-    def _inputs(self, batch: Sequence[ReasonRequest]) -> tuple[Any, list[str]]:
-        texts, images = [], []
-        for req in batch:
-            text, _template_id = prompts.render(req.question, req.results, history=req.history,
-                                                marked=bool(req.images))
-            pictures = ([req.image] if req.image is not None else []) + list(req.images)  # photo, then marked copies
-            content = [{"type": "image"} for _ in pictures] + [{"type": "text", "text": text}]
-            chat = self._processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                                       add_generation_prompt=True)
-            texts.append(chat)
-            images.extend(p.convert("RGB") for p in pictures)
+    def chat_text(self, req: ReasonRequest) -> str:
+        """The request's prompt (``prompts.render``) in the processor's chat template, ending where the answer
+        starts; an image placeholder per picture (the photo, then the tools' marked copies)."""
+        text, _template_id = prompts.render(req.question, req.results, history=req.history, marked=bool(req.images))
+        pictures = (req.image is not None) + len(req.images)
+        content = [{"type": "image"} for _ in range(pictures)] + [{"type": "text", "text": text}]
+        return self._processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                   add_generation_prompt=True)
+
+    def encode(self, batch: Sequence[ReasonRequest]) -> tuple[Any, list[str]]:
+        """The model inputs of a batch (CPU tensors, left padded) and each request's ``chat_text``."""
+        texts = [self.chat_text(req) for req in batch]
+        images = [p.convert("RGB") for req in batch for p in ([req.image] if req.image is not None else [])
+                  + list(req.images)]  # per request: the photo, then the marked copies
         kwargs: dict[str, Any] = {}
         if images:
             size = dict(self._processor.image_processor.size)
@@ -181,7 +204,7 @@ class QwenBackend:
         if "image_grid_thw" not in inputs:  # text only: positions must skip the left padding
             mask = inputs["attention_mask"]
             inputs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        return inputs.to(self._model.device), texts
+        return inputs, texts
 
     def decide(self, batch: Sequence[ReasonRequest]) -> list[Decision]:
         if not batch:
@@ -192,7 +215,8 @@ class QwenBackend:
             got = {i: d for idx in parts.values() for i, d in zip(idx, self.decide([batch[i] for i in idx]))}
             return [got[i] for i in range(len(batch))]
         self.load()
-        inputs, texts = self._inputs(batch)
+        inputs, texts = self.encode(batch)
+        inputs = inputs.to(self._model.device)
         with torch.inference_mode():
             if self.generate or all(is_open):
                 return self._generate(batch, inputs, texts)
