@@ -18,6 +18,7 @@ import prompts
 from agent.errors import ConfigError, ModelLoadError, brief
 from agent.reasoners.base import ReasonRequest, letter_variants, parse_letter, softmax_over_letters, uniform
 from agent.schema import LETTERS, Decision
+from agent.train.manifest import check_adapter
 
 Quant = Literal["none", "4bit", "8bit"]
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -143,6 +144,8 @@ class QwenBackend:
         """Load processor, weights and adapter (idempotent). Raises ``ModelLoadError`` with a short reason."""
         if self._model is not None:
             return
+        if self.adapter is not None:  # vqa train's manifest: the same base model and prompt versions, before loading
+            check_adapter(self.adapter, self.model)
         model, processor = load_checkpoint(self.model, quant=self.quant, dtype=self.dtype, device=self.device)
         if self.adapter is not None:
             model = self._with_adapter(model)
@@ -167,11 +170,8 @@ class QwenBackend:
     def _with_adapter(self, model: Any) -> Any:
         from peft import PeftModel
 
-        from agent.train.manifest import check_adapter
-
         if not (Path(self.adapter).expanduser() / "adapter_config.json").is_file():
             raise ModelLoadError(f"adapter {self.adapter!r} is not a PEFT adapter folder (no adapter_config.json)")
-        check_adapter(self.adapter, self.model)  # vqa train's manifest: same base model and prompt versions
         try:
             return PeftModel.from_pretrained(model, self.adapter)
         except Exception as exc:  # noqa: BLE001

@@ -74,11 +74,17 @@ def check_settings(settings: Settings) -> None:
 
 
 def train_device(settings: Settings) -> str:
-    """The device of this process: under ``torchrun``/``accelerate launch`` each process takes its local GPU."""
+    """This process's device: the CPU, or its GPU (under ``torchrun``/``accelerate launch`` each process takes the
+    one its ``LOCAL_RANK`` names; pick GPUs with ``CUDA_VISIBLE_DEVICES``)."""
     import torch
 
-    if settings.device != "auto" or not torch.cuda.is_available():
-        return settings.device if settings.device != "auto" else "cpu"
+    if settings.device == "cpu" or (settings.device == "auto" and not torch.cuda.is_available()):
+        return "cpu"
+    if settings.device not in ("auto", "cuda"):
+        raise ConfigError(f"vqa train runs on --device auto, cuda or cpu, found {settings.device!r}; choose the GPU "
+                          "with CUDA_VISIBLE_DEVICES (each process of torchrun takes its own)")
+    if not torch.cuda.is_available():
+        raise ConfigError("--device cuda, but torch sees no CUDA GPU; use --device cpu or auto")
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
 
 
