@@ -3,7 +3,7 @@
 Run (default): a short LoRA training of a tiny random-weight Qwen-VL (``agent.dev.tiny``; or ``--model``) on
 labelled rows made from ``examples/`` through ``agent.train.run.train`` — the code ``vqa train`` runs — with no
 tools (this measures training, not the tools), and reports the seconds per optimizer step (median over the steps
-after the first, which includes warm-up), the per-epoch evaluation seconds, and the peak memory: CUDA's max
+after the first, which includes warm-up) and the peak memory: CUDA's max
 allocated on a GPU, the process's peak RSS on CPU (which includes Python, torch and the data).
 
 ``--estimate``: the memory of QLoRA / LoRA training of the real checkpoints, computed from their parameter
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import statistics
 import tempfile
 import time
@@ -61,8 +62,6 @@ def estimate(name: str, rank: int = 16) -> dict:
     config = AutoConfig.for_model(kind, text_config=text, vision_config=vision, tie_word_embeddings=tie)
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
-    import re
-
     pattern = re.compile(TrainOptions(rank=rank).lora_targets())
     total = sum(p.numel() for p in model.parameters())
     vision_n = sum(p.numel() for n, p in model.named_parameters() if ".visual." in f".{n}")
@@ -90,7 +89,9 @@ def make_rows(folder: Path, n: int) -> Path:
     return path
 
 
-def run(model: str | None, rows: int, steps: int, batch_size: int, max_pixels: int, checkpointing: bool) -> dict:
+def run(model: str | None, rows: int, steps: int, batch_size: int, max_pixels: int,
+        checkpointing: bool | None) -> dict:
+    """Train ``steps`` optimizer steps and time them (``checkpointing`` None: vqa train's default)."""
     from transformers import TrainerCallback
 
     from agent.config import load_settings
@@ -100,15 +101,17 @@ def run(model: str | None, rows: int, steps: int, batch_size: int, max_pixels: i
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         tmp_path = Path(tmp)
+        label = model
         if model is None:
             from agent.dev.tiny import make_tiny
 
             model = str(make_tiny(tmp_path / "tiny", roles=["vlm-qwen2.5-vl"])["vlm-qwen2.5-vl"])
+            label = "tiny vlm-qwen2.5-vl (random weights)"
         questions = read_questions(make_rows(tmp_path, rows), EXAMPLES)
         settings = load_settings(None, {"model": model, "max_pixels": max_pixels, "cache": "off"})
         options = TrainOptions(max_steps=steps, batch_size=batch_size, grad_accum=1,
                                gradient_checkpointing=checkpointing)
-        spans: dict[str, list[float]] = {"step": [], "eval": []}
+        spans: list[float] = []
 
         class Clock(TrainerCallback):
             t = 0.0
@@ -117,22 +120,17 @@ def run(model: str | None, rows: int, steps: int, batch_size: int, max_pixels: i
                 self.t = time.perf_counter()
 
             def on_step_end(self, args, state, control, **kwargs):
-                spans["step"].append(time.perf_counter() - self.t)
-
-            def on_epoch_end(self, args, state, control, **kwargs):
-                self.t = time.perf_counter()
-
-            def on_evaluate(self, args, state, control, **kwargs):
-                spans["eval"].append(time.perf_counter() - self.t)
+                spans.append(time.perf_counter() - self.t)
 
         result = train(questions, settings, options, tmp_path / "adapter", EXAMPLES, forced_tools=[],
                        callbacks=[Clock()])
-    later = spans["step"][1:] or spans["step"]
-    return {"model": Path(model).name if Path(model).exists() else model, "rows": rows, "batch_size": batch_size,
-            "max_pixels": max_pixels, "gradient_checkpointing": checkpointing, "steps": result.steps,
-            "step_s_median": round(statistics.median(later), 4), "step_s_first": round(spans["step"][0], 4),
+    later = spans[1:] or spans
+    device = "cuda" if result.memory_kind.startswith("cuda") else "cpu"
+    return {"model": label, "device": device, "rows": rows, "batch_size": batch_size, "max_pixels": max_pixels,
+            "gradient_checkpointing": device == "cuda" if checkpointing is None else checkpointing,
+            "steps": result.steps,
+            "step_s_median": round(statistics.median(later), 4), "step_s_first": round(spans[0], 4),
             "rows_per_s": round(batch_size / statistics.median(later), 2),
-            "eval_s_per_epoch": round(statistics.mean(spans["eval"]), 4) if spans["eval"] else None,
             "train_s": round(result.seconds, 2), "first_loss": result.first_loss, "last_loss": result.last_loss,
             "peak_memory_mib": round(result.peak_memory_bytes / (1 << 20), 1), "memory_kind": result.memory_kind}
 
@@ -144,15 +142,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--max-pixels", type=int, default=50_000)
-    ap.add_argument("--no-gradient-checkpointing", action="store_true")
+    ap.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto",
+                    help="gradient checkpointing (auto: vqa train's default, on with a GPU, off on CPU)")
     ap.add_argument("--estimate", action="store_true", help="print the memory table of the real checkpoints instead")
     ap.add_argument("--rank", type=int, default=16)
     a = ap.parse_args()
     if a.estimate:
         print(json.dumps([estimate(name, a.rank) for name in ARCHITECTURES], indent=2))
         return
-    print(json.dumps(run(a.model, a.rows, a.steps, a.batch_size, a.max_pixels, not a.no_gradient_checkpointing),
-                     indent=2))
+    checkpointing = {"auto": None, "on": True, "off": False}[a.checkpointing]
+    print(json.dumps(run(a.model, a.rows, a.steps, a.batch_size, a.max_pixels, checkpointing), indent=2))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -45,31 +46,31 @@ def train_cmd(
     val: Annotated[Optional[Path], Opt("--val", help="Labelled validation CSV (same --images root).")] = None,
     val_frac: Annotated[Optional[float], Opt("--val-frac", help="Hold out this share of the rows for validation "
                                              "(seeded); default 0: no validation, the last epoch is kept.")] = None,
-    rank: Annotated[Optional[int], Opt("--rank", help="LoRA rank r. [default: 16]")] = None,
-    alpha: Annotated[Optional[float], Opt("--alpha", help="LoRA alpha (scale alpha/r). [default: 32]")] = None,
-    dropout: Annotated[Optional[float], Opt("--dropout", help="LoRA dropout. [default: 0.05]")] = None,
+    rank: Annotated[Optional[int], Opt("--rank", help="LoRA rank r. Default: 16.")] = None,
+    alpha: Annotated[Optional[float], Opt("--alpha", help="LoRA alpha (scale alpha/r). Default: 32.")] = None,
+    dropout: Annotated[Optional[float], Opt("--dropout", help="LoRA dropout. Default: 0.05.")] = None,
     target_modules: Annotated[Optional[str], Opt("--target-modules", help="Comma list of the language model's "
-                                                 "linear layers to adapt. [default: q,k,v,o,gate,up,down_proj]")] = None,
+                                                 "linear layers to adapt. Default: q,k,v,o,gate,up,down_proj.")] = None,
     train_vision: Annotated[Optional[bool], Opt("--train-vision/--freeze-vision", help="Also adapt the vision "
-                                                "tower's blocks. [default: frozen]")] = None,
-    lr: Annotated[Optional[float], Opt("--lr", help="Peak learning rate. [default: 5e-4]")] = None,
+                                                "tower's blocks. Default: frozen.")] = None,
+    lr: Annotated[Optional[float], Opt("--lr", help="Peak learning rate. Default: 5e-4.")] = None,
     warmup: Annotated[Optional[float], Opt("--warmup", help="Share of the steps with linear warm-up before the "
-                                           "cosine decay. [default: 0.05]")] = None,
-    weight_decay: Annotated[Optional[float], Opt("--weight-decay", help="AdamW weight decay. [default: 0]")] = None,
-    epochs: Annotated[Optional[float], Opt("--epochs", help="Passes over the training rows. [default: 3]")] = None,
+                                           "cosine decay. Default: 0.05.")] = None,
+    weight_decay: Annotated[Optional[float], Opt("--weight-decay", help="AdamW weight decay. Default: 0.")] = None,
+    epochs: Annotated[Optional[float], Opt("--epochs", help="Passes over the training rows. Default: 3.")] = None,
     max_steps: Annotated[Optional[int], Opt("--max-steps", help="Optimizer steps; overrides --epochs.")] = None,
-    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Rows per forward pass, per GPU. [default: 2]")] = None,
+    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Rows per forward pass, per GPU. Default: 2.")] = None,
     grad_accum: Annotated[Optional[int], Opt("--grad-accum", help="Forward passes per optimizer step. "
-                                             "[default: 1]")] = None,
+                                             "Default: 1.")] = None,
     gradient_checkpointing: Annotated[Optional[bool], Opt("--gradient-checkpointing/--no-gradient-checkpointing",
                                                           help="Recompute activations in the backward pass "
-                                                          "(less memory, ~30% more time). [default: on with a GPU, off on CPU]")] = None,
+                                                          "(less memory, ~30% more time). Default: on with a GPU, off on CPU.")] = None,
     seed: Annotated[Optional[int], Opt("--seed", help="Seed of the LoRA init, data order, dropout, split. "
-                                       "[default: 0]")] = None,
+                                       "Default: 0.")] = None,
     save_steps: Annotated[Optional[int], Opt("--save-steps", help="Checkpoint every N optimizer steps (default: "
                                              "every epoch).")] = None,
     eval_batch_size: Annotated[Optional[int], Opt("--eval-batch-size", help="Rows per scoring pass in the "
-                                                  "per-epoch accuracy. [default: 8]")] = None,
+                                                  "per-epoch accuracy. Default: 8.")] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
 ) -> None:
     """Fine-tune a LoRA (or QLoRA) adapter on a labelled CSV with the same prompt and tool evidence as inference."""
@@ -107,6 +108,8 @@ def train_cmd(
     if row_errors or unlabelled:
         err.print(f"skipping {row_errors} malformed and {unlabelled} unlabelled row(s) of {csv_path}")
     result = _run(questions, val_rows, settings, opts, out_dir, images, forced, resume)
+    if not result.main_process:  # data parallel: the main process reports
+        return
     best = result.best
     out.print(f"[bold]rows[/] train {result.train_rows}, val {result.val_rows}, skipped {len(result.skipped)}   "
               f"[bold]steps[/] {result.steps} ({result.epochs:.2f} epochs, {result.seconds:.1f}s)   [bold]loss[/] "
@@ -139,7 +142,7 @@ def _run(questions, val_rows, settings, opts, out_dir: Path, images: Path, force
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=err,
-                        transient=False)
+                        transient=False, disable=os.environ.get("RANK", "0") != "0")  # torchrun: rank 0 draws it
 
     class RichProgress(TrainerCallback):
         task = None

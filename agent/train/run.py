@@ -47,6 +47,7 @@ class TrainResult:
     memory_kind: str = ""  # "cuda max allocated" or "process peak RSS"
     resumed_from: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    main_process: bool = True  # False in the other processes of a data-parallel run
 
 
 def check_settings(settings: Settings) -> None:
@@ -292,7 +293,7 @@ def train(train_rows: Sequence[Question], settings: Settings, options: TrainOpti
         best=keep.best_metrics if keep else None, seconds=seconds,
         peak_memory_bytes=torch.cuda.max_memory_allocated(device) if cuda else _peak_rss(),
         memory_kind="cuda max allocated" if cuda else "process peak RSS", resumed_from=str(ckpt) if ckpt else None,
-        history=history)
+        history=history, main_process=main)
 
 
 def _peak_rss() -> int:
