@@ -309,7 +309,7 @@ def logged_steps(out: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_to_the_adapter_of_an_uninterrupted_one(tmp_path, tiny_dir):
+def test_a_killed_run_resumes_to_the_adapter_of_an_uninterrupted_one(tmp_path, tiny_dir, monkeypatch, capsys):
     from safetensors.torch import load_file
 
     common = [rows16(tmp_path / "rows.csv", limit=8), "--images", EXAMPLES, "--model", tiny_dir / "vlm-qwen2.5-vl",
@@ -334,8 +334,10 @@ def test_a_killed_run_resumes_to_the_adapter_of_an_uninterrupted_one(tmp_path, t
     killed_at = max(logged_steps(cut))
     assert 5 <= killed_at < 8
     assert not (cut / "adapter_model.safetensors").exists()
-    p = vqa("train", *common, "--out", cut)
-    assert p.returncode == 2 and "already holds a training run; pass --resume" in p.stderr
+    code, err = run_main(monkeypatch, capsys, "train", *common, "--out", cut)
+    assert code == 2 and "already holds a training run; pass --resume" in err
+    code, err = run_main(monkeypatch, capsys, "train", *common, "--out", cut, "--resume", "--lr", "1e-3")
+    assert code == 2 and "was started with other settings (options.lr: 0.0005 -> 0.001)" in err
     ok(vqa("train", *common, "--out", cut, "--resume"))
     a, b = load_file(whole / "adapter_model.safetensors"), load_file(cut / "adapter_model.safetensors")
     assert a.keys() == b.keys() and len(a) == 28  # A and B of 14 projections

@@ -59,12 +59,14 @@ def train_cmd(
     weight_decay: Annotated[Optional[float], Opt("--weight-decay", help="AdamW weight decay. Default: 0.")] = None,
     epochs: Annotated[Optional[float], Opt("--epochs", help="Passes over the training rows. Default: 3.")] = None,
     max_steps: Annotated[Optional[int], Opt("--max-steps", help="Optimizer steps; overrides --epochs.")] = None,
-    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Rows per forward pass, per GPU. Default: 2.")] = None,
+    batch_size: Annotated[Optional[int], Opt("--batch-size", help="Rows per forward pass, per GPU. "
+                                             "Default: 2.")] = None,
     grad_accum: Annotated[Optional[int], Opt("--grad-accum", help="Forward passes per optimizer step. "
                                              "Default: 1.")] = None,
     gradient_checkpointing: Annotated[Optional[bool], Opt("--gradient-checkpointing/--no-gradient-checkpointing",
-                                                          help="Recompute activations in the backward pass "
-                                                          "(less memory, ~30% more time). Default: on with a GPU, off on CPU.")] = None,
+                                                          help="Recompute activations in the backward pass (less "
+                                                          "memory, ~30% more time). Default: on with a GPU, off on "
+                                                          "CPU.")] = None,
     seed: Annotated[Optional[int], Opt("--seed", help="Seed of the LoRA init, data order, dropout, split. "
                                        "Default: 0.")] = None,
     save_steps: Annotated[Optional[int], Opt("--save-steps", help="Checkpoint every N optimizer steps (default: "
@@ -114,9 +116,11 @@ def train_cmd(
     out.print(f"[bold]rows[/] train {result.train_rows}, val {result.val_rows}, skipped {len(result.skipped)}   "
               f"[bold]steps[/] {result.steps} ({result.epochs:.2f} epochs, {result.seconds:.1f}s)   [bold]loss[/] "
               f"{_f(result.first_loss)} -> {_f(result.last_loss)}"
-              + (f"   [bold]best val accuracy[/] {best['val_accuracy']:.1%} (epoch {best['epoch']:.0f})" if best else ""))
+              + (f"   [bold]best val accuracy[/] {best['val_accuracy']:.1%} (epoch {best['epoch']:.0f})"
+                 if best else ""))
     if result.tools:
-        out.print("[bold]tools[/] " + ", ".join(f"{t} ok {c['ok']} failed {c['failed']}" for t, c in result.tools.items()))
+        out.print("[bold]tools[/] " + ", ".join(f"{t} ok {c['ok']} failed {c['failed']}"
+                                              for t, c in result.tools.items()))
     for qid, reason in result.skipped[:5]:
         err.print(f"skipped {qid}: {reason}")
     out.print(f"adapter: {out_dir}   log: {out_dir / 'train_log.jsonl'}   plot: {out_dir / 'train_plot.png'}")

@@ -62,8 +62,8 @@ def check_settings(settings: Settings) -> None:
     if settings.quant == "4bit":
         if not torch.cuda.is_available() or settings.device == "cpu":
             raise ConfigError(f"--quant 4bit (QLoRA) trains on a CUDA GPU with bitsandbytes, but torch "
-                              f"{torch.__version__} sees no CUDA GPU here; use --quant none (LoRA in bf16/fp32) on this "
-                              "machine, or run on a GPU")
+                              f"{torch.__version__} sees no CUDA GPU here; use --quant none (LoRA in bf16/fp32) on "
+                              "this machine, or run on a GPU")
         if importlib.util.find_spec("bitsandbytes") is None:
             raise ConfigError("--quant 4bit (QLoRA) needs bitsandbytes, which is not installed; "
                               "pip install 'vqa-orchestrator[gpu]'")
@@ -110,9 +110,10 @@ def run_config(settings: Settings, options: TrainOptions, forced: list[str] | No
 def prepare_out(out: Path, config: dict[str, Any], resume: bool) -> Path | None:
     """Check ``OUT`` against ``--resume``; returns the checkpoint to resume from (or ``None``)."""
     ckpt = latest_checkpoint(out)
-    if not resume:
-        if ckpt is not None or (out / CONFIG).is_file():
-            raise ConfigError(f"{out} already holds a training run; pass --resume to continue it, or choose another --out")
+    if not resume:  # a run killed before its first checkpoint has nothing to resume: it starts again
+        if ckpt is not None:
+            raise ConfigError(f"{out} already holds a training run; pass --resume to continue it, or choose "
+                              "another --out")
         return None
     if ckpt is None:
         raise ConfigError(f"--resume: no checkpoint in {out / CHECKPOINTS} (a run saves one per epoch); "
@@ -124,7 +125,8 @@ def prepare_out(out: Path, config: dict[str, Any], resume: bool) -> Path | None:
         for k in diff:
             a, b = before.get(k), config.get(k)
             if isinstance(a, dict) and isinstance(b, dict):
-                detail += [f"{k}.{n}: {a.get(n)!r} -> {b.get(n)!r}" for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)]
+                detail += [f"{k}.{n}: {a.get(n)!r} -> {b.get(n)!r}" for n in sorted(set(a) | set(b))
+                           if a.get(n) != b.get(n)]
             else:
                 detail.append(f"{k}: {a!r} -> {b!r}")
         raise ConfigError(f"--resume: {out} was started with other settings ({'; '.join(detail)}); resume with the "
