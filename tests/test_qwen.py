@@ -223,7 +223,7 @@ def test_pixel_budget_bounds_the_image_grid(tiny_dir, images, role):
     b.load()
     patch = b._processor.image_processor.patch_size
     for name in ("coffee", "astronaut"):
-        inputs, _ = b._inputs([ReasonRequest(Q4, images[name])])
+        inputs, _ = b.encode([ReasonRequest(Q4, images[name])])
         t, h, w = inputs["image_grid_thw"][0].tolist()
         assert 20_000 <= h * w * patch * patch <= 40_000
     [d] = b.decide([ReasonRequest(Q4, images["coffee"])])

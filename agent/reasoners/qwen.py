@@ -21,6 +21,7 @@ from agent.probs import logsumexp, one_hot, softmax_over_letters, uniform
 from agent.reasoners.base import ReasonRequest, letter_variants
 from agent.reasoners.extract import extract_letter
 from agent.schema import LETTERS, Decision
+from agent.train.manifest import check_adapter
 from tools.device import cuda_available, resolve_device
 
 Quant = Literal["none", "4bit", "8bit"]
@@ -41,6 +42,30 @@ def letter_probs(logits: Mapping[int, float] | Sequence[float], ids: Mapping[str
     """Per-letter score = logsumexp of its tokens' logits, softmaxed over ``letters`` only (no tokens: probability 0)."""
     scores = {k: logsumexp([float(logits[i]) for i in ids.get(k, ())]) for k in letters}
     return softmax_over_letters(scores)
+
+
+def load_checkpoint(model: str, *, quant: Quant, dtype: torch.dtype, device: str) -> tuple[Any, Any]:
+    """``(model, processor)`` of a vision-language checkpoint (a folder, or a hub id found through ``agent.hub``:
+    the local cache first, the hub at most once per process), quantised as asked, on ``device``. Raises
+    ``ModelLoadError`` with a short reason."""
+    folder = locate(model, flag="--model", what="vision-language model")
+    from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+
+    kwargs: dict[str, Any] = {"dtype": dtype, "device_map": {"": device}}
+    if quant == "4bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+    elif quant == "8bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    try:
+        processor = AutoProcessor.from_pretrained(folder)
+        loaded = AutoModelForImageTextToText.from_pretrained(folder, **kwargs)
+    except Exception as exc:  # noqa: BLE001 -- any failure here is the user's checkpoint or path
+        raise ModelLoadError(f"could not load {model!r} as a vision-language checkpoint "
+                             f"(AutoModelForImageTextToText + AutoProcessor): {brief(exc)}. Check the path, or for "
+                             "a hub id that its files are in the local cache") from None
+    return loaded, processor
 
 
 class QwenBackend:
@@ -106,37 +131,32 @@ class QwenBackend:
         """Load processor, weights and adapter (idempotent). Raises ``ModelLoadError`` with a short reason."""
         if self._model is not None:
             return
-        from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
-
-        try:  # a folder, or a hub id from the local cache; the hub itself is asked at most once per process
-            folder = locate(self.model, flag="--model", what="vision-language model")
+        if self.adapter is not None:  # vqa train's manifest: the same base model and prompt versions, before loading
+            check_adapter(self.adapter, self.model)
+        try:
+            model, processor = load_checkpoint(self.model, quant=self.quant, dtype=self.dtype, device=self.device)
         except ModelLoadError as exc:
             raise ModelLoadError(f"{exc}; or answer without a model: --reasoner evidence (OCR and detection "
                                  "evidence only)") from None
-        kwargs: dict[str, Any] = {"dtype": self.dtype, "device_map": {"": self.device}}
-        if self.quant == "4bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=self.dtype)
-        elif self.quant == "8bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        try:
-            processor = AutoProcessor.from_pretrained(folder)
-            model = AutoModelForImageTextToText.from_pretrained(folder, **kwargs)
-        except Exception as exc:  # noqa: BLE001 -- any failure here is the user's checkpoint or path
-            raise ModelLoadError(f"could not load {self.model!r} as a vision-language checkpoint "
-                                 f"(AutoModelForImageTextToText + AutoProcessor): {brief(exc)}. Check the path, or for "
-                                 "a hub id that its files are in the local cache (with HF_HUB_OFFLINE=1 offline runs "
-                                 "fail fast)") from None
         if self.adapter is not None:
             model = self._with_adapter(model)
+        self.attach(model.eval(), processor)
+
+    def attach(self, model: Any, processor: Any) -> None:
+        """Score with an already loaded model and processor (e.g. one being fine-tuned) instead of loading one.
+        The caller owns the model's mode (``eval()`` for scoring)."""
         tokenizer = getattr(processor, "tokenizer", None)
         if tokenizer is None or getattr(processor, "chat_template", None) is None:
             raise ModelLoadError(f"{self.model!r} has no tokenizer or chat template in its processor; "
                                  "expected an Instruct vision-language checkpoint")
         tokenizer.padding_side = "left"
         self._letter_ids = letter_token_ids(lambda s: tokenizer.encode(s, add_special_tokens=False))
-        self._model, self._processor = model.eval(), processor
+        self._model, self._processor = model, processor
+
+    @property
+    def letter_ids(self) -> dict[str, list[int]]:
+        """Per letter, the ids of its single-token variants (after ``load``/``attach``)."""
+        return self._letter_ids
 
     def close(self) -> None:
         """Free the weights (and the CUDA cache they used); a later ``decide`` loads them again."""
@@ -160,16 +180,20 @@ class QwenBackend:
             raise ModelLoadError(f"could not apply adapter {self.adapter!r} to {self.model!r}: {brief(exc)}; "
                                  "was it trained on this base model?") from None
 
-    def _inputs(self, batch: Sequence[ReasonRequest]) -> tuple[Any, list[str]]:
-        texts, images = [], []
-        for req in batch:
-            text, _ = prompts.render(req.question, req.results, history=req.history, marked=bool(req.images))
-            pictures = ([req.image] if req.image is not None else []) + list(req.images)  # photo, then marked copies
-            content = [{"type": "image"} for _ in pictures] + [{"type": "text", "text": text}]
-            chat = self._processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                                       add_generation_prompt=True)
-            texts.append(chat)
-            images.extend(p.convert("RGB") for p in pictures)
+    def chat_text(self, req: ReasonRequest) -> str:
+        """The request's prompt (``prompts.render``) in the processor's chat template, ending where the answer
+        starts; an image placeholder per picture (the photo, then the tools' marked copies)."""
+        text, _template_id = prompts.render(req.question, req.results, history=req.history, marked=bool(req.images))
+        pictures = (req.image is not None) + len(req.images)
+        content = [{"type": "image"} for _ in range(pictures)] + [{"type": "text", "text": text}]
+        return self._processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                   add_generation_prompt=True)
+
+    def encode(self, batch: Sequence[ReasonRequest]) -> tuple[Any, list[str]]:
+        """The model inputs of a batch (CPU tensors, left padded) and each request's ``chat_text``."""
+        texts = [self.chat_text(req) for req in batch]
+        images = [p.convert("RGB") for req in batch for p in ([req.image] if req.image is not None else [])
+                  + list(req.images)]  # per request: the photo, then the marked copies
         kwargs: dict[str, Any] = {}
         if images:
             size = dict(self._processor.image_processor.size)
@@ -182,7 +206,7 @@ class QwenBackend:
         if "image_grid_thw" not in inputs:  # text only: positions must skip the left padding
             mask = inputs["attention_mask"]
             inputs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        return inputs.to(self._model.device), texts
+        return inputs, texts
 
     def decide(self, batch: Sequence[ReasonRequest]) -> list[Decision]:
         """One decision per request, stamped with its prompt template id and this backend's fingerprint."""
@@ -199,7 +223,8 @@ class QwenBackend:
             got = {i: d for idx in parts.values() for i, d in zip(idx, self._decide([batch[i] for i in idx]))}
             return [got[i] for i in range(len(batch))]
         self.load()
-        inputs, texts = self._inputs(batch)
+        inputs, texts = self.encode(batch)
+        inputs = inputs.to(self._model.device)
         with torch.inference_mode():
             if self.generate or all(is_open):
                 return self._generate(batch, inputs, texts)
