@@ -50,15 +50,29 @@ def rows16(path: Path, limit: int = 16) -> Path:
     return path
 
 
-def vqa(*args: object, timeout: float = 900) -> subprocess.CompletedProcess:
-    p = subprocess.run([VQA, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV)
-    assert "Traceback" not in p.stderr + p.stdout, p.stderr
-    return p
+def cli(*args: object) -> int:
+    """``vqa ARGS`` in this process, offline and on one thread (its output goes to pytest's capture); the exit
+    code. Offline: the som and detect tools, given no model, would otherwise try the hub for their defaults."""
+    import huggingface_hub.constants
+
+    from agent.cli import main
+
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        mp.setattr(sys, "argv", ["vqa", *map(str, args)])
+        mp.setenv("OMP_NUM_THREADS", "1")  # for the processes a tool starts (tesseract)
+        torch.set_num_threads(1)
+        try:
+            with pytest.raises(SystemExit) as exc:
+                main()
+        finally:
+            torch.set_num_threads(threads)
+    return exc.value.code or 0
 
 
-def ok(p: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert p.returncode == 0, p.stdout + p.stderr
-    return p
+def ok(*args: object) -> None:
+    assert cli(*args) == 0, args
 
 
 def metrics(run: Path) -> dict:
@@ -67,8 +81,11 @@ def metrics(run: Path) -> dict:
 
 def run_main(monkeypatch, capsys, *args: object) -> tuple[int, str]:
     """``vqa ARGS`` in this process (its error exit included); returns the exit code and stderr."""
+    import huggingface_hub.constants
+
     from agent.cli import main
 
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(sys, "argv", ["vqa", *map(str, args)])
     with pytest.raises(SystemExit) as exc:
         main()
@@ -236,15 +253,15 @@ def trained(request, tiny_dir, shared) -> dict:
     is small to keep the tiny forward passes fast, and the tool cache is shared with the evaluations."""
     role = request.param
     out = shared["root"] / f"adapter-{role}"
-    p = ok(vqa("train", shared["csv"], "--images", EXAMPLES, "--model", tiny_dir / role, "--out", out,
-               "--epochs", "30", "--max-pixels", SMALL, "--cache", shared["cache"]))
-    return {**shared, "role": role, "model": tiny_dir / role, "out": out, "stdout": p.stdout}
+    ok("train", shared["csv"], "--images", EXAMPLES, "--model", tiny_dir / role, "--out", out, "--epochs", "30",
+       "--max-pixels", SMALL, "--cache", shared["cache"])
+    return {**shared, "role": role, "model": tiny_dir / role, "out": out}
 
 
 def evaluate(t: dict, name: str, *extra: object) -> tuple[float, Path]:
     run = t["root"] / f"eval-{t['role']}-{name}"
-    ok(vqa("eval", t["csv"], "--images", EXAMPLES, "--run-dir", run, "--model", t["model"], "--max-pixels", SMALL,
-           "--cache", t["cache"], *extra))
+    ok("eval", t["csv"], "--images", EXAMPLES, "--run-dir", run, "--model", t["model"], "--max-pixels", SMALL,
+       "--cache", t["cache"], *extra)
     return metrics(run)["accuracy"], run
 
 
@@ -316,7 +333,7 @@ def test_a_killed_run_resumes_to_the_adapter_of_an_uninterrupted_one(tmp_path, t
               "--tools", "none", "--max-pixels", "20000", "--epochs", "2", "--batch-size", "2", "--grad-accum", "1"]
     # 4 steps an epoch, 8 in all; checkpoints after steps 4 and 8
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    ok(vqa("train", *common, "--out", whole))
+    ok("train", *common, "--out", whole)
     proc = subprocess.Popen([VQA, "train", *map(str, common), "--out", str(cut)], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -338,7 +355,7 @@ def test_a_killed_run_resumes_to_the_adapter_of_an_uninterrupted_one(tmp_path, t
     assert code == 2 and "already holds a training run; pass --resume" in err
     code, err = run_main(monkeypatch, capsys, "train", *common, "--out", cut, "--resume", "--lr", "1e-3")
     assert code == 2 and "was started with other settings (options.lr: 0.0005 -> 0.001)" in err
-    ok(vqa("train", *common, "--out", cut, "--resume"))
+    ok("train", *common, "--out", cut, "--resume")
     a, b = load_file(whole / "adapter_model.safetensors"), load_file(cut / "adapter_model.safetensors")
     assert a.keys() == b.keys() and len(a) == 28  # A and B of 14 projections
     for k in a:
@@ -354,8 +371,8 @@ def test_retrieve_never_returns_the_trained_row_nor_a_validation_row(tmp_path, t
     data = rows16(tmp_path / "rows.csv")
     build_kb(data, tmp_path / "kb", clip="e5", images_root=EXAMPLES)  # every row, answers included
     out = tmp_path / "adapter"
-    ok(vqa("train", data, "--images", EXAMPLES, "--model", tiny_dir / "vlm-qwen3-vl", "--out", out, "--tools",
-           "retrieve", "--kb", tmp_path / "kb", "--val-frac", "0.25", "--max-steps", "2", "--max-pixels", SMALL))
+    ok("train", data, "--images", EXAMPLES, "--model", tiny_dir / "vlm-qwen3-vl", "--out", out, "--tools", "retrieve",
+       "--kb", tmp_path / "kb", "--val-frac", "0.25", "--max-steps", "2", "--max-pixels", SMALL)
     records = [json.loads(line) for line in (out / "evidence.jsonl").read_text(encoding="utf-8").splitlines()]
     val = {r["id"] for r in records if r["split"] == "val"}
     assert len(val) == 4 and len(records) == 16
@@ -375,10 +392,15 @@ def test_retrieve_never_returns_the_trained_row_nor_a_validation_row(tmp_path, t
 
 @pytest.mark.slow
 def test_the_benchmark_reports_step_time_and_peak_memory():
-    p = subprocess.run([sys.executable, "-m", "eval.bench_train", "--rows", "4", "--steps", "3", "--max-pixels",
-                        "20000"], capture_output=True, text=True, timeout=600, env=ENV, cwd=ROOT)
-    assert p.returncode == 0, p.stderr
-    report = json.loads(p.stdout)
+    from eval.bench_train import run
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        report = run(None, rows=4, steps=3, batch_size=2, max_pixels=20_000, checkpointing=None)
+    finally:
+        torch.set_num_threads(threads)
     assert report["steps"] == 3 and report["step_s_median"] > 0 and report["rows_per_s"] > 0
     assert report["peak_memory_mib"] > 100 and report["memory_kind"] in ("process peak RSS", "cuda max allocated")
     assert math.isfinite(report["first_loss"]) and math.isfinite(report["last_loss"])
+    assert report["gradient_checkpointing"] == torch.cuda.is_available()
