@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     kb: str | None = None  # knowledge-base folder (the retrieve tool)
     debias: bool = False  # average option probabilities over every rotation of the options
     temperature: float | None = Field(None, gt=0)  # applied to option probabilities (fit it with vqa eval)
+    planner: Literal["rules", "escalate", "vlm"] = "rules"  # who picks the tools: agent.planners
+    confidence: float = Field(0.6, gt=0, le=1)  # escalate: below this top probability, add tools and decide again
+    margin: float = Field(0.1, ge=0, le=1)  # escalate: ... or when top minus second is below this
+    max_rounds: int = Field(3, ge=1)  # escalate: rounds per question, the first included
+    max_steps: int = Field(6, ge=1)  # vlm: model turns per question (each may call tools)
     cache: str = "auto"  # tool-output cache: "auto" (RUN/cache), "off", or a folder shared between runs
     ocr: dict[str, Any] = Field(default_factory=dict)
     detect: dict[str, Any] = Field(default_factory=dict)

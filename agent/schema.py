@@ -179,6 +179,29 @@ class Decision(BaseModel):
     reasoner: str | None = None  # the backend's fingerprint: the model and settings that determine the output
 
 
+class ToolCall(BaseModel):
+    """One call of a tool by a planner: the tool, the arguments it was given, and how it went."""
+
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    ok: bool = True
+    error: str | None = None  # unknown tool, bad arguments, repeated call, tool failure ...
+    cached: bool = False  # the output came from an earlier round or the tool cache, not a new run
+
+
+class Round(BaseModel):
+    """One round (``escalate``) or planner step (``vlm``): the tools called, why, and the confidence after it."""
+
+    index: int
+    planner: str  # rules, escalate, vlm
+    calls: list[ToolCall] = Field(default_factory=list)
+    why: str = ""
+    answer: str | None = None  # the letter chosen after this round, when the round ended with a decision
+    confidence: float | None = None  # top option probability after this round
+    margin: float | None = None  # top minus second probability after this round
+    seconds: float = 0.0
+
+
 class Answer(BaseModel):
     """The record kept for one question: what ``vqa ask --json`` prints."""
 
@@ -201,6 +224,7 @@ class Answer(BaseModel):
     text: str | None = None  # the free-text answer to an open question ("answer" is then "")
     template: str | None = None  # as ``Decision``: what produced this answer
     reasoner: str | None = None
+    rounds: list[Round] = Field(default_factory=list)  # planner rounds/steps; empty for a plain rules run
 
     @field_validator("route", mode="before")
     @classmethod

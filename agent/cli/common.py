@@ -56,7 +56,7 @@ class Flag:
         return Annotated[Optional[kind], Opt(self.decl, help=self.help, rich_help_panel=self.panel)]
 
 
-MODEL, TOOLS, RUN = "Model", "Tools", "Run"
+MODEL, TOOLS, PLAN, RUN = "Model", "Tools", "Planner", "Run"
 FLAGS: tuple[Flag, ...] = (
     Flag("reasoner", "--reasoner", "qwen (a Qwen-VL checkpoint), or evidence (model-free, multiple choice only).",
          MODEL),
@@ -78,6 +78,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("tool_timeout", "--tool-timeout", "Seconds before a tool is given up on.", TOOLS),
     Flag("detector", "--detector", "Grounding DINO hub id or path (the detect tool).", TOOLS),
     Flag("segmenter", "--segmenter", "SAM hub id or path (the som tool).", TOOLS),
+    Flag("planner", "--planner", "Who picks the tools: rules (the router, one round), escalate (add tools while the "
+         "answer is unsure) or vlm (the model calls tools itself).", PLAN),
+    Flag("confidence", "--confidence", "escalate: add tools while the top probability is below this.", PLAN),
+    Flag("margin", "--margin", "escalate: ... or while top minus second probability is below this.", PLAN),
+    Flag("max_rounds", "--max-rounds", "escalate: rounds per question, the first included.", PLAN),
+    Flag("max_steps", "--max-steps", "vlm: model turns per question.", PLAN),
     Flag("kb", "--kb", "Knowledge-base folder for the retrieve tool (vqa kb build).", TOOLS),
 )
 RUN_FLAGS: tuple[Flag, ...] = (  # for the commands that answer a whole CSV
