@@ -25,7 +25,7 @@ import numpy as np
 
 from agent.e5 import shared_e5
 from agent.errors import ModelLoadError
-from agent.routing.features import asks_presence, option_features, option_kinds
+from agent.routing.features import asks_appearance, asks_presence, option_features, option_kinds
 from agent.routing.model import KNN_PREFIX, PROBE_TEXT, RouterModel
 from agent.schema import Route
 from tools import tool_names
@@ -60,7 +60,9 @@ WHY = {"ocr": "asks for text written in the picture", "detect": "asks for a coun
        "som": "asks about positions in the picture", "retrieve": "asks for knowledge beyond the picture"}
 FEATURE_WHY = {"text": "options look like text to read", "name": "options look like names",
                "count": "options are small counts", "position": "options are places in the picture",
-               "colour": "options are colours", "yesno": "yes/no options",
+               "colour": "options are colours", "culture": "options are Korean culture words",
+               "yesno": "yes/no options",
+               "attribute": "asks how something looks or feels (colour, shape, expression …)",
                "presence": "asks whether something is there", "yesno_presence": "yes/no options to a presence question",
                "spatial": "the question names a place or relation in the picture",
                "reading": "asks for something usually printed (a price, date, name, number)"}
@@ -80,10 +82,14 @@ def embed_question(text: str) -> np.ndarray:
 
 
 def rule_reasons(question: str, rules: list[tuple[str, re.Pattern]] | None = None) -> dict[str, str]:
-    """Tool -> why, for every rule that fires (the first match per tool), plus the presence check for ``detect``."""
+    """Tool -> why, for every rule that fires (the first match per tool), plus the presence check for ``detect``.
+    A question about the colour, shape or material of a sign or label fires no ``ocr`` rule (it needs no reading)."""
     text = question.strip().lower()
     reasons: dict[str, str] = {}
+    appearance = asks_appearance(question)
     for tool, pat in _RULES if rules is None else rules:
+        if tool == "ocr" and appearance:
+            continue
         m = pat.search(text)
         if m and tool not in reasons:
             word = m.group(0).strip()

@@ -1,4 +1,5 @@
-"""How well the router picks tools, on the question bank's held-out ``test`` split (or any split).
+"""How well the router picks tools, on the held-out ``test`` set (``agent/routing/data/heldout_v2.jsonl``) or a
+split of the bank (``val``, ``train``).
 
     python -m eval.router [--split test] [--bank PATH] [--model PATH] [--json]    (same as ``vqa dev eval-router``)
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.errors import DataError
-from agent.routing.bank import SPLITS, TOOL_NAMES, BankItem, load_bank, split
+from agent.routing.bank import SPLITS, TOOL_NAMES, BankItem, default_for, load_bank, split
 from eval.metrics import wilson_interval
 
 N_BOOT = 2000
@@ -109,7 +110,7 @@ def format_report(res: dict, title: str = "") -> str:
 def run(split_name: str = "test", bank: Path | None = None, model: Path | None = None) -> dict:
     from agent.router import Router
 
-    items = split(load_bank(bank), split_name)
+    items = split(load_bank(bank or default_for(split_name)), split_name)
     if not items:
         raise DataError(f"the bank has no questions in split {split_name!r}; expected some in one of {SPLITS}")
     return {"split": split_name, **evaluate_router(Router(model_path=model), items)}
@@ -118,7 +119,8 @@ def run(split_name: str = "test", bank: Path | None = None, model: Path | None =
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m eval.router", description=__doc__.split("\n\n")[0])
     ap.add_argument("--split", default="test", choices=SPLITS)
-    ap.add_argument("--bank", type=Path, default=None, help="question bank JSONL (default: the shipped one)")
+    ap.add_argument("--bank", type=Path, default=None,
+                    help="questions JSONL (default: the held-out set for test, the bank for val and train)")
     ap.add_argument("--model", type=Path, default=None, help="router .npz (default: the shipped one)")
     ap.add_argument("--json", action="store_true", help="print the whole result as JSON")
     a = ap.parse_args(argv)

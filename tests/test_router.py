@@ -16,8 +16,8 @@ import pytest
 
 from agent.errors import DataError, ModelLoadError
 from agent.router import Router, e5_query
-from agent.routing.bank import TOOL_NAMES, fingerprint, load_bank, split
-from agent.routing.features import FEATURES, asks_presence, option_features
+from agent.routing.bank import TOOL_NAMES, default_heldout, fingerprint, load_bank, split
+from agent.routing.features import FEATURES, asks_appearance, asks_presence, option_features
 from agent.routing.model import RouterModel
 from agent.routing.train import train
 from eval.metrics import wilson_interval
@@ -144,6 +144,33 @@ def test_option_features_say_what_the_options_look_like(question: str, options: 
         assert f[k] == pytest.approx(expected.get(k, 0.0)), (k, f)
 
 
+@pytest.mark.parametrize(("question", "options", "expected"), [
+    ("이 놀이의 이름은?", ["윷놀이", "제기차기", "투호"], {"culture": 1.0}),  # Korean culture words, not names to read
+    ("What game is this?", ["yunnori", "tuho", "chess", "cards"], {"culture": 0.5}),
+    ("How many bottles have a red label?", ["1", "2"], {"count": 1.0}),
+    ("표지판의 바탕색은?", ["빨간색", "파란색"], {"attribute": 1.0, "colour": 1.0}),
+    ("아이의 표정은 어떤가요?", ["웃고 있다", "울고 있다"], {"attribute": 1.0}),
+    ("강아지가 누워 있는 곳은?", ["방석", "소파"], {"spatial": 1.0}),  # a place, without 왼쪽 / left
+    ("What is the cat sleeping on?", ["a bed", "a chair"], {"spatial": 1.0}),
+    ("상자 옆면에 인쇄된 글자는?", ["FRAGILE", "KEEP DRY"], {"name": 1.0}),  # 옆면 is a side, not "next to"
+    ("엘리베이터는 지금 몇 층인가요?", ["3층", "5층"], {"text": 1.0, "reading": 1.0}),  # a floor is read
+])
+def test_question_and_option_features_added_for_generalisation(question: str, options: list[str],
+                                                                 expected: dict) -> None:
+    f = option_features(question, options)
+    for k in ("culture", "attribute", "spatial", "text", "name", "count", "reading", "colour"):
+        assert f[k] == pytest.approx(expected.get(k, 0.0)), (k, f)
+
+
+def test_a_question_about_how_a_sign_looks_fires_no_ocr_rule(router: Router) -> None:
+    assert asks_appearance("간판의 글자는 무슨 색인가요?") and not asks_appearance("간판에 적힌 글자는?")
+    assert "ocr" not in Router(use_embeddings=False).route("What colour is the price tag?").tools
+    assert Router(use_embeddings=False).route("What is the price of the coffee?").tools == ["ocr"]
+    # the two misroutes of the first learned router, fixed by features and data (not by these strings)
+    assert router.route("표지판의 바탕색은?", ["빨간색", "파란색", "초록색", "노란색"]).tools == []
+    assert router.route("What animal is shown?", ["a dog", "a cat", "a rabbit"]).tools == []
+
+
 @pytest.mark.parametrize(("question", "presence"), [
     ("사진에 강아지가 있나요?", True), ("식탁 위에 포크가 보이나요?", True), ("사진에 없는 물건은 무엇인가요?", True),
     ("Is there a bicycle in the picture?", True), ("Can you see any people on the beach?", True),
@@ -213,13 +240,18 @@ def test_bank_is_large_varied_and_split_by_group() -> None:
     assert len(items) >= 600 and {it.lang for it in items} == {"ko", "en"}
     assert len({it.question for it in items}) == len(items)
     by_split = Counter(it.split for it in items)
-    assert by_split["test"] >= 150 and by_split["val"] >= 100
+    assert by_split["val"] >= 100 and set(by_split) == {"train", "val"}  # test is the separate held-out file
     splits_of_group: dict[str, set] = {}
     for it in items:
         splits_of_group.setdefault(it.group, set()).add(it.split)
     assert all(len(s) == 1 for s in splits_of_group.values())
-    test = split(items, "test")
+
+
+def test_the_held_out_set_is_separate_varied_and_shares_no_question_with_the_bank() -> None:
+    test = load_bank(default_heldout())
+    assert len(test) >= 200 and {it.split for it in test} == {"test"} and {it.lang for it in test} == {"ko", "en"}
     assert all(any(t in it.tools for it in test) for t in TOOL_NAMES) and any(not it.tools for it in test)
+    assert not {it.question for it in test} & {it.question for it in load_bank()}
 
 
 @pytest.mark.parametrize(("line", "needle"), [
@@ -253,7 +285,7 @@ def test_the_shipped_model_was_trained_on_the_current_bank_and_never_on_test() -
     assert model.meta["bank_sha256"] == fingerprint(seen), "train/val changed: run `vqa dev train-router`"
     assert model.tools == TOOL_NAMES and model.option_names == FEATURES
     assert model.bank_vectors.shape == (len(seen), model.dim) and model.coef.shape[0] == len(TOOL_NAMES)
-    assert not set(map(str, model.bank_questions)) & {it.question for it in split(items, "test")}
+    assert not set(map(str, model.bank_questions)) & {it.question for it in load_bank(default_heldout())}
 
 
 def test_the_model_file_round_trips_and_bad_files_are_clear_errors(tmp_path: Path) -> None:

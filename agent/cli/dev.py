@@ -70,8 +70,10 @@ def train_router_cmd(
 
 @dev.command("eval-router")
 def eval_router_cmd(
-    split_name: Annotated[str, Opt("--split", help="Bank split to score: test (held out), val or train.")] = "test",
-    bank: Annotated[Optional[Path], Opt("--bank", help="Question bank JSONL (default: the shipped one).")] = None,
+    split_name: Annotated[str, Opt("--split", help="What to score: test (the held-out set, heldout_v2.jsonl), or the "
+                                   "bank's val or train split.")] = "test",
+    bank: Annotated[Optional[Path], Opt("--bank", help="Questions JSONL (default: the held-out set for test, the "
+                                        "shipped bank for val and train).")] = None,
     model: Annotated[Optional[Path], Opt("--model", help="Router model .npz (default: the shipped one).")] = None,
     as_json: AsJson = False,
 ) -> None:

@@ -1,9 +1,11 @@
-"""The labelled question bank the router learns from and is measured on (``data/bank.jsonl``).
+"""The labelled question bank the router learns from (``data/bank.jsonl``) and the held-out set it is measured on
+(``data/heldout_v2.jsonl``).
 
 One JSON object a line: ``id``, ``split`` (``train`` | ``val`` | ``test``), ``group`` (a hand-written batch or a
 template; a group never straddles splits), ``src`` (``hand`` | ``template``), ``lang``, ``question``, ``options``
 and ``tools`` (the tools the question needs, a subset of ``som, detect, ocr, retrieve``; empty: none).
-``test`` is held out: never used to fit or tune. ``data/README.md`` says how questions are labelled.
+The bank holds ``train`` and ``val``; ``test`` is the separate held-out file, written and labelled before the
+router was run on it and never used to fit or tune. ``data/LABELLING.md`` says how questions are labelled.
 """
 
 from __future__ import annotations
@@ -27,6 +29,16 @@ SPLITS = ("train", "val", "test")
 
 def default_bank() -> Path:
     return Path(str(files("agent.routing").joinpath("data/bank.jsonl")))
+
+
+def default_heldout() -> Path:
+    """The held-out test set (``split`` ``test`` only)."""
+    return Path(str(files("agent.routing").joinpath("data/heldout_v2.jsonl")))
+
+
+def default_for(split_name: str) -> Path:
+    """Where a split lives by default: ``test`` in the held-out file, ``train`` and ``val`` in the bank."""
+    return default_heldout() if split_name == "test" else default_bank()
 
 
 class BankItem(BaseModel):

@@ -10,6 +10,8 @@
 - ``count``: share of options that are small counts (``2명``, ``세 마리``, ``3``, ``two``);
 - ``position``: share of options that are places in the picture (``왼쪽``, ``소파 위``, ``on the left``);
 - ``colour``: share of options that are colours;
+- ``culture``: share of options that are Korean culture words (``송편``, ``경복궁``, ``gayageum``, ``고려``;
+  ``data/culture_words.txt``): things the retrieve tool knows;
 - ``yesno``: every option is yes/no (``예``/``아니오``, ``있다``/``없다``, ``yes``/``no``);
 - ``presence``: the question asks whether something is there (``강아지가 있나요?``, ``Is there a ...``,
   ``사진에 없는 것은?``) — not ``어디에 있나요`` (where), ``열려 있나요`` (a state) or ``하고 있나요`` (an activity);
@@ -20,7 +22,11 @@
   say where counted things are ("테이블 위에 접시가 몇 개").
 - ``reading``: the question asks for something that is usually printed — a price, a date or time, a product,
   shop or station name, a number on a thing, a destination (``얼마``, ``상품명``, ``유통기한``, ``등번호``,
-  ``how much``, ``expiry``, ``what time``, ``bound for``): soft evidence for ``ocr``, broader than its rules.
+  ``how much``, ``expiry``, ``what time``, ``bound for``): soft evidence for ``ocr``, broader than its rules;
+- ``attribute``: the question asks how something looks or feels — its colour, shape, material, pattern, a face's
+  expression, a mood, a posture, the weather or season (``바탕색은``, ``무슨 모양``, ``표정``, ``what colour``,
+  ``made of``): evidence against ``ocr`` even when the thing is a sign or a label (``asks_appearance``: the colour,
+  shape, material or pattern part, which also vetoes the ``ocr`` keyword rules).
 """
 
 from __future__ import annotations
@@ -32,8 +38,8 @@ from importlib.resources import files
 
 from tools.phrases import LEXICON, MODIFIERS, parse_count, parse_yes_no, strip_particle
 
-FEATURES: tuple[str, ...] = ("text", "name", "count", "position", "colour", "yesno", "presence", "yesno_presence",
-                             "spatial", "reading")
+FEATURES: tuple[str, ...] = ("text", "name", "count", "position", "colour", "culture", "yesno", "presence",
+                             "yesno_presence", "spatial", "reading", "attribute")
 
 _MONTHS = r"jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec"
 _TEXTLIKE = re.compile("|".join([
@@ -45,7 +51,7 @@ _TEXTLIKE = re.compile("|".join([
     r"\b\d{1,2}\s*(?:a\.?m\.?|p\.?m\.?)(?![a-z])",
     r"[$₩€£¥]\s*\d", r"\d[\d,.]*\s*(?:원|won|달러|dollars?|엔|yen|유로|euros?)(?![a-z])", r"\b\d+\.\d{2}\b",  # prices
     r"\d+(?:[.,]\d+)?\s*(?:ml|l|g|kg|mg|km|cm|mm|m|kcal|cal|km/h|mph|inch(?:es)?|인치|%|°c|°f|°|℃|도|호실|호|번지|번)"
-    r"(?![a-z가-힣])",  # measures, rooms, numbers on things
+    r"(?![a-z가-힣])", r"\d+\s*층(?![가-힣])",  # measures, rooms, floors, numbers on things
     r"\b\d{2,4}-\d{3,4}-\d{4}\b", r"^\d+\s*[-:]\s*\d+$",  # phone numbers, scores
     r"\b(?=[a-z]*\d)(?=\d*[a-z])[a-z\d]{2,}(?:-[a-z\d]+)*\b",  # codes mixing letters and digits (3a, r5, ktx-123)
     r"^0\d+$", r"^\d{3,}$",  # numbers that are read, not counted (bus lines, rooms, years)
@@ -59,19 +65,34 @@ _POSITION = re.compile(r"왼쪽|오른쪽|좌측|우측|앞쪽|뒤쪽|위쪽|아
                        r"(?:^|\s)(?:위|아래|앞|뒤|옆|밑|안|사이|근처|곁|너머)$|"
                        r"\b(?:left|right|front|behind|above|below|beside|under|next to|on top|middle|centre|center|"
                        r"between|near|corner)\b|^(?:on|in|under|by|at|against|inside|across) (?:the|a)\b")
-_SPATIAL_Q = re.compile(r"왼|오른|좌측|우측|위쪽|아래쪽|앞쪽|뒤쪽|뒤편|가운데|중앙|옆|앞에|뒤에|아래|밑|사이|"
+_SPATIAL_Q = re.compile(r"왼|오른|좌측|우측|위쪽|아래쪽|앞쪽|뒤쪽|뒤편|가운데|중앙|옆(?!면)|앞에|뒤에|아래|밑|사이|"
                         r"너머|근처|곁|맞은편|건너편|꼭대기|구석|끝에|맨\s*(?:앞|뒤|위|아래)|번째|들고|쥐고|손에|"
                         r"어디에(?!서)|(?:가장|제일)\s*(?:큰|작은|가까운|먼|멀리|높은|높이|낮은|긴|짧은|앞|뒤)|"
+                        r"(?:누워|앉아|서|숨어|엎드려|기대어|매달려|올라가)\s*있는\s*곳|타고\s*있는|"
+                        r"(?:위|안|속)에\s*(?:누워|앉아|놓인|놓여|올라|들어|숨어|서\s*있|걸린|걸려|꽂힌)|"
                         r"\b(?:the|to|on|at) (?:far |very )?(?:left|right)\b|"
                         r"\b(?:left|right)(?:-hand)? (?:side|corner|of|end)\b|"
                         r"\b(?:above|below|under|beneath|behind|in front|front row|next to|beside|between|middle|"
                         r"cent(?:er|re) of|corner|top|bottom|inside|near|closest|nearest|farthest|largest|smallest|"
-                        r"tallest|shortest|holding|lying|sitting on|hanging)\b|\bwhere (?:is|are) (?:the|a|an)\b")
+                        r"tallest|shortest|holding|lying|sitting on|hanging)\b|\bwhere (?:is|are) (?:the|a|an)\b|"
+                        r"\b(?:riding|sleeping|lying|sitting|standing|resting|perched|parked|leaning|hiding)\s+"
+                        r"(?:on|in|under|against|at|by|near|inside|beside)\b|"
+                        r"\bat the (?:front|back|end|edge|top|bottom|far end)\b|\bin the shade\b|"
+                        r"\b(?:top|bottom|lowest|highest|upper|lower|first|second|third|last) (?:shelf|row|step|floor of)\b")
 _READING_Q = re.compile(r"(?<!개수는 )(?<!수는 )얼마(?!나)|요금|값은|가격|상품명|제품명|상호|이름표|명찰|번호|등번호|호실|유통기한|날짜|며칠|"
+                        r"몇\s*층|(?:으|하)?라고\s*(?:되어|적혀|쓰여|나와|표시)|어디로|어디행|목적지|이어지|향하|까지\s*가|"
+                        r"(?:가게|학원|식당|카페|병원|회사|상점|약국|호텔|학교|팀|브랜드|제품|상품|정류장|거리|도로)"
+                        r"[은는이가의]?\s*(?:이름|명칭)|"
                         r"몇\s*시|몇\s*월|요일|시각|행선지|종점|종착|정류장|역은|역\s*이름|전화|할인|용량|칼로리|"
                         r"\b(?:how much|cost|price|fee|expir\w*|date|what time(?! of)|when does|which day|bound for|headed|"
                         r"destination|number (?:on|of the)|name of (?:the|this)|called\?|brand|flavou?r|author|"
-                        r"platform|which gate|gate number|room number|speed limit|percent|discount|score)\b")
+                        r"platform|which gate|gate number|room number|speed limit|percent|discount|score|which floor|door plate|"
+                        r"name ?plate|name tag|going|lead(?:s|ing)? to|exit for)\b")
+_APPEARANCE_Q = re.compile(r"무슨\s*색|어떤\s*색|몇\s*가지\s*색|색깔|색상|바탕색|(?:의|는|은)\s*색(?:은|이)|모양|재질|소재|무늬|"
+                           r"무엇으로\s*(?:만들|되어)|\b(?:what|which) colou?rs?\b|\bcolou?r (?:is|are|of)\b|"
+                           r"\bwhat shape\b|\bshape of\b|\bmade (?:of|from)\b|\bmaterial\b|\bpattern\b")
+_ATTRIBUTE_Q = re.compile(r"표정|기분|감정|분위기|느낌|자세|날씨|계절|\b(?:expression|mood|feel(?:ing|s)?|emotion|posture|"
+                          r"weather|season|atmosphere)\b")
 _DESTINATION = re.compile(r"\b(?:going|headed|heading|bound|destination)\b|어디로|행선지|종착")
 _KO_WH = re.compile(r"어디|무엇|뭐|뭘|무슨|어떤|어떻게|어느|누가|누구|왜|언제|몇|얼마")
 _KO_PRESENCE = re.compile(r"(?:[이가도]|은|는)\s*(?:있|보이|보입)(?:나요|습니까|니까|니|어요|어|나|는지요?|는가요?|을까요)|"
@@ -81,7 +102,7 @@ _EN_WH = re.compile(r"^(?:what|which|where|who|whom|whose|how|why|when)\b")
 _EN_PRESENCE = re.compile(r"^(?:is|are) there\b|\bcan you (?:see|spot|find)\b|\bdo you see\b|"
                           r"\bdoes (?:the|this) (?:image|photo|picture|scene|room) (?:show|contain|have|include)\b|"
                           r"^(?:is|are) (?:anyone|anybody|someone|somebody|any)\b")
-_EN_ABSENT = re.compile(r"\b(?:not|n't) (?:in|be found|visible|present|appear|shown)\b")
+_EN_ABSENT = re.compile(r"\b(?:not|n't) (?:in|on|be found|visible|present|appear|shown)\b")
 
 
 @lru_cache(maxsize=1)
@@ -89,7 +110,28 @@ def common_words() -> frozenset[str]:
     """Korean and English common words (``data/common_words.txt``) plus the detect tool's nouns and colours."""
     text = files("agent.routing").joinpath("data/common_words.txt").read_text(encoding="utf-8")
     words = {w.lower() for line in text.splitlines() if not line.startswith("#") for w in line.split()}
-    return frozenset(words | set(LEXICON) | set(MODIFIERS))
+    return frozenset(words | culture_words() | set(LEXICON) | set(MODIFIERS))
+
+
+@lru_cache(maxsize=1)
+def culture_words() -> frozenset[str]:
+    """Korean culture words, Hangul and romanised (``data/culture_words.txt``), lower-cased."""
+    text = files("agent.routing").joinpath("data/culture_words.txt").read_text(encoding="utf-8")
+    return frozenset(w.lower() for line in text.splitlines() if not line.startswith("#") for w in line.split())
+
+
+def is_culture(option: str) -> bool:
+    """A Korean culture word (``송편``, ``윷놀이``, ``Gyeongbokgung``), with or without a particle or article."""
+    text = _norm(option).lower()
+    text = re.sub(r"^(?:the|a|an)\s+", "", text)
+    words, tokens = culture_words(), text.split()
+    return (text.replace(" ", "") in words or strip_particle(text) in words
+            or bool(tokens) and all(t in words or strip_particle(t) in words for t in tokens))
+
+
+def asks_appearance(question: str) -> bool:
+    """Does the question ask a colour, shape, material or pattern (not the text) of something?"""
+    return bool(_APPEARANCE_Q.search(_norm(question).lower()))
 
 
 def _norm(s: str) -> str:
@@ -155,8 +197,7 @@ def option_kinds(question: str, options: list[str]) -> dict[str, list[str]]:
     """For each option-level feature, the options that have it (for explanations)."""
     korean = bool(_HANGUL.search(question))
     checks = {"text": is_textlike, "name": lambda o: not is_textlike(o) and not is_count(o) and is_name(o, korean),
-              "count": is_count,
-              "position": is_position, "colour": is_colour}
+              "count": is_count, "position": is_position, "colour": is_colour, "culture": is_culture}
     return {k: [o for o in options if f(o)] for k, f in checks.items()}
 
 
@@ -171,5 +212,7 @@ def option_features(question: str, options: list[str] | None) -> dict[str, float
     q = _norm(question).lower()
     spatial = float(bool(_SPATIAL_Q.search(q)) and not _DESTINATION.search(q))
     reading = float(bool(_READING_Q.search(q)))
-    feats.update(yesno=yesno, presence=presence, yesno_presence=yesno * presence, spatial=spatial, reading=reading)
+    attribute = float(bool(_APPEARANCE_Q.search(q) or _ATTRIBUTE_Q.search(q)))
+    feats.update(yesno=yesno, presence=presence, yesno_presence=yesno * presence, spatial=spatial, reading=reading,
+                 attribute=attribute)
     return {k: feats[k] for k in FEATURES}
