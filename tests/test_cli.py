@@ -57,10 +57,10 @@ def test_route_explains_each_tools_score() -> None:
 
 
 def small_bank_file(path: Path, n: int = 6) -> Path:
-    """The first ``n`` held-out questions of the shipped bank, as a bank file of their own."""
-    from agent.routing.bank import load_bank, split
+    """The first ``n`` questions of the shipped held-out set, as a bank file of their own."""
+    from agent.routing.bank import default_heldout, load_bank
 
-    path.write_text("".join(it.model_dump_json() + "\n" for it in split(load_bank(), "test")[:n]), encoding="utf-8")
+    path.write_text("".join(it.model_dump_json() + "\n" for it in load_bank(default_heldout())[:n]), encoding="utf-8")
     return path
 
 
