@@ -16,7 +16,7 @@ import pytest
 
 from agent.errors import DataError, ModelLoadError
 from agent.router import Router, e5_query
-from agent.routing.bank import TOOL_NAMES, default_heldout, fingerprint, load_bank, split
+from agent.routing.bank import TOOL_NAMES, default_bank, default_for, default_heldout, fingerprint, load_bank, split
 from agent.routing.features import FEATURES, asks_appearance, asks_presence, option_features
 from agent.routing.model import RouterModel
 from agent.routing.train import train
@@ -252,6 +252,7 @@ def test_the_held_out_set_is_separate_varied_and_shares_no_question_with_the_ban
     assert len(test) >= 200 and {it.split for it in test} == {"test"} and {it.lang for it in test} == {"ko", "en"}
     assert all(any(t in it.tools for it in test) for t in TOOL_NAMES) and any(not it.tools for it in test)
     assert not {it.question for it in test} & {it.question for it in load_bank()}
+    assert default_for("test") == default_heldout() and default_for("val") == default_for("train") == default_bank()
 
 
 @pytest.mark.parametrize(("line", "needle"), [
