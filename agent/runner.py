@@ -136,6 +136,8 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
     services = services.replace(reasoner=batcher)
     graph = build_graph()
     todo = [r for r in rows if isinstance(r, Question) and r.id not in done]
+    if forced_tools is None:  # routing's e5 stage embeds these a chunk per call
+        services.router.expect([q.text for q in todo])
     failures: dict[str, Answer] = {}  # questions that got a fallback in this run (RowErrors are handled per row)
     lock = threading.Lock()
 
