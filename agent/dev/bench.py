@@ -15,8 +15,8 @@ once first (not counted). Each arm reports the median and the minimum over the r
 - ``overhead_fresh``: the same with question texts new to the process, so routing's e5 embeds them (a chunk per
   call, as ``vqa batch`` does); ``e5_ms_per_q`` is its median minus ``overhead``'s.
 - ``overhead_nodes_ms_per_q``: of ``overhead``, the mean time per question inside each graph node (``reason``
-  includes waiting for the batch to fill); the rest
-  is LangGraph's own work, the logs and threads waiting for the two cores.
+  includes waiting for the batch to fill); the rest is LangGraph's own work, the logs and threads waiting for a
+  core.
 """
 
 from __future__ import annotations
