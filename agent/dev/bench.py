@@ -14,9 +14,9 @@ once first (not counted). Each arm reports the median and the minimum over the r
   LangGraph, the results log and the trace. Routed tools are not run (``RouteOnly``): their time is theirs.
 - ``overhead_fresh``: the same with question texts new to the process, so routing's e5 embeds them (a chunk per
   call, as ``vqa batch`` does); ``e5_ms_per_q`` is its median minus ``overhead``'s.
-- ``overhead_nodes_ms_per_q``: of ``overhead``, the mean time per question inside each graph node (``reason``
-  includes waiting for the batch to fill); the rest is LangGraph's own work, the logs and threads waiting for a
-  core.
+- ``overhead_nodes_ms_per_q``: of ``overhead``, the mean wall time a question spends inside each graph node.
+  ``batch_size`` questions run at once on threads, so these overlap (together they exceed the wall time per
+  question): they show where a question waits, e.g. ``reason`` for its batch to fill, ``load_image`` for a core.
 """
 
 from __future__ import annotations
