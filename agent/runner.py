@@ -35,10 +35,10 @@ TOOL_FAILURES = "tool_failures.csv"
 
 class ResultsLog:
     """Append-only JSONL of ``Answer`` records, each written through to the operating system as it is appended
-    and fsynced at most every ``sync_every`` seconds (``sync()`` at the end of a run), so a killed process loses no
-    record and a machine crash at most the last interval's, whose questions are answered again on resume; survives
-    a kill mid-write (a torn last line is dropped). A damaged line elsewhere (edited by hand, a disk error) is skipped and counted in ``damaged``:
-    its question is simply answered again."""
+    and fsynced at most every ``sync_every`` seconds (``sync()`` at the end of a run): a killed process loses no
+    record, a machine crash at most the last interval's, whose questions are answered again on resume. A torn last
+    line (a kill mid-write) is dropped. A damaged line elsewhere (edited by hand, a disk error) is skipped and
+    counted in ``damaged``: its question is simply answered again."""
 
     def __init__(self, path: Path, sync_every: float = 1.0) -> None:
         self._log = JsonlLog(path, sync_every=sync_every)
