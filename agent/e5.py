@@ -5,8 +5,8 @@ several threads at once. Every user (the router's e5 stage, the ``retrieve`` too
 ``shared_e5()``, whose ``query``/``passage`` hold ``E5_LOCK``; so do model creation and variant switches.
 ``QueryBatcher`` embeds query texts known in advance (a batch's questions) a chunk per e5 call: the same vectors,
 bit for bit, as one call per text, through far fewer OpenMP parallel regions, whose barriers are what a busy CPU
-makes expensive. On this project's shared 2-core machine a 16-question ``run_batch`` with routing took 27 ms per
-question in chunks against 45 ms one call each (same process, alternating); on a quiet machine the two are even.
+makes expensive. On this project's shared 2-core machine a 16-question ``run_batch`` with routing took 22-24 ms
+per question in chunks against 39-43 ms one call each (``eval/bench_overhead.py``, before/after alternating).
 A shared leaf: it imports nothing from the project but ``agent.errors``, so tools may use it too.
 """
 
