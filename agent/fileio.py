@@ -4,7 +4,10 @@
   the order they were staged (so the last one staged, e.g. a manifest, is the commit); on an error nothing is
   replaced and the temporary files are removed. ``atomic_open`` and ``atomic_write`` are the one-file cases.
 - ``JsonlLog``: an append-only JSON-lines file whose torn last line (a write cut by a kill) is dropped when it
-  is opened, so appends always start on a fresh line; appends are whole lines under a lock, fsynced on request.
+  is opened, so appends always start on a fresh line; appends are whole lines under a lock, written through to
+  the operating system at once (a killed process loses nothing written) and fsynced on request: at once, or with
+  ``sync_every`` seconds at most once per that interval (group commit; ``sync()`` forces it), so a machine crash
+  or power loss loses at most the lines of the last interval.
 
 A shared leaf: it imports nothing from the project, so tools may use it too.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,26 +87,38 @@ def _fsync_dir(folder: Path) -> None:
 class JsonlLog:
     """An append-only JSON-lines file, safe across threads; a torn last line is dropped when it is opened."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, sync_every: float = 0.0) -> None:
         self.path = Path(path)
         self.lock = threading.Lock()
+        self.sync_every = sync_every  # seconds between fsyncs of appends asked to sync; 0: every such append
         self.path.parent.mkdir(parents=True, exist_ok=True)
         repair_jsonl(self.path)
+        self._synced = time.monotonic()
+        self._pending = False  # appended lines not yet fsynced
 
     def append(self, line: str, *, sync: bool = True) -> None:
-        """Append one line (no newline inside it), flushed, and fsynced when ``sync``."""
+        """Append one line (no newline inside it), flushed to the operating system; with ``sync``, fsynced now, or
+        (``sync_every``) when the last fsync is at least that old."""
         if "\n" in line:
             raise ValueError(f"a JSON-lines record must be one line, found {line.count(chr(10))} newlines in it")
         with self.lock, open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
-            if sync:
-                os.fsync(f.fileno())
+            self._pending = True
+            if sync and time.monotonic() - self._synced >= self.sync_every:
+                self._fsync(f)
 
-    def sync(self) -> None:
-        """fsync what has been appended."""
-        with self.lock, open(self.path, "a", encoding="utf-8") as f:
-            os.fsync(f.fileno())
+    def sync(self, *, when_due: bool = False) -> None:
+        """fsync what has been appended (``when_due``: only if the last fsync is ``sync_every`` seconds old)."""
+        with self.lock:
+            if not self._pending or (when_due and time.monotonic() - self._synced < self.sync_every):
+                return
+            with open(self.path, "a", encoding="utf-8") as f:
+                self._fsync(f)
+
+    def _fsync(self, f: IO[Any]) -> None:
+        os.fsync(f.fileno())
+        self._synced, self._pending = time.monotonic(), False
 
     def lines(self) -> list[str]:
         """The non-blank lines, in file order (none when the file does not exist)."""

@@ -10,7 +10,8 @@ Two stages, each saying *why*:
    on the bank's validation split, and shipped as ``agent/routing/data/router.npz``.
 
 ``Route.scores`` has every tool's probability; a tool the model chose is explained by its score, the option
-features that raised it and the nearest bank questions. The e5 model is loaded once per process, lazily.
+features that raised it and the nearest bank questions. The e5 model is loaded once per process, lazily;
+``expect`` names a batch's questions up front so their embeddings are computed a chunk per e5 call.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from agent.e5 import shared_e5
+from agent.e5 import QueryBatcher, shared_e5
 from agent.errors import ModelLoadError
 from agent.routing.features import asks_appearance, asks_presence, option_features, option_kinds
 from agent.routing.model import KNN_PREFIX, PROBE_TEXT, RouterModel
@@ -73,12 +73,13 @@ def e5_query(texts: str | list[str]) -> np.ndarray:
     return np.asarray(shared_e5().query(texts), dtype=np.float32)
 
 
-@lru_cache(maxsize=4096)
+QUESTION_EMBEDDINGS = QueryBatcher(e5_query)  # process-wide: one e5 model, and a batch repeats its question texts
+
+
 def embed_question(text: str) -> np.ndarray:
-    """A question's embedding, cached per process (a batch repeats its question texts); read-only."""
-    vec = e5_query(text)
-    vec.flags.writeable = False
-    return vec
+    """A question's embedding (read-only), cached per process; computed together with the questions that
+    ``Router.expect`` named, a chunk per e5 call (bit for bit the vectors of one call per question)."""
+    return QUESTION_EMBEDDINGS.get(text)
 
 
 def rule_reasons(question: str, rules: list[tuple[str, re.Pattern]] | None = None) -> dict[str, str]:
@@ -132,6 +133,12 @@ class Router:
                                          "expected ≥ 0.99); retrain it with `vqa dev train-router`")
                 self._model = model
         return self._model
+
+    def expect(self, questions: Sequence[str]) -> None:
+        """The questions about to be routed, in order (``vqa batch`` knows them all): the learned stage embeds them
+        a chunk per e5 call as routing reaches them, instead of one call each. Changes no decision."""
+        if self.use_embeddings:
+            QUESTION_EMBEDDINGS.expect(q.strip() for q in questions)
 
     def route(self, question: str, options: list[str] | None = None) -> Route:
         options = [o for o in (options or []) if o and o.strip()]

@@ -1,7 +1,8 @@
 """Running questions through the graph: one (``ask``) or many, resumably (``batch``).
 
 A run directory keeps ``results.jsonl`` (one ``Answer`` per finished question,
-flushed and fsynced as each finishes), ``failed.csv`` (rows that got a fallback
+written through as each finishes, fsynced at most once a second and at the end: a killed process loses none,
+a machine crash at most the last second's, answered again on resume), ``failed.csv`` (rows that got a fallback
 answer, with the reason), ``artifacts/<id>/`` (images the tools made) and
 ``trace.jsonl`` (every node of every attempt, appended as it finishes; see
 ``agent.trace.events``). A rerun with the same directory skips finished ids; failed
@@ -33,12 +34,14 @@ TOOL_FAILURES = "tool_failures.csv"
 
 
 class ResultsLog:
-    """Append-only JSONL of ``Answer`` records, fsynced per record; survives a kill mid-write (a torn last line
-    is dropped). A damaged line elsewhere (edited by hand, a disk error) is skipped and counted in ``damaged``:
-    its question is simply answered again."""
+    """Append-only JSONL of ``Answer`` records, each written through to the operating system as it is appended
+    and fsynced at most every ``sync_every`` seconds (``sync()`` at the end of a run): a killed process loses no
+    record, a machine crash at most the last interval's, whose questions are answered again on resume. A torn last
+    line (a kill mid-write) is dropped. A damaged line elsewhere (edited by hand, a disk error) is skipped and
+    counted in ``damaged``: its question is simply answered again."""
 
-    def __init__(self, path: Path) -> None:
-        self._log = JsonlLog(path)
+    def __init__(self, path: Path, sync_every: float = 1.0) -> None:
+        self._log = JsonlLog(path, sync_every=sync_every)
         self.path = self._log.path
         self.damaged: list[int] = []  # records (1-based, blank lines not counted) that are not an answer
 
@@ -56,6 +59,9 @@ class ResultsLog:
 
     def append(self, answer: Answer) -> None:
         self._log.append(answer.model_dump_json())
+
+    def sync(self) -> None:
+        self._log.sync()
 
 
 @dataclass
@@ -130,6 +136,8 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
     services = services.replace(reasoner=batcher)
     graph = build_graph()
     todo = [r for r in rows if isinstance(r, Question) and r.id not in done]
+    if forced_tools is None:  # routing's e5 stage embeds these a chunk per call
+        services.router.expect([q.text for q in todo])
     failures: dict[str, Answer] = {}  # questions that got a fallback in this run (RowErrors are handled per row)
     lock = threading.Lock()
 
@@ -169,6 +177,8 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
         raise
     finally:
         pool.shutdown(wait=True)
+        log.sync()
+        trace.sync()
     seconds = time.perf_counter() - t0
     final = [_final(r, done, failures) for r in rows]
     _write_failures(run_dir / "failed.csv", rows, final)

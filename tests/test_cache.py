@@ -3,6 +3,7 @@ never served, and (slow) that a real OCR run is computed once and then served wi
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -14,6 +15,7 @@ import agent.cache as cache_mod
 from agent.cache import ToolCache, cache_key, key_parts, open_cache
 from agent.images import load_image
 from agent.schema import OcrEvidence, Question, TextSpan, ToolResult
+from tools.base import Tool
 from tools.ocr import OcrTool
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -51,7 +53,7 @@ def test_the_key_is_stable_and_ignores_the_order_of_settings(sign) -> None:
     b = key_parts(OcrTool(tesseract_boxes="tesseract", engine="tesseract"), sign, question())
     assert cache_key(a) == cache_key(b)
     assert a["image_sha256"] == sign.sha256 and a["image_size"] == [1024, 768] and a["tool"] == "ocr"
-    assert len(a["tool_source"]) == 64 and a["question"]["id"] == "q1"
+    assert len(a["tool_source"]) == 64 and a["question"] == {"engines": [["tesseract", ["en"]]]}  # what ocr reads
 
 
 @pytest.mark.parametrize("change", ["image", "size", "settings", "fingerprint", "version", "code", "question_text",
@@ -74,8 +76,12 @@ def test_everything_that_determines_the_output_changes_the_key(change: str, sign
     elif change == "question_text":
         q = question(text="표지판에 적힌 글자는?")
     elif change == "question_id":
+        tool.cache_inputs = functools.partial(Tool.cache_inputs, tool)  # a tool that reads the whole question
+        base = cache_key(key_parts(tool, img, q, peers))
         q = question(id="q2")
     elif change == "options":
+        tool.cache_inputs = functools.partial(Tool.cache_inputs, tool)
+        base = cache_key(key_parts(tool, img, q, peers))
         q = question(options={"a": "EXIT", "b": "NO PARKING"})
     elif change == "peers":
         peers = {"ocr": OcrTool(engine="easyocr")}
@@ -89,6 +95,16 @@ def test_a_tool_may_narrow_what_it_reads_of_the_question(sign) -> None:
                                                                                    ("q2", "What does it say?"))]
     assert same[0] == same[1]
     assert cache_key(key_parts(tool, sign, question(text="무엇인가요?"))) != same[0]
+
+
+def test_ocr_reads_only_which_engines_read_the_photo(sign) -> None:
+    """OCR's output depends on the image, its settings and the engines the question's scripts call for: not on the
+    question's id or wording, so questions about one photo share one reading."""
+    tool = OcrTool()  # auto: one engine per script of the question and its options
+    key = lambda **kw: cache_key(key_parts(tool, sign, question(**kw)))  # noqa: E731
+    assert key() == key(id="q2", text="Which word is on the sign?", options={"a": "EXIT", "b": "STOP", "c": "GO"})
+    assert key(options={"a": "주차 금지", "b": "출구"}) != key()  # Hangul options need a Korean reading
+    assert key_parts(tool, sign, question())["question"] == {"engines": [["easyocr", ["en"]]]}
 
 
 def test_rewriting_a_folder_named_in_the_settings_invalidates(tmp_path: Path, sign) -> None:
@@ -192,3 +208,37 @@ def test_a_real_tool_is_computed_once_even_when_asked_concurrently_then_served(t
     again = ToolCache(tmp_path / "cache").run(OcrTool(**FAST_OCR), sign, question(), tmp_path / "w9")
     assert again.cached and again.evidence == first.evidence
     assert again.artifacts["annotated"] == str(tmp_path / "w9" / "ocr.jpg")
+
+
+@pytest.mark.slow
+def test_two_questions_on_one_photo_read_it_once_even_when_asked_concurrently(tmp_path: Path, monkeypatch) -> None:
+    """Through ``run_batch`` (two question threads): the real Tesseract engine reads the photo once, wrapped by a
+    counting spy on the engine object; the other question is served the same reading, artifact included."""
+    from agent.reasoners.evidence import EvidenceReasoner
+    from agent.runner import ResultsLog, run_batch
+    from agent.services import Services
+
+    services = Services(reasoner=EvidenceReasoner(), tool_settings={"ocr": FAST_OCR},
+                        cache=ToolCache(tmp_path / "cache"), artifacts_dir=tmp_path / "run" / "artifacts")
+    qs = [question(), question(id="q2", text="Which word is written on the sign?",
+                               options={"a": "STOP", "b": "PARKING", "c": "EXIT"})]
+    tool = services.tool("ocr")
+    assert tool.plan_for(qs[0]) == tool.plan_for(qs[1]) == [("tesseract", ("en",))]
+    engine = tool.engine("tesseract", ("en",))
+    reads: list[str] = []
+    real_read = engine.read
+
+    def counting_read(image):
+        reads.append(threading.current_thread().name)
+        return real_read(image)
+
+    monkeypatch.setattr(engine, "read", counting_read)
+    summary = run_batch(qs, services, tmp_path / "run", batch_size=2, forced_tools=["ocr"])
+    assert summary.answered == 2 and len(reads) == 1
+    assert (services.cache.computed, services.cache.served, services.cache.failed) == (1, 1, 0)
+    answers = ResultsLog(tmp_path / "run" / "results.jsonl").load()
+    ocr = {qid: a.evidence[0] for qid, a in answers.items()}
+    assert sorted(r.cached for r in ocr.values()) == [False, True]
+    assert ocr["q1"].evidence == ocr["q2"].evidence and any("PARKING" in s.text for s in ocr["q1"].evidence.spans)
+    for qid, r in ocr.items():
+        assert Path(r.artifacts["annotated"]).is_file() and qid in r.artifacts["annotated"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -67,3 +68,23 @@ def test_jsonl_log_drops_a_torn_last_line_and_appends_whole_lines(tmp_path: Path
 def test_jsonl_log_creates_its_folder_and_reads_nothing_from_a_new_file(tmp_path: Path) -> None:
     log = JsonlLog(tmp_path / "new" / "trace.jsonl")
     assert log.lines() == [] and (tmp_path / "new").is_dir()
+
+
+@pytest.mark.parametrize("sync_every, fsyncs_while_appending", [(0.0, 5), (3600.0, 0)])
+def test_jsonl_log_group_commit_writes_through_and_fsyncs_at_most_once_per_interval(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync_every: float, fsyncs_while_appending: int) -> None:
+    """Every append is readable at once (a killed process loses nothing); with ``sync_every`` the fsyncs are
+    grouped, and ``sync()`` makes the rest durable (the end of a run)."""
+    fsyncs: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    log = JsonlLog(tmp_path / "results.jsonl", sync_every=sync_every)
+    for i in range(5):
+        log.append(f'{{"id": {i}}}')
+        assert JsonlLog(tmp_path / "results.jsonl").lines()[-1] == f'{{"id": {i}}}'  # another reader sees it now
+    assert len(fsyncs) == fsyncs_while_appending
+    log.sync(when_due=True)
+    assert len(fsyncs) == fsyncs_while_appending  # not due: the last fsync is younger than sync_every
+    log.sync()
+    log.sync()  # nothing new since: no second fsync
+    assert len(fsyncs) == fsyncs_while_appending + (sync_every > 0)

@@ -371,6 +371,12 @@ class OcrTool(Tool):
             return [choose_engine(s["engine"], s["languages"], question.language, korean)]
         return plan_engines(question, korean)
 
+    def cache_inputs(self, question: Question) -> dict[str, Any]:
+        """What the output reads of the question: only which engines read the image (``plan_for``: the scripts of
+        the question and its options), never its id or wording; so questions about one photo that need the same
+        engines share one cached reading."""
+        return {"engines": [[kind, list(langs)] for kind, langs in self.plan_for(question)]}
+
     def engine(self, kind: str, langs: tuple[str, ...]) -> OcrEngine:
         with self._engines_lock:
             if (kind, langs) not in self._engines:

@@ -18,17 +18,25 @@ def bench(
     model: Annotated[Path, Opt("--model", help="Local Qwen-VL checkpoint (e.g. from `vqa dev make-tiny`).")],
     questions: Annotated[int, Opt("--questions", help="How many questions to time.")] = 16,
     batch_size: Annotated[int, Opt("--batch-size")] = 8,
+    repeats: Annotated[int, Opt("--repeats", min=1, help="Timed runs of each arm, taken in turns (median and "
+                                "minimum reported).")] = 5,
+    new_tokens: Annotated[int, Opt("--new-tokens", min=1, help="Exact answer length of the generate arm, in "
+                                   "tokens.")] = 8,
     as_json: AsJson = False, device: Device = None,
 ) -> None:
-    """Time logit scoring vs generation, and the per-question overhead of the graph."""
+    """Time logit scoring vs generation (a fixed answer length), and the graph's own overhead per question, the
+    arms taking turns; see README "Benchmark" for what each number includes."""
     from agent.dev.bench import run_bench
 
-    res = run_bench(str(model), n=questions, batch_size=batch_size, device=device or "auto")
+    if questions < 1 or batch_size < 1:
+        fail(f"--questions and --batch-size must be at least 1, found {questions} and {batch_size}")
+    res = run_bench(str(model), n=questions, batch_size=batch_size, device=device or "auto", repeats=repeats,
+                    new_tokens=new_tokens)
     if as_json:
         print(json.dumps(res))
     else:
         for k, v in res.items():
-            out.print(f"{k:>22}: {v}")
+            out.print(f"{k:>26}: {v}", highlight=False)
 
 
 @dev.command("make-tiny")

@@ -1,25 +1,42 @@
-"""``vqa bench``: logit scoring vs generation, and the graph's own overhead, measured in one run.
+"""``vqa bench``: logit scoring vs generation, and the graph's own overhead, measured in one run, fairly.
 
-All three numbers go through ``run_batch`` exactly as ``vqa batch`` does
-(dynamic batching, results log, submission). Model timings force no tools;
-the overhead arm uses the model-free reasoner with routing on questions that
-need no tool, so it measures image loading + routing + graph + bookkeeping.
+Every arm goes through ``run_batch`` exactly as ``vqa batch`` does (dynamic batching, results log, trace,
+submission) into a fresh run folder, and the arms take turns: each repeat runs every arm once, in an order
+rotated by one per repeat, so load from elsewhere on the machine lands on all of them alike; each is warmed up
+once first (not counted). Each arm reports the median and the minimum over the repeats, per question.
+
+- ``logits``: the model scores the option letters (one forward pass per batch); no tools.
+- ``generate``: the same questions answered by greedy generation held to exactly ``new_tokens`` new tokens
+  (``min_new_tokens`` = ``max_new_tokens``), so a random tiny model cannot stop after one token and the two
+  arms compare a fixed answer length; no tools.
+- ``overhead``: the model-free evidence reasoner with routing: loading and hashing the image, routing (rules,
+  the learned model; the question's e5 embedding is already in the process, as for a question text seen before),
+  LangGraph, the results log and the trace. Routed tools are not run (``RouteOnly``): their time is theirs.
+- ``overhead_fresh``: the same with question texts new to the process, so routing's e5 embeds them (a chunk per
+  call, as ``vqa batch`` does); ``e5_ms_per_q`` is its median minus ``overhead``'s.
+- ``overhead_nodes_ms_per_q``: of ``overhead``, the mean wall time a question spends inside each graph node.
+  ``batch_size`` questions run at once on threads, so these overlap (together they exceed the wall time per
+  question): they show where a question waits, e.g. ``reason`` for its batch to fill, ``load_image`` for a core.
 """
 
 from __future__ import annotations
 
+import itertools
+import statistics
 import tempfile
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
 
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.reasoners.qwen import QwenBackend
-from agent.runner import run_batch
-from agent.schema import Question
+from agent.router import Router
+from agent.runner import ResultsLog, run_batch
+from agent.schema import Question, Route
 from agent.services import Services
 
 TEXTS = [
@@ -30,40 +47,83 @@ TEXTS = [
 ]
 
 
-def make_questions(folder: Path, n: int, size: tuple[int, int] = (448, 336)) -> list[Question]:
+class RouteOnly(Router):
+    """Routes every question in full (rules, e5, the learned model) but hands the graph no tool to run."""
+
+    def route(self, question: str, options: list[str] | None = None) -> Route:
+        return super().route(question, options).model_copy(update={"tools": [], "reasons": {}})
+
+
+def make_questions(folder: Path, n: int, size: tuple[int, int] = (448, 336), tag: str = "") -> list[Question]:
+    """``n`` questions, each on its own photo-sized JPEG; ``tag`` makes the texts new (and the ids unique)."""
     rng = np.random.default_rng(0)
     qs = []
     for i in range(n):
         path = folder / f"q{i}.jpg"
-        arr = (rng.random((size[1] // 8, size[0] // 8, 3)) * 255).astype("uint8")
-        Image.fromarray(arr).resize(size, Image.BILINEAR).save(path, quality=90)
+        if not path.exists():
+            arr = (rng.random((size[1] // 8, size[0] // 8, 3)) * 255).astype("uint8")
+            Image.fromarray(arr).resize(size, Image.BILINEAR).save(path, quality=90)
         text, opts = TEXTS[i % len(TEXTS)]
-        qs.append(Question(id=f"bench-{i}", image=path, text=text, options=dict(zip("abcde", opts))))
+        text = f"{text} ({tag} {i})" if tag else text
+        qs.append(Question(id=f"bench{tag}-{i}", image=path, text=text, options=dict(zip("abcde", opts))))
     return qs
 
 
-def _time(services: Services, qs: list[Question], run_dir: Path, batch_size: int, tools: list[str] | None) -> float:
+def _timed(services: Services, qs: list[Question], run_dir: Path, batch_size: int,
+           tools: list[str] | None) -> tuple[float, dict[str, float]]:
+    """Seconds per question of one ``run_batch``, and the mean seconds per question inside each node."""
     t0 = time.perf_counter()
     s = run_batch(qs, services, run_dir, batch_size=batch_size, forced_tools=tools)
+    seconds = (time.perf_counter() - t0) / len(qs)
     if s.failed:
         raise RuntimeError(f"{s.failed} benchmark questions failed; see {run_dir / 'failed.csv'}")
-    return (time.perf_counter() - t0) / len(qs)
+    nodes: dict[str, float] = {}
+    for a in ResultsLog(run_dir / "results.jsonl").load().values():
+        for node, sec in a.timings.items():
+            nodes[node] = nodes.get(node, 0.0) + sec / len(qs)
+    return seconds, nodes
 
 
-def run_bench(model: str, n: int = 16, batch_size: int = 8, device: str = "auto") -> dict:
+def run_bench(model: str, n: int = 16, batch_size: int = 8, device: str = "auto", repeats: int = 5,
+              new_tokens: int = 8) -> dict:
     with tempfile.TemporaryDirectory(prefix="vqa-bench-") as tmp:
         root = Path(tmp)
         qs = make_questions(root, n)
-        out: dict = {"model": model, "questions": n, "batch_size": batch_size}
-        for key, generate in (("logits_s_per_q", False), ("generate_s_per_q", True)):
-            backend = QwenBackend(model, generate=generate, device=device)
-            with closing(backend):
-                backend.load()
-                services = Services(reasoner=backend)
-                _time(services, qs[:batch_size], root / f"warm-{key}", batch_size, [])  # warm-up, not counted
-                out[key] = round(_time(services, qs, root / key, batch_size, []), 4)
-        services = Services(reasoner=EvidenceReasoner())
-        _time(services, qs, root / "warm-overhead", batch_size, None)
-        out["overhead_ms_per_q"] = round(1000 * _time(services, qs, root / "overhead", batch_size, None), 3)
-        out["device"] = str(backend.device) if hasattr(backend, "device") else device
-        return out
+        logits = QwenBackend(model, device=device)
+        with closing(logits):
+            logits.load()
+            generate = logits.with_decoding(generate=True, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+            model_services = {"logits": Services(reasoner=logits), "generate": Services(reasoner=generate)}
+            overhead = Services(reasoner=EvidenceReasoner(), router=RouteOnly())
+            counter = itertools.count()
+
+            def arm(name: str) -> Callable[[Path], tuple[float, dict[str, float]]]:
+                if name in model_services:
+                    return lambda d: _timed(model_services[name], qs, d, batch_size, [])
+                if name == "overhead":
+                    return lambda d: _timed(overhead, qs, d, batch_size, None)
+                return lambda d: _timed(overhead, make_questions(root, n, tag=f"f{next(counter)}"), d, batch_size,
+                                        None)
+
+            names = ["logits", "generate", "overhead", "overhead_fresh"]
+            for name in names:  # warm-up, not counted (the fresh arm's texts are new again when timed)
+                arm(name)(root / f"warm-{name}")
+            times: dict[str, list[float]] = {name: [] for name in names}
+            nodes: list[dict[str, float]] = []
+            for r in range(repeats):
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    sec, per_node = arm(name)(root / f"{name}-{r}")
+                    times[name].append(sec)
+                    if name == "overhead":
+                        nodes.append(per_node)
+            device_name = str(logits.device)
+    out: dict = {"model": model, "device": device_name, "questions": n, "batch_size": batch_size,
+                 "repeats": repeats, "new_tokens": new_tokens}
+    for name, unit, scale in (("logits", "s", 1), ("generate", "s", 1), ("overhead", "ms", 1000),
+                              ("overhead_fresh", "ms", 1000)):
+        out[f"{name}_{unit}_per_q"] = round(scale * statistics.median(times[name]), 4)
+        out[f"{name}_{unit}_per_q_min"] = round(scale * min(times[name]), 4)
+    out["e5_ms_per_q"] = round(out["overhead_fresh_ms_per_q"] - out["overhead_ms_per_q"], 3)
+    out["overhead_nodes_ms_per_q"] = {k: round(1000 * statistics.median(d.get(k, 0.0) for d in nodes), 3)
+                                      for k in sorted({k for d in nodes for k in d})}
+    return out

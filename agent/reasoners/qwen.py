@@ -6,6 +6,7 @@ format works (Qwen2.5-VL, Qwen3-VL); nothing branches on the model's name.
 
 from __future__ import annotations
 
+import copy
 import gc
 import hashlib
 import importlib.util
@@ -82,7 +83,8 @@ class QwenBackend:
 
     Scoring (default): one forward pass per batch (left padding + attention mask), the next-token logits at
     the last position, per letter the logsumexp over its single-token variants, softmax over the question's
-    own letters. ``generate=True``: greedy decoding, the letter parsed from the new text.
+    own letters. ``generate=True``: greedy decoding, the letter parsed from the new text (``min_new_tokens``
+    forbids an earlier end, so a benchmark times a fixed answer length).
     """
 
     name = "qwen"
@@ -90,7 +92,7 @@ class QwenBackend:
 
     def __init__(self, model: str, *, quant: Quant = "none", dtype: str = "auto", adapter: str | None = None,
                  min_pixels: int | None = None, max_pixels: int | None = 1_003_520, generate: bool = False,
-                 max_new_tokens: int = 16, device: str = "auto") -> None:
+                 max_new_tokens: int = 16, min_new_tokens: int = 0, device: str = "auto") -> None:
         if quant not in ("none", "4bit", "8bit"):
             raise ConfigError(f"quant must be 'none', '4bit' or '8bit', found {quant!r}")
         if dtype != "auto" and dtype not in _DTYPES:
@@ -112,6 +114,7 @@ class QwenBackend:
         self.model, self.quant, self.adapter = model, quant, adapter
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
         self.generate, self.max_new_tokens = generate, max_new_tokens
+        self.min_new_tokens = min_new_tokens  # > 0: no end of answer before that many tokens (``vqa bench``)
         self._model: Any = None
         self._processor: Any = None
         self._letter_ids: dict[str, list[int]] = {}
@@ -125,6 +128,8 @@ class QwenBackend:
         """Everything that determines the output, hashed: for traces and cache keys."""
         parts = [self.model_id, self.quant, str(self.dtype).removeprefix("torch."), str(self.min_pixels),
                  str(self.max_pixels), f"generate:{self.max_new_tokens}" if self.generate else "logits"]
+        if self.generate and self.min_new_tokens:
+            parts.append(f"min_new_tokens:{self.min_new_tokens}")
         return f"qwen:{self.model_id}@" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
     def load(self) -> None:
@@ -152,6 +157,12 @@ class QwenBackend:
         tokenizer.padding_side = "left"
         self._letter_ids = letter_token_ids(lambda s: tokenizer.encode(s, add_special_tokens=False))
         self._model, self._processor = model, processor
+
+    def with_decoding(self, *, generate: bool, max_new_tokens: int, min_new_tokens: int = 0) -> QwenBackend:
+        """This backend with other decoding settings, sharing its loaded weights (one copy for both)."""
+        other = copy.copy(self)
+        other.generate, other.max_new_tokens, other.min_new_tokens = generate, max_new_tokens, min_new_tokens
+        return other
 
     @property
     def letter_ids(self) -> dict[str, list[int]]:
@@ -242,6 +253,7 @@ class QwenBackend:
         inputs.pop("position_ids", None)  # generate derives positions from the attention mask itself
         limit = self.max_new_tokens if batch[0].question.options else self.max_text_tokens
         ids = self._model.generate(**inputs, do_sample=False, max_new_tokens=limit,
+                                   min_new_tokens=min(self.min_new_tokens, limit) or None,
                                    pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
         new = tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         out = []

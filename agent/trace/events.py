@@ -43,6 +43,7 @@ from agent.schema import Question, ToolResult
 
 TRACE_VERSION = 1
 TRACE_FILE = "trace.jsonl"
+SYNC_EVERY = 1.0  # seconds between fsyncs: a machine crash loses at most this much of the trace
 IMAGE_SIDE = 1280  # longest side of the image copies the trace keeps (overlays use the working image's pixels)
 
 Kind = Literal["question", "node", "rotations", "error"]
@@ -104,7 +105,8 @@ def new_run_id() -> str:
 
 
 class TraceWriter:
-    """Appends events to ``path`` (flushed per event, fsynced per question); safe across threads.
+    """Appends events to ``path`` (written through per event; fsynced when a question closes if the last fsync is
+    ``SYNC_EVERY`` seconds old, and by ``sync()``); safe across threads.
 
     ``tagged(arm=...)`` gives a view that writes to the same file with extra tags.
     """
@@ -112,7 +114,7 @@ class TraceWriter:
     def __init__(self, path: Path, *, run: str | None = None, tags: dict[str, str] | None = None,
                  sinks: list[Sink] | None = None, _shared: _Shared | None = None) -> None:
         if _shared is None:
-            _shared = _Shared(log=JsonlLog(path), run=run or new_run_id(), sinks=list(sinks or []))
+            _shared = _Shared(log=JsonlLog(path, sync_every=SYNC_EVERY), run=run or new_run_id(), sinks=list(sinks or []))
         self._s = _shared
         self.tags = dict(tags or {})
 
@@ -127,6 +129,10 @@ class TraceWriter:
     @property
     def images_dir(self) -> Path:
         return self.path.parent / "images"
+
+    def sync(self) -> None:
+        """fsync every event written so far (the end of a run)."""
+        self._s.log.sync()
 
     def tagged(self, **tags: str) -> TraceWriter:
         return TraceWriter(self.path, tags={**self.tags, **tags}, _shared=self._s)
@@ -251,7 +257,7 @@ class QuestionTrace:
         self.write("error", start=now, end=now, ok=False, error=message)
 
     def close(self) -> None:
-        """The question is over: its events are fsynced."""
-        self.writer._s.log.sync()
+        """The question is over: its events are fsynced, at most once per ``SYNC_EVERY`` seconds."""
+        self.writer._s.log.sync(when_due=True)
         self.writer._close(self.qid)
 

@@ -1,0 +1,52 @@
+"""``vqa bench``: generation held to a fixed answer length, and a report with every arm's median and minimum.
+No timing is asserted: only what was run and that the numbers are there and consistent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from agent.dev.bench import make_questions, run_bench
+from agent.reasoners.base import ReasonRequest
+from agent.reasoners.qwen import QwenBackend
+
+SMALL = 64 * 28 * 28
+
+
+def test_generation_held_to_a_fixed_length_runs_exactly_that_many_steps(tiny_dir: Path, tmp_path: Path) -> None:
+    """The model is made to want to stop at once (its first greedy token becomes the end-of-answer token): free
+    generation then runs one forward pass, a fixed length of 6 runs six (one prefill, five decoding steps)."""
+    scorer = QwenBackend(str(tiny_dir / "vlm-qwen2.5-vl"), max_pixels=SMALL, device="cpu")
+    scorer.load()
+    model = scorer._model
+    first: list[int] = []
+    hook = model.register_forward_hook(lambda _m, _a, out: first.append(int(out.logits[0, -1].argmax())))
+    q = make_questions(tmp_path, 1)[0]
+    with Image.open(q.image) as im:
+        req = ReasonRequest(question=q, image=im.convert("RGB"), results=[])
+    try:
+        scorer.with_decoding(generate=True, max_new_tokens=1).decide([req])
+        model.generation_config.eos_token_id = first[0]
+        counts = {}
+        for name, b in (("free", scorer.with_decoding(generate=True, max_new_tokens=6)),
+                        ("fixed", scorer.with_decoding(generate=True, max_new_tokens=6, min_new_tokens=6))):
+            first.clear()
+            (d,) = b.decide([req])
+            counts[name] = len(first)
+            assert d.method == "generate"
+    finally:
+        hook.remove()
+    assert counts == {"free": 1, "fixed": 6}
+    assert not scorer.generate and scorer.min_new_tokens == 0  # the scorer it was made from is unchanged
+    assert scorer.with_decoding(generate=True, max_new_tokens=6, min_new_tokens=6).fingerprint != \
+        scorer.with_decoding(generate=True, max_new_tokens=6).fingerprint
+
+
+def test_the_report_has_every_arm_with_median_and_minimum(tiny_dir: Path) -> None:
+    res = run_bench(str(tiny_dir / "vlm-qwen2.5-vl"), n=2, batch_size=2, device="cpu", repeats=2, new_tokens=3)
+    assert (res["questions"], res["repeats"], res["new_tokens"], res["device"]) == (2, 2, 3, "cpu")
+    for arm in ("logits_s_per_q", "generate_s_per_q", "overhead_ms_per_q", "overhead_fresh_ms_per_q"):
+        assert 0 < res[f"{arm}_min"] <= res[arm], arm
+    assert res["e5_ms_per_q"] == round(res["overhead_fresh_ms_per_q"] - res["overhead_ms_per_q"], 3)
+    assert set(res["overhead_nodes_ms_per_q"]) == {"load_image", "route", "reason", "finish"}
