@@ -29,14 +29,8 @@ from agent.errors import ConfigError, ModelLoadError
 from agent.images import fit_pixels
 from agent.reasoners import load_reasoner
 from agent.reasoners.base import ReasonRequest
-from agent.reasoners.openai import (
-    OpenAIBackend,
-    ServerError,
-    conforming_letter,
-    constraint_fields,
-    logprob_probs,
-    token_letter,
-)
+from agent.reasoners.letter_forms import conforming_letter, constraint_fields, logprob_probs, token_letter
+from agent.reasoners.openai import OpenAIBackend, ServerError
 from agent.schema import Question
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -235,6 +229,19 @@ def test_retries_give_up_with_a_clear_error(server: FakeOpenAIServer) -> None:
     with pytest.raises(ServerError, match=r"failed after 3 attempts: HTTP 500: injected HTTP 500"):
         one(backend(server, retries=2))
     assert len(server.stats.requests) == 3
+
+
+@pytest.mark.parametrize(("status", "requests"), [(408, 2), (429, 2), (503, 2), (409, 1), (418, 1)])
+def test_only_408_429_and_5xx_are_retried(server: FakeOpenAIServer, status: int, requests: int) -> None:
+    """The SDK on its own also retries 409; this backend retries no 4xx but 408 and 429."""
+    server.script.fail = [status]
+    b = backend(server)
+    if requests == 2:
+        assert one(b).flags == ["path:logprobs"]
+    else:
+        with pytest.raises(ServerError, match=f"answered HTTP {status}: injected HTTP {status}"):
+            one(b)
+    assert len(server.stats.requests) == requests
 
 
 def test_4xx_is_not_retried_and_a_model_gone_missing_is_named(server: FakeOpenAIServer) -> None:
