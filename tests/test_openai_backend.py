@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -267,6 +268,17 @@ def test_at_most_max_concurrency_requests_in_flight(server: FakeOpenAIServer, li
     out = b.decide([ReasonRequest(Q3, PHOTO) for _ in range(8)])
     assert len(out) == 8 and all(d.flags == ["path:logprobs"] for d in out)
     assert server.stats.max_in_flight == limit
+
+
+def test_max_concurrency_bounds_requests_from_every_calling_thread(server: FakeOpenAIServer) -> None:
+    """Batches of one are answered in the caller's thread (as the batcher sends them to a server): still at most
+    ``max_concurrency`` in flight over all callers."""
+    server.script.gather, server.script.delay = 2, 0.05
+    b = backend(server, max_concurrency=2)
+    with ThreadPoolExecutor(6) as pool:
+        out = list(pool.map(lambda _: one(b), range(6)))
+    assert [d.flags for d in out] == [["path:logprobs"]] * 6
+    assert server.stats.max_in_flight == 2
 
 
 def test_one_failed_request_fails_the_batch(server: FakeOpenAIServer) -> None:

@@ -67,7 +67,7 @@ class _Reply:
 
 
 def data_url(image: Image.Image, max_pixels: int | None, quality: int = 92) -> str:
-    img = image.convert("RGB")
+    img = image if image.mode == "RGB" else image.convert("RGB")  # convert() would copy an RGB image
     target = fit_pixels(img.size, max_pixels)
     if target != img.size:
         img = img.resize(target, Image.Resampling.LANCZOS)
@@ -138,6 +138,7 @@ class OpenAIBackend:
         self._caps = _Capabilities()
         self._client: _Client | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._slots = threading.BoundedSemaphore(max_concurrency)  # requests in flight, from every thread
         self._load_lock = threading.Lock()
         self._served: list[str] = []
 
@@ -201,23 +202,32 @@ class OpenAIBackend:
     # ------------------------------------------------------------ deciding
 
     def decide(self, batch: Sequence[ReasonRequest]) -> list[Decision]:
-        """All requests concurrently (at most ``max_concurrency`` in flight); the first failure fails the batch."""
+        """All requests concurrently, at most ``max_concurrency`` in flight over every caller; the first failure
+        fails the batch. A batch of one (the batcher's usual case for a server) runs in the calling thread."""
         if not batch:
             return []
         self.load()
-        futures = [self._pool.submit(self._one, req) for req in batch]
-        wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
-        if failed is not None:
-            for f in futures:
-                f.cancel()
-            wait(futures)
-            raise failed.exception()
+        if len(batch) == 1:
+            decisions = [self._one(batch[0])]
+        else:
+            futures = [self._pool.submit(self._one, req) for req in batch]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
+            if failed is not None:
+                for f in futures:
+                    f.cancel()
+                wait(futures)
+                raise failed.exception()
+            decisions = [f.result() for f in futures]
         fingerprint = self.fingerprint
-        return [f.result().model_copy(update={"template": prompts.template_id(r.question), "reasoner": fingerprint})
-                for r, f in zip(batch, futures, strict=True)]
+        return [d.model_copy(update={"template": prompts.template_id(r.question), "reasoner": fingerprint})
+                for r, d in zip(batch, decisions, strict=True)]
 
     def _one(self, req: ReasonRequest) -> Decision:
+        with self._slots:
+            return self._answer(req)
+
+    def _answer(self, req: ReasonRequest) -> Decision:
         q = req.question
         messages, prompt = self._messages(req)
         if not q.options:
