@@ -18,10 +18,11 @@ Three ways to an answer, tried in this order; the ``Decision`` flags say which o
 
 Open questions (``vqa chat`` without options) are plain generation: ``path:free_text``.
 
-HTTP is the ``openai`` SDK's client (connection pool, per-request ``timeout``, ``retries`` with backoff; the
-server-specific fields go in ``extra_body``), with this backend's retry policy: connection errors, timeouts,
-408, 429 and 5xx are retried, never another 4xx (the SDK would also retry 409). Requests of one ``decide``
-batch run concurrently, at most ``max_concurrency`` in flight. Retries and timeouts live only here.
+HTTP is the ``openai`` SDK's client (connection pool, per-request ``timeout``, ``retries`` with backoff), with
+this backend's retry policy: connection errors, timeouts, 408, 429 and 5xx are retried, never another 4xx (the
+SDK would also retry 409). Server-specific fields (``structured_outputs``, ``guided_choice``, ``grammar``) go
+into the request body under their servers' names. Requests of one ``decide`` batch run concurrently, at most
+``max_concurrency`` in flight over every calling thread. Retries and timeouts live only here.
 """
 
 from __future__ import annotations
