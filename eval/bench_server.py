@@ -1,4 +1,4 @@
-"""Batch throughput of the ``openai`` backend at concurrency 1, 4 and 16, against the local test double of a server.
+"""How much of the ``openai`` backend's throughput ``vqa batch`` keeps, against the local test double of a server.
 
 This measures the CLIENT, not a model: the server is ``tests/fake_openai_server.py`` (a scripted stand-in, run
 in its own process on 127.0.0.1) answering every request after a fixed artificial latency (default 50 ms), so the
@@ -6,11 +6,18 @@ numbers show how well ``vqa batch`` keeps ``max_concurrency`` requests in flight
 loading and JPEG/base64 encoding cost on this machine's CPUs. A real server's throughput depends on its model,
 GPU and batching.
 
-For each concurrency C: ``run_batch`` (the code behind ``vqa batch``) over the same questions with
-``--batch-size C`` and ``max_concurrency=C``, no tools. ``ideal_q_per_s`` is C / latency. ``backend_q_per_s`` is
-``OpenAIBackend.decide`` alone on prepared requests (no graph, no image loading).
+For each concurrency C, ``--repeats`` times, interleaved so that both arms see the same machine load:
 
-    .venv/bin/python -m eval.bench_server [--questions 96] [--latency 0.05] [--concurrency 1 4 16]
+- ``backend``: ``OpenAIBackend.decide`` alone on prepared requests (images loaded beforehand; no graph), in
+  batches of C: the backend's own throughput;
+- ``batch``: ``run_batch`` (the code behind ``vqa batch``) over the same questions with ``--batch-size C`` and
+  ``max_concurrency=C``, no tools.
+
+Reported per C: medians of q/s, ``batch_vs_backend_pct`` (the median over repeats of batch / backend, each pair
+run back to back), and the client process's CPU milliseconds per question in each arm, which is where the gap
+comes from on a machine whose CPUs, not the server, set the pace. ``ideal_q_per_s`` is C / latency.
+
+    .venv/bin/python -m eval.bench_server [--questions 96] [--latency 0.05] [--concurrency 1 4 16] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,31 +69,59 @@ def questions(n: int) -> list[Question]:
                      options=opts) for i in range(n)]
 
 
-def bench(n: int, latency: float, concurrency: list[int], max_pixels: int) -> dict:
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _timed(fn):
+    """``fn()``'s result, its wall seconds and this process's CPU seconds."""
+    c0, t0 = _cpu(), time.perf_counter()
+    result = fn()
+    return result, (time.perf_counter() - t0, _cpu() - c0)
+
+
+def bench(n: int, latency: float, concurrency: list[int], max_pixels: int, repeats: int) -> dict:
     qs = questions(n)
     prepared = [ReasonRequest(q, load_image(q.image).image) for q in qs]
     out: dict = {"what": "client throughput against a local test double (fixed latency, no model)",
-                 "questions": n, "latency_s": latency, "max_pixels": max_pixels, "cpus": os.cpu_count(), "runs": []}
+                 "questions": n, "latency_s": latency, "max_pixels": max_pixels, "repeats": repeats,
+                 "cpus": os.cpu_count(), "runs": []}
     with test_server(latency) as url:
         for c in concurrency:
+            backend_runs, batch_runs, in_flight, sizes = [], [], [], set()
             backend = OpenAIBackend("fake-qwen", url, max_concurrency=c, max_pixels=max_pixels)
             with closing(backend):
                 backend.load()
-                t0 = time.perf_counter()
-                for i in range(0, n, c):
-                    backend.decide(prepared[i : i + c])
-                backend_s = time.perf_counter() - t0
-                server_stats(url, reset=True)
-                with tempfile.TemporaryDirectory() as tmp:
-                    summary = run_batch(list(qs), Services(reasoner=backend), Path(tmp) / "run", batch_size=c,
-                                        forced_tools=[])
-            assert summary.answered == n, f"expected {n} answers, found {summary.answered}"
-            out["runs"].append({"concurrency": c, "batch_q_per_s": round(n / summary.seconds, 1),
-                                "backend_q_per_s": round(n / backend_s, 1), "ideal_q_per_s": round(c / latency, 1),
-                                "batch_seconds": round(summary.seconds, 3),
-                                "max_in_flight": server_stats(url)["max_in_flight"],
-                                "batch_sizes": sorted(set(summary.batch_sizes))})
+                backend.decide(prepared[:c])  # warm: connections open, first-call imports done
+                for _ in range(repeats):
+                    _, took = _timed(lambda: [backend.decide(prepared[i : i + c]) for i in range(0, n, c)])
+                    backend_runs.append(took)
+                    server_stats(url, reset=True)
+                    with tempfile.TemporaryDirectory() as tmp:
+                        summary, took = _timed(lambda: run_batch(list(qs), Services(reasoner=backend),
+                                                                 Path(tmp) / "run", batch_size=c, forced_tools=[]))
+                    batch_runs.append(took)
+                    assert summary.answered == n, f"expected {n} answers, found {summary.answered}"
+                    in_flight.append(server_stats(url)["max_in_flight"])
+                    sizes |= set(summary.batch_sizes)
+            out["runs"].append(_summary(c, n, latency, backend_runs, batch_runs, max(in_flight), sorted(sizes)))
     return out
+
+
+def _summary(c: int, n: int, latency: float, backend: list[tuple[float, float]], batch: list[tuple[float, float]],
+             max_in_flight: int, batch_sizes: list[int]) -> dict:
+    med = statistics.median
+    return {"concurrency": c,
+            "batch_vs_backend_pct": round(100 * med(bk_s / bt_s for (bt_s, _), (bk_s, _) in zip(batch, backend)), 1),
+            "batch_q_per_s": round(med(n / s for s, _ in batch), 1),
+            "backend_q_per_s": round(med(n / s for s, _ in backend), 1),
+            "ideal_q_per_s": round(c / latency, 1),
+            "batch_cpu_ms_per_q": round(med(1000 * cpu / n for _, cpu in batch), 2),
+            "backend_cpu_ms_per_q": round(med(1000 * cpu / n for _, cpu in backend), 2),
+            "batch_q_per_s_runs": [round(n / s, 1) for s, _ in batch],
+            "backend_q_per_s_runs": [round(n / s, 1) for s, _ in backend],
+            "max_in_flight": max_in_flight, "batch_sizes": batch_sizes}
 
 
 def main() -> None:
@@ -93,9 +129,12 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=96)
     ap.add_argument("--latency", type=float, default=0.05, help="seconds the test server waits per request")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved backend/batch pairs per concurrency")
     ap.add_argument("--max-pixels", type=int, default=1_003_520)
     args = ap.parse_args()
-    print(json.dumps(bench(args.questions, args.latency, args.concurrency, args.max_pixels), indent=2))
+    if args.questions < 1 or args.repeats < 1 or min(args.concurrency) < 1 or args.latency < 0:
+        ap.error("expected --questions, --repeats and every --concurrency >= 1 and --latency >= 0")
+    print(json.dumps(bench(args.questions, args.latency, args.concurrency, args.max_pixels, args.repeats), indent=2))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -29,14 +30,8 @@ from agent.errors import ConfigError, ModelLoadError
 from agent.images import fit_pixels
 from agent.reasoners import load_reasoner
 from agent.reasoners.base import ReasonRequest
-from agent.reasoners.openai import (
-    OpenAIBackend,
-    ServerError,
-    conforming_letter,
-    constraint_fields,
-    logprob_probs,
-    token_letter,
-)
+from agent.reasoners.letter_forms import conforming_letter, constraint_fields, logprob_probs, token_letter
+from agent.reasoners.openai import OpenAIBackend, ServerError
 from agent.schema import Question
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -237,6 +232,19 @@ def test_retries_give_up_with_a_clear_error(server: FakeOpenAIServer) -> None:
     assert len(server.stats.requests) == 3
 
 
+@pytest.mark.parametrize(("status", "requests"), [(408, 2), (429, 2), (503, 2), (409, 1), (418, 1)])
+def test_only_408_429_and_5xx_are_retried(server: FakeOpenAIServer, status: int, requests: int) -> None:
+    """The SDK on its own also retries 409; this backend retries no 4xx but 408 and 429."""
+    server.script.fail = [status]
+    b = backend(server)
+    if requests == 2:
+        assert one(b).flags == ["path:logprobs"]
+    else:
+        with pytest.raises(ServerError, match=f"answered HTTP {status}: injected HTTP {status}"):
+            one(b)
+    assert len(server.stats.requests) == requests
+
+
 def test_4xx_is_not_retried_and_a_model_gone_missing_is_named(server: FakeOpenAIServer) -> None:
     b = backend(server)
     server.script.models = ["other-model"]
@@ -260,6 +268,17 @@ def test_at_most_max_concurrency_requests_in_flight(server: FakeOpenAIServer, li
     out = b.decide([ReasonRequest(Q3, PHOTO) for _ in range(8)])
     assert len(out) == 8 and all(d.flags == ["path:logprobs"] for d in out)
     assert server.stats.max_in_flight == limit
+
+
+def test_max_concurrency_bounds_requests_from_every_calling_thread(server: FakeOpenAIServer) -> None:
+    """Batches of one are answered in the caller's thread (as the batcher sends them to a server): still at most
+    ``max_concurrency`` in flight over all callers."""
+    server.script.gather, server.script.delay = 2, 0.05
+    b = backend(server, max_concurrency=2)
+    with ThreadPoolExecutor(6) as pool:
+        out = list(pool.map(lambda _: one(b), range(6)))
+    assert [d.flags for d in out] == [["path:logprobs"]] * 6
+    assert server.stats.max_in_flight == 2
 
 
 def test_one_failed_request_fails_the_batch(server: FakeOpenAIServer) -> None:

@@ -18,9 +18,11 @@ Three ways to an answer, tried in this order; the ``Decision`` flags say which o
 
 Open questions (``vqa chat`` without options) are plain generation: ``path:free_text``.
 
-Requests of one ``decide`` batch run concurrently, at most ``max_concurrency`` in flight; each has ``timeout``
-seconds and up to ``retries`` retries with exponential backoff on connection errors, timeouts, 408, 429 and
-5xx, never on other 4xx. Retries and timeouts live only here.
+HTTP is the ``openai`` SDK's client (connection pool, per-request ``timeout``, ``retries`` with backoff), with
+this backend's retry policy: connection errors, timeouts, 408, 429 and 5xx are retried, never another 4xx (the
+SDK would also retry 409). Server-specific fields (``structured_outputs``, ``guided_choice``, ``grammar``) go
+into the request body under their servers' names. Requests of one ``decide`` batch run concurrently, at most
+``max_concurrency`` in flight over every calling thread. Retries and timeouts live only here.
 """
 
 from __future__ import annotations
@@ -28,31 +30,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
-import math
 import random
 import re
 import threading
-import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
-import httpx
+import openai
 from PIL import Image
 
 import prompts
 from agent.errors import ConfigError, ModelLoadError, VqaError
 from agent.images import fit_pixels
-from agent.probs import logsumexp, one_hot, softmax_over_letters, uniform
+from agent.probs import one_hot, uniform
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.extract import extract_letter
+from agent.reasoners.letter_forms import DIALECTS, conforming_letter, constraint_fields, logprob_probs
 from agent.schema import Decision
 
-DIALECTS: tuple[str, ...] = ("choice", "guided_choice", "json_schema", "grammar")
 Constrain = Literal["auto", "choice", "guided_choice", "json_schema", "grammar", "none"]
 TOP_LOGPROBS = 20  # OpenAI's maximum, and vLLM's default --max-logprobs
-_LETTER = re.compile(r"^[\s(\[*\"']*([a-eA-E])[\s)\].:*\"',]*$")
 
 
 class ServerError(VqaError):
@@ -69,67 +67,8 @@ class _Reply:
     logprobs: list[dict] | None  # OpenAI ``choices[0].logprobs.content``
 
 
-# ---------------------------------------------------------------- pure helpers
-
-
-def token_letter(token: str) -> str | None:
-    """The option letter a token spells (``"b"``, ``" B"``, ``"(b"``, ``"**B"``, ``"b."``), else ``None``."""
-    m = _LETTER.match(token)
-    return m.group(1).lower() if m else None
-
-
-def logprob_probs(content: Sequence[dict], letters: Sequence[str], max_skip: int = 3) -> dict[str, float] | None:
-    """Per-letter probabilities from the answer's first word, or ``None`` when it is not an option letter.
-
-    Leading tokens without letters or digits (``"("``, ``"**"``, spaces) are skipped, at most ``max_skip``.
-    """
-    for i, entry in enumerate(content):
-        token = entry.get("token", "")
-        if not any(c.isalnum() for c in token):
-            if i >= max_skip:
-                return None
-            continue
-        if token_letter(token) not in letters:
-            return None
-        alternatives = [(token, entry.get("logprob", 0.0))]
-        alternatives += [(t.get("token", ""), t.get("logprob", -math.inf)) for t in entry.get("top_logprobs") or []]
-        scores: dict[str, list[float]] = {k: [] for k in letters}
-        for tok, lp in dict(alternatives).items():
-            k = token_letter(tok)
-            if k in scores and lp is not None:
-                scores[k].append(float(lp))
-        return softmax_over_letters({k: logsumexp(v) for k, v in scores.items()})
-    return None
-
-
-def constraint_fields(dialect: str, letters: Sequence[str]) -> dict[str, Any]:
-    """The request fields that constrain the answer to ``letters`` in one server dialect."""
-    if dialect == "choice":
-        return {"structured_outputs": {"choice": list(letters)}}
-    if dialect == "guided_choice":
-        return {"guided_choice": list(letters)}
-    if dialect == "json_schema":
-        schema = {"type": "object", "properties": {"answer": {"type": "string", "enum": list(letters)}},
-                  "required": ["answer"], "additionalProperties": False}
-        return {"response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}}
-    if dialect == "grammar":
-        return {"grammar": "root ::= " + " | ".join(f'"{k}"' for k in letters)}
-    raise ValueError(f"unknown constraint dialect {dialect!r}: expected one of {DIALECTS}")
-
-
-def conforming_letter(text: str, dialect: str, letters: Sequence[str]) -> str | None:
-    """The letter when ``text`` is exactly what ``dialect`` allows, else ``None`` (the server ignored it)."""
-    t = text.strip()
-    if dialect == "json_schema":
-        try:
-            t = json.loads(t)["answer"]
-        except (ValueError, TypeError, KeyError):
-            return None
-    return t if t in letters else None
-
-
 def data_url(image: Image.Image, max_pixels: int | None, quality: int = 92) -> str:
-    img = image.convert("RGB")
+    img = image if image.mode == "RGB" else image.convert("RGB")  # convert() would copy an RGB image
     target = fit_pixels(img.size, max_pixels)
     if target != img.size:
         img = img.resize(target, Image.Resampling.LANCZOS)
@@ -138,16 +77,25 @@ def data_url(image: Image.Image, max_pixels: int | None, quality: int = 92) -> s
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _error_message(r: httpx.Response) -> str:
-    try:
-        data = r.json()
-    except ValueError:
-        return " ".join(r.text.split())[:300] or r.reason_phrase
-    msg = None
-    if isinstance(data, dict):  # OpenAI/vLLM: {"error": {"message": ...}}; llama.cpp/Ollama: {"error": "..."}
-        err = data.get("error")
-        msg = err.get("message") if isinstance(err, dict) else err or data.get("detail") or data.get("message")
-    return str(msg or data)[:300]
+def retryable(status: int) -> bool:
+    """Worth another attempt: 408 (request timeout), 429 (rate limit) and 5xx; never another 4xx."""
+    return status in (408, 429) or status >= 500
+
+
+class _Client(openai.OpenAI):
+    """The SDK's client (retries, timeouts, connection pool) with this backend's retry policy: the SDK also
+    retries 409, and waits 0.5 s, 1 s ...; here only ``retryable`` statuses, after ``delay(attempt, retry_after)``."""
+
+    def __init__(self, *, delay: Callable[[int, float | None], float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._delay = delay
+
+    def _should_retry(self, response: Any) -> bool:
+        return retryable(response.status_code) and super()._should_retry(response)
+
+    def _calculate_retry_timeout(self, remaining_retries: int, options: Any, response_headers: Any = None) -> float:
+        attempt = options.get_max_retries(self.max_retries) - remaining_retries + 1
+        return self._delay(attempt, self._parse_retry_after_header(response_headers))
 
 
 # ---------------------------------------------------------------- the backend
@@ -189,8 +137,9 @@ class OpenAIBackend:
         self.max_pixels, self.generate, self.max_new_tokens = max_pixels, generate, max_new_tokens
         self.constrain = constrain
         self._caps = _Capabilities()
-        self._client: httpx.Client | None = None
+        self._client: _Client | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._slots = threading.BoundedSemaphore(max_concurrency)  # requests in flight, from every thread
         self._load_lock = threading.Lock()
         self._served: list[str] = []
 
@@ -211,9 +160,9 @@ class OpenAIBackend:
         with self._load_lock:
             if self._pool is not None:
                 return
-            headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
-            self._client = httpx.Client(headers=headers, timeout=self.timeout, limits=limits)
+            # The SDK insists on a key; "EMPTY" is what servers started without --api-key expect (vLLM's docs).
+            self._client = _Client(base_url=self.base_url, api_key=self.api_key or "EMPTY", timeout=self.timeout,
+                                   max_retries=self.retries, delay=lambda attempt, after: self._delay(attempt, after))
             try:
                 self._served = self._served_models()
             except BaseException:
@@ -225,7 +174,7 @@ class OpenAIBackend:
     def _served_models(self) -> list[str]:
         url = f"{self.base_url}/models"
         try:
-            data = self._request("GET", "/models")
+            data = self._call(f"GET {url}", self._client.get, "/models", cast_to=object)
         except ServerError as exc:
             raise ModelLoadError(f"cannot reach an OpenAI-compatible server at {self.base_url}: {exc}. Is it "
                                  "running? Start one (README, 'Serving backend') or fix --base-url") from None
@@ -254,23 +203,32 @@ class OpenAIBackend:
     # ------------------------------------------------------------ deciding
 
     def decide(self, batch: Sequence[ReasonRequest]) -> list[Decision]:
-        """All requests concurrently (at most ``max_concurrency`` in flight); the first failure fails the batch."""
+        """All requests concurrently, at most ``max_concurrency`` in flight over every caller; the first failure
+        fails the batch. A batch of one (the batcher's usual case for a server) runs in the calling thread."""
         if not batch:
             return []
         self.load()
-        futures = [self._pool.submit(self._one, req) for req in batch]
-        wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
-        if failed is not None:
-            for f in futures:
-                f.cancel()
-            wait(futures)
-            raise failed.exception()
+        if len(batch) == 1:
+            decisions = [self._one(batch[0])]
+        else:
+            futures = [self._pool.submit(self._one, req) for req in batch]
+            wait(futures, return_when=FIRST_EXCEPTION)
+            failed = next((f for f in futures if f.done() and not f.cancelled() and f.exception()), None)
+            if failed is not None:
+                for f in futures:
+                    f.cancel()
+                wait(futures)
+                raise failed.exception()
+            decisions = [f.result() for f in futures]
         fingerprint = self.fingerprint
-        return [f.result().model_copy(update={"template": prompts.template_id(r.question), "reasoner": fingerprint})
-                for r, f in zip(batch, futures, strict=True)]
+        return [d.model_copy(update={"template": prompts.template_id(r.question), "reasoner": fingerprint})
+                for r, d in zip(batch, decisions, strict=True)]
 
     def _one(self, req: ReasonRequest) -> Decision:
+        with self._slots:
+            return self._answer(req)
+
+    def _answer(self, req: ReasonRequest) -> Decision:
         q = req.question
         messages, prompt = self._messages(req)
         if not q.options:
@@ -279,7 +237,7 @@ class OpenAIBackend:
                             flags=["path:free_text"])
         letters, seen = q.letters, None
         if not self.generate and self._caps.logprobs is not False:
-            reply = self._try(messages, logprobs=True, top_logprobs=TOP_LOGPROBS)
+            reply = self._try(messages, logprobs=True)
             with self._caps.lock:
                 self._caps.logprobs = reply is not None and reply.logprobs is not None
             if reply is not None:
@@ -344,73 +302,74 @@ class OpenAIBackend:
                               "vision-language model, and does the server accept this many images per prompt "
                               "(vLLM: --limit-mm-per-prompt)?") from None
 
-    def _post(self, messages: list[dict], max_tokens: int, **extra: Any) -> _Reply:
+    def _post(self, messages: list[dict], max_tokens: int, *, logprobs: bool = False, **extra: Any) -> _Reply:
+        """One chat completion; ``extra`` (server-specific fields: the constraint forms) goes into the body.
+
+        Sent with the client's generic ``post``, which keeps its retries, timeouts and pool: the typed
+        ``chat.completions.create`` walks the whole request, base64 images included (~2 ms of CPU a request)."""
         body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0, **extra}
-        data = self._request("POST", "/chat/completions", body)
+        if logprobs:
+            body |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
+        data = self._call(f"POST {self.base_url}/chat/completions", self._client.post, "/chat/completions",
+                          body=body, cast_to=object)
         try:
             choice = data["choices"][0]
             content = choice["message"].get("content") or ""
             if isinstance(content, list):  # some servers return content parts
                 content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            logprobs = (choice.get("logprobs") or {}).get("content")
+            tokens = (choice.get("logprobs") or {}).get("content")
         except (KeyError, IndexError, TypeError, AttributeError):
             raise ServerError(f"{self.base_url}/chat/completions answered without choices[0].message: "
                               f"{str(data)[:200]!r}") from None
-        return _Reply(text=str(content), logprobs=logprobs or None)
+        return _Reply(text=str(content), logprobs=tokens or None)
 
-    # ------------------------------------------------------------ HTTP with retries
+    # ------------------------------------------------------------ errors (the SDK retries; see _Client)
 
-    def _request(self, method: str, path: str, body: dict | None = None) -> Any:
-        """One call with retries on connection errors, timeouts, 408, 429 and 5xx; 4xx raise at once."""
-        url = self.base_url + path
-        problem, retry_after = "", None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self._delay(attempt, retry_after))
-                retry_after = None
-            try:
-                r = self._client.request(method, url, json=body)
-            except httpx.TimeoutException:
-                problem = f"no answer within {self.timeout:g}s (raise request_timeout, or lower --batch-size)"
-                continue
-            except httpx.TransportError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-                continue
-            if r.status_code < 400:
-                try:
-                    return r.json()
-                except ValueError:
-                    raise ServerError(f"{method} {url} answered HTTP {r.status_code} with non-JSON: "
-                                      f"{r.text[:200]!r}") from None
-            if r.status_code in (408, 429) or r.status_code >= 500:
-                problem = f"HTTP {r.status_code}: {_error_message(r)}"
-                retry_after = r.headers.get("Retry-After") if r.status_code in (429, 503) else None
-                continue
-            raise self._client_error(r, method, url)
-        tries = f"{self.retries + 1} attempt{'s' if self.retries else ''}"
-        raise ServerError(f"{method} {url} failed after {tries}: {problem}")
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` through the SDK; its errors become ours, saying what to do about them."""
+        try:
+            return fn(*args, **kwargs)
+        except openai.APIStatusError as exc:
+            code, msg = exc.status_code, _error_message(exc)
+            if retryable(code):
+                raise ServerError(f"{what} failed after {_attempts(exc)}: HTTP {code}: {msg}") from None
+            if code in (400, 422):
+                raise _Rejected(f"HTTP {code}: {msg}") from None
+            if code in (401, 403):
+                raise ConfigError(f"the server at {self.base_url} refused the API key (HTTP {code}: {msg}); pass "
+                                  "--api-key or set VQA_API_KEY (or OPENAI_API_KEY)") from None
+            if code == 404 and what.endswith("/models"):
+                raise ConfigError(f"{what} answered 404: expected an OpenAI-compatible base URL that ends in /v1, "
+                                  f"e.g. http://127.0.0.1:8000/v1, found {self.base_url}") from None
+            if code == 404:
+                served = f"; it serves {self._served}" if self._served else ""
+                raise ConfigError(f"the server at {self.base_url} does not serve model {self.model!r} (HTTP 404: "
+                                  f"{msg}){served}. Pass --model with a served name") from None
+            if code == 413:
+                raise ServerError(f"the server refused the request as too large (HTTP 413: {msg}); lower "
+                                  "--max-pixels") from None
+            raise ServerError(f"{what} answered HTTP {code}: {msg}") from None
+        except openai.APITimeoutError as exc:
+            raise ServerError(f"{what} failed after {_attempts(exc)}: no answer within {self.timeout:g}s (raise "
+                              "request_timeout, or lower --batch-size)") from None
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            raise ServerError(f"{what} failed after {_attempts(exc)}: {type(cause).__name__}: {cause}") from None
 
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Exponential backoff (``backoff``, 2x, 4x ..., up to 10% jitter); a server's Retry-After (<= 60 s) wins."""
         wait_s = self.backoff * 2 ** (attempt - 1) * (1 + 0.1 * random.random())
-        if retry_after and retry_after.isdigit():
-            wait_s = max(wait_s, min(float(retry_after), 60.0))
-        return wait_s
+        return max(wait_s, min(retry_after, 60.0)) if retry_after and retry_after > 0 else wait_s
 
-    def _client_error(self, r: httpx.Response, method: str, url: str) -> Exception:
-        msg = _error_message(r)
-        if r.status_code in (400, 422):
-            return _Rejected(f"HTTP {r.status_code}: {msg}")
-        if r.status_code in (401, 403):
-            return ConfigError(f"the server at {self.base_url} refused the API key (HTTP {r.status_code}: {msg}); "
-                               "pass --api-key or set VQA_API_KEY (or OPENAI_API_KEY)")
-        if r.status_code == 404 and url.endswith("/models"):
-            return ConfigError(f"GET {url} answered 404: expected an OpenAI-compatible base URL that ends in /v1, "
-                               f"e.g. http://127.0.0.1:8000/v1, found {self.base_url}")
-        if r.status_code == 404:
-            served = f"; it serves {self._served}" if self._served else ""
-            return ConfigError(f"the server at {self.base_url} does not serve model {self.model!r} "
-                               f"(HTTP 404: {msg}){served}. Pass --model with a served name")
-        if r.status_code == 413:
-            return ServerError(f"the server refused the request as too large (HTTP 413: {msg}); lower --max-pixels")
-        return ServerError(f"{method} {url} answered HTTP {r.status_code}: {msg}")
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body  # the SDK unwraps OpenAI's {"error": {...}}; llama.cpp/Ollama send {"error": "..."}
+    if isinstance(body, dict):
+        body = body.get("message") or body.get("detail") or body
+    return " ".join(str(body or exc.response.reason_phrase).split())[:300]
+
+
+def _attempts(exc: openai.APIError) -> str:
+    """How many attempts the SDK made (it numbers its retries in a request header)."""
+    n = int(exc.request.headers.get("x-stainless-retry-count", 0)) + 1
+    return f"{n} attempt{'s' if n > 1 else ''}"
