@@ -116,7 +116,8 @@ def route_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
         if t not in skipped and (why := s.unavailable(t)):
             skipped[t] = f"unavailable: {why}"
     route = chosen.model_copy(update={"run": [t for t in chosen.tools if t not in skipped], "skipped": skipped})
-    return NodeOutput({"route": route, "round_tools": route.run, "why": "forced" if forced is not None else "router",
+    calls = route.run if state.get("image") is not None else []  # no image: no tool runs (fan_out)
+    return NodeOutput({"route": route, "round_tools": calls, "why": "forced" if forced is not None else "router",
                        "round_started": started}, detail=route.model_dump())
 
 
@@ -257,6 +258,9 @@ def fan_out(state: VQAState) -> list[Send] | str:
             for t in tools]
 
 
+RECURSION_LIMIT = 1000  # graph steps per question (LangGraph's default, 25, allows only 7 escalation rounds)
+
+
 def after_reason(state: VQAState, runtime: Runtime[Services]) -> str:
     """Another round (``escalate``) while the decision is unsure, a round is left and a tool is left to add."""
     why, order = next_tools(state, runtime.context)
@@ -287,4 +291,6 @@ def build_graph():
     g.add_conditional_edges("reason", after_reason, ["escalate", "finish"])
     g.add_conditional_edges("escalate", fan_out_added, ["run_tool"])
     g.add_edge("finish", END)
-    return g.compile()
+    # each escalation round takes 3 steps (escalate, run_tool, reason); rounds are bounded by --max-rounds and by
+    # the tools left to add, so the limit only needs room for them
+    return g.compile().with_config(recursion_limit=RECURSION_LIMIT)

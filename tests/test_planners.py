@@ -16,6 +16,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 from typer.testing import CliRunner
 
+from agent.errors import ConfigError
 from agent.planners import PlannerSettings, check_planner
 from agent.planners.costs import PRIOR_SECONDS, ToolCosts
 from agent.planners.escalate import candidates, top_two, unsure
@@ -161,7 +162,7 @@ def test_a_planner_this_install_lacks_is_a_one_line_error_before_any_work(comman
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert p.stderr.startswith("error: planner 'vlm' is not available") and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "arms").exists()
-    with pytest.raises(Exception, match="use --planner rules or --planner escalate"):
+    with pytest.raises(ConfigError, match="missing.*choose rules or escalate"):
         check_planner("vlm")
 
 

@@ -49,6 +49,6 @@ def check_planner(name: str) -> str:
     if module is None:
         raise ConfigError(f"unknown planner {name!r}: expected one of {', '.join(PLANNERS)}")
     if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"planner {name!r} is not available in this version ({module} is missing); "
-                          "use --planner rules or --planner escalate")
+        raise ConfigError(f"planner {name!r} is not available in this install ({module} is missing); "
+                          "choose rules or escalate")
     return name
