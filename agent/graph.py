@@ -267,9 +267,12 @@ def after_reason(state: VQAState, runtime: Runtime[Services]) -> str:
     return "escalate" if why is not None and order else "finish"
 
 
-def fan_out_added(state: VQAState) -> list[Send]:
+def fan_out_added(state: VQAState) -> list[Send] | str:
     """The tools ``escalate`` added, each to its own ``run_tool`` branch; earlier rounds' results stay in the
-    state and are never computed again."""
+    state and are never computed again. None left (another question's run found them unavailable meanwhile):
+    the last decision stands."""
+    if not state["round_tools"]:
+        return "finish"
     tried = [r.tool for r in state.get("results", [])]
     return [Send("run_tool", ToolTask(tool=t, question=state["question"], image=state["image"],
                                       routed=tried + list(state["round_tools"]))) for t in state["round_tools"]]
@@ -289,7 +292,7 @@ def build_graph():
     g.add_conditional_edges("route", fan_out, ["run_tool", "reason"])
     g.add_edge("run_tool", "reason")
     g.add_conditional_edges("reason", after_reason, ["escalate", "finish"])
-    g.add_conditional_edges("escalate", fan_out_added, ["run_tool"])
+    g.add_conditional_edges("escalate", fan_out_added, ["run_tool", "finish"])
     g.add_edge("finish", END)
     # each escalation round takes 3 steps (escalate, run_tool, reason); rounds are bounded by --max-rounds and by
     # the tools left to add, so the limit only needs room for them

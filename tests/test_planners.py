@@ -242,3 +242,22 @@ def test_eval_ablation_compares_escalate_with_the_router_at_its_cost(page: Path,
     router = ResultsLog(run / "arms" / "router" / "results.jsonl").load()
     assert all(len(a.rounds) == 1 and a.rounds[0].planner == "rules" for a in router.values())
     assert "planner:escalate" in p.stdout and "calls/q" in p.stdout
+
+
+def test_a_tool_lost_between_the_decision_and_the_escalate_node_ends_with_the_last_decision(
+        page: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Questions run concurrently: the tool ``after_reason`` saw may be found unavailable (its load failed in
+    another question) by the time ``escalate`` runs; the question still gets its answer."""
+    import agent.graph as graph
+
+    real, calls = graph.next_tools, []
+
+    def racing(state, s):
+        calls.append(1)
+        why, order = real(state, s)
+        return (why, order) if len(calls) == 1 else (why, [])  # the edge sees a tool, the node none
+
+    monkeypatch.setattr(graph, "next_tools", racing)
+    a = ask(services(), Question(id="p", image=page, text=NO_KEYWORD, options=OPTIONS))
+    assert [s.node for s in a.steps] == ["load_image", "route", "reason", "escalate", "finish"]
+    assert len(a.rounds) == 1 and a.answer == "a" and not a.failed

@@ -50,8 +50,8 @@ def record_round(index: int, planner: str, tools: Sequence[str], results: Sequen
                  probs: dict[str, float] | None, answer: str | None, seconds: float) -> Round:
     """One ``Round``: the tools called in it (from their results), why, and the decision after it."""
     by_tool = {r.tool: r for r in results}
-    calls = [ToolCall(tool=t, ok=by_tool[t].ok if t in by_tool else False, error=by_tool[t].error if t in by_tool
-                      else "no result", cached=by_tool[t].cached if t in by_tool else False) for t in tools]
+    calls = [ToolCall(tool=t, ok=r.ok, error=r.error, cached=r.cached) if (r := by_tool.get(t)) is not None
+             else ToolCall(tool=t, ok=False, error="no result") for t in tools]
     top, second = top_two(probs) if probs else (None, None)
     return Round(index=index, planner=planner, calls=calls, why=why, answer=answer, confidence=top,
                  margin=None if top is None else round(top - second, 6), seconds=round(seconds, 6))
