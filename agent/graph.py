@@ -1,4 +1,6 @@
-"""The orchestration graph: load_image -> route -> run_tool (fan-out) -> reason -> finish.
+"""The orchestration graph: load_image -> route -> run_tool (fan-out) -> reason -> finish, and for the ``escalate``
+planner (``Services.planner``) the cycle reason -> escalate -> run_tool (the added tools) -> reason while the
+decision is unsure (``agent.planners``).
 
 Run-time dependencies (reasoner, router, tools, settings) come through the
 LangGraph runtime context (``Services``), never through the state. Every node
@@ -23,9 +25,10 @@ from PIL import Image
 from agent.data import fallback_letter
 from agent.errors import ImageError, VqaError
 from agent.images import LoadedImage, load_image, resolve_image_path
+from agent.planners.escalate import ADD_PER_ROUND, candidates, record_round, unsure
 from agent.probs import chosen_letter, one_hot
 from agent.reasoners.base import ReasonRequest
-from agent.schema import Answer, Decision, Question, Route, Step, ToolResult
+from agent.schema import Answer, Decision, Question, Round, Route, Step, ToolResult
 from agent.services import Services
 from agent.toolpool import ToolStuck, ToolTimeout
 from tools import REGISTRY as TOOL_REGISTRY
@@ -42,6 +45,10 @@ class VQAState(TypedDict, total=False):
     errors: Annotated[list[str], operator.add]
     decision: Decision | None
     answer: Answer
+    rounds: Annotated[list[Round], operator.add]  # one per decision (agent.planners)
+    round_tools: list[str]  # the tools the current round calls
+    why: str  # why they were chosen: "router", "forced", "top 0.34 < 0.6" ...
+    round_started: float  # wall clock: when the current round began
 
 
 class ToolTask(TypedDict):
@@ -99,7 +106,7 @@ def load_image_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
 
 @timed("route")
 def route_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
-    q, s = state["question"], runtime.context
+    q, s, started = state["question"], runtime.context, time.time()
     forced = state.get("forced_tools")
     chosen = (Route(tools=list(forced), method="forced") if forced is not None
               else s.router.route(q.text, list(q.options.values())))
@@ -109,7 +116,9 @@ def route_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
         if t not in skipped and (why := s.unavailable(t)):
             skipped[t] = f"unavailable: {why}"
     route = chosen.model_copy(update={"run": [t for t in chosen.tools if t not in skipped], "skipped": skipped})
-    return NodeOutput({"route": route}, detail=route.model_dump())
+    calls = route.run if state.get("image") is not None else []  # no image: no tool runs (fan_out)
+    return NodeOutput({"route": route, "round_tools": calls, "why": "forced" if forced is not None else "router",
+                       "round_started": started}, detail=route.model_dump())
 
 
 @timed("run_tool")
@@ -127,6 +136,8 @@ def run_tool_node(task: ToolTask, runtime: Runtime[Services]) -> NodeOutput:
                             error=f"{exc} (raise --tool-timeout to wait longer)")
     except ToolStuck as exc:
         result = ToolResult(tool=task["tool"], ok=False, error=f"not run: {exc} (raise --tool-timeout)")
+    if result.ok and not result.cached:  # what computing it costs, for the planners that order tools by cost
+        s.costs.add(result.tool, result.seconds)
     return NodeOutput({"results": [result]}, detail={"ok": result.ok, "seconds": round(result.seconds, 4)},
                       error=result.error, tool=task["tool"])
 
@@ -142,9 +153,46 @@ def reason_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
         decision = s.reasoner.decide([req])[0]
     except Exception as exc:  # noqa: BLE001 - a reasoner failure becomes a recorded fallback, never a crash
         msg = f"reasoner {s.reasoner.name} failed: {type(exc).__name__}: {exc}"
-        return NodeOutput({"decision": None, "errors": problems + [msg]}, error=msg)
-    return NodeOutput({"decision": decision, "errors": problems},
-                      detail={"method": decision.method, "probs": decision.probs, "flags": decision.flags})
+        return NodeOutput({"decision": None, "errors": problems + [msg], "rounds": [this_round(state, s, None)]},
+                          error=msg)
+    rnd = this_round(state, s, decision)
+    return NodeOutput({"decision": decision, "errors": problems, "rounds": [rnd]},
+                      detail={"method": decision.method, "probs": decision.probs, "flags": decision.flags,
+                              "round": rnd.index})
+
+
+def this_round(state: VQAState, s: Services, d: Decision | None) -> Round:
+    """The round that this decision closes: its tools, why, the decision and its seconds."""
+    q = state["question"]
+    probs = d.probs if d is not None and q.options else None
+    return record_round(len(state.get("rounds", [])) + 1, s.planner.name, state.get("round_tools", []),
+                        state.get("results", []), state.get("why", ""), probs,
+                        chosen_letter(probs, q.letters) if probs else None,
+                        time.time() - state.get("round_started", time.time()))
+
+
+def next_tools(state: VQAState, s: Services) -> tuple[str | None, list[str]]:
+    """``escalate``: why the last decision is unsure (``None``: it is sure, or no round is left) and the tools
+    that may be added, in order."""
+    d, q, p = state.get("decision"), state["question"], s.planner
+    if (p.name != "escalate" or d is None or not q.options or state.get("image") is None
+            or len(state.get("rounds", [])) >= p.max_rounds):
+        return None, []
+    why = unsure(d.probs, d.flags, p)
+    if why is None:
+        return None, []
+    tried = [r.tool for r in state.get("results", [])]
+    return why, candidates(state["route"], tried, list(TOOL_REGISTRY), s.costs, s.unavailable)
+
+
+@timed("escalate")
+def escalate_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
+    s = runtime.context
+    why, order = next_tools(state, s)
+    add = order[:ADD_PER_ROUND]
+    return NodeOutput({"round_tools": add, "why": why or "", "round_started": time.time()},
+                      detail={"why": why, "add": add, "candidates": order,
+                              "cost_s": {t: round(s.costs.estimate(t), 4) for t in order}})
 
 
 def marked_images(results: list[ToolResult]) -> tuple[list[Image.Image], list[str]]:
@@ -179,7 +227,7 @@ def finish_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
         timings=step_timings(steps), errors=state.get("errors", []), flags=d.flags if d else [],
         prompt=d.prompt if d else None, raw=d.raw if d else None, question=q.text, options=q.options,
         route=state.get("route"), steps=steps, gold=q.answer, text=d.text if d else None,
-        template=d.template if d else None, reasoner=d.reasoner if d else None,
+        template=d.template if d else None, reasoner=d.reasoner if d else None, rounds=state.get("rounds", []),
     )
     return NodeOutput({"answer": answer}, detail={"answer": letter, "method": method})
 
@@ -210,6 +258,26 @@ def fan_out(state: VQAState) -> list[Send] | str:
             for t in tools]
 
 
+RECURSION_LIMIT = 1000  # graph steps per question (LangGraph's default, 25, allows only 7 escalation rounds)
+
+
+def after_reason(state: VQAState, runtime: Runtime[Services]) -> str:
+    """Another round (``escalate``) while the decision is unsure, a round is left and a tool is left to add."""
+    why, order = next_tools(state, runtime.context)
+    return "escalate" if why is not None and order else "finish"
+
+
+def fan_out_added(state: VQAState) -> list[Send] | str:
+    """The tools ``escalate`` added, each to its own ``run_tool`` branch; earlier rounds' results stay in the
+    state and are never computed again. None left (another question's run found them unavailable meanwhile):
+    the last decision stands."""
+    if not state["round_tools"]:
+        return "finish"
+    tried = [r.tool for r in state.get("results", [])]
+    return [Send("run_tool", ToolTask(tool=t, question=state["question"], image=state["image"],
+                                      routed=tried + list(state["round_tools"]))) for t in state["round_tools"]]
+
+
 def build_graph():
     """The one graph: compiled, with the allowed targets of every branch listed so the drawing is exact."""
     g = StateGraph(VQAState, context_schema=Services)
@@ -217,11 +285,15 @@ def build_graph():
     g.add_node("route", route_node)
     g.add_node("run_tool", run_tool_node)
     g.add_node("reason", reason_node)
+    g.add_node("escalate", escalate_node)
     g.add_node("finish", finish_node)
     g.add_edge(START, "load_image")
     g.add_conditional_edges("load_image", after_load, ["route", "finish"])
     g.add_conditional_edges("route", fan_out, ["run_tool", "reason"])
     g.add_edge("run_tool", "reason")
-    g.add_edge("reason", "finish")
+    g.add_conditional_edges("reason", after_reason, ["escalate", "finish"])
+    g.add_conditional_edges("escalate", fan_out_added, ["run_tool", "finish"])
     g.add_edge("finish", END)
-    return g.compile()
+    # each escalation round takes 3 steps (escalate, run_tool, reason); rounds are bounded by --max-rounds and by
+    # the tools left to add, so the limit only needs room for them
+    return g.compile().with_config(recursion_limit=RECURSION_LIMIT)

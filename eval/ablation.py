@@ -1,17 +1,20 @@
 """Tool ablation: the standard arms, their table (``ablation.csv``) and its plot (``ablation.png``).
 
 Arms: ``none`` (no tools), ``only:<tool>`` (each tool alone), ``without:<tool>`` (all tools minus each one),
-``router`` (the router's choice per question) and ``all`` (every tool). Each arm is one ``run_batch`` with
-forced tools in its own folder ``RUN/arms/<arm>/`` (``:`` written as ``-``), answered afresh on every
-invocation (tool outputs come from the cache); arms with the same tool set are answered once and share the
-result.
+``router`` (the router's choice per question, one round: the ``rules`` planner), ``planner:<name>`` (the router's
+choice, then that planner, e.g. ``planner:escalate``; ``agent.planners``) and ``all`` (every tool). Each arm is
+one ``run_batch`` in its own folder ``RUN/arms/<arm>/`` (``:`` written as ``-``), answered afresh on every
+invocation (tool outputs come from the cache); the tool arms force their tools with the ``rules`` planner, and
+arms with the same tool set are answered once and share the result.
 The table compares every arm with ``router`` on the same questions: accuracy with its Wilson 95% interval,
-the difference, the exact McNemar p-value, seconds per question and how often each tool ran.
+the difference, the exact McNemar p-value, the cost per question (wall seconds, tool calls, seconds spent in
+tool nodes: a call served from the tool cache costs its lookup) and how often each tool ran.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,14 +30,23 @@ from agent.toolpool import ToolPool
 from agent.trace.events import TraceWriter
 from eval.metrics import accuracy, paired_comparison, wilson_interval
 
-COLUMNS = ["arm", "n", "accuracy", "ci_low", "ci_high", "delta_vs_router", "mcnemar_p", "s_per_q"]
+COLUMNS = ["arm", "n", "accuracy", "ci_low", "ci_high", "delta_vs_router", "mcnemar_p", "s_per_q", "calls_per_q",
+           "tool_s_per_q"]
+PLANNER_ARM = "planner:"
 
 
-def arm_specs(tools: Sequence[str]) -> list[tuple[str, list[str] | None]]:
-    """``(name, forced tools)`` of every arm, in table order; ``None`` means the router decides."""
+def arm_specs(tools: Sequence[str], planners: Sequence[str] = ()) -> list[tuple[str, list[str] | None]]:
+    """``(name, forced tools)`` of every arm, in table order; ``None`` means the router decides (and, for
+    ``planner:<name>``, that planner goes on from it)."""
     tools = list(tools)
     return ([("none", [])] + [(f"only:{t}", [t]) for t in tools]
-            + [(f"without:{t}", [x for x in tools if x != t]) for t in tools] + [("router", None), ("all", tools)])
+            + [(f"without:{t}", [x for x in tools if x != t]) for t in tools] + [("router", None)]
+            + [(f"{PLANNER_ARM}{p}", None) for p in planners] + [("all", tools)])
+
+
+def arm_planner(name: str) -> str:
+    """The planner an arm runs: ``planner:<name>``'s, else ``rules``."""
+    return name.removeprefix(PLANNER_ARM) if name.startswith(PLANNER_ARM) else "rules"
 
 
 @dataclass
@@ -51,6 +63,17 @@ class ArmRun:
     @property
     def s_per_q(self) -> float:
         return self.seconds / len(self.answers) if self.answers else 0.0
+
+    @property
+    def calls_per_q(self) -> float:
+        """Tool calls per question (every call the graph made, cached or not)."""
+        return sum(len(a.evidence) for a in self.answers.values()) / len(self.answers) if self.answers else 0.0
+
+    @property
+    def tool_s_per_q(self) -> float:
+        """Seconds per question spent in ``run_tool`` nodes (tools run in parallel count each)."""
+        total = sum(st.seconds for a in self.answers.values() for st in a.steps if st.node == "run_tool")
+        return total / len(self.answers) if self.answers else 0.0
 
     def correct(self, questions: Sequence[Question]) -> list[bool]:
         return [self.answers[q.id].answer == q.answer for q in questions]
@@ -75,7 +98,8 @@ def arm_dir(run_dir: Path, name: str) -> Path:
 def run_arm(name: str, tools: list[str] | None, questions: list[Question], services: Services, run_dir: Path,
             trace: TraceWriter, *, batch_size: int = 8, debias: bool = False,
             on_done: Callable[[Answer], None] | None = None) -> ArmRun:
-    """Answer every question afresh with ``tools`` forced (``None``: the router) in ``RUN/arms/<arm>/``."""
+    """Answer every question afresh with ``tools`` forced (``None``: the router) in ``RUN/arms/<arm>/``, with the
+    arm's planner (``arm_planner``)."""
     folder = arm_dir(run_dir, name)
     folder.mkdir(parents=True, exist_ok=True)
     for stale in ("results.jsonl", "failed.csv"):  # each invocation answers every row again
@@ -88,7 +112,8 @@ def run_arm(name: str, tools: list[str] | None, questions: list[Question], servi
             on_done(a)
 
     t0 = time.perf_counter()
-    arm = services.replace(artifacts_dir=folder / "artifacts", pool=ToolPool())  # its own slots: arms never share
+    arm = services.replace(artifacts_dir=folder / "artifacts", pool=ToolPool(),  # its own slots: arms never share
+                           planner=dataclasses.replace(services.planner, name=arm_planner(name)))
     run_batch(list(questions), arm, folder, batch_size=batch_size,  # calls still stuck from an earlier arm
               forced_tools=tools, on_done=done, trace=trace.tagged(arm=name), debias=debias)
     seconds = time.perf_counter() - t0
@@ -97,14 +122,15 @@ def run_arm(name: str, tools: list[str] | None, questions: list[Question], servi
 
 
 def run_ablation(questions: list[Question], services: Services, run_dir: Path, trace: TraceWriter,
-                 tools: Sequence[str], *, router: ArmRun | None = None, batch_size: int = 8, debias: bool = False,
-                 on_arm: Callable[[str], None] | None = None,
+                 tools: Sequence[str], *, router: ArmRun | None = None, planners: Sequence[str] = (),
+                 batch_size: int = 8, debias: bool = False, on_arm: Callable[[str], None] | None = None,
                  on_done: Callable[[Answer], None] | None = None) -> list[ArmRun]:
-    """Every arm of ``arm_specs(tools)``; ``router`` reuses an already answered router arm."""
+    """Every arm of ``arm_specs(tools, planners)``; ``router`` reuses an already answered arm of its name (the
+    ``router`` arm, or the ``planner:<name>`` arm of the run's own planner)."""
     runs: list[ArmRun] = []
     by_tools: dict[tuple[str, ...], ArmRun] = {}
-    for name, forced in arm_specs(tools):
-        if name == "router" and router is not None:
+    for name, forced in arm_specs(tools, planners):
+        if router is not None and name == router.name:
             runs.append(router)
             continue
         key = tuple(sorted(forced)) if forced is not None else None
@@ -134,7 +160,7 @@ def table_rows(arms: Sequence[ArmRun], questions: Sequence[Question], tools: Seq
         _, _, p = paired_comparison(correct, router)
         row: dict[str, Any] = {"arm": a.name, "n": n, "accuracy": accuracy(correct), "ci_low": lo, "ci_high": hi,
                                "delta_vs_router": accuracy(correct) - accuracy(router), "mcnemar_p": p,
-                               "s_per_q": a.s_per_q}
+                               "s_per_q": a.s_per_q, "calls_per_q": a.calls_per_q, "tool_s_per_q": a.tool_s_per_q}
         for t in tools:
             row[f"ran:{t}"] = a.tool_runs.get(t, {}).get("ran", 0) / n if n else 0.0
         rows.append(row)

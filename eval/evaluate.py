@@ -30,7 +30,7 @@ from agent.probs import apply_temperature, chosen_letter
 from agent.schema import Answer, Question
 from agent.services import Services
 from agent.trace.events import TRACE_FILE, TraceWriter
-from eval.ablation import plot_table, run_ablation, run_arm, table_rows, write_table
+from eval.ablation import PLANNER_ARM, plot_table, run_ablation, run_arm, table_rows, write_table
 from eval.metrics import (
     accuracy,
     circular_accuracy,
@@ -108,13 +108,15 @@ def labelled(rows: Sequence[Question | RowError], csv_path: Path | None = None) 
 
 
 def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: Path, *, ablate: bool = False,
-             ablate_tools: Sequence[str] = (), circular: bool = False, debias: bool = False,
+             ablate_tools: Sequence[str] = (), ablate_planners: Sequence[str] = (), circular: bool = False, debias: bool = False,
              temperature: float | None = None, batch_size: int = 8, csv_path: Path | None = None,
              on_arm: Callable[[str], None] | None = None, on_done: Callable[[Answer], None] | None = None,
              trace: TraceWriter | None = None) -> Metrics:
     """Run the evaluation and write ``metrics.json`` (plus the ablation table and plot); returns the metrics.
 
-    ``trace``: where node events go (default ``run_dir/trace.jsonl``, no export sinks).
+    ``trace``: where node events go (default ``run_dir/trace.jsonl``, no export sinks). The metrics are those of
+    the run's own planner: the ``router`` arm for ``rules``, else ``planner:<name>`` (also an ablation arm, beside
+    ``router`` and the ``ablate_planners`` arms).
     """
     run_dir = Path(run_dir)
     questions, row_errors, unlabelled = labelled(rows, csv_path)
@@ -124,8 +126,9 @@ def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: P
 
     records: dict[str, list[dict[str, Any]]] = {}
     router_services = services
+    main = "router" if services.planner.name == "rules" else f"{PLANNER_ARM}{services.planner.name}"
     if circular:
-        arm_trace = trace.tagged(arm="router")
+        arm_trace = trace.tagged(arm=main)
 
         def keep(qid: str, recs: list[dict[str, Any]], start: float, end: float) -> None:
             records[qid] = recs
@@ -134,8 +137,8 @@ def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: P
         router_services = services.replace(reasoner=RotatingReasoner(services.reasoner, average=debias,
                                                                      on_rotations=keep))
     if on_arm:
-        on_arm("router")
-    router = run_arm("router", None, questions, router_services, run_dir, trace, batch_size=batch_size,
+        on_arm(main)
+    router = run_arm(main, None, questions, router_services, run_dir, trace, batch_size=batch_size,
                      debias=debias and not circular, on_done=on_done)
     correct = router.correct(questions)
     source, cats = categories(questions, router.answers)
@@ -150,8 +153,9 @@ def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: P
         circular=circular_metrics(questions, records) if circular else None, ablation=None,
     )
     if ablate:
-        arms = run_ablation(questions, services, run_dir, trace, ablate_tools, router=router, batch_size=batch_size,
-                            debias=debias, on_arm=on_arm, on_done=on_done)
+        planners = list(dict.fromkeys([*ablate_planners] + ([services.planner.name] if main != "router" else [])))
+        arms = run_ablation(questions, services, run_dir, trace, ablate_tools, router=router, planners=planners,
+                            batch_size=batch_size, debias=debias, on_arm=on_arm, on_done=on_done)
         rows_ = table_rows(arms, questions, ablate_tools)
         write_table(rows_, run_dir / "ablation.csv")
         plot_table(rows_, run_dir / "ablation.png", title=f"tool ablation · {metrics.reasoner} · n={len(questions)}")

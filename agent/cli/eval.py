@@ -22,6 +22,9 @@ def eval_cmd(
     ablate: Annotated[bool, Opt("--ablate", help="Run the tool ablation arms; writes ablation.csv and .png.")] = False,
     ablate_tools: Annotated[Optional[str], Opt("--ablate-tools", help="Tools the arms vary (comma list; default: "
                                                "every available tool).")] = None,
+    ablate_planners: Annotated[Optional[str], Opt("--ablate-planners", help="Also compare these planners with the "
+                                                  "router (comma list of escalate, vlm): arms planner:<name>; "
+                                                  "implies --ablate.")] = None,
     circular: Annotated[bool, Opt("--circular", help="Ask every rotation of the options: circular accuracy and "
                                   "position bias.")] = False,
     as_json: Annotated[bool, Opt("--json", help="Print metrics.json instead of tables.")] = False,
@@ -43,6 +46,8 @@ def eval_cmd(
         tools = parse_tool_list(ablate_tools or "all")
     except ValueError as exc:
         fail(f"--ablate-tools: {exc}")
+    planners = planner_arms(ablate_planners)
+    ablate = ablate or bool(planners)
     trace = trace_writer(run_dir)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err, transient=True)
@@ -54,7 +59,8 @@ def eval_cmd(
         def on_arm(name: str) -> None:
             progress.reset(task, description=name, total=len(questions))
 
-        metrics = evaluate(rows, services, run_dir, ablate=ablate, ablate_tools=tools, circular=circular,
+        metrics = evaluate(rows, services, run_dir, ablate=ablate, ablate_tools=tools, ablate_planners=planners,
+                           circular=circular,
                            debias=settings.debias, temperature=settings.temperature, batch_size=settings.batch_size,
                            csv_path=csv_path, on_arm=on_arm, on_done=lambda a: progress.advance(task), trace=trace)
     if as_json:
@@ -64,6 +70,22 @@ def eval_cmd(
     out.print(f"metrics: {run_dir / 'metrics.json'}" + (f"   ablation: {run_dir / 'ablation.csv'}, "
                                                          f"{run_dir / 'ablation.png'}" if ablate else "")
               + f"   trace: vqa trace show {run_dir}")
+
+
+def planner_arms(spec: str | None) -> list[str]:
+    """``--ablate-planners``: planner names (``rules`` is the router arm, always run); one this install lacks is a
+    ``ConfigError`` before any work."""
+    from agent.planners import PLANNERS, check_planner
+
+    names = list(dict.fromkeys(n.strip().lower() for n in (spec or "").split(",") if n.strip()))
+    valid = [p for p in PLANNERS if p != "rules"]
+    wrong = [n for n in names if n not in valid]
+    if wrong:
+        fail(f"--ablate-planners: unknown planner(s) {wrong}: expected a comma list of {', '.join(valid)} "
+             "(rules is the router arm, always run)")
+    for n in names:
+        check_planner(n)
+    return names
 
 
 def _pct(x: float) -> str:
@@ -102,10 +124,10 @@ def print_metrics(m: Metrics) -> None:
         rows = m.ablation.rows
         t = Table(title="tool ablation (Δ and McNemar p vs router)")
         extra = [k for k in rows[0] if k.startswith("ran:")] if rows else []
-        for col in ["arm", "n", "accuracy", "95% CI", "Δ", "p", "s/q", *extra]:
+        for col in ["arm", "n", "accuracy", "95% CI", "Δ", "p", "s/q", "calls/q", "tool s/q", *extra]:
             t.add_column(col)
         for r in rows:
             t.add_row(r["arm"], str(r["n"]), _pct(r["accuracy"]), f"{_pct(r['ci_low'])}–{_pct(r['ci_high'])}",
                       f"{r['delta_vs_router']:+.1%}", f"{r['mcnemar_p']:.3g}", f"{r['s_per_q']:.3f}",
-                      *[_pct(r[k]) for k in extra])
+                      f"{r['calls_per_q']:.2f}", f"{r['tool_s_per_q']:.3f}", *[_pct(r[k]) for k in extra])
         out.print(t)

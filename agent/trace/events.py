@@ -11,11 +11,12 @@ Event kinds (schema version ``TRACE_VERSION``; readers refuse newer versions):
 
 - ``question``: what was asked (id, text, options, language, category, gold, image path, forced tools,
   reasoner); ``start`` is when the question started.
-- ``node``: one graph node run (``node``: load_image, route, run_tool, reason, finish; ``tool`` for run_tool),
+- ``node``: one graph node run (``node``: load_image, route, run_tool, reason, escalate, finish; ``tool`` for run_tool),
   ``start``/``end`` wall-clock seconds, ``ok``/``error``, summarised ``inputs`` and ``outputs``: the working
   image is saved once as ``images/<sha256[:16]>.jpg`` beside the trace and referenced, never inlined;
   run_tool outputs are the ``ToolResult`` (``cached`` is lifted to the event); reason outputs carry the exact
-  ``prompt`` sent to the model and the per-option ``probs``; finish outputs the answer and the gold letter.
+  ``prompt`` sent to the model, the per-option ``probs`` and the planner ``round`` it closes (``Round``); escalate
+  outputs why and the tools it adds; finish outputs the answer, the gold letter and every round.
 - ``rotations``: option-order debiasing / circular evaluation, one record per rotation (probabilities mapped
   back to the original letters, the letter chosen in the rotated order, the prompt).
 - ``error``: the question failed outside any node (a bad CSV row, an internal error).
@@ -57,7 +58,7 @@ class TraceEvent(BaseModel):
     qid: str
     seq: int  # order of the event within its (run, tags, qid)
     kind: Kind
-    node: str | None = None  # load_image, route, run_tool, reason, finish
+    node: str | None = None  # load_image, route, run_tool, reason, escalate, finish
     tool: str | None = None
     start: float  # wall clock, seconds since the epoch
     end: float
@@ -230,11 +231,13 @@ class QuestionTrace:
             if d is None:
                 return {}, {}, None
             return {}, {"method": d.method, "probs": d.probs, "flags": d.flags, "prompt": d.prompt, "raw": d.raw,
-                        "text": getattr(d, "text", None), "template": d.template, "reasoner": d.reasoner}, None
+                        "text": getattr(d, "text", None), "template": d.template, "reasoner": d.reasoner,
+                        "round": upd["rounds"][-1].model_dump(mode="json") if upd.get("rounds") else None}, None
         if node == "finish" and upd.get("answer") is not None:
             a = upd["answer"]
             return {}, {"answer": a.answer, "method": a.method, "probs": a.probs, "gold": a.gold,
-                        "text": getattr(a, "text", None), "errors": a.errors}, None
+                        "text": getattr(a, "text", None), "errors": a.errors,
+                        "rounds": [r.model_dump(mode="json") for r in a.rounds]}, None
         return {}, dict(detail), None
 
     def _save_image(self, img: Any) -> str:

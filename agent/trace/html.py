@@ -1,7 +1,7 @@
 """A trace as one self-contained HTML page: per question the photo with every tool's boxes drawn as an SVG
 overlay (OCR spans with their text), the images tools drew, the tables tools' evidence brings (OCR spans,
-retrieved entries), the option probabilities as an inline-SVG bar chart, the rotations, the node timeline and
-the exact prompt. Each tool's part comes from its evidence type (``overlay``, ``table``, ``color``, ``summary``).
+retrieved entries), the option probabilities as an inline-SVG bar chart, the planner rounds, the rotations, the
+node timeline and the exact prompt. Each tool's part comes from its evidence type (``overlay``, ``table``, ``color``, ``summary``).
 
 Everything is embedded (images as ``data:`` URLs, CSS inline), so the file can be mailed or archived alone.
 Only image files inside the run directory (symlinks followed) are embedded, whatever the trace names: a path
@@ -79,6 +79,10 @@ pre.prompt{white-space:pre-wrap;background:#f4f4f4;padding:8px;font-size:12px;ma
 {% if q.marked %}<div class="row">{% for m in q.marked %}<figure class="marked" data-tool="{{ m.tool }}"><img alt="{{ m.tool }} {{ m.name }}" src="{{ m.src }}"><figcaption>{{ m.tool }}: {{ m.name }}</figcaption></figure>{% endfor %}</div>{% endif %}
 {% for t in q.tables %}<h3>{{ t.title }}</h3><table class="{{ t.css }}"><tr>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for row in t.rows %}<tr class="{{ t.row_css }}">{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% endfor %}</table>{% endfor %}
+{% if q.rounds %}<h3>Planner rounds</h3><table class="rounds"><tr><th>round</th><th>planner</th><th>why</th><th>tools called</th><th>answer</th><th>top</th><th>margin</th><th>seconds</th></tr>
+{% for r in q.rounds %}<tr class="round" data-round="{{ r.index }}" data-tools="{{ r.calls|map(attribute='tool')|join(',') }}"><td>{{ r.index }}</td><td>{{ r.planner }}</td><td>{{ r.why }}</td>
+<td>{% for c in r.calls %}<span class="tag{% if c.cached %} cached{% endif %}{% if not c.ok %} failed{% endif %}">{{ c.tool }}{% if c.args %} {{ c.args|tojson }}{% endif %}</span>{% else %}none{% endfor %}</td>
+<td>{{ r.answer or '-' }}</td><td>{{ '-' if r.confidence is none else '%.2f'|format(r.confidence) }}</td><td>{{ '-' if r.margin is none else '%.2f'|format(r.margin) }}</td><td>{{ '%.2f'|format(r.seconds) }}</td></tr>{% endfor %}</table>{% endif %}
 {% if q.rotations %}<h3>Rotations</h3><table class="rotations"><tr><th>shift</th><th>order shown</th><th>chose</th>{% for k, _ in q.options %}<th>{{ k }}</th>{% endfor %}</tr>
 {% for r in q.rotations %}<tr><td>{{ r.shift }}</td><td>{{ r.order|join('') }}</td><td>{{ r.chosen }}</td>{% for k, _ in q.options %}<td>{{ '%.2f'|format(r.probs.get(k, 0)) }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
 <h3>Timeline</h3><table class="timeline"><tr><th>node</th><th>start</th><th>seconds</th><th></th></tr>
@@ -174,8 +178,8 @@ def _question_context(view: QuestionView, base: Path) -> dict[str, Any]:
             src = embedded(str(path), base, notes)
             if src:
                 marked.append({"tool": e.tool, "name": name, "src": src})
-    reason = view.first("node", "reason")
-    ro = reason.outputs if reason else {}
+    reasons = view.nodes("reason")  # one per planner round: the last one decided the answer
+    ro = reasons[-1].outputs if reasons else {}
     probs_src = a.get("probs") or ro.get("probs") or {}
     chosen, gold = a.get("answer"), q.get("gold")
     probs = [{"letter": k, "p": float(p), "gold": k == gold,
@@ -190,6 +194,8 @@ def _question_context(view: QuestionView, base: Path) -> dict[str, Any]:
         summary = summaries.get(id(e), "")
         if e.kind == "node" and e.node == "route":
             summary = "tools: " + (", ".join(e.outputs.get("run", [])) or "none")
+        elif e.kind == "node" and e.node == "escalate":
+            summary = f"{e.outputs.get('why') or ''} → add " + (", ".join(e.outputs.get("add") or []) or "none")
         timeline.append({"label": e.label, "offset": e.start - t0, "seconds": e.seconds, "ok": e.ok,
                          "error": e.error or "", "cached": bool(e.cached), "summary": summary})
     return {"qid": view.qid, "run": view.run, "tags": list(view.tags.values()), "answer": chosen, "gold": gold,
@@ -197,8 +203,17 @@ def _question_context(view: QuestionView, base: Path) -> dict[str, Any]:
             "photo": photo, "layers": layers, "marked": marked, "tables": tables, "probs": probs,
             "method": a.get("method") or ro.get("method", ""), "flags": ro.get("flags", []),
             "rotations": rot.outputs.get("rotations", []) if rot else [], "timeline": timeline,
-            "prompt": ro.get("prompt"), "errors": [f"{e.label}: {e.error}" for e in view.events if not e.ok],
+            "prompt": ro.get("prompt"), "rounds": _rounds(a.get("rounds") or []), "errors": [f"{e.label}: {e.error}" for e in view.events if not e.ok],
             "notes": notes}
+
+
+def _rounds(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The finish event's planner rounds with every field the template reads (older traces lack some)."""
+    return [{"index": r.get("index"), "planner": r.get("planner", ""), "why": r.get("why") or "",
+             "calls": [{"tool": c.get("tool", "?"), "args": c.get("args") or {}, "ok": c.get("ok", True),
+                        "cached": c.get("cached", False)} for c in r.get("calls", [])],
+             "answer": r.get("answer"), "confidence": r.get("confidence"), "margin": r.get("margin"),
+             "seconds": r.get("seconds") or 0.0} for r in rounds]
 
 
 def render_html(views: list[QuestionView], base: Path, *, title: str, truncated: int | None = None) -> str:

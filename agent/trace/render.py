@@ -20,8 +20,39 @@ def _tool_summary(e: TraceEvent) -> str:
     return r.summary(4)
 
 
+def _round_text(r: dict | None) -> str:
+    """``round 2 (escalate: no evidence) ocr → `` for a reason event that closes a planner round."""
+    if not r:
+        return ""
+    from rich.markup import escape
+
+    calls = ", ".join(c["tool"] + ("" if c.get("ok", True) else " ✗") + (" (cached)" if c.get("cached") else "")
+                      for c in r.get("calls", [])) or "no tools"
+    return f"[bold]round {r.get('index')}[/] ({escape(r.get('planner', ''))}: {escape(r.get('why') or '-')}) " \
+           f"{escape(calls)} → "
+
+
+def rounds_table(rounds: list[dict]):
+    """The planner rounds of an answer as a Rich table: tools called, why, the answer and confidence after it."""
+    from rich.table import Table
+
+    t = Table(title="planner rounds", title_justify="left")
+    for col in ("round", "planner", "why", "tools", "answer", "top", "margin", "s"):
+        t.add_column(col)
+    for r in rounds:
+        calls = ", ".join(c["tool"] + ("" if c.get("ok", True) else " (failed)") + (" (cached)" if c.get("cached")
+                                                                                   else "")
+                          for c in r.get("calls", [])) or "none"
+        conf, margin = r.get("confidence"), r.get("margin")
+        t.add_row(str(r.get("index")), r.get("planner", ""), r.get("why") or "", calls, r.get("answer") or "-",
+                  "-" if conf is None else f"{conf:.2f}", "-" if margin is None else f"{margin:.2f}",
+                  f"{r.get('seconds', 0.0):.2f}")
+    return t
+
+
 def render_question(view: QuestionView):
-    """A Rich tree: question → load_image, route → tools, reason → answer, with start offsets and durations."""
+    """A Rich tree: question → load_image, route → tools, reason (the round it closes), escalate → the tools it
+    adds, reason again ... → answer, with start offsets and durations."""
     from rich.markup import escape
     from rich.tree import Tree
 
@@ -57,9 +88,16 @@ def render_question(view: QuestionView):
         elif e.kind == "node" and e.node == "run_tool":
             tag = "[magenta]cached[/] · " if e.cached else ""
             route_branch.add(line(e, tag + escape(_tool_summary(e)) if e.ok else ""))
+        elif e.kind == "node" and e.node == "escalate":
+            o = e.outputs
+            route_branch = tree.add(line(e, f"[yellow]{escape(str(o.get('why') or ''))}[/] → add [bold]"
+                                            f"{', '.join(o.get('add') or []) or 'none'}[/]"
+                                            + (f"  [dim](then {', '.join(o['candidates'][1:])})[/]"
+                                               if len(o.get("candidates") or []) > 1 else "")))
         elif e.kind == "node" and e.node == "reason":
             o = e.outputs
-            node = tree.add(line(e, f"{o.get('method', '')}  {_probs_text(o.get('probs', {}))}"
+            node = tree.add(line(e, _round_text(o.get("round")) + f"{o.get('method', '')}  "
+                                    f"{_probs_text(o.get('probs', {}))}"
                                     + (f"  [yellow]{', '.join(o.get('flags', []))}[/]" if o.get("flags") else "")))
             if o.get("prompt"):
                 node.add(f"[dim]prompt: {len(o['prompt'])} chars: {escape(o['prompt'][:100])!s}…[/]")
@@ -68,7 +106,9 @@ def render_question(view: QuestionView):
                 tree.add(f"[cyan]rotation {r['shift']}[/]  order {''.join(r['order'])} → chose "
                          f"{r['chosen']}  {_probs_text(r['probs'])}")
         elif e.kind == "node" and e.node == "finish":
-            tree.add(line(e, f"answer [bold]{a.get('answer')}[/] ({a.get('method')})"))
+            node = tree.add(line(e, f"answer [bold]{a.get('answer')}[/] ({a.get('method')})"))
+            if len(a.get("rounds") or []) > 1:
+                node.add(rounds_table(a["rounds"]))
         elif e.kind == "error":
             tree.add(f"[red]error: {escape(e.error or '')}[/]")
         elif e.kind == "node":
