@@ -26,7 +26,7 @@ from agent.router import Router
 from agent.schema import Question, ToolResult
 from agent.toolpool import ToolPool
 from tools import load_tool
-from tools.base import Tool
+from tools.base import NoArgs, Tool
 
 
 class ToolBox:
@@ -79,12 +79,13 @@ class Services:
             return None
 
     def run_tool(self, tool: Tool, image: LoadedImage, question: Question,
-                 peers: dict[str, Tool] | None = None) -> ToolResult:
-        """``tool.run`` on the working image, through the tool cache when there is one."""
+                 peers: dict[str, Tool] | None = None, args: NoArgs | None = None) -> ToolResult:
+        """``tool.run`` on the working image, through the tool cache when there is one; ``args``: the tool's
+        optional arguments (``Tool.Args``), from a planner."""
         workdir = self.workdir(question.id)
         if self.cache is None:
-            return tool.run(image.image, question, workdir, peers)
-        return self.cache.run(tool, image, question, workdir, peers)
+            return tool.run(image.image, question, workdir, peers, args)
+        return self.cache.run(tool, image, question, workdir, peers, args)
 
     def workdir(self, qid: str) -> Path | None:
         if self.artifacts_dir is None:
