@@ -1,4 +1,5 @@
-"""The orchestration graph: load_image -> route -> run_tool (fan-out) -> reason -> finish.
+"""The orchestration graph: load_image -> route -> run_tool (fan-out) -> reason -> finish; with the ``vlm``
+planner, route -> vlm_plan (the model calls the tools: ``agent.planners.vlm``) -> reason.
 
 Run-time dependencies (reasoner, router, tools, settings) come through the
 LangGraph runtime context (``Services``), never through the state. Every node
@@ -25,7 +26,7 @@ from agent.errors import ImageError, VqaError
 from agent.images import LoadedImage, load_image, resolve_image_path
 from agent.probs import chosen_letter, one_hot
 from agent.reasoners.base import ReasonRequest
-from agent.schema import Answer, Decision, Question, Route, Step, ToolResult
+from agent.schema import Answer, Decision, Question, Round, Route, Step, ToolResult
 from agent.services import Services
 from agent.toolpool import ToolStuck, ToolTimeout
 from tools import REGISTRY as TOOL_REGISTRY
@@ -42,6 +43,7 @@ class VQAState(TypedDict, total=False):
     errors: Annotated[list[str], operator.add]
     decision: Decision | None
     answer: Answer
+    rounds: Annotated[list[Round], operator.add]  # planner rounds/steps (agent.planners)
 
 
 class ToolTask(TypedDict):
@@ -131,6 +133,17 @@ def run_tool_node(task: ToolTask, runtime: Runtime[Services]) -> NodeOutput:
                       error=result.error, tool=task["tool"])
 
 
+@timed("vlm_plan")
+def vlm_plan_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
+    from agent.planners.vlm import plan
+
+    out = plan(state["question"], state["image"], runtime.context, state.get("forced_tools"))
+    calls = [c for r in out.rounds for c in r.calls]
+    return NodeOutput({"results": out.results, "rounds": out.rounds, "errors": out.errors},
+                      detail={"steps": len(out.rounds), "calls": len(calls), "failed": sum(not c.ok for c in calls)},
+                      error="; ".join(out.errors) or None)
+
+
 @timed("reason")
 def reason_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
     q, s = state["question"], runtime.context
@@ -179,7 +192,7 @@ def finish_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
         timings=step_timings(steps), errors=state.get("errors", []), flags=d.flags if d else [],
         prompt=d.prompt if d else None, raw=d.raw if d else None, question=q.text, options=q.options,
         route=state.get("route"), steps=steps, gold=q.answer, text=d.text if d else None,
-        template=d.template if d else None, reasoner=d.reasoner if d else None,
+        template=d.template if d else None, reasoner=d.reasoner if d else None, rounds=state.get("rounds", []),
     )
     return NodeOutput({"answer": answer}, detail={"answer": letter, "method": method})
 
@@ -202,7 +215,9 @@ def after_load(state: VQAState) -> str:
     return "finish" if state.get("errors") else "route"
 
 
-def fan_out(state: VQAState) -> list[Send] | str:
+def fan_out(state: VQAState, runtime: Runtime[Services]) -> list[Send] | str:
+    if runtime.context.planner.name == "vlm" and state.get("image") is not None:
+        return "vlm_plan"
     tools = state["route"].run
     if not tools or state.get("image") is None:
         return "reason"
@@ -216,12 +231,14 @@ def build_graph():
     g.add_node("load_image", load_image_node)
     g.add_node("route", route_node)
     g.add_node("run_tool", run_tool_node)
+    g.add_node("vlm_plan", vlm_plan_node)
     g.add_node("reason", reason_node)
     g.add_node("finish", finish_node)
     g.add_edge(START, "load_image")
     g.add_conditional_edges("load_image", after_load, ["route", "finish"])
-    g.add_conditional_edges("route", fan_out, ["run_tool", "reason"])
+    g.add_conditional_edges("route", fan_out, ["run_tool", "vlm_plan", "reason"])
     g.add_edge("run_tool", "reason")
+    g.add_edge("vlm_plan", "reason")
     g.add_edge("reason", "finish")
     g.add_edge("finish", END)
     return g.compile()

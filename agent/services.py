@@ -21,6 +21,7 @@ from agent.cache import ToolCache
 from agent.errors import VqaError
 from agent.images import DEFAULT_DECODE_BUDGET, LoadedImage
 from agent.paths import artifact_dirname
+from agent.planners import PlannerSettings
 from agent.reasoners.base import Reasoner
 from agent.router import Router
 from agent.schema import Question, ToolResult
@@ -63,6 +64,8 @@ class Services:
     cache: ToolCache | None = None  # tool outputs computed once per image, tool, settings and question inputs
     toolbox: ToolBox = field(default_factory=ToolBox)  # shared by every copy
     pool: ToolPool = field(default_factory=ToolPool)  # where tool calls run, with their timeouts
+    planner: PlannerSettings = field(default_factory=PlannerSettings)  # who picks the tools (agent.planners)
+    vlm: Any = None  # the vlm planner's tool-calling model (agent.planners.vlm.ToolCaller), with --planner vlm
 
     def replace(self, **changes: Any) -> Services:
         """A copy with ``changes`` (e.g. ``reasoner=``, ``artifacts_dir=``); the tool box is shared."""

@@ -168,26 +168,31 @@ def open_services(settings: Settings, run_dir: Path | None, *, images_root: Path
     """The graph's services with the reasoner loaded now (a bad model fails before any question runs), closed on
     the way out, errors and Ctrl-C included. ``cache``: open the tool cache the settings name (``RUN/cache``)."""
     from agent.cache import open_cache
+    from agent.planners import PlannerSettings, check_planner
     from agent.reasoners import load_reasoner
     from agent.router import Router
     from agent.services import Services
     from tools import plugin_routing, tool_names
 
+    check_planner(settings.planner)  # a planner this install lacks fails before any work
     rules, examples = plugin_routing()  # keywords and example questions of plug-in tools
-
-    rules, examples = plugin_routing()
     reasoner = load_reasoner(settings.reasoner, **settings.reasoner_kwargs())
     services = Services(reasoner=reasoner, router=Router(rules=rules, examples=examples),
                         tool_settings=settings.tool_settings(),
                         max_pixels=settings.image_max_pixels, hard_cap_pixels=settings.hard_cap_pixels,
                         decode_budget=settings.image_decode_budget,
                         tool_timeout=settings.tool_timeout, artifacts_dir=run_dir / "artifacts" if run_dir else None,
-                        images_root=images_root, cache=open_cache(settings.cache, run_dir) if cache else None)
+                        images_root=images_root, cache=open_cache(settings.cache, run_dir) if cache else None,
+                        planner=PlannerSettings.from_settings(settings))
     try:
         for name in services.tool_settings:  # every configured tool is built now: a bad setting fails before any work
             if name in tool_names():
                 services.tool(name)
         reasoner.load()
+        if settings.planner == "vlm":  # the model that calls the tools (the evidence reasoner has none: an error)
+            from agent.planners.vlm import tool_caller
+
+            services = services.replace(vlm=tool_caller(settings, reasoner))
         yield services
     finally:
         services.close()
