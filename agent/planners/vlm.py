@@ -22,6 +22,7 @@ has no model that can call tools.
 from __future__ import annotations
 
 import json
+import operator
 import re
 import time
 from dataclasses import dataclass, field
@@ -95,7 +96,7 @@ class PlanState(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
     image: str  # the photo's path: injected into every tool call by the ToolNode (tools.langchain)
     turns: int
-    started: Annotated[list[float], lambda a, b: a + b]  # when each model turn began (perf_counter)
+    started: Annotated[list[float], operator.add]  # when each model turn began (perf_counter)
 
 
 def offered(services: Services, forced: list[str] | None) -> list[Tool]:
