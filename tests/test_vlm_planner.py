@@ -225,3 +225,10 @@ def test_the_planning_prompt_quotes_the_question_and_lists_the_options() -> None
     assert "letter of the correct option (a, b)" in text and "DATA" in text
     open_text, _ = prompts.render_plan(Question(id="q", text="Describe it.", options={}))
     assert "Options" not in open_text and "answer in a sentence" in open_text
+
+
+def test_with_no_tools_given_there_is_nothing_to_plan(sign, config) -> None:
+    with FakeOpenAIServer(Script(forever=Turn([("ocr", "{}")]))) as srv:
+        rec = ask_server(srv, sign, config, "--tools", "none")
+        assert tool_requests(srv) == []
+    assert rec["rounds"] == [] and rec["errors"] == [] and rec["tools"] == [] and rec["answer"] == "b"

@@ -217,8 +217,8 @@ def plan(question: Question, image: LoadedImage, services: Services, forced: lis
     if caller is None:
         return Planned(errors=["vlm planner: no tool-calling model in the services (agent.planners.vlm.tool_caller)"])
     tools = [as_langchain_tool(t, service_runner(services, question, image)) for t in offered(services, forced)]
-    if not tools:
-        return Planned(errors=["vlm planner: no tool can run here (all unavailable or none given)"])
+    if not tools:  # --tools none: nothing to plan; else every tool failed to load earlier in this process
+        return Planned(errors=[] if forced == [] else ["vlm planner: no tool can run here (all unavailable)"])
     max_steps = services.planner.max_steps
     graph = build_plan_graph(caller.chat.bind_tools(tools), tools, max_steps)
     state: dict[str, Any] = {"messages": [first_message(question, image, caller)], "image": str(question.image),
