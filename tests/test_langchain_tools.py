@@ -205,3 +205,36 @@ def test_long_evidence_is_cut_for_the_model_but_kept_in_the_artifact() -> None:
     result = ToolResult(tool="ocr", ok=True, evidence=OcrEvidence(engine="e", spans=spans))
     text = model_text(result)
     assert text.count("\n") == MAX_LINES and text.endswith("(+5 more lines)")
+
+
+def test_retrieve_searches_with_the_query_it_is_given(tmp_path: Path) -> None:
+    from agent.kb.build import build_kb
+
+    kb = tmp_path / "kb"
+    build_kb(ROOT / "examples" / "train.csv", kb, clip="e5")
+    retrieve = by_name(tools.langchain_tools(["retrieve"], retrieve={"kb": str(kb), "k": 1}))["retrieve"]
+    cat = str(ROOT / "examples" / "images" / "chelsea.jpg")
+
+    def top(args: dict) -> str:
+        msg = retrieve.invoke({"type": "tool_call", "id": "c", "name": "retrieve", "args": {"image": cat, **args}})
+        assert msg.artifact.ok, msg.artifact.error
+        return msg.artifact.evidence.entries[0].id
+
+    assert top({"question": "What colour are the cat's eyes?"}) == "TRAIN_008"  # the same photo and question
+    assert top({"question": "What colour are the cat's eyes?",
+                "query": "How many rows of coins are there in the photo?"}) == "TRAIN_011"
+
+
+def test_detect_looks_for_the_phrases_it_is_given(tiny_dir: Path, sign: Path) -> None:
+    detect = by_name(tools.langchain_tools(["detect"], detect={"model": str(tiny_dir / "detector-grounding-dino"),
+                                                               "device": "cpu"}))["detect"]
+
+    def found(args: dict):
+        msg = detect.invoke({"type": "tool_call", "id": "c", "name": "detect", "args": {"image": str(sign), **args}})
+        assert msg.artifact.ok, msg.artifact.error
+        return msg.artifact.evidence
+
+    asked = found({"question": "How many cats are there?", "phrases": ["사람", "bus"]})
+    assert (asked.phrase, asked.source, asked.target, asked.query) == ("person. bus.", "asked", None, "사람 / bus")
+    plain = found({"question": "How many cats are there?"})
+    assert (plain.phrase, plain.source, plain.target) == ("cat.", "english", "cat")
