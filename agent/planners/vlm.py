@@ -116,7 +116,7 @@ def service_runner(services: Services, question: Question, image: LoadedImage) -
     """A ``tools.langchain.Runner`` that runs a call on the question's loaded image through the services (cache,
     pool, timeout); a call's own question replaces the text, the options stay."""
 
-    def run(tool: Tool, path: str, asked: str | None, args: NoArgs) -> ToolResult:
+    def run(tool: Tool, path: str, asked: str | None, args: NoArgs) -> ToolResult:  # path: question.image's
         q = question
         if asked and asked.strip() and asked.strip() != question.text:
             q = question.model_copy(update={"text": asked.strip()})
