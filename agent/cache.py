@@ -9,7 +9,8 @@ Key: the sha256 of a canonical JSON of everything that determines a tool's outpu
   change invalidates its entries; the same for each peer tool it is given (``som`` reads ``detect``); plus this
   package's version and ``CACHE_VERSION``;
 - the question: what the tool reads of it, ``tool.cache_inputs(question)`` (by default every field of the
-  question, its id included).
+  question, its id included);
+- the tool's optional arguments (``Tool.Args``) when a planner gave any.
 
 Storage: ``ROOT/<key[:2]>/<key>.json`` (the ``ToolResult`` and the key's parts) plus, beside it,
 ``<key>.<artifact name><suffix>`` copies of the files the tool drew. Every file is written to a temporary name
@@ -36,7 +37,7 @@ from typing import Any
 from agent.fileio import atomic_write
 from agent.images import LoadedImage
 from agent.schema import Question, ToolResult
-from tools.base import Tool
+from tools.base import NoArgs, Tool
 
 CACHE_VERSION = 1
 
@@ -94,8 +95,9 @@ def tool_parts(tool: Tool) -> dict[str, Any]:
 
 
 def key_parts(tool: Tool, image: LoadedImage, question: Question,
-              peers: dict[str, Tool] | None = None) -> dict[str, Any]:
+              peers: dict[str, Tool] | None = None, args: NoArgs | None = None) -> dict[str, Any]:
     """Everything the key hashes, as plain JSON data (stored with the entry, for inspection)."""
+    given = args.model_dump(mode="json", exclude_none=True) if args is not None else {}
     return {
         "cache_version": CACHE_VERSION,
         "package": _package_version(),
@@ -104,6 +106,7 @@ def key_parts(tool: Tool, image: LoadedImage, question: Question,
         "image_sha256": image.sha256,
         "image_size": list(image.image.size),
         "question": dict(tool.cache_inputs(question)),
+        **({"args": given} if given else {}),  # absent without arguments: keys made before args stay valid
     }
 
 
@@ -133,10 +136,11 @@ class ToolCache:
             return self._locks.setdefault(key, threading.Lock())
 
     def run(self, tool: Tool, image: LoadedImage, question: Question, workdir: Path | None = None,
-            peers: dict[str, Tool] | None = None) -> ToolResult:
+            peers: dict[str, Tool] | None = None, args: NoArgs | None = None) -> ToolResult:
         """The cached result when there is one, else ``tool.run`` (stored when it succeeded). Never raises for a
-        tool failure; concurrent calls with one key compute it once. ``peers``: as the graph passes them."""
-        parts = key_parts(tool, image, question, peers)
+        tool failure; concurrent calls with one key compute it once. ``peers``: as the graph passes them;
+        ``args``: the tool's optional arguments (``Tool.Args``), as a planner gave them."""
+        parts = key_parts(tool, image, question, peers, args)
         key = cache_key(parts)
         with self._key_lock(key):
             t0 = time.perf_counter()
@@ -145,7 +149,7 @@ class ToolCache:
                 with self._guard:
                     self.served += 1
                 return hit.model_copy(update={"seconds": time.perf_counter() - t0})
-            result = tool.run(image.image, question, workdir, peers)
+            result = tool.run(image.image, question, workdir, peers, args)
             with self._guard:
                 if result.ok:
                     self.computed += 1

@@ -274,7 +274,7 @@ class DetectEvidence(Evidence):
     model: str
     phrase: str  # the detector's text prompt, e.g. "person." or "cat. dog."
     target: str | None  # the counted phrase; None when the options name the objects (then every box counts)
-    source: str  # where the phrase came from: lexicon | english | counter | options | default
+    source: str  # where the phrase came from: lexicon | english | counter | options | default | asked
     query: str  # the question's (or options') words it came from, e.g. "사람"
     count: int
     count_probs: dict[int, float]  # P(count = k), for the k with P >= 0.001

@@ -1,6 +1,7 @@
-"""The orchestration graph: load_image -> route -> run_tool (fan-out) -> reason -> finish, and for the ``escalate``
-planner (``Services.planner``) the cycle reason -> escalate -> run_tool (the added tools) -> reason while the
-decision is unsure (``agent.planners``).
+"""The orchestration graph: load_image -> route -> run_tool (fan-out) -> reason -> finish; for the
+``escalate`` planner (``Services.planner``) the cycle reason -> escalate -> run_tool (the added tools) ->
+reason while the decision is unsure, and for the ``vlm`` planner route -> vlm_plan (the model calls the tools:
+``agent.planners.vlm``) -> reason (``agent.planners``).
 
 Run-time dependencies (reasoner, router, tools, settings) come through the
 LangGraph runtime context (``Services``), never through the state. Every node
@@ -142,6 +143,17 @@ def run_tool_node(task: ToolTask, runtime: Runtime[Services]) -> NodeOutput:
                       error=result.error, tool=task["tool"])
 
 
+@timed("vlm_plan")
+def vlm_plan_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
+    from agent.planners.vlm import plan
+
+    out = plan(state["question"], state["image"], runtime.context, state.get("forced_tools"))
+    calls = [c for r in out.rounds for c in r.calls]
+    return NodeOutput({"results": out.results, "rounds": out.rounds, "errors": out.errors},
+                      detail={"steps": len(out.rounds), "calls": len(calls), "failed": sum(not c.ok for c in calls)},
+                      error="; ".join(out.errors) or None)
+
+
 @timed("reason")
 def reason_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
     q, s = state["question"], runtime.context
@@ -250,7 +262,9 @@ def after_load(state: VQAState) -> str:
     return "finish" if state.get("errors") else "route"
 
 
-def fan_out(state: VQAState) -> list[Send] | str:
+def fan_out(state: VQAState, runtime: Runtime[Services]) -> list[Send] | str:
+    if runtime.context.planner.name == "vlm" and state.get("image") is not None:
+        return "vlm_plan"
     tools = state["route"].run
     if not tools or state.get("image") is None:
         return "reason"
@@ -284,13 +298,15 @@ def build_graph():
     g.add_node("load_image", load_image_node)
     g.add_node("route", route_node)
     g.add_node("run_tool", run_tool_node)
+    g.add_node("vlm_plan", vlm_plan_node)
     g.add_node("reason", reason_node)
     g.add_node("escalate", escalate_node)
     g.add_node("finish", finish_node)
     g.add_edge(START, "load_image")
     g.add_conditional_edges("load_image", after_load, ["route", "finish"])
-    g.add_conditional_edges("route", fan_out, ["run_tool", "reason"])
+    g.add_conditional_edges("route", fan_out, ["run_tool", "vlm_plan", "reason"])
     g.add_edge("run_tool", "reason")
+    g.add_edge("vlm_plan", "reason")
     g.add_conditional_edges("reason", after_reason, ["escalate", "finish"])
     g.add_conditional_edges("escalate", fan_out_added, ["run_tool", "finish"])
     g.add_edge("finish", END)

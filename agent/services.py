@@ -28,7 +28,7 @@ from agent.router import Router
 from agent.schema import Question, ToolResult
 from agent.toolpool import ToolPool
 from tools import load_tool
-from tools.base import Tool
+from tools.base import NoArgs, Tool
 
 
 class ToolBox:
@@ -67,6 +67,7 @@ class Services:
     pool: ToolPool = field(default_factory=ToolPool)  # where tool calls run, with their timeouts
     planner: PlannerSettings = field(default_factory=PlannerSettings)  # who picks the tools (agent.planners)
     costs: ToolCosts = field(default_factory=ToolCosts)  # measured seconds per tool in this run, shared by copies
+    vlm: Any = None  # the vlm planner's tool-calling model (agent.planners.vlm.ToolCaller), with --planner vlm
 
     def replace(self, **changes: Any) -> Services:
         """A copy with ``changes`` (e.g. ``reasoner=``, ``artifacts_dir=``); the tool box is shared."""
@@ -83,12 +84,13 @@ class Services:
             return None
 
     def run_tool(self, tool: Tool, image: LoadedImage, question: Question,
-                 peers: dict[str, Tool] | None = None) -> ToolResult:
-        """``tool.run`` on the working image, through the tool cache when there is one."""
+                 peers: dict[str, Tool] | None = None, args: NoArgs | None = None) -> ToolResult:
+        """``tool.run`` on the working image, through the tool cache when there is one; ``args``: the tool's
+        optional arguments (``Tool.Args``), from a planner."""
         workdir = self.workdir(question.id)
         if self.cache is None:
-            return tool.run(image.image, question, workdir, peers)
-        return self.cache.run(tool, image, question, workdir, peers)
+            return tool.run(image.image, question, workdir, peers, args)
+        return self.cache.run(tool, image, question, workdir, peers, args)
 
     def workdir(self, qid: str) -> Path | None:
         if self.artifacts_dir is None:

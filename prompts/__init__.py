@@ -85,3 +85,11 @@ def render(question: Question, results: Iterable[ToolResult], *, history: Iterab
         evidence=blocks, history=list(history), marked=marked,
     )
     return text.strip(), template_id(question)
+
+
+def render_plan(question: Question) -> tuple[str, str]:
+    """The ``vlm`` planner's first message for ``question`` (what it may do with the tools, then the question and
+    its options) and the template id, e.g. ``("...", "plan@1")``."""
+    text = _env().get_template("plan.j2").render(question=question.text, options=question.options,
+                                                 letters=question.letters)
+    return text.strip(), f"plan@{template_version('plan.j2')}"

@@ -10,7 +10,10 @@ concurrency are exercised for real, at the process boundary. What the "model" sa
   ``guided_choice`` (vLLM < 0.12), ``json_schema`` (``response_format``), ``grammar`` (llama.cpp GBNF). Others are
   ignored like unknown fields on most servers, or answered 400 when ``reject_unsupported``;
 - faults: ``fail`` (HTTP status codes for the next chat requests), ``drop`` (close the next N connections without
-  answering), ``delay`` (seconds before each chat answer), ``api_key`` (401 when the bearer token differs).
+  answering), ``delay`` (seconds before each chat answer), ``api_key`` (401 when the bearer token differs);
+- tool calling (a request that offers ``tools``): ``turns`` are the scripted assistant turns (``Turn``: text and
+  ``tool_calls``, each a name and the raw arguments string as a model wrote it, malformed or not), answered in
+  order; then ``forever`` (the same turn again and again), else a plain ``text`` answer that calls nothing.
 
 ``stats`` records every chat request body, the largest number of chat requests in flight at once, and the client's
 TCP connections (``connections`` opened, ``open_connections`` not yet closed by the client: a client that keeps
@@ -38,6 +41,14 @@ LETTER_TOKEN = re.compile(r"^\W*([a-eA-E])\W*$")
 
 
 @dataclass
+class Turn:
+    """One scripted assistant turn for a request that offers tools: ``(name, arguments JSON string)`` calls."""
+
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    text: str = ""
+
+
+@dataclass
 class Script:
     models: list[str] = field(default_factory=lambda: ["fake-qwen"])
     text: str = "b"
@@ -52,6 +63,8 @@ class Script:
     delay: float = 0.0
     gather: int = 0  # hold each request until this many have been in flight at once (at most GATHER_TIMEOUT)
     api_key: str | None = None
+    turns: list[Turn] = field(default_factory=list)  # answers to requests with ``tools``, in order
+    forever: Turn | None = None  # then this turn on every request with ``tools`` (a model that never stops)
 
 
 GATHER_TIMEOUT = 30.0  # seconds; only a client that never sends that many at once waits this long
@@ -227,6 +240,9 @@ class FakeOpenAIServer:
 
     def _complete(self, h: BaseHTTPRequestHandler, body: dict) -> None:
         s = self.script
+        if body.get("tools") and (s.turns or s.forever):
+            self._tool_turn(h, body, s.turns.pop(0) if s.turns else s.forever)
+            return
         dialect, allowed = requested_dialect(body)
         if dialect is not None and dialect not in s.dialects and s.reject_unsupported:
             _send(h, 400, {"error": {"message": f"unsupported request field for {dialect}", "type": "BadRequestError",
@@ -250,6 +266,19 @@ class FakeOpenAIServer:
             self.stats.answered += 1
         _send(h, 200, {"id": f"chatcmpl-{self.stats.answered}", "object": "chat.completion", "created": 0,
                        "model": body["model"], "choices": [choice],
+                       "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+
+    def _tool_turn(self, h: BaseHTTPRequestHandler, body: dict, turn: Turn) -> None:
+        with self._lock:
+            self.stats.answered += 1
+            n = self.stats.answered
+        calls = [{"id": f"call_{n}_{i}", "type": "function", "function": {"name": name, "arguments": args}}
+                 for i, (name, args) in enumerate(turn.calls)]
+        message = {"role": "assistant", "content": turn.text or None, **({"tool_calls": calls} if calls else {})}
+        _send(h, 200, {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": 0, "model": body["model"],
+                       "choices": [{"index": 0, "message": message,
+                                    "finish_reason": "tool_calls" if calls else "stop"}],
                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
 
 

@@ -147,10 +147,9 @@ def test_costs_are_measured_from_the_tools_the_graph_computes(page: Path) -> Non
     assert "detect" not in s.costs.snapshot()  # not run (and failures are never a measured cost)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("agent.planners.vlm") is not None, reason="the vlm planner is installed")
 @pytest.mark.parametrize("command", ["ask", "eval"])
-def test_a_planner_this_install_lacks_is_a_one_line_error_before_any_work(command: str, page: Path,
-                                                                          tmp_path: Path) -> None:
+def test_the_vlm_planner_without_a_tool_calling_model_is_a_one_line_error_before_any_work(
+        command: str, page: Path, tmp_path: Path) -> None:
     data = tmp_path / "t.csv"
     data.write_text(f"id,path,question,a,b,c,d,answer\nq1,{page.name},{NO_KEYWORD},apple,river,candle,stone,c\n",
                     encoding="utf-8")
@@ -160,10 +159,11 @@ def test_a_planner_this_install_lacks_is_a_one_line_error_before_any_work(comman
     p = subprocess.run([VQA, *map(str, args), "--reasoner", "evidence"], capture_output=True, text=True, env=ENV,
                        timeout=300)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
-    assert p.stderr.startswith("error: planner 'vlm' is not available") and len(p.stderr.strip().splitlines()) == 1
+    assert p.stderr.startswith("error: --planner vlm needs a model that can call tools"), p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "arms").exists()
-    with pytest.raises(ConfigError, match="missing.*choose rules or escalate"):
-        check_planner("vlm")
+    with pytest.raises(ConfigError, match="unknown planner"):
+        check_planner("oracle")
 
 
 def test_ask_json_shows_two_rounds_and_the_trace_shows_them(page: Path, tmp_path: Path) -> None:

@@ -184,3 +184,11 @@ def plugin_routing() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         rules += [(name, pattern) for pattern in routing.keywords]
         examples += [(name, question) for question in routing.examples]
     return rules, examples
+
+
+def langchain_tools(names: list[str] | None = None, **settings: Any) -> list:
+    """Every registered tool (or those in ``names``) as a LangChain ``BaseTool`` (``tools.langchain``; imported
+    here on first call, so the registry stays light)."""
+    from tools.langchain import langchain_tools as build
+
+    return build(names, **settings)

@@ -9,6 +9,9 @@ A tool is a class whose class attributes say everything the orchestrator needs w
   they arrive as ``run(..., peers={name: tool})``;
 - ``routing``: keywords and example questions that let the router pick it (plug-ins; the built-in tools'
   rules live in ``agent.router``);
+- ``Args``: the optional arguments a planner may pass besides the image and the question (``detect``: the
+  phrases to find; ``ocr``: the language; ``retrieve``: the query), a pydantic model whose fields all default to
+  ``None`` and arrive as keyword arguments of ``apply`` (none by default); ``tools.langchain`` shows them;
 - what enters its cache key: ``settings`` (the constructor's keyword arguments, as stored by ``__init__``),
   ``cache_inputs(question)`` (the parts of the question it reads), ``version`` and ``fingerprint`` (bump or
   compute them when the output changes for reasons the tool's own source does not show).
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from PIL import Image
+from pydantic import BaseModel, ConfigDict
 
 from agent.errors import VqaError
 from agent.evidence import Evidence
@@ -45,6 +49,13 @@ class ToolError(VqaError):
 class ToolUnavailable(ToolError):
     """The tool could not load (missing weights, an unreachable hub, a missing binary): it is unavailable for the
     rest of the process, and later calls fail at once with the same message instead of trying again."""
+
+
+class NoArgs(BaseModel):
+    """A tool's optional arguments (``Tool.Args``): none. A tool with some subclasses this and adds fields that
+    default to ``None``, each also a keyword argument of its ``apply``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,7 @@ class Tool(ABC):
     evidence: ClassVar[type[Evidence]]
     uses: ClassVar[tuple[str, ...]] = ()
     routing: ClassVar[Routing] = Routing()
+    Args: ClassVar[type[NoArgs]] = NoArgs
     version: ClassVar[str] = "1"
     fingerprint: str = ""  # a property where it is computed (e.g. a digest of helper modules)
 
@@ -84,6 +96,7 @@ class Tool(ABC):
         if tag != cls.name:
             raise TypeError(f"{cls.__qualname__}.evidence ({cls.evidence.__qualname__}) must have "
                             f"tool: Literal[{cls.name!r}] = {cls.name!r}, found default {tag!r}")
+        check_args(cls)
 
     def __init__(self, **settings: Any) -> None:
         self.settings = settings
@@ -123,15 +136,20 @@ class Tool(ABC):
     def apply(self, image: Image.Image, question: Question, workdir: Path | None,
               peers: Mapping[str, Tool]) -> tuple[Evidence, dict[str, str]]:
         """Return the evidence and artifacts (name -> file written under ``workdir``). ``peers``: the tools named
-        in ``uses`` that the route also runs, by name (empty when none)."""
+        in ``uses`` that the route also runs, by name (empty when none). A tool with ``Args`` also takes their
+        fields as keyword arguments (those given; the rest keep their ``None`` defaults)."""
 
     def run(self, image: Image.Image, question: Question, workdir: Path | None = None,
-            peers: Mapping[str, Tool] | None = None) -> ToolResult:
-        """Never raises: a failure is ``ok=False`` with the error, timed like a success."""
+            peers: Mapping[str, Tool] | None = None, args: NoArgs | None = None) -> ToolResult:
+        """Never raises: a failure is ``ok=False`` with the error, timed like a success. ``args``: an instance of
+        ``Args`` (its fields that are set reach ``apply``)."""
         t0 = time.perf_counter()
         try:
+            if args is not None and not isinstance(args, self.Args):
+                raise ToolError(f"{self.name} takes arguments {self.Args.__name__}, found {type(args).__name__}")
             self.setup()
-            evidence, artifacts = self.apply(image, question, workdir, dict(peers or {}))
+            given = args.model_dump(exclude_none=True) if args is not None else {}
+            evidence, artifacts = self.apply(image, question, workdir, dict(peers or {}), **given)
             if not isinstance(evidence, self.evidence):
                 raise ToolError(f"{type(self).__qualname__}.apply returned {type(evidence).__name__}, expected "
                                 f"{self.evidence.__name__} (its declared evidence type)")
@@ -140,3 +158,19 @@ class Tool(ABC):
                               seconds=time.perf_counter() - t0, settings=self.settings)
         return ToolResult(tool=self.name, ok=True, evidence=evidence, artifacts=artifacts,
                           seconds=time.perf_counter() - t0, settings=self.settings)
+
+
+def check_args(cls: type[Tool]) -> None:
+    """``cls.Args`` is a ``NoArgs`` subclass whose fields default to ``None`` and are keyword arguments of
+    ``cls.apply``; else a ``TypeError`` says which."""
+    if not (isinstance(cls.Args, type) and issubclass(cls.Args, NoArgs)):
+        raise TypeError(f"{cls.__qualname__}.Args must be a tools.base.NoArgs subclass, found {cls.Args!r}")
+    params = inspect.signature(cls.apply).parameters
+    for name, f in cls.Args.model_fields.items():
+        if f.is_required() or f.default is not None:
+            raise TypeError(f"{cls.__qualname__}.Args.{name} must default to None (an optional argument), "
+                            f"found {'no default' if f.is_required() else repr(f.default)}")
+        p = params.get(name)
+        if p is None or p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+            raise TypeError(f"{cls.__qualname__}.apply must take {name}=None as a keyword argument "
+                            f"(declared in {cls.__qualname__}.Args)")

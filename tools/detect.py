@@ -25,14 +25,15 @@ from typing import Any
 import numpy as np
 import supervision as sv
 from PIL import Image
+from pydantic import Field
 
 from agent.errors import ConfigError, ModelLoadError, brief
 from agent.hub import locate
 from agent.schema import DetectedBox, DetectEvidence, Question
-from tools.base import Tool, ToolError
+from tools.base import NoArgs, Tool, ToolError
 from tools.boxes import count_boxes, count_distribution, grounded_detections, merge_tiles, tile_grid
 from tools.device import half_dtype, resolve_device
-from tools.phrases import Target, parse_count, target
+from tools.phrases import Target, asked_target, parse_count, target
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"
 DETECTOR_CLASSES = {"grounding-dino": "GroundingDinoForObjectDetection",
@@ -155,8 +156,14 @@ def annotate(image: Image.Image, det: sv.Detections, path: Path) -> Path:
     return path
 
 
+class DetectArgs(NoArgs):
+    phrases: list[str] | None = Field(None, description="What to find and count, e.g. ['person'] or ['red car', "
+                                      "'bus'] (default: what the question asks about)")
+
+
 class DetectTool(Tool):
     name = "detect"
+    Args = DetectArgs
     evidence = DetectEvidence
     description = ("Finds the objects a question asks about (Korean or English, e.g. '사람', 'red car') and counts "
                    "them: boxes with scores, a count, how sure the count is, and which numeric option it matches.")
@@ -251,19 +258,22 @@ class DetectTool(Tool):
                                  cross_iou=s["cross_iou"])
         return Grounded(t, kept, near, 0 if grid is None else len(grid), image.size)
 
-    def detections(self, image: Image.Image, question: Question) -> Grounded:
-        """The detector's answer for this image and question; concurrent and repeated calls share one run."""
+    def detections(self, image: Image.Image, question: Question, t: Target | None = None) -> Grounded:
+        """The detector's answer for this image and question (or the target ``t``, when given); concurrent and
+        repeated calls share one run."""
         self.setup()
         image = image.convert("RGB")
-        t = target(question.text, question.options)
+        t = t or target(question.text, question.options)
         return self._cache.get((image_digest(image), t.prompt), lambda: self._detect(image, t))
 
     # ---------------------------------------------------------------- evidence
 
     def apply(self, image: Image.Image, question: Question, workdir: Path | None,
-              peers: Mapping[str, Tool]) -> tuple[DetectEvidence, dict[str, str]]:
-        g = self.detections(image, question)
-        evidence = to_evidence(g, question, self.settings["model"], self.settings["box_threshold"])
+              peers: Mapping[str, Tool], phrases: list[str] | None = None) -> tuple[DetectEvidence, dict[str, str]]:
+        """``phrases``: what to find instead of what the question asks about."""
+        t = asked_target(phrases) if phrases else None
+        g = self.detections(image, question, t)
+        evidence = to_evidence(g, question, self.settings["model"], self.settings["box_threshold"], t)
         artifacts: dict[str, str] = {}
         if workdir is not None:
             Path(workdir).mkdir(parents=True, exist_ok=True)
@@ -271,11 +281,13 @@ class DetectTool(Tool):
         return evidence, artifacts
 
 
-def to_evidence(g: Grounded, question: Question, model: str, box_threshold: float) -> DetectEvidence:
+def to_evidence(g: Grounded, question: Question, model: str, box_threshold: float,
+                t: Target | None = None) -> DetectEvidence:
     """Count (of the asked-for phrase, or of all boxes when the options name the objects), its distribution and
     confidence, per-label counts, the boxes largest score first, and the options read as counts. The phrase's
-    provenance is this question's (another question may have asked for the same phrase in other words)."""
-    t = target(question.text, question.options)
+    provenance is this question's (another question may have asked for the same phrase in other words), or the
+    asked target ``t``'s."""
+    t = t or target(question.text, question.options)
     if t.phrases != g.target.phrases:
         raise ValueError(f"detections for {g.target.prompt!r} do not answer a question asking for {t.prompt!r}")
 

@@ -18,15 +18,16 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import supervision as sv
 from PIL import Image
+from pydantic import Field
 
 from agent.errors import ConfigError
 from agent.schema import OcrEvidence, OcrRead, Question, TextSpan
-from tools.base import Tool, ToolError
+from tools.base import NoArgs, Tool, ToolError
 from tools.device import cuda_available
 from tools.imaging import fit_within
 from tools.ocr_merge import merge_spans, native_scripts, plan_engines
@@ -319,8 +320,14 @@ def annotate(image: Image.Image, det: sv.Detections, path: Path) -> Path:
     return path
 
 
+class OcrArgs(NoArgs):
+    language: Literal["en", "ko"] | None = Field(None, description="The script to read: 'en' (Latin) or 'ko' "
+                                                 "(Korean and Latin); default: the question's")
+
+
 class OcrTool(Tool):
     name = "ocr"
+    Args = OcrArgs
     evidence = OcrEvidence
     description = ("Reads the text visible in the image (signs, labels, plates, captions) as lines with pixel "
                    "boxes and confidences, in reading order. Korean and English.")
@@ -362,11 +369,14 @@ class OcrTool(Tool):
     def korean_weights(self) -> bool:
         return any((d / KOREAN_WEIGHTS).is_file() for d in weight_dirs(self.settings["easyocr_model_dir"]))
 
-    def plan_for(self, question: Question) -> list[tuple[str, tuple[str, ...]]]:
+    def plan_for(self, question: Question, language: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
         """``[(engine, languages), ...]``: one forced engine (``engine`` or ``languages`` set), else one per script
-        of the question and its options (``tools.ocr_merge.plan_engines``)."""
+        of the question and its options (``tools.ocr_merge.plan_engines``); ``language`` (``ocr``'s argument)
+        reads that one script (Korean with English)."""
         s = self.settings
         korean = s["engine"] == "auto" and self.korean_weights()
+        if language is not None:
+            return [choose_engine(s["engine"], ("ko", "en") if language == "ko" else ("en",), language, korean)]
         if s["engine"] != "auto" or s["languages"]:
             return [choose_engine(s["engine"], s["languages"], question.language, korean)]
         return plan_engines(question, korean)
@@ -395,11 +405,11 @@ class OcrTool(Tool):
                                boxes=self._craft if s["tesseract_boxes"] == "craft" else None)
 
     def apply(self, image: Image.Image, question: Question, workdir: Path | None,
-              peers: Mapping[str, Tool]) -> tuple[OcrEvidence, dict[str, str]]:
+              peers: Mapping[str, Tool], language: str | None = None) -> tuple[OcrEvidence, dict[str, str]]:
         image = image.convert("RGB")
         small, scale = fit_within(image, self.settings["max_side"])
         reads = []
-        for kind, langs in self.plan_for(question):
+        for kind, langs in self.plan_for(question, language):
             engine, t0 = self.engine(kind, langs), time.perf_counter()
             det = engine.read(small)
             det.xyxy = det.xyxy / scale

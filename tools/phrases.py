@@ -163,7 +163,7 @@ class Target:
 
     phrases: tuple[str, ...]
     primary: str | None
-    source: str  # "lexicon" | "english" | "counter" | "options" | "default"
+    source: str  # "lexicon" | "english" | "counter" | "options" | "default" | "asked" (a planner named it)
     query: str
     option_labels: dict[str, str] = field(default_factory=dict)  # letter -> phrase (options mode)
 
@@ -223,6 +223,15 @@ def option_phrase(option: str) -> str | None:
     if not re.fullmatch(r"[A-Za-z][A-Za-z' -]*", text) or len(text.split()) > 3:
         return None
     return english_phrase(text)
+
+
+def asked_target(phrases: list[str] | tuple[str, ...]) -> Target:
+    """The detector's phrases when a planner names what to find: each read as an option naming an object would be
+    (Korean nouns through the lexicon, English singularised), else taken as written; a single phrase is counted."""
+    found = tuple(dict.fromkeys(option_phrase(p) or " ".join(p.lower().split()) for p in phrases if p.strip()))
+    if not found:
+        raise ValueError(f"expected at least one phrase to find (e.g. ['person']), found {list(phrases)!r}")
+    return Target(found, found[0] if len(found) == 1 else None, "asked", " / ".join(p.strip() for p in phrases))
 
 
 def target(question: str, options: dict[str, str] | None = None) -> Target:

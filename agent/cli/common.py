@@ -189,6 +189,10 @@ def open_services(settings: Settings, run_dir: Path | None, *, images_root: Path
             if name in tool_names():
                 services.tool(name)
         reasoner.load()
+        if settings.planner == "vlm":  # the model that calls the tools (the evidence reasoner has none: an error)
+            from agent.planners.vlm import tool_caller
+
+            services = services.replace(vlm=tool_caller(settings, reasoner))
         yield services
     finally:
         services.close()

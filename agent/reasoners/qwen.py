@@ -165,6 +165,23 @@ class QwenBackend:
         return other
 
     @property
+    def loaded(self) -> tuple[Any, Any]:
+        """``(model, processor)``, loaded first when needed (the vlm planner's chat model generates with them)."""
+        self.load()
+        return self._model, self._processor
+
+    def image_kwargs(self, images: list[Any]) -> dict[str, Any]:
+        """The processor's image arguments for ``images``, with this backend's pixel budget (none: ``{}``)."""
+        if not images:
+            return {}
+        size = dict(self._processor.image_processor.size)
+        if self.min_pixels is not None:
+            size["shortest_edge"] = self.min_pixels
+        if self.max_pixels is not None:
+            size["longest_edge"] = self.max_pixels
+        return {"images": images, "size": size}
+
+    @property
     def letter_ids(self) -> dict[str, list[int]]:
         """Per letter, the ids of its single-token variants (after ``load``/``attach``)."""
         return self._letter_ids
@@ -205,15 +222,7 @@ class QwenBackend:
         texts = [self.chat_text(req) for req in batch]
         images = [p.convert("RGB") for req in batch for p in ([req.image] if req.image is not None else [])
                   + list(req.images)]  # per request: the photo, then the marked copies
-        kwargs: dict[str, Any] = {}
-        if images:
-            size = dict(self._processor.image_processor.size)
-            if self.min_pixels is not None:
-                size["shortest_edge"] = self.min_pixels
-            if self.max_pixels is not None:
-                size["longest_edge"] = self.max_pixels
-            kwargs = {"images": images, "size": size}
-        inputs = self._processor(text=texts, padding=True, return_tensors="pt", **kwargs)
+        inputs = self._processor(text=texts, padding=True, return_tensors="pt", **self.image_kwargs(images))
         if "image_grid_thw" not in inputs:  # text only: positions must skip the left padding
             mask = inputs["attention_mask"]
             inputs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)

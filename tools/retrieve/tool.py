@@ -14,11 +14,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from PIL import Image
+from pydantic import Field
 
 from agent.errors import ConfigError, ImageError
 from agent.images import file_sha256 as safe_file_sha256
 from agent.schema import Question, RetrievedEntry, RetrieveEvidence
-from tools.base import Tool, ToolError
+from tools.base import NoArgs, Tool, ToolError
 from tools.retrieve.kb import GUARDS, Guard, Hit, check_weight, question_text
 
 NO_KB = "no knowledge base: pass --kb DIR (build one with vqa kb build)"
@@ -43,8 +44,14 @@ def to_entry(hit: Hit) -> RetrievedEntry:
                           answer_text=e.answer_text, image=e.image)
 
 
+class RetrieveArgs(NoArgs):
+    query: str | None = Field(None, description="The text to search the knowledge base with (default: the "
+                              "question and its options)")
+
+
 class RetrieveTool(Tool):
     name = "retrieve"
+    Args = RetrieveArgs
     evidence = RetrieveEvidence
     description = ("Finds the k entries of a knowledge base (vqa kb build) most similar to the image and the "
                    "question: solved questions with their options and answers, captioned images, or passages, "
@@ -80,12 +87,14 @@ class RetrieveTool(Tool):
         self._kb = kb
 
     def apply(self, image: Image.Image, question: Question, workdir: Path | None,
-              peers: Mapping[str, Tool]) -> tuple[RetrieveEvidence, dict[str, str]]:
+              peers: Mapping[str, Tool], query: str | None = None) -> tuple[RetrieveEvidence, dict[str, str]]:
+        """``query``: the text searched instead of the question and its options (the leakage guard still reads
+        the question)."""
         s = self.settings
         guard = Guard(mode=s["leakage_guard"], query_id=question.id, image_sha256=file_sha256(question.image),
                       text=question.text, exclude_ids=frozenset(s["exclude_ids"]))
         hits, excluded = self._kb.search(self._embedder, image=image,
-                                         text=question_text(question.text, question.options), k=s["k"],
+                                         text=query or question_text(question.text, question.options), k=s["k"],
                                          guard=guard, image_weight=s["image_weight"])
         return RetrieveEvidence(kb=str(self._kb.root), embedder=self._kb.embedder.name,
                                 entries=[to_entry(h) for h in hits], excluded=[i for i, _ in excluded]), {}
