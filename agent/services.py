@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.cache import ToolCache
 from agent.errors import VqaError
@@ -27,6 +27,9 @@ from agent.schema import Question, ToolResult
 from agent.toolpool import ToolPool
 from tools import load_tool
 from tools.base import Tool
+
+if TYPE_CHECKING:
+    from agent.runner import RowExecutor
 
 
 class ToolBox:
@@ -63,6 +66,7 @@ class Services:
     cache: ToolCache | None = None  # tool outputs computed once per image, tool, settings and question inputs
     toolbox: ToolBox = field(default_factory=ToolBox)  # shared by every copy
     pool: ToolPool = field(default_factory=ToolPool)  # where tool calls run, with their timeouts
+    executor: RowExecutor | None = None  # where run_batch answers questions (None: threads here; or Ray workers)
 
     def replace(self, **changes: Any) -> Services:
         """A copy with ``changes`` (e.g. ``reasoner=``, ``artifacts_dir=``); the tool box is shared."""
