@@ -18,9 +18,9 @@ if TYPE_CHECKING:
 
 RAY = "Ray (many processes or machines)"
 RayAddress = Annotated[Optional[str], typer.Option(
-    "--ray", is_flag=False, flag_value="local", metavar="[ADDRESS]", rich_help_panel=RAY,
-    help="Answer on Ray workers: local (start a cluster here; the default of a bare --ray), auto (join the one "
-         "'ray start' runs) or ray://HOST:PORT. Needs pip install -e '.[ray]'.")]
+    "--ray", metavar="ADDRESS", rich_help_panel=RAY,
+    help="Answer on Ray workers: local (start a cluster in this process), auto (join the one 'ray start' runs on "
+         "this machine) or ray://HOST:PORT. Needs pip install -e '.\\[ray]'.")]
 Workers = Annotated[int, typer.Option("--workers", min=1, rich_help_panel=RAY,
                                       help="Ray workers; each loads the reasoner and tools once.")]
 GpusPerWorker = Annotated[float, typer.Option("--gpus-per-worker", min=0, rich_help_panel=RAY,
