@@ -10,8 +10,8 @@ submission, so a Ray run resumes, fails and traces exactly like a local one.
 
 What workers write themselves, and so must reach the same paths as the driver (one machine, or a shared
 filesystem mounted at the same path on every machine): the tool cache (``RUN/cache`` or the ``--cache`` folder),
-tool artifacts (``RUN/artifacts``) and the trace's image copies (``RUN/images``). Every such write is
-idempotent (content-addressed or replaced atomically), so a chunk answered twice leaves the same files.
+tool artifacts (``RUN/artifacts``) and the trace's image copies (``RUN/images``). Each such file is
+a function of its question (or content-addressed), so a chunk answered twice rewrites the same files.
 
 Faults: a worker process that dies is restarted by Ray (``max_restarts``), which reloads the model and runs its
 unfinished chunks again (``max_task_retries``); a worker that cannot come back is dropped and its chunks go to the
@@ -88,6 +88,16 @@ def worker_settings(settings: Any, workers: int) -> list[Any]:
     if len(urls) <= 1:
         return [settings] * workers
     return [settings.model_copy(update={"base_url": urls[i % len(urls)]}) for i in range(workers)]
+
+
+def check_room(cluster: Cluster, resources: dict[str, float]) -> None:
+    """Refuse, before any worker starts, more GPUs or CPUs than the whole cluster has (Ray would wait forever)."""
+    for name, per in (("GPU", cluster.gpus_per_worker), ("CPU", cluster.cpus_per_worker)):
+        have = resources.get(name, 0.0)
+        if per * cluster.workers > have:
+            raise ConfigError(f"--workers {cluster.workers} with --{name.lower()}s-per-worker {per:g} needs "
+                              f"{per * cluster.workers:g} {name}s, the Ray cluster has {have:g}; ask for fewer "
+                              "workers or add machines (ray start --address ...)")
 
 
 class _HeldLines:
@@ -227,6 +237,7 @@ class RayExecutor:
                     raise ConfigError(f"--ray {c.address}: cannot join the Ray cluster ({exc}); start one with "
                                       "'ray start --head' or use --ray local") from None
             self._started_ray = True
+        check_room(self.cluster, ray.cluster_resources())
         worker = ray.remote(RowWorker).options(
             num_cpus=c.cpus_per_worker, num_gpus=c.gpus_per_worker, max_restarts=c.max_restarts,
             max_task_retries=c.max_restarts, max_concurrency=1)

@@ -182,3 +182,62 @@ def test_cluster_refuses_impossible_sizes(bad) -> None:
 
     with pytest.raises(ConfigError, match="must be"):
         Cluster(**bad)
+
+
+@pytest.mark.slow
+def test_worker_gone_for_good_has_its_rows_answered_by_the_other(tmp_path: Path, tmp_path_factory,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """No restarts allowed: the dead worker's chunks go to the other worker; every row logged exactly once."""
+    from agent.config import Settings
+    from agent.data import read_questions
+    from agent.distributed import RayExecutor
+    from agent.reasoners import load_reasoner
+    from agent.runner import run_batch
+    from agent.services import Services
+
+    for k, v in {**ray_env(tmp_path_factory), DIE_AFTER_ENV: "3", "HF_HUB_OFFLINE": "1"}.items():
+        monkeypatch.setenv(k, v)  # before Ray starts: its workers inherit them
+    rows = read_questions(rows_csv(tmp_path / "q.csv", 24), EXAMPLES)
+    run_dir = tmp_path / "run"
+    with RayExecutor(Cluster("local", workers=2, max_restarts=0), Settings(reasoner="evidence"), run_dir,
+                     EXAMPLES) as executor:
+        services = Services(reasoner=load_reasoner("evidence"), artifacts_dir=run_dir / "artifacts",
+                            images_root=EXAMPLES, executor=executor)
+        summary = run_batch(rows, services, run_dir, batch_size=4, forced_tools=[], out=tmp_path / "s.csv")
+        assert executor.lost == 1 and not executor.restarted
+    assert summary.answered == summary.new == 24 and summary.failed == 0
+    assert sorted(Counter(a["id"] for a in results(run_dir)).values()) == [1] * 24
+    with open(tmp_path / "s.csv", encoding="utf-8") as f:
+        assert [r["id"] for r in csv.DictReader(f)] == [q.id for q in rows]
+
+
+@pytest.mark.slow
+def test_workers_as_clients_of_one_server_each(tmp_path: Path, tmp_path_factory) -> None:
+    """The server-backend variant: ``--base-url`` lists two servers, each of the two workers talks to its own."""
+    from tests.fake_openai_server import FakeOpenAIServer
+
+    data = rows_csv(tmp_path / "q.csv", 8)
+    with FakeOpenAIServer() as one, FakeOpenAIServer() as two:
+        p = vqa("batch", data, "--images", EXAMPLES, "--out", tmp_path / "s.csv", "--run-dir", tmp_path / "run",
+                "--tools", "none", "--backend", "openai", "--model", "fake-qwen", "--base-url",
+                f"{one.url},{two.url}", "--batch-size", "2", "--ray", "local", "--workers", "2",
+                env=ray_env(tmp_path_factory))
+        assert p.returncode == 0, p.stderr
+        assert one.stats.requests and two.stats.requests  # each worker asked its own server
+    got = results(tmp_path / "run")
+    assert len(got) == 8 and {a["answer"] for a in got} == {"b"}  # the scripted answer, from either server
+    p = vqa("batch", data, "--images", EXAMPLES, "--out", tmp_path / "s2.csv", "--run-dir", tmp_path / "run2",
+            "--tools", "none", "--backend", "openai", "--model", "fake-qwen", "--base-url", f"{one.url},{two.url}")
+    assert p.returncode == 2 and "needs --ray" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_more_gpus_than_the_cluster_has_is_refused_before_any_worker_starts() -> None:
+    from agent.distributed import check_room
+    from agent.errors import ConfigError
+
+    four = Cluster("auto", workers=4, gpus_per_worker=1)
+    with pytest.raises(ConfigError, match=r"needs 4 GPUs, the Ray cluster has 2"):
+        check_room(four, {"CPU": 16.0, "GPU": 2.0})
+    with pytest.raises(ConfigError, match=r"needs 4 CPUs, the Ray cluster has 2"):
+        check_room(four, {"CPU": 2.0, "GPU": 4.0})
+    check_room(four, {"CPU": 4.0, "GPU": 4.0})  # fits: no error

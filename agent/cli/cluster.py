@@ -12,6 +12,7 @@ import typer
 
 from agent.cli.common import open_services
 from agent.config import Settings
+from agent.errors import ConfigError
 
 if TYPE_CHECKING:
     from agent.services import Services
@@ -36,6 +37,9 @@ def run_services(settings: Settings, run_dir: Path, images: Path, *, ray: str | 
     model fails before any question), and driver services that hand questions to them; the reasoner object here
     only names the run and is never loaded."""
     if ray is None:
+        if settings.base_url and "," in settings.base_url:
+            raise ConfigError(f"--base-url {settings.base_url}: a comma list of servers needs --ray (each worker "
+                              "takes one in turn); without Ray, give one URL")
         with open_services(settings, run_dir, images_root=images) as services:
             yield services
         return
