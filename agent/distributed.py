@@ -23,6 +23,8 @@ Ray is imported only here, and only when a ``RayExecutor`` starts.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import socket
 import threading
@@ -154,8 +156,12 @@ class RowWorker:
             register(name, spec)
         self.index, self.run_dir = index, Path(run_dir)
         self._stack = ExitStack()
-        self.services: Services = self._stack.enter_context(
-            open_services(settings, self.run_dir, images_root=Path(images_root) if images_root else None))
+        self.failure: str | None = None  # why the services could not be built (a bad model path, a tool setting)
+        try:
+            self.services: Services = self._stack.enter_context(
+                open_services(settings, self.run_dir, images_root=Path(images_root) if images_root else None))
+        except VqaError as exc:  # reported by ready(), as one line, instead of a dead actor's traceback
+            self.failure = str(exc)
         self._pools: dict[str | None, ToolPool] = {}  # one per artifacts folder (an eval arm), as run_arm does
         self._answered = 0
         self._lock = threading.Lock()
@@ -170,10 +176,13 @@ class RowWorker:
             return None
         return int(value)
 
-    def ready(self) -> str:
-        return f"{socket.gethostname()}:{os.getpid()}"
+    def ready(self) -> tuple[str, str | None]:
+        """``(host:pid, why it cannot answer or None)``."""
+        return f"{socket.gethostname()}:{os.getpid()}", self.failure
 
     def answer(self, chunk: Chunk) -> ChunkResult:
+        if self.failure is not None:
+            raise VqaError(f"this worker could not start: {self.failure}")
         held = _HeldLines(self.run_dir / TRACE_FILE)
         trace = TraceWriter(held.path, run=chunk.run, tags=chunk.tags, log=held)  # type: ignore[arg-type]
         pool = self._pools.setdefault(chunk.artifacts_dir, ToolPool())
@@ -191,7 +200,7 @@ class RowWorker:
         sizes = LocalExecutor().run(chunk.questions, services, Job(
             trace=trace, forced_tools=chunk.forced_tools, batch_size=chunk.batch_size, debias=chunk.debias,
             temperature=chunk.temperature), keep)
-        return ChunkResult(answers, held.lines, sizes, self.ready())
+        return ChunkResult(answers, held.lines, sizes, self.ready()[0])
 
     def close(self) -> None:
         self._stack.close()
@@ -228,11 +237,12 @@ class RayExecutor:
         c = self.cluster
         if not ray.is_initialized():
             if c.address == "local":
-                ray.init(address="local", num_cpus=max(1, round(c.workers * c.cpus_per_worker)),
-                         include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, log_to_driver=True)
+                ray.init(address="local", num_cpus=max(1, math.ceil(c.workers * c.cpus_per_worker)),
+                         include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, logging_level=logging.WARNING,
+                         log_to_driver=False)
             else:
                 try:
-                    ray.init(address=c.address, log_to_driver=True)
+                    ray.init(address=c.address, logging_level=logging.WARNING, log_to_driver=False)
                 except (ConnectionError, ValueError, RuntimeError) as exc:
                     raise ConfigError(f"--ray {c.address}: cannot join the Ray cluster ({exc}); start one with "
                                       "'ray start --head' or use --ray local") from None
@@ -245,9 +255,13 @@ class RayExecutor:
         self.actors = [worker.remote(s, str(self.run_dir), str(self.images_root) if self.images_root else None, cwd, i)
                        for i, s in enumerate(worker_settings(self.settings, c.workers))]
         try:
-            self.started = ray.get([a.ready.remote() for a in self.actors])
+            ready = ray.get([a.ready.remote() for a in self.actors])
         except ray.exceptions.RayError as exc:
             raise VqaError(f"a Ray worker failed to start: {_cause(exc)}") from None
+        for process, failure in ready:
+            if failure is not None:
+                raise VqaError(f"the Ray worker {process} could not start: {failure}")
+        self.started = [process for process, _ in ready]
 
     def stop(self) -> None:
         ray = self._ray
@@ -330,10 +344,10 @@ class RayExecutor:
         """Whether worker ``w`` still answers (Ray restarted it), or is gone for good."""
         ray = self._ray
         try:
-            ray.get(self.actors[w].ready.remote())
+            _, failure = ray.get(self.actors[w].ready.remote())
         except ray.exceptions.RayActorError:
             return False
-        return True
+        return failure is None
 
 
 def _cause(exc: BaseException) -> str:

@@ -241,3 +241,13 @@ def test_more_gpus_than_the_cluster_has_is_refused_before_any_worker_starts() ->
     with pytest.raises(ConfigError, match=r"needs 4 CPUs, the Ray cluster has 2"):
         check_room(four, {"CPU": 2.0, "GPU": 4.0})
     check_room(four, {"CPU": 4.0, "GPU": 4.0})  # fits: no error
+
+
+@pytest.mark.slow
+def test_a_model_the_workers_cannot_load_is_one_line_before_any_question(tmp_path: Path, tmp_path_factory) -> None:
+    p = vqa("batch", rows_csv(tmp_path / "q.csv", 2), "--images", EXAMPLES, "--out", tmp_path / "s.csv",
+            "--run-dir", tmp_path / "run", "--model", tmp_path / "no-such-model", "--ray", "local",
+            env=ray_env(tmp_path_factory))
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert "could not start: --model" in p.stderr and "no-such-model" in p.stderr
+    assert not (tmp_path / "run" / "results.jsonl").exists() and not (tmp_path / "s.csv").exists()
