@@ -220,6 +220,7 @@ class RayExecutor:
         self.lost = 0  # workers gone for good, their chunks answered by others
         self._started_ray = False
         self._ray: Any = None
+        self._alive: list[int] = []  # indexes of the workers that still answer
 
     def __enter__(self) -> RayExecutor:
         try:
@@ -262,6 +263,7 @@ class RayExecutor:
             if failure is not None:
                 raise VqaError(f"the Ray worker {process} could not start: {failure}")
         self.started = [process for process, _ in ready]
+        self._alive = list(range(len(self.actors)))
 
     def stop(self) -> None:
         ray = self._ray
@@ -287,13 +289,14 @@ class RayExecutor:
         art = str(services.artifacts_dir) if services.artifacts_dir else None
         queue = deque(Chunk(todo[i:i + step], job.trace.run, dict(job.trace.tags), art, job.forced_tools,
                             job.batch_size, job.debias, job.temperature) for i in range(0, len(todo), step))
-        alive = list(range(len(self.actors)))
+        alive = self._alive  # shared by every run of this executor (eval's arms): a lost worker stays lost
         inflight: dict[Any, tuple[int, Chunk]] = {}
         sizes: list[int] = []
         try:
             while queue or inflight:
                 if not alive:
-                    raise WorkersLost(f"every Ray worker died; {sum(len(c.questions) for c in queue)} questions "
+                    left = sum(len(c.questions) for c in [*queue, *(c for _, c in inflight.values())])
+                    raise WorkersLost(f"every Ray worker died; {left} questions "
                                       "were not answered (answered ones are kept: rerun the same command to resume)")
                 for w in alive:  # top every live worker up to CHUNKS_AHEAD
                     while queue and sum(1 for x, _ in inflight.values() if x == w) < CHUNKS_AHEAD:

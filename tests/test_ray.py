@@ -244,10 +244,15 @@ def test_more_gpus_than_the_cluster_has_is_refused_before_any_worker_starts() ->
 
 
 @pytest.mark.slow
-def test_a_model_the_workers_cannot_load_is_one_line_before_any_question(tmp_path: Path, tmp_path_factory) -> None:
+def test_a_backend_the_workers_cannot_reach_is_one_line_before_any_question(tmp_path: Path, tmp_path_factory) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
     p = vqa("batch", rows_csv(tmp_path / "q.csv", 2), "--images", EXAMPLES, "--out", tmp_path / "s.csv",
-            "--run-dir", tmp_path / "run", "--model", tmp_path / "no-such-model", "--ray", "local",
-            env=ray_env(tmp_path_factory))
+            "--run-dir", tmp_path / "run", "--backend", "openai", "--base-url", url, "--model", "fake-qwen",
+            "--ray", "local", env=ray_env(tmp_path_factory))
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
-    assert "could not start: --model" in p.stderr and "no-such-model" in p.stderr
+    assert "could not start:" in p.stderr and url in p.stderr, p.stderr
     assert not (tmp_path / "run" / "results.jsonl").exists() and not (tmp_path / "s.csv").exists()
