@@ -256,3 +256,9 @@ def test_a_backend_the_workers_cannot_reach_is_one_line_before_any_question(tmp_
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert "could not start:" in p.stderr and url in p.stderr, p.stderr
     assert not (tmp_path / "run" / "results.jsonl").exists() and not (tmp_path / "s.csv").exists()
+
+
+def test_worker_flags_without_ray_are_refused(tmp_path: Path) -> None:
+    p = vqa("batch", rows_csv(tmp_path / "q.csv", 2), "--images", EXAMPLES, "--out", tmp_path / "s.csv",
+            "--run-dir", tmp_path / "run", "--reasoner", "evidence", "--workers", "4")
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "need --ray ADDRESS" in p.stderr, p.stderr

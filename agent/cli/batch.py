@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from agent.cli.cluster import CpusPerWorker, GpusPerWorker, RayAddress, Workers, run_services
+from agent.cli.cluster import CpusPerWorker, GpusPerWorker, RayAddress, Workers, cluster, run_services
 from agent.cli.common import (
     RUN_FLAGS,
     Opt,
@@ -23,6 +23,9 @@ from agent.cli.common import (
     tools as parse_tools,
     trace_writer,
 )
+
+if TYPE_CHECKING:
+    from agent.distributed import Cluster
 
 
 @settings_flags(*RUN_FLAGS)
@@ -48,15 +51,14 @@ def batch(
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
     run_dir = run_dir or Path("runs") / f"batch-{csv_path.stem}"
+    on = cluster(ray, workers, gpus_per_worker, cpus_per_worker)
     check_output(out_path, inputs=[csv_path], run_dir=run_dir)
     rows = read_questions(csv_path, images)
     settings = opts.settings()
     forced = parse_tools(tools)  # after the settings: the config file may register plug-in tools
     with locked(run_dir, "vqa batch"):
         remember(run_dir, identity(settings, forced), force=force)
-        summary = _answer(rows, settings, run_dir, images, forced, out_path,
-                          dict(ray=ray, workers=workers, gpus_per_worker=gpus_per_worker,
-                               cpus_per_worker=cpus_per_worker))
+        summary = _answer(rows, settings, run_dir, images, forced, out_path, on)
     if show:
         from agent.cli.display import print_batch_table
 
@@ -80,14 +82,14 @@ def batch(
 
 
 def _answer(rows: list, settings: Any, run_dir: Path, images: Path, forced: list[str] | None, out_path: Path,
-            cluster: dict[str, Any]) -> Any:
+            on: Cluster | None) -> Any:
     from agent.runner import run_batch
 
     trace = trace_writer(run_dir)
     progress = Progress(TextColumn("[bold]answering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TimeRemainingColumn(), console=err, transient=False)
     # tool outputs survive reruns of the same run directory (the cache); with --ray, Ray workers answer
-    with run_services(settings, run_dir, images, **cluster) as services, progress:
+    with run_services(settings, run_dir, images, on) as services, progress:
         task = progress.add_task("answering", total=len(rows))
         progress.update(task, completed=0)
         summary = run_batch(rows, services, run_dir, batch_size=settings.batch_size, forced_tools=forced,

@@ -15,6 +15,7 @@ from agent.config import Settings
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
+    from agent.distributed import Cluster
     from agent.services import Services
 
 RAY = "Ray (many processes or machines)"
@@ -30,25 +31,35 @@ CpusPerWorker = Annotated[float, typer.Option("--cpus-per-worker", min=0, rich_h
                                               help="CPUs Ray reserves for each worker.")]
 
 
+def cluster(ray: str | None, workers: int, gpus_per_worker: float, cpus_per_worker: float) -> Cluster | None:
+    """The ``--ray`` flags as a ``Cluster`` (``None`` without ``--ray``; the other flags then must stay unset)."""
+    from agent.distributed import Cluster
+
+    if ray is None:
+        if (workers, gpus_per_worker, cpus_per_worker) != (1, 0.0, 1.0):
+            raise ConfigError("--workers, --gpus-per-worker and --cpus-per-worker need --ray ADDRESS (e.g. --ray "
+                              "local); without --ray, questions are answered in this process")
+        return None
+    return Cluster(address=ray, workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker)
+
+
 @contextmanager
-def run_services(settings: Settings, run_dir: Path, images: Path, *, ray: str | None = None, workers: int = 1,
-                 gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0) -> Iterator[Services]:
-    """Without ``ray``: ``open_services`` (everything loaded here). With it: Ray workers started and ready (a bad
+def run_services(settings: Settings, run_dir: Path, images: Path, on: Cluster | None = None) -> Iterator[Services]:
+    """Without a cluster: ``open_services`` (everything loaded here). With one: Ray workers started and ready (a bad
     model fails before any question), and driver services that hand questions to them; the reasoner object here
     only names the run and is never loaded."""
-    if ray is None:
+    if on is None:
         if settings.base_url and "," in settings.base_url:
             raise ConfigError(f"--base-url {settings.base_url}: a comma list of servers needs --ray (each worker "
                               "takes one in turn); without Ray, give one URL")
         with open_services(settings, run_dir, images_root=images) as services:
             yield services
         return
-    from agent.distributed import Cluster, RayExecutor
+    from agent.distributed import RayExecutor
     from agent.reasoners import load_reasoner
     from agent.services import Services
 
-    cluster = Cluster(address=ray, workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker)
     reasoner = load_reasoner(settings.reasoner, **settings.reasoner_kwargs())  # not loaded: the workers do that
-    with RayExecutor(cluster, settings, run_dir, images_root=images) as executor:
+    with RayExecutor(on, settings, run_dir, images_root=images) as executor:
         yield Services(reasoner=reasoner, tool_settings=settings.tool_settings(), artifacts_dir=run_dir / "artifacts",
                        images_root=images, executor=executor)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from agent.cli.cluster import CpusPerWorker, GpusPerWorker, RayAddress, Workers, run_services
+from agent.cli.cluster import CpusPerWorker, GpusPerWorker, RayAddress, Workers, cluster, run_services
 from agent.cli.common import RUN_FLAGS, Opt, SettingsFlags, err, fail, out, settings_flags, trace_writer
 
 if TYPE_CHECKING:
@@ -39,7 +39,8 @@ def eval_cmd(
 
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
-    if ray is not None and circular:
+    on = cluster(ray, workers, gpus_per_worker, cpus_per_worker)
+    if on is not None and circular:
         fail("--circular does not run on Ray workers yet; drop --ray, or run --circular without it")
     rows = read_questions(csv_path, images)
     questions, _, _ = labelled(rows, csv_path)  # fail before loading any model
@@ -53,9 +54,7 @@ def eval_cmd(
                         console=err, transient=True)
     from agent.rundir import locked
 
-    with locked(run_dir, "vqa eval"), run_services(settings, run_dir, images, ray=ray, workers=workers,
-                                                   gpus_per_worker=gpus_per_worker,
-                                                   cpus_per_worker=cpus_per_worker) as services, progress:
+    with locked(run_dir, "vqa eval"), run_services(settings, run_dir, images, on) as services, progress:
         task = progress.add_task("router", total=len(questions))
 
         def on_arm(name: str) -> None:
