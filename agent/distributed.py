@@ -102,6 +102,19 @@ def check_room(cluster: Cluster, resources: dict[str, float]) -> None:
                               "workers or add machines (ray start --address ...)")
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """For a ``host:port`` or ``ray://host:port`` address: something listens there (Ray itself would retry a wrong
+    address for minutes). ``auto`` is left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"--ray {address}: nothing answers at {host}:{port} ({exc.strerror or exc}); expected the "
+                          "head node's address ('ray start --head' prints it), or --ray auto on a cluster node") from None
+
+
 class _HeldLines:
     """A stand-in for ``JsonlLog`` that keeps a worker's trace lines in memory, for the driver to append."""
 
@@ -242,6 +255,7 @@ class RayExecutor:
                          include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, logging_level=logging.WARNING,
                          log_to_driver=False)
             else:
+                check_reachable(c.address)
                 try:
                     ray.init(address=c.address, logging_level=logging.WARNING, log_to_driver=False)
                 except (ConnectionError, ValueError, RuntimeError) as exc:

@@ -262,3 +262,22 @@ def test_worker_flags_without_ray_are_refused(tmp_path: Path) -> None:
     p = vqa("batch", rows_csv(tmp_path / "q.csv", 2), "--images", EXAMPLES, "--out", tmp_path / "s.csv",
             "--run-dir", tmp_path / "run", "--reasoner", "evidence", "--workers", "4")
     assert p.returncode == 2 and "Traceback" not in p.stderr and "need --ray ADDRESS" in p.stderr, p.stderr
+
+
+def test_an_address_where_nothing_listens_is_refused_at_once() -> None:
+    import socket
+
+    from agent.distributed import check_reachable
+    from agent.errors import ConfigError
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(ConfigError, match=f"nothing answers at 127.0.0.1:{port}"):
+            check_reachable(address)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        check_reachable(f"127.0.0.1:{listening.getsockname()[1]}")  # something answers: no error
+    check_reachable("auto")  # left to Ray
