@@ -10,7 +10,7 @@ DEMO := runs/demo
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,ray]'
 	touch $@
 
 # Tesseract with Korean (offline Korean OCR) and a Hangul font (labels on annotated images, Korean in trace pages),

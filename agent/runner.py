@@ -18,7 +18,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from agent.batching import BatchingReasoner
 from agent.calibration import adjusted
@@ -117,6 +117,70 @@ def fallback_answer(row: Question | RowError, reason: str) -> Answer:
                   tools=[], evidence=[], timings={}, errors=[reason], question=row.text, options=row.options)
 
 
+@dataclass(frozen=True)
+class Job:
+    """What one ``run_batch`` asks of its executor besides the questions."""
+
+    trace: TraceWriter
+    forced_tools: list[str] | None = None
+    batch_size: int = 8
+    debias: bool = False
+    temperature: float | None = None
+
+
+class RowExecutor(Protocol):
+    """Where ``run_batch`` gets its questions answered: ``LocalExecutor`` (threads in this process, the default) or
+    ``agent.distributed.RayExecutor`` (Ray workers). ``run`` hands every question's ``Answer`` to ``on_answer``
+    exactly once (from any thread) and returns the batch sizes the reasoner was sent; the caller alone writes the
+    run directory."""
+
+    def run(self, todo: list[Question], services: Services, job: Job,
+            on_answer: Callable[[Answer], None]) -> list[int]: ...
+
+    def describe(self) -> str:
+        """One line for the user on where the questions ran."""
+        ...
+
+
+class LocalExecutor:
+    """Questions run their graphs on threads of this process; their reasoner calls meet in one ``BatchingReasoner``."""
+
+    def describe(self) -> str:
+        return "answered in this process"
+
+    def run(self, todo: list[Question], services: Services, job: Job,
+            on_answer: Callable[[Answer], None]) -> list[int]:
+        batcher = BatchingReasoner(adjusted(services.reasoner, debias=job.debias, temperature=job.temperature,
+                                            on_rotations=job.trace.rotations), job.batch_size)
+        services = services.replace(reasoner=batcher, executor=None)
+        graph = build_graph()
+
+        def work(q: Question) -> None:
+            try:
+                a = ask(services, q, forced_tools=job.forced_tools, graph=graph, trace=job.trace)
+            except Exception as exc:  # noqa: BLE001 - one broken question must not stop the batch
+                a = fallback_answer(q, f"internal error: {type(exc).__name__}: {exc}")
+            finally:
+                batcher.leave(q.id)
+            on_answer(a)
+
+        for q in todo:  # announced up front, so a batch waits for questions queued behind it, never for ghosts
+            batcher.enter(q.id)
+        pool = ThreadPoolExecutor(max_workers=max(job.batch_size, batcher.max_inflight), thread_name_prefix="question")
+        futures = [pool.submit(work, q) for q in todo]
+        try:
+            for f in futures:
+                f.result()
+        except BaseException:  # Ctrl-C: drop queued questions, let running ones finish and be logged
+            for q, f in zip(todo, futures):
+                if f.cancel():
+                    batcher.leave(q.id)
+            raise
+        finally:
+            pool.shutdown(wait=True)
+        return batcher.batch_sizes
+
+
 def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path, *, batch_size: int = 8,
               forced_tools: list[str] | None = None, out: Path | None = None,
               on_done: Callable[[Answer], None] | None = None, trace: TraceWriter | None = None,
@@ -127,33 +191,25 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
     one with ``agent.trace.export.sinks_from_env()``). ``debias``: average the probabilities over
     every rotation of the options; ``temperature``: apply a fitted temperature (``agent.calibration``).
     ``on_done``: called once per input row with its answer: bad rows and rows finished in an earlier run first.
+    Questions are answered by ``services.executor`` (default: ``LocalExecutor``); only this function writes
+    ``run_dir``'s logs.
     """
     log = ResultsLog(run_dir / "results.jsonl")
     done = log.load()
     trace = trace if trace is not None else TraceWriter(run_dir / TRACE_FILE)
-    batcher = BatchingReasoner(adjusted(services.reasoner, debias=debias, temperature=temperature,
-                                        on_rotations=trace.rotations), batch_size)
-    services = services.replace(reasoner=batcher)
-    graph = build_graph()
     todo = [r for r in rows if isinstance(r, Question) and r.id not in done]
     if forced_tools is None:  # routing's e5 stage embeds these a chunk per call
         services.router.expect([q.text for q in todo])
     failures: dict[str, Answer] = {}  # questions that got a fallback in this run (RowErrors are handled per row)
     lock = threading.Lock()
 
-    def work(q: Question) -> None:
-        try:
-            a = ask(services, q, forced_tools=forced_tools, graph=graph, trace=trace)
-        except Exception as exc:  # noqa: BLE001 - one broken question must not stop the batch
-            a = fallback_answer(q, f"internal error: {type(exc).__name__}: {exc}")
-        finally:
-            batcher.leave(q.id)
+    def settle(a: Answer) -> None:
         with lock:
             if a.failed:
-                failures[q.id] = a
+                failures[a.id] = a
             else:
                 log.append(a)
-                done[q.id] = a
+                done[a.id] = a
         if on_done:
             on_done(a)
 
@@ -162,21 +218,12 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
             trace.row_error(r.id or f"line {r.line}", f"{r.reason}: {r.message}")
         if on_done and (isinstance(r, RowError) or r.id in done):  # settled already: a progress bar counts them
             on_done(_final(r, done, failures))
-    for q in todo:  # announced up front, so a batch waits for questions queued behind it, never for ghosts
-        batcher.enter(q.id)
     t0 = time.perf_counter()
-    pool = ThreadPoolExecutor(max_workers=max(batch_size, batcher.max_inflight), thread_name_prefix="question")
-    futures = [pool.submit(work, q) for q in todo]
+    executor: RowExecutor = services.executor or LocalExecutor()
     try:
-        for f in futures:
-            f.result()
-    except BaseException:  # Ctrl-C: drop queued questions, let running ones finish and be logged
-        for q, f in zip(todo, futures):
-            if f.cancel():
-                batcher.leave(q.id)
-        raise
-    finally:
-        pool.shutdown(wait=True)
+        batch_sizes = executor.run(todo, services, Job(trace=trace, forced_tools=forced_tools, batch_size=batch_size,
+                                                       debias=debias, temperature=temperature), settle)
+    finally:  # the logs sync at most once a second while answering (agent.fileio): once more now
         log.sync()
         trace.sync()
     seconds = time.perf_counter() - t0
@@ -189,7 +236,7 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
     return BatchSummary(rows=len(rows), answered=sum(not a.failed for a in final),
                         failed=sum(a.failed for a in final), skipped=len(rows) - len(todo) - sum(
                             isinstance(r, RowError) for r in rows), seconds=seconds, new=len(todo) - len(failures),
-                        batch_sizes=batcher.batch_sizes,
+                        batch_sizes=batch_sizes,
                         no_evidence=sum("no_evidence" in a.flags for a in final), tool_failures=failures_by_tool,
                         tool_errors=errors_by_tool, damaged_lines=log.damaged)
 

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.cache import ToolCache
 from agent.errors import VqaError
@@ -29,6 +29,9 @@ from agent.schema import Question, ToolResult
 from agent.toolpool import ToolPool
 from tools import load_tool
 from tools.base import NoArgs, Tool
+
+if TYPE_CHECKING:
+    from agent.runner import RowExecutor
 
 
 class ToolBox:
@@ -68,6 +71,7 @@ class Services:
     planner: PlannerSettings = field(default_factory=PlannerSettings)  # who picks the tools (agent.planners)
     costs: ToolCosts = field(default_factory=ToolCosts)  # measured seconds per tool in this run, shared by copies
     vlm: Any = None  # the vlm planner's tool-calling model (agent.planners.vlm.ToolCaller), with --planner vlm
+    executor: RowExecutor | None = None  # where run_batch answers questions (None: threads here; or Ray workers)
 
     def replace(self, **changes: Any) -> Services:
         """A copy with ``changes`` (e.g. ``reasoner=``, ``artifacts_dir=``); the tool box is shared."""

@@ -5,7 +5,6 @@ evidence, a second round with OCR; the rounds in the record, the trace and the a
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from agent.cli.cluster import CpusPerWorker, GpusPerWorker, RayAddress, Workers, cluster, run_services
 from agent.cli.common import (
     RUN_FLAGS,
     Opt,
@@ -17,12 +18,14 @@ from agent.cli.common import (
     Tools,
     err,
     fail,
-    open_services,
     out,
     settings_flags,
     tools as parse_tools,
     trace_writer,
 )
+
+if TYPE_CHECKING:
+    from agent.distributed import Cluster
 
 
 @settings_flags(*RUN_FLAGS)
@@ -35,6 +38,8 @@ def batch(
     force: Annotated[bool, Opt("--force", help="Answer again when the run directory holds answers made with other "
                                 "settings (they are set aside, not deleted).")] = False,
     strict: Annotated[bool, Opt("--strict", help="Exit 1 when any tool failed on any question (for CI).")] = False,
+    ray: RayAddress = None, workers: Workers = 1, gpus_per_worker: GpusPerWorker = 0.0,
+    cpus_per_worker: CpusPerWorker = 1.0,
     *, opts: SettingsFlags,
 ) -> None:
     """Answer a competition CSV; resumable through --run-dir; writes one submission row per input row."""
@@ -46,13 +51,14 @@ def batch(
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
     run_dir = run_dir or Path("runs") / f"batch-{csv_path.stem}"
+    on = cluster(ray, workers, gpus_per_worker, cpus_per_worker)
     check_output(out_path, inputs=[csv_path], run_dir=run_dir)
     rows = read_questions(csv_path, images)
     settings = opts.settings()
     forced = parse_tools(tools)  # after the settings: the config file may register plug-in tools
     with locked(run_dir, "vqa batch"):
         remember(run_dir, identity(settings, forced), force=force)
-        summary = _answer(rows, settings, run_dir, images, forced, out_path)
+        summary = _answer(rows, settings, run_dir, images, forced, out_path, on)
     if show:
         from agent.cli.display import print_batch_table
 
@@ -75,17 +81,20 @@ def batch(
         raise typer.Exit(1)
 
 
-def _answer(rows: list, settings: Any, run_dir: Path, images: Path, forced: list[str] | None, out_path: Path) -> Any:
+def _answer(rows: list, settings: Any, run_dir: Path, images: Path, forced: list[str] | None, out_path: Path,
+            on: Cluster | None) -> Any:
     from agent.runner import run_batch
 
     trace = trace_writer(run_dir)
     progress = Progress(TextColumn("[bold]answering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TimeRemainingColumn(), console=err, transient=False)
-    # tool outputs survive reruns of the same run directory (the cache)
-    with open_services(settings, run_dir, images_root=images) as services, progress:
+    # tool outputs survive reruns of the same run directory (the cache); with --ray, Ray workers answer
+    with run_services(settings, run_dir, images, on) as services, progress:
         task = progress.add_task("answering", total=len(rows))
         progress.update(task, completed=0)
         summary = run_batch(rows, services, run_dir, batch_size=settings.batch_size, forced_tools=forced,
                             out=out_path, on_done=lambda a: progress.advance(task), trace=trace,
                             debias=settings.debias, temperature=settings.temperature)
+        if services.executor is not None:
+            err.print(services.executor.describe(), highlight=False)
     return summary

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from agent.cli.common import RUN_FLAGS, Opt, SettingsFlags, err, fail, open_services, out, settings_flags, trace_writer
+from agent.cli.cluster import CpusPerWorker, GpusPerWorker, RayAddress, Workers, cluster, run_services
+from agent.cli.common import RUN_FLAGS, Opt, SettingsFlags, err, fail, out, settings_flags, trace_writer
 
 if TYPE_CHECKING:
     from eval.report import Metrics
@@ -28,6 +29,8 @@ def eval_cmd(
     circular: Annotated[bool, Opt("--circular", help="Ask every rotation of the options: circular accuracy and "
                                   "position bias.")] = False,
     as_json: Annotated[bool, Opt("--json", help="Print metrics.json instead of tables.")] = False,
+    ray: RayAddress = None, workers: Workers = 1, gpus_per_worker: GpusPerWorker = 0.0,
+    cpus_per_worker: CpusPerWorker = 1.0,
     *, opts: SettingsFlags,
 ) -> None:
     """Accuracy with 95% intervals (overall, per category), calibration, and optionally the tool ablation."""
@@ -39,6 +42,9 @@ def eval_cmd(
 
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
+    on = cluster(ray, workers, gpus_per_worker, cpus_per_worker)
+    if on is not None and circular:
+        fail("--circular does not run on Ray workers yet; drop --ray, or run --circular without it")
     rows = read_questions(csv_path, images)
     questions, _, _ = labelled(rows, csv_path)  # fail before loading any model
     settings = opts.settings()
@@ -53,7 +59,7 @@ def eval_cmd(
                         console=err, transient=True)
     from agent.rundir import locked
 
-    with locked(run_dir, "vqa eval"), open_services(settings, run_dir, images_root=images) as services, progress:
+    with locked(run_dir, "vqa eval"), run_services(settings, run_dir, images, on) as services, progress:
         task = progress.add_task("router", total=len(questions))
 
         def on_arm(name: str) -> None:

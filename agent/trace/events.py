@@ -113,9 +113,10 @@ class TraceWriter:
     """
 
     def __init__(self, path: Path, *, run: str | None = None, tags: dict[str, str] | None = None,
-                 sinks: list[Sink] | None = None, _shared: _Shared | None = None) -> None:
-        if _shared is None:
-            _shared = _Shared(log=JsonlLog(path, sync_every=SYNC_EVERY), run=run or new_run_id(), sinks=list(sinks or []))
+                 sinks: list[Sink] | None = None, log: JsonlLog | None = None, _shared: _Shared | None = None) -> None:
+        if _shared is None:  # log: where the lines go instead of ``path`` (paths and images stay beside ``path``)
+            _shared = _Shared(log=log or JsonlLog(path, sync_every=SYNC_EVERY), run=run or new_run_id(),
+                              sinks=list(sinks or []))
         self._s = _shared
         self.tags = dict(tags or {})
 
