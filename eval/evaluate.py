@@ -111,10 +111,12 @@ def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: P
              ablate_tools: Sequence[str] = (), circular: bool = False, debias: bool = False,
              temperature: float | None = None, batch_size: int = 8, csv_path: Path | None = None,
              on_arm: Callable[[str], None] | None = None, on_done: Callable[[Answer], None] | None = None,
-             trace: TraceWriter | None = None) -> Metrics:
+             trace: TraceWriter | None = None, identity: dict[str, Any] | None = None,
+             provenance: dict[str, Any] | None = None) -> Metrics:
     """Run the evaluation and write ``metrics.json`` (plus the ablation table and plot); returns the metrics.
 
-    ``trace``: where node events go (default ``run_dir/trace.jsonl``, no export sinks).
+    ``trace``: where node events go (default ``run_dir/trace.jsonl``, no export sinks). ``identity`` and
+    ``provenance`` (``agent.rundir``): what produced the run, recorded in ``metrics.json`` as in ``run.json``.
     """
     run_dir = Path(run_dir)
     questions, row_errors, unlabelled = labelled(rows, csv_path)
@@ -148,6 +150,7 @@ def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: P
         s_per_q=router.s_per_q, debias=debias, category_source=source, per_category=per_cat,
         tool_runs=router.tool_runs, calibration=calibration(questions, router.answers, temperature),
         circular=circular_metrics(questions, records) if circular else None, ablation=None,
+        identity=identity, provenance=provenance,
     )
     if ablate:
         arms = run_ablation(questions, services, run_dir, trace, ablate_tools, router=router, batch_size=batch_size,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import types
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from rich.markup import escape
 from agent.config import Settings, load_settings
 
 if TYPE_CHECKING:
+    from agent.api import Orchestrator
     from agent.services import Services
     from agent.trace.events import TraceWriter
 
@@ -93,6 +95,8 @@ RUN_FLAGS: tuple[Flag, ...] = (  # for the commands that answer a whole CSV
     Flag("temperature", "--temperature", "Temperature for the option probabilities: vqa batch applies it, vqa eval "
          "also reports calibration at it (fit it with vqa eval).", RUN),
     Flag("cache", "--cache", "Tool-output cache: auto (RUN/cache), off, or a folder shared between runs.", RUN),
+    Flag("seed", "--seed", "Seed random, numpy and torch (recorded in run.json and metrics.json with what else "
+         "produced the run).", RUN),
 )
 BY_SETTING = {f.setting: f for f in FLAGS + RUN_FLAGS}
 
@@ -102,6 +106,9 @@ Tools = Annotated[Optional[str], Opt("--tools", help="Override the router: comma
                                      "(and plug-in tools); 'all' or 'none'.")]
 RunDir = Annotated[Optional[Path], Opt("--run-dir", help="Keep every question's full record and images here.")]
 AsJson = Annotated[bool, Opt("--json", help="Print the machine-readable record.")]
+Limit = Annotated[Optional[int], Opt("--limit", min=1, help="Answer only the first N rows of the CSV (a quick check; "
+                                     "bad rows count).")]
+Quiet = Annotated[bool, Opt("--quiet", "-q", help="No progress bar and no summary; warnings and errors still show.")]
 Device = BY_SETTING["device"].option()
 
 
@@ -165,40 +172,28 @@ def fail(msg: str, code: int = 2) -> None:
 @contextmanager
 def open_services(settings: Settings, run_dir: Path | None, *, images_root: Path | None = None,
                   cache: bool = True) -> Iterator[Services]:
-    """The graph's services with the reasoner loaded now (a bad model fails before any question runs), closed on
-    the way out, errors and Ctrl-C included. ``cache``: open the tool cache the settings name (``RUN/cache``)."""
-    from agent.cache import open_cache
-    from agent.reasoners import load_reasoner
-    from agent.router import Router
-    from agent.services import Services
-    from tools import plugin_routing, tool_names
+    """The graph's services of an ``agent.api.Orchestrator`` with the reasoner loaded now (a bad model fails before
+    any question runs), closed on the way out, errors and Ctrl-C included. ``cache``: open the tool cache the
+    settings name (``RUN/cache``)."""
+    from agent.api import Orchestrator
 
-    rules, examples = plugin_routing()  # keywords and example questions of plug-in tools
+    with Orchestrator(settings=settings) as orch:
+        yield orch.services(run_dir, images_root=images_root, cache=cache)
 
-    rules, examples = plugin_routing()
-    reasoner = load_reasoner(settings.reasoner, **settings.reasoner_kwargs())
-    services = Services(reasoner=reasoner, router=Router(rules=rules, examples=examples),
-                        tool_settings=settings.tool_settings(),
-                        max_pixels=settings.image_max_pixels, hard_cap_pixels=settings.hard_cap_pixels,
-                        decode_budget=settings.image_decode_budget,
-                        tool_timeout=settings.tool_timeout, artifacts_dir=run_dir / "artifacts" if run_dir else None,
-                        images_root=images_root, cache=open_cache(settings.cache, run_dir) if cache else None)
-    try:
-        for name in services.tool_settings:  # every configured tool is built now: a bad setting fails before any work
-            if name in tool_names():
-                services.tool(name)
-        reasoner.load()
-        yield services
-    finally:
-        services.close()
+
+def orchestrator(settings: Settings, forced: list[str] | None = None) -> Orchestrator:
+    """The ``agent.api.Orchestrator`` a command runs on, recording this command line in its run directories."""
+    from agent.api import Orchestrator
+    from agent.rundir import command_line
+
+    return Orchestrator(settings=settings, tools=forced, command=command_line(["vqa", *sys.argv[1:]]))
 
 
 def trace_writer(run_dir: Path) -> TraceWriter:
     """``RUN/trace.jsonl`` with the export sinks the environment asks for (``VQA_TRACE_EXPORT``)."""
-    from agent.trace.events import TRACE_FILE, TraceWriter
-    from agent.trace.export import sinks_from_env
+    from agent.api import trace_writer
 
-    return TraceWriter(run_dir / TRACE_FILE, sinks=sinks_from_env())
+    return trace_writer(run_dir)
 
 
 def tools(spec: str | None) -> list[str] | None:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from agent.cli.common import RUN_FLAGS, Opt, SettingsFlags, err, fail, open_services, out, settings_flags, trace_writer
+from agent.cli.common import RUN_FLAGS, Limit, Opt, Quiet, SettingsFlags, fail, orchestrator, out, settings_flags
+from agent.cli.progress import row_progress
 
 if TYPE_CHECKING:
     from eval.report import Metrics
@@ -25,45 +26,30 @@ def eval_cmd(
     circular: Annotated[bool, Opt("--circular", help="Ask every rotation of the options: circular accuracy and "
                                   "position bias.")] = False,
     as_json: Annotated[bool, Opt("--json", help="Print metrics.json instead of tables.")] = False,
+    limit: Limit = None, quiet: Quiet = False,
     *, opts: SettingsFlags,
 ) -> None:
     """Accuracy with 95% intervals (overall, per category), calibration, and optionally the tool ablation."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from agent.data import read_questions
-    from eval.evaluate import evaluate, labelled
     from tools import parse_tool_list
 
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
-    rows = read_questions(csv_path, images)
-    questions, _, _ = labelled(rows, csv_path)  # fail before loading any model
     settings = opts.settings()
     try:  # after the settings: the config file may register plug-in tools
         tools = parse_tool_list(ablate_tools or "all")
     except ValueError as exc:
         fail(f"--ablate-tools: {exc}")
-    trace = trace_writer(run_dir)
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err, transient=True)
-    from agent.rundir import locked
-
-    with locked(run_dir, "vqa eval"), open_services(settings, run_dir, images_root=images) as services, progress:
-        task = progress.add_task("router", total=len(questions))
-
-        def on_arm(name: str) -> None:
-            progress.reset(task, description=name, total=len(questions))
-
-        metrics = evaluate(rows, services, run_dir, ablate=ablate, ablate_tools=tools, circular=circular,
-                           debias=settings.debias, temperature=settings.temperature, batch_size=settings.batch_size,
-                           csv_path=csv_path, on_arm=on_arm, on_done=lambda a: progress.advance(task), trace=trace)
+    with orchestrator(settings) as vqa, row_progress("router", quiet=quiet, transient=True) as bar:
+        metrics = vqa.eval(csv_path, images, run_dir, ablate=ablate, ablate_tools=tools, circular=circular,
+                           limit=limit, on_start=bar.start, on_arm=bar.arm, on_done=bar.done)
     if as_json:
         print(metrics.model_dump_json(indent=2))
         return
     print_metrics(metrics)
-    out.print(f"metrics: {run_dir / 'metrics.json'}" + (f"   ablation: {run_dir / 'ablation.csv'}, "
-                                                         f"{run_dir / 'ablation.png'}" if ablate else "")
-              + f"   trace: vqa trace show {run_dir}")
+    if not quiet:
+        out.print(f"metrics: {run_dir / 'metrics.json'}" + (f"   ablation: {run_dir / 'ablation.csv'}, "
+                                                             f"{run_dir / 'ablation.png'}" if ablate else "")
+                  + f"   trace: vqa trace show {run_dir}")
 
 
 def _pct(x: float) -> str:
