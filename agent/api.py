@@ -57,6 +57,17 @@ def make_question(text: str, options: Options, *, image: Path | None = None, id:
         raise InputError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
 
 
+def answer_schema() -> str:
+    """The JSON Schema (draft 2020-12) of the answer record: what ``vqa ask --json`` prints, ``results.jsonl``
+    holds one per line, ``Orchestrator.ask`` returns and ``/ask`` of ``vqa ui`` answers; published as
+    ``docs/answer.schema.json`` by ``vqa dev schema``. A tool's evidence may carry more fields than ``tool``."""
+    import json
+
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "answer.schema.json",
+              **Answer.model_json_schema(mode="serialization")}
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
 def trace_writer(run_dir: Path) -> TraceWriter:
     """``RUN/trace.jsonl`` with the export sinks the environment asks for (``VQA_TRACE_EXPORT``)."""
     from agent.trace.events import TRACE_FILE, TraceWriter

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import tools
-from agent.api import Orchestrator, make_question
+from agent.api import Orchestrator, answer_schema, make_question
 from agent.errors import ConfigError, InputError
 from tools import BUILTIN, Registry
 
@@ -230,3 +230,19 @@ def test_eval_records_identity_and_provenance_in_metrics_json(tmp_path: Path) ->
     assert written["identity"]["reasoner"] == "evidence" and written["identity"]["tools"] is None
     assert written["provenance"]["limit"] == 3 and written["provenance"]["command"] == "vqa eval ..."
     assert json.loads((tmp_path / "run" / "run.json").read_text())["provenance"]["limit"] == 3
+
+
+def test_the_published_answer_schema_is_current_and_real_records_meet_it(mean_color: Path, tmp_path: Path) -> None:
+    import jsonschema
+
+    published = ROOT / "docs" / "answer.schema.json"
+    assert published.read_text(encoding="utf-8") == answer_schema(), "refresh it: vqa dev schema"
+    schema = json.loads(published.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    with Orchestrator(config=mean_color, tools="mean_color") as vqa:
+        answers = [vqa.ask(red_square(), "What colour is it?", ["blue", "red"]), vqa.ask(b"junk", "Q?", ["x", "y"])]
+    for a in answers:  # one with a plug-in's evidence, one fallback
+        jsonschema.validate(json.loads(a.model_dump_json()), schema)
+    broken = {**json.loads(answers[0].model_dump_json()), "probs": "high"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, Union, get_args, get
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from agent.config import Settings, load_settings
 
@@ -34,6 +35,42 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)  # error messages stay on one line (paths, commands to copy)
 
 Opt = typer.Option
+
+
+def _flags_as_flags(command: Any, ctx: Any) -> None:
+    """Typer's help prints a value type after every option, ``<bool>`` after on/off flags too (``--show <bool>``)
+    although they take no value: an empty metavar leaves the type column of flags blank."""
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
+class FlagCommand(TyperCommand):
+    """A command whose help shows on/off flags as flags (``--show``, ``--debias/--no-debias``), not ``<bool>``."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _flags_as_flags(self, ctx)
+        return super().format_help(ctx, formatter)
+
+
+class FlagGroup(TyperGroup):
+    """``FlagCommand``'s help for a group of commands (``vqa --help``, ``vqa kb --help`` ...)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _flags_as_flags(self, ctx)
+        return super().format_help(ctx, formatter)
+
+
+def flags_as_flags(app: typer.Typer) -> typer.Typer:
+    """Give ``app``, its commands and its sub-apps ``FlagGroup``/``FlagCommand`` help (before it runs)."""
+    if not isinstance(app.info.cls, type) or app.info.cls is TyperGroup:  # unset, or typer's own
+        app.info.cls = FlagGroup
+    for info in app.registered_commands:
+        if info.cls in (None, TyperCommand):
+            info.cls = FlagCommand
+    for group in app.registered_groups:
+        flags_as_flags(group.typer_instance)
+    return app
 
 
 @dataclass(frozen=True)

@@ -56,12 +56,21 @@ def _pct(x: float) -> str:
     return f"{x:.1%}"
 
 
+def _table(title: str, columns: list[str], names: list[str]) -> Table:
+    """A table whose first column (arm, category, letter) is never cut: it keeps the width of its longest name, and
+    the other columns fold their text onto more lines when the terminal is narrow."""
+    t = Table(title=title)
+    t.add_column(columns[0], no_wrap=True, min_width=max(map(len, [columns[0], *names])))
+    for col in columns[1:]:
+        t.add_column(col, overflow="fold")
+    return t
+
+
 def print_metrics(m: Metrics) -> None:
     out.print(f"[bold]accuracy[/] {_pct(m.accuracy)}  (95% CI {_pct(m.ci_low)}–{_pct(m.ci_high)}, "
               f"n={m.n}, failed {m.failed})   [bold]s/question[/] {m.s_per_q:.3f}   reasoner {m.reasoner}")
-    t = Table(title=f"per category (from the {'CSV' if m.category_source == 'column' else 'router'})")
-    for col in ("category", "n", "accuracy", "95% CI"):
-        t.add_column(col)
+    t = _table(f"per category (from the {'CSV' if m.category_source == 'column' else 'router'})",
+               ["category", "n", "accuracy", "95% CI"], list(m.per_category))
     for c, s in m.per_category.items():
         t.add_row(c, str(s.n), _pct(s.accuracy), f"{_pct(s.ci_low)}–{_pct(s.ci_high)}")
     out.print(t)
@@ -78,18 +87,15 @@ def print_metrics(m: Metrics) -> None:
         ci = m.circular
         out.print(f"[bold]circular accuracy[/] {_pct(ci.circular_accuracy)} (rotations right: "
                   f"{_pct(ci.rotation_accuracy)} of {ci.evaluations})")
-        t = Table(title="position bias (share of answers)")
-        for col in ("letter", "chosen", "correct", "gap"):
-            t.add_column(col)
+        t = _table("position bias (share of answers)", ["letter", "chosen", "correct", "gap"], list(ci.position_bias))
         for k, v in ci.position_bias.items():
             t.add_row(k, _pct(v.chosen), _pct(v.correct), f"{v.gap:+.1%}")
         out.print(t)
     if m.ablation:
         rows = m.ablation.rows
-        t = Table(title="tool ablation (Δ and McNemar p vs router)")
         extra = [k for k in rows[0] if k.startswith("ran:")] if rows else []
-        for col in ["arm", "n", "accuracy", "95% CI", "Δ", "p", "s/q", *extra]:
-            t.add_column(col)
+        t = _table("tool ablation (Δ and McNemar p vs router)", ["arm", "n", "accuracy", "95% CI", "Δ", "p", "s/q",
+                                                                  *extra], [r["arm"] for r in rows])
         for r in rows:
             t.add_row(r["arm"], str(r["n"]), _pct(r["accuracy"]), f"{_pct(r['ci_low'])}–{_pct(r['ci_high'])}",
                       f"{r['delta_vs_router']:+.1%}", f"{r['mcnemar_p']:.3g}", f"{r['s_per_q']:.3f}",
