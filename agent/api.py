@@ -20,6 +20,7 @@ import os
 import random
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,16 +131,22 @@ class Orchestrator:
         self._services: Services | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._closed = False
+        self._lock = threading.RLock()  # a web UI calls from several threads: load once, close once
 
     # ------------------------------------------------------------------ loading and the run-time services
 
     def load(self) -> Orchestrator:
         """Build every configured tool and load the reasoner now (the first call does it otherwise): a bad model
         or tool setting fails here, before any question runs."""
-        if self._closed:
-            raise ConfigError("this Orchestrator is closed; create a new one")
-        if self._services is not None:
-            return self
+        with self._lock:
+            if self._closed:
+                raise ConfigError("this Orchestrator is closed; create a new one")
+            if self._services is None:
+                self._services = self._open()
+        return self
+
+    def _open(self) -> Services:
+        """The services every run shares: the reasoner (loaded), the router and the configured tools (built)."""
         from agent.reasoners import load_reasoner
         from agent.router import Router
         from agent.services import Services
@@ -162,8 +169,7 @@ class Orchestrator:
             raise
         if s.seed is not None:
             seed_everything(s.seed)
-        self._services = services
-        return self
+        return services
 
     def services(self, run_dir: str | os.PathLike | None = None, *, images_root: str | os.PathLike | None = None,
                  cache: bool = True) -> Services:
@@ -181,8 +187,9 @@ class Orchestrator:
 
     def close(self) -> None:
         """Release the reasoner (memory, connections) and the images ``ask`` saved without a run directory."""
-        self._closed = True
-        services, self._services = self._services, None
+        with self._lock:
+            self._closed = True
+            services, self._services = self._services, None
         try:
             if services is not None:
                 services.close()
@@ -249,9 +256,10 @@ class Orchestrator:
         if run_dir is not None:
             folder = run_dir / "inputs"
         else:
-            if self._tmp is None:
-                self._tmp = tempfile.TemporaryDirectory(prefix="vqa-ask-")
-            folder = Path(self._tmp.name)
+            with self._lock:
+                if self._tmp is None:
+                    self._tmp = tempfile.TemporaryDirectory(prefix="vqa-ask-")
+                folder = Path(self._tmp.name)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{hashlib.sha256(data).hexdigest()[:20]}.img"
         if not path.exists():

@@ -17,7 +17,7 @@ from PIL import Image
 
 import tools
 from agent.api import Orchestrator, answer_schema, make_question
-from agent.errors import ConfigError, InputError
+from agent.errors import ConfigError, ImageError, InputError
 from tools import BUILTIN, Registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,7 +153,7 @@ def test_bad_images_and_settings_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not both"):
         Orchestrator(reasoner="evidence", settings=Orchestrator(reasoner="evidence").settings)
     with Orchestrator(reasoner="evidence") as vqa:
-        with pytest.raises(Exception, match="does not exist"):
+        with pytest.raises(ImageError, match="does not exist"):
             vqa.ask(tmp_path / "missing.jpg", "Q?", ["x", "y"])
         with pytest.raises(InputError, match="found int"):
             vqa.ask(3, "Q?", ["x", "y"])
