@@ -1,5 +1,5 @@
-"""What every ``vqa`` command shares: the consoles, the option declarations, settings and services building, and
-the single error exit.
+"""What every ``vqa`` command shares: the consoles, the option declarations (and help that shows on/off flags as
+flags), settings, the ``agent.api.Orchestrator`` a command runs on, and the single error exit.
 
 The settings flags are declared once, in ``FLAGS``: ``@settings_flags()`` adds ``--config`` and every model,
 backend and tool flag (and optionally the ``RUN_FLAGS``) to a command, with the defaults of ``Settings`` shown in
