@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     margin: float = Field(0.1, ge=0, le=1)  # escalate: ... or when top minus second is below this
     max_rounds: int = Field(3, ge=1)  # escalate: rounds per question, the first included
     max_steps: int = Field(6, ge=1)  # vlm: model turns per question (each may call tools)
+    seed: int | None = None  # seeds random, numpy and torch when set; recorded in run.json and metrics.json
     cache: str = "auto"  # tool-output cache: "auto" (RUN/cache), "off", or a folder shared between runs
     ocr: dict[str, Any] = Field(default_factory=dict)
     detect: dict[str, Any] = Field(default_factory=dict)

@@ -29,3 +29,7 @@ class ImageError(VqaError):
 
 class DataError(VqaError):
     """An input file (CSV) cannot be used as a whole."""
+
+
+class InputError(VqaError):
+    """A question, its options or its image cannot be used (the Python API's ``ask``)."""

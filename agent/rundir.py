@@ -3,7 +3,9 @@ overwrite an input or the run's own files.
 
 ``run.json`` remembers what shapes the answers (model, adapter, reasoner, tools, prompt version, ...). A rerun in
 the same directory resumes only when those are the same; with other settings it refuses, unless ``force``, which
-sets the earlier answers aside (renamed, never deleted) and starts afresh.
+sets the earlier answers aside (renamed, never deleted) and starts afresh. Beside them, under ``provenance``, it
+records what else produced the run, as lm-evaluation-harness's results files do (package version, git commit,
+seed, planner, command line, library versions); those are never compared.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import platform
+import shlex
+import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +27,8 @@ LOCK_FILE = ".lock"
 IDENTITY_FILE = "run.json"
 OWN_FILES = ("results.jsonl", "trace.jsonl", "failed.csv", IDENTITY_FILE, "metrics.json", "ablation.csv",
              "ablation.png", LOCK_FILE)  # what a run writes at its top level
+PROVENANCE = "provenance"  # run.json's record of what produced the run: kept, never compared
+PACKAGE = "vqa-orchestrator"
 SET_ASIDE = ("results.jsonl",)  # answers made with other settings: renamed by force, so nothing is resumed from them
 
 
@@ -53,10 +60,14 @@ def locked(run_dir: Path, command: str = "vqa") -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def remember(run_dir: Path, identity: dict[str, Any], *, force: bool = False) -> None:
-    """Record ``identity`` in ``run.json``, or refuse when the directory holds answers made with another one."""
+def remember(run_dir: Path, identity: dict[str, Any], *, force: bool = False,
+             provenance: dict[str, Any] | None = None) -> None:
+    """Record ``identity`` (and ``provenance``, never compared) in ``run.json``, or refuse when the directory holds
+    answers made with another identity."""
     path = run_dir / IDENTITY_FILE
     before = _read(path)
+    if before:
+        before.pop(PROVENANCE, None)
     answers = [run_dir / name for name in SET_ASIDE if (run_dir / name).exists()]
     if before is not None and before != identity and answers:
         if not force:
@@ -67,9 +78,17 @@ def remember(run_dir: Path, identity: dict[str, Any], *, force: bool = False) ->
         stamp = time.strftime("%Y%m%dT%H%M%S")
         for p in answers:
             p.rename(p.with_name(f"{p.stem}.{stamp}{p.suffix}"))
+    record(run_dir, identity, provenance)
+
+
+def record(run_dir: Path, identity: dict[str, Any], provenance: dict[str, Any] | None = None) -> None:
+    """Write ``run.json`` (``identity``, plus ``provenance`` when given) without comparing it with the last one: for
+    runs that answer everything afresh (``vqa eval``) or resume nothing (``vqa ask``)."""
+    path = run_dir / IDENTITY_FILE
     run_dir.mkdir(parents=True, exist_ok=True)
+    data = {**identity, **({PROVENANCE: provenance} if provenance is not None else {})}
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(identity, indent=2, sort_keys=True, ensure_ascii=False), encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -113,3 +132,67 @@ def identity(settings: Any, forced_tools: list[str] | None) -> dict[str, Any]:
 
     return {**{k: getattr(settings, k) for k in ANSWER_SETTINGS}, "tools": forced_tools,
             "tool_settings": settings.tool_settings(), "prompts": template_versions()}
+
+
+PLANNER_SETTINGS = ("planner", "confidence", "margin", "max_rounds", "max_steps")
+LIBRARIES = ("torch", "transformers", "peft", "langgraph", "pydantic")
+_SECRET_FLAGS = ("--api-key",)
+
+
+def package_version() -> str:
+    """This package's installed version (``0+unknown`` when it runs from a folder that was never installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(PACKAGE)
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def git_commit(root: Path | None = None) -> str | None:
+    """The commit of the checkout this code runs from (``+dirty`` with uncommitted changes), or ``None`` when it
+    is not a git checkout or git is missing."""
+    root = root or Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+
+
+def command_line(argv: list[str]) -> str:
+    """``argv`` as one shell line, with the value of every secret flag (``--api-key``) replaced by ``***``."""
+    shown, hide = [], False
+    for arg in argv:
+        if hide:
+            shown.append("***")
+        elif any(arg.startswith(f + "=") for f in _SECRET_FLAGS):
+            shown.append(arg.split("=", 1)[0] + "=***")
+        else:
+            shown.append(arg)
+        hide = arg in _SECRET_FLAGS
+    return shlex.join(shown)
+
+
+def provenance(settings: Any, *, command: str | None = None, limit: int | None = None) -> dict[str, Any]:
+    """What produced a run besides its identity: package version, git commit, seed, planner settings, the command
+    line (secrets hidden), row limit, Python and library versions, and when."""
+    from importlib import metadata
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {"package": PACKAGE, "version": package_version(), "git_commit": git_commit(),
+            "seed": getattr(settings, "seed", None), "limit": limit,
+            "planner": {k: getattr(settings, k) for k in PLANNER_SETTINGS if hasattr(settings, k)},
+            "command": command, "python": platform.python_version(),
+            "libraries": {name: version(name) for name in LIBRARIES},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -77,6 +77,7 @@ class BatchSummary:
     tool_failures: dict[str, int] = field(default_factory=dict)  # per tool: questions answered while it failed
     tool_errors: dict[str, str] = field(default_factory=dict)  # per tool: its most common error
     damaged_lines: list[int] = field(default_factory=list)  # results.jsonl lines skipped (their rows answered again)
+    answers: list[Answer] = field(default_factory=list, repr=False)  # one per input row, in order (the submission's)
 
     @property
     def seconds_per_question(self) -> float:
@@ -238,7 +239,7 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
                             isinstance(r, RowError) for r in rows), seconds=seconds, new=len(todo) - len(failures),
                         batch_sizes=batch_sizes,
                         no_evidence=sum("no_evidence" in a.flags for a in final), tool_failures=failures_by_tool,
-                        tool_errors=errors_by_tool, damaged_lines=log.damaged)
+                        tool_errors=errors_by_tool, damaged_lines=log.damaged, answers=final)
 
 
 def tool_failures(answers: list[Answer]) -> tuple[dict[str, int], dict[str, str]]:

@@ -108,15 +108,19 @@ def labelled(rows: Sequence[Question | RowError], csv_path: Path | None = None) 
 
 
 def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: Path, *, ablate: bool = False,
-             ablate_tools: Sequence[str] = (), ablate_planners: Sequence[str] = (), circular: bool = False, debias: bool = False,
+             ablate_tools: Sequence[str] = (), ablate_planners: Sequence[str] = (), circular: bool = False,
+             debias: bool = False,
              temperature: float | None = None, batch_size: int = 8, csv_path: Path | None = None,
              on_arm: Callable[[str], None] | None = None, on_done: Callable[[Answer], None] | None = None,
-             trace: TraceWriter | None = None) -> Metrics:
+             trace: TraceWriter | None = None, identity: dict[str, Any] | None = None,
+             provenance: dict[str, Any] | None = None) -> Metrics:
     """Run the evaluation and write ``metrics.json`` (plus the ablation table and plot); returns the metrics.
 
     ``trace``: where node events go (default ``run_dir/trace.jsonl``, no export sinks). The metrics are those of
     the run's own planner: the ``router`` arm for ``rules``, else ``planner:<name>`` (also an ablation arm, beside
     ``router`` and the ``ablate_planners`` arms).
+    ``identity`` and ``provenance`` (``agent.rundir``): what produced the run, recorded in ``metrics.json`` as in
+    ``run.json``.
     """
     run_dir = Path(run_dir)
     questions, row_errors, unlabelled = labelled(rows, csv_path)
@@ -151,6 +155,7 @@ def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: P
         s_per_q=router.s_per_q, debias=debias, category_source=source, per_category=per_cat,
         tool_runs=router.tool_runs, calibration=calibration(questions, router.answers, temperature),
         circular=circular_metrics(questions, records) if circular else None, ablation=None,
+        identity=identity, provenance=provenance,
     )
     if ablate:
         planners = list(dict.fromkeys([*ablate_planners] + ([services.planner.name] if main != "router" else [])))

@@ -103,7 +103,7 @@ class CacheStats(_Record):
 class Metrics(_Record):
     """The whole file."""
 
-    omit_if_none = ("cache",)
+    omit_if_none = ("cache", "identity", "provenance")
 
     version: int = METRICS_VERSION
     csv: str | None
@@ -127,6 +127,8 @@ class Metrics(_Record):
     circular: Circular | None
     ablation: Ablation | None
     cache: CacheStats | None = None
+    identity: dict[str, Any] | None = None  # what shapes the answers, as in run.json (agent.rundir.identity)
+    provenance: dict[str, Any] | None = None  # what else produced them: version, git commit, seed, command ...
 
     def write(self, path: Path) -> None:
         atomic_write(path, self.model_dump_json(indent=2))

@@ -344,3 +344,109 @@ def test_train_router_writes_a_model_that_eval_router_scores(tmp_path: Path) -> 
     p = vqa("dev", "eval-router", "--bank", bank, "--split", "val", "--model", tmp_path / "m.npz", "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["n"] == sum(it.split == "val" for it in picked)
+
+
+# ---------------------------------------------------------------- polish: version, help, limit, quiet, provenance
+
+HEAVY = ("torch", "transformers", "langgraph", "cv2", "easyocr", "faiss")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["route", "간판에 적힌 글자는?", "-c", "x", "-c", "y", "--json"],
+                                  ["batch", "--help"], ["--version"]])
+def test_help_version_and_route_import_no_model_library(args: list[str]) -> None:
+    code = ("import sys\nfrom agent.cli import main\nsys.argv = ['vqa', *sys.argv[1:]]\ntry:\n    main()\n"
+            "except SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n"
+            f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "COLUMNS": "200"})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[-1] == "HEAVY []", p.stdout[-500:]
+
+
+def test_version_prints_the_package_version() -> None:
+    p = vqa("--version")
+    assert p.returncode == 0 and re.fullmatch(r"vqa-orchestrator 0\.1\.0( \(git [0-9a-f]{40}(\+dirty)?\))?\n",
+                                              p.stdout), p.stdout
+
+
+@pytest.mark.parametrize("command", ["batch", "eval"])
+def test_help_shows_on_off_flags_as_flags(command: str) -> None:
+    rows = help_rows(command)
+    for flag in ("--quiet", "--debias", "--generate", "--help", "--json" if command == "eval" else "--show"):
+        assert "<bool>" not in rows[flag], rows[flag]
+    assert "<int" in rows["--limit"] and "<int>" in rows["--seed"]  # options with a value still show its type
+    p = subprocess.run([VQA, "--help"], capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert p.returncode == 0 and "--version" in p.stdout and "<bool>" not in p.stdout
+
+
+def test_batch_limit_quiet_and_what_produced_the_run(tmp_path: Path) -> None:
+    run, sub = tmp_path / "run", tmp_path / "sub.csv"
+    p = vqa("batch", EXAMPLES / "test.csv", "--images", EXAMPLES, "--out", sub, "--run-dir", run, "--reasoner",
+            "evidence", "--tools", "none", "--limit", "3", "--seed", "4", "--quiet", "--api-key", "s3cret")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "" and "answering" not in p.stderr  # no summary, no progress bar
+    assert [r["id"] for r in csv.DictReader(open(sub, encoding="utf-8"))] == ["TEST_000", "TEST_001", "TEST_002"]
+    text = (run / "run.json").read_text(encoding="utf-8")
+    made = json.loads(text)["provenance"]
+    assert made["seed"] == 4 and made["limit"] == 3 and "s3cret" not in text
+    assert made["command"].startswith("vqa batch ") and "--api-key '***'" in made["command"]
+    p = vqa("batch", EXAMPLES / "test.csv", "--images", EXAMPLES, "--out", sub, "--run-dir", run, "--reasoner",
+            "evidence", "--tools", "none", "--limit", "0")
+    assert p.returncode == 2 and "--limit" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_progress_rate_and_time_left_start_at_the_first_row_answered_now() -> None:
+    import io
+    import threading
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from agent.cli.progress import RateColumn, RowProgress
+
+    progress = Progress(RateColumn(), console=Console(file=io.StringIO()))
+    bar = RowProgress(progress, "answering")
+    bar.start(10)
+    for _ in range(3):  # bad rows and rows resumed from an earlier run: reported at once, on the calling thread
+        bar.done()
+    task = progress.tasks[0]
+    assert task.completed == 3 and task.speed and task.speed > 100  # what the rate would be without the restart
+    worker = threading.Thread(target=bar.done)
+    worker.start()
+    worker.join()
+    assert task.completed == 4 and task.speed is None  # the clock restarted: no rate from resumed rows
+    assert str(RateColumn().render(task)) == "- rows/s"
+
+
+def test_eval_tables_never_cut_arm_or_category_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    import agent.cli.eval as cli_eval
+    from eval.report import Calibration, Metrics, Summary
+
+    arms = ["router", "-ocr+detect+som+retrieve", "plugin:mean_color_and_friends"]
+    s = Summary(n=4, correct=2, accuracy=0.5, ci_low=0.15, ci_high=0.85)
+    row = {"n": 4, "accuracy": 0.5, "ci_low": 0.15, "ci_high": 0.85, "delta_vs_router": 0.0, "mcnemar_p": 1.0,
+           "s_per_q": 0.07}
+    m = Metrics(csv=None, run="r", created="now", reasoner="evidence", n=4, correct=2, accuracy=0.5, ci_low=0.15,
+                ci_high=0.85, row_errors=0, unlabelled=0, failed=0, s_per_q=0.1, debias=False, category_source="router",
+                per_category={"detect+som+retrieve+ocr": s}, tool_runs={},
+                calibration=Calibration(n=4, bins=10, ece=0.1, nll=1.0, temperature_fit=1.0, ece_at_fit=0.1,
+                                        nll_at_fit=1.0, temperature=None), circular=None,
+                ablation={"table": "ablation.csv", "plot": "ablation.png", "tools": [], "same_as": {}, "tool_runs": {},
+                          "rows": [{"arm": a, **row} for a in arms]})
+    console = Console(width=60, record=True)
+    monkeypatch.setattr(cli_eval, "out", console)
+    cli_eval.print_metrics(m)
+    shown = console.export_text()
+    assert all(a in shown for a in arms) and "detect+som+retrieve+ocr" in shown and "…" not in shown
+
+
+def test_dev_schema_writes_the_answer_schema_and_check_fails_when_it_is_stale(tmp_path: Path) -> None:
+    path = tmp_path / "answer.schema.json"
+    assert vqa("dev", "schema", "--out", path).returncode == 0
+    assert json.loads(path.read_text(encoding="utf-8"))["title"] == "Answer"
+    assert vqa("dev", "schema", "--out", path, "--check").returncode == 0
+    path.write_text("{}", encoding="utf-8")
+    p = vqa("dev", "schema", "--out", path, "--check")
+    assert p.returncode == 1 and "out of date" in p.stderr and "vqa dev schema --out" in p.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -10,7 +11,7 @@ from rich.markup import escape
 from agent.cli.ask import ask, route
 from agent.cli.batch import batch
 from agent.cli.chat import chat_cmd
-from agent.cli.common import err
+from agent.cli.common import Opt, err, flags_as_flags
 from agent.cli.dev import bench, dev
 from agent.cli.eval import eval_cmd
 from agent.cli.kb import kb_app
@@ -30,6 +31,24 @@ app.command("train")(train_cmd)
 app.add_typer(trace_app, name="trace")
 app.add_typer(kb_app, name="kb")
 app.add_typer(dev, name="dev")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from agent.rundir import git_commit, package_version
+
+        commit = git_commit()
+        print(f"vqa-orchestrator {package_version()}" + (f" (git {commit})" if commit else ""))
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, Opt("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version (and git commit) and exit.")] = False) -> None:
+    """Answer multiple-choice questions about images with tools and a local Qwen-VL."""
+
+
+flags_as_flags(app)
 
 def main() -> None:
     try:

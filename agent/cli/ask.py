@@ -15,11 +15,10 @@ from agent.cli.common import (
     SettingsFlags,
     Tools,
     fail,
-    open_services,
+    orchestrator,
     out,
     settings_flags,
     tools as parse_tools,
-    trace_writer,
 )
 from agent.schema import LETTERS
 
@@ -34,22 +33,18 @@ def ask(
     """Answer one question about one image."""
     from pydantic import ValidationError
 
-    from agent.runner import ResultsLog, ask as run_ask
     from agent.schema import Question
 
     if not image.is_file():
         fail(f"image {image} does not exist or is not a file")
-    try:
-        q = Question(id="ask", image=image, text=question, options=dict(zip(LETTERS, choice)))
+    try:  # checked before any settings are read or model is loaded
+        Question(id="ask", image=image, text=question, options=dict(zip(LETTERS, choice)))
     except ValidationError as exc:
         fail("; ".join(e["msg"] for e in exc.errors()) + " (give 2-5 options with -c)")
     settings = opts.settings()
     forced = parse_tools(tools)  # after the settings: the config file may register plug-in tools
-    trace = trace_writer(run_dir) if run_dir else None
-    with open_services(settings, run_dir, cache=run_dir is not None) as services:
-        answer = run_ask(services, q, forced_tools=forced, trace=trace)
-    if run_dir:
-        ResultsLog(run_dir / "results.jsonl").append(answer)
+    with orchestrator(settings, forced) as vqa:
+        answer = vqa.ask(image, question, choice, run_dir=run_dir)
     if as_json:
         print(answer.model_dump_json(indent=2))
     else:

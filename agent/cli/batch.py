@@ -7,22 +7,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from agent.cli.cluster import CpusPerWorker, GpusPerWorker, RayAddress, Workers, cluster, run_services
+from agent.cli.cluster import CpusPerWorker, GpusPerWorker, RayAddress, Workers, cluster
 from agent.cli.common import (
     RUN_FLAGS,
+    Limit,
     Opt,
+    Quiet,
     RunDir,
     SettingsFlags,
     Tools,
     err,
     fail,
+    orchestrator,
     out,
     settings_flags,
     tools as parse_tools,
-    trace_writer,
 )
+from agent.cli.progress import row_progress
 
 if TYPE_CHECKING:
     from agent.distributed import Cluster
@@ -40,33 +42,34 @@ def batch(
     strict: Annotated[bool, Opt("--strict", help="Exit 1 when any tool failed on any question (for CI).")] = False,
     ray: RayAddress = None, workers: Workers = 1, gpus_per_worker: GpusPerWorker = 0.0,
     cpus_per_worker: CpusPerWorker = 1.0,
+    limit: Limit = None, quiet: Quiet = False,
     *, opts: SettingsFlags,
 ) -> None:
     """Answer a competition CSV; resumable through --run-dir; writes one submission row per input row."""
-    from agent.data import read_questions
-    from agent.rundir import check_output, identity, locked, remember
-    from agent.runner import ResultsLog
-    from agent.schema import Question
-
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
     run_dir = run_dir or Path("runs") / f"batch-{csv_path.stem}"
     on = cluster(ray, workers, gpus_per_worker, cpus_per_worker)
-    check_output(out_path, inputs=[csv_path], run_dir=run_dir)
-    rows = read_questions(csv_path, images)
     settings = opts.settings()
     forced = parse_tools(tools)  # after the settings: the config file may register plug-in tools
-    with locked(run_dir, "vqa batch"):
-        remember(run_dir, identity(settings, forced), force=force)
-        summary = _answer(rows, settings, run_dir, images, forced, out_path, on)
+    summary = _answer(csv_path, images, run_dir, out_path, settings, forced, force=force, limit=limit, quiet=quiet,
+                      on=on)
     if show:
         from agent.cli.display import print_batch_table
 
-        done = ResultsLog(run_dir / "results.jsonl").load()
-        print_batch_table(out, [done[r.id] for r in rows if isinstance(r, Question) and r.id in done])
-    out.print(f"[bold]rows[/] {summary.rows}  [bold]answered[/] {summary.answered}  [bold]failed[/] {summary.failed}"
-              f"  [bold]resumed[/] {summary.skipped}  [bold]s/question[/] {summary.seconds_per_question:.3f}"
-              + (f"  [yellow]no evidence (uniform guess)[/] {summary.no_evidence}" if summary.no_evidence else ""))
+        print_batch_table(out, [a for a in summary.answers if not a.failed])
+    _print_summary(summary, run_dir, out_path, quiet=quiet)
+    if strict and summary.tool_failures:
+        raise typer.Exit(1)
+
+
+def _print_summary(summary: Any, run_dir: Path, out_path: Path, *, quiet: bool) -> None:
+    """The counts and where things went (not with ``quiet``), and every warning."""
+    if not quiet:
+        out.print(f"[bold]rows[/] {summary.rows}  [bold]answered[/] {summary.answered}  [bold]failed[/] "
+                  f"{summary.failed}  [bold]resumed[/] {summary.skipped}  [bold]s/question[/] "
+                  f"{summary.seconds_per_question:.3f}"
+                  + (f"  [yellow]no evidence (uniform guess)[/] {summary.no_evidence}" if summary.no_evidence else ""))
     if summary.damaged_lines:
         shown = ", ".join(map(str, summary.damaged_lines[:10]))
         out.print(f"[yellow]{run_dir / 'results.jsonl'}: skipped {len(summary.damaged_lines)} damaged record(s) "
@@ -74,27 +77,18 @@ def batch(
     for tool, n in sorted(summary.tool_failures.items()):
         out.print(f"[yellow]tool {tool} failed on {n} of {summary.rows} questions[/] (answered without it): "
                   f"{escape(summary.tool_errors[tool])}", soft_wrap=True)
+    if quiet:
+        return
     out.print(f"submission: {out_path}   run: {run_dir}" + (f"   failures: {run_dir / 'failed.csv'}"
                                                            if summary.failed else "")
               + (f"   tool failures: {run_dir / 'tool_failures.csv'}" if summary.tool_failures else ""))
-    if strict and summary.tool_failures:
-        raise typer.Exit(1)
 
 
-def _answer(rows: list, settings: Any, run_dir: Path, images: Path, forced: list[str] | None, out_path: Path,
-            on: Cluster | None) -> Any:
-    from agent.runner import run_batch
-
-    trace = trace_writer(run_dir)
-    progress = Progress(TextColumn("[bold]answering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TimeRemainingColumn(), console=err, transient=False)
-    # tool outputs survive reruns of the same run directory (the cache); with --ray, Ray workers answer
-    with run_services(settings, run_dir, images, on) as services, progress:
-        task = progress.add_task("answering", total=len(rows))
-        progress.update(task, completed=0)
-        summary = run_batch(rows, services, run_dir, batch_size=settings.batch_size, forced_tools=forced,
-                            out=out_path, on_done=lambda a: progress.advance(task), trace=trace,
-                            debias=settings.debias, temperature=settings.temperature)
-        if services.executor is not None:
-            err.print(services.executor.describe(), highlight=False)
+def _answer(csv_path: Path, images: Path, run_dir: Path, out_path: Path, settings: Any, forced: list[str] | None, *,
+            force: bool, limit: int | None, quiet: bool, on: Cluster | None) -> Any:
+    with orchestrator(settings, forced, cluster=on) as vqa, row_progress("answering", quiet=quiet) as bar:
+        summary = vqa.batch(csv_path, images, run_dir, out_path, force=force, limit=limit, on_start=bar.start,
+                            on_done=bar.done)
+    if vqa.cluster_note:  # with --ray: the workers, and any restarts
+        err.print(vqa.cluster_note, highlight=False)
     return summary

@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from agent.cli.common import SettingsFlags, Tools, fail, open_services, settings_flags, tools as parse_tools
+from agent.cli.common import SettingsFlags, Tools, fail, orchestrator, settings_flags, tools as parse_tools
 
 Opt = typer.Option
 HELP = ("Ask a question; add options after '|' (What colour is the cup? | white | black).\n"
@@ -83,8 +83,8 @@ def chat_cmd(
         key = {"api_key": opts.given["api_key"]} if "api_key" in opts.given else {}
         settings = SettingsFlags(Path(flags["config"]) if flags.get("config") else None, {**given, **key}).settings()
         forced = parse_tools(tools)  # after the settings: the config file may register plug-in tools
-        with open_services(settings, run_dir, cache=False) as services:
-            chat = ChatSession(store, name, ChatRuntime(services))
+        with orchestrator(settings, forced) as vqa:
+            chat = ChatSession(store, name, ChatRuntime(vqa.services(run_dir, cache=False)))
             if resume:
                 chat.update(settings=flags, **({"tools": forced} if tools is not None else {}))
                 info.print(f"[bold]resuming {escape(name)}[/] ({len(chat.turns)} earlier turns, image "

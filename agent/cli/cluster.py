@@ -1,22 +1,16 @@
-"""The ``--ray`` flags of ``vqa batch`` and ``vqa eval``, and the services a command answers with: loaded in this
-process, or the driver's side of a Ray run (``agent.distributed``), whose workers load the reasoner and tools."""
+"""The ``--ray`` flags of ``vqa batch`` and ``vqa eval``: a ``agent.distributed.Cluster`` for the ``Orchestrator``,
+whose Ray workers load the reasoner and tools."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from agent.cli.common import open_services
-from agent.config import Settings
 from agent.errors import ConfigError
 
 if TYPE_CHECKING:
     from agent.distributed import Cluster
-    from agent.services import Services
 
 RAY = "Ray (many processes or machines)"
 RayAddress = Annotated[Optional[str], typer.Option(
@@ -41,25 +35,3 @@ def cluster(ray: str | None, workers: int, gpus_per_worker: float, cpus_per_work
                               "local); without --ray, questions are answered in this process")
         return None
     return Cluster(address=ray, workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker)
-
-
-@contextmanager
-def run_services(settings: Settings, run_dir: Path, images: Path, on: Cluster | None = None) -> Iterator[Services]:
-    """Without a cluster: ``open_services`` (everything loaded here). With one: Ray workers started and ready (a bad
-    model fails before any question), and driver services that hand questions to them; the reasoner object here
-    only names the run and is never loaded."""
-    if on is None:
-        if settings.base_url and "," in settings.base_url:
-            raise ConfigError(f"--base-url {settings.base_url}: a comma list of servers needs --ray (each worker "
-                              "takes one in turn); without Ray, give one URL")
-        with open_services(settings, run_dir, images_root=images) as services:
-            yield services
-        return
-    from agent.distributed import RayExecutor
-    from agent.reasoners import load_reasoner
-    from agent.services import Services
-
-    reasoner = load_reasoner(settings.reasoner, **settings.reasoner_kwargs())  # not loaded: the workers do that
-    with RayExecutor(on, settings, run_dir, images_root=images) as executor:
-        yield Services(reasoner=reasoner, tool_settings=settings.tool_settings(), artifacts_dir=run_dir / "artifacts",
-                       images_root=images, executor=executor)

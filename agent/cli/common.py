@@ -1,5 +1,5 @@
-"""What every ``vqa`` command shares: the consoles, the option declarations, settings and services building, and
-the single error exit.
+"""What every ``vqa`` command shares: the consoles, the option declarations (and help that shows on/off flags as
+flags), settings, the ``agent.api.Orchestrator`` a command runs on, and the single error exit.
 
 The settings flags are declared once, in ``FLAGS``: ``@settings_flags()`` adds ``--config`` and every model,
 backend and tool flag (and optionally the ``RUN_FLAGS``) to a command, with the defaults of ``Settings`` shown in
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import types
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -21,10 +22,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, Union, get_args, get
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from agent.config import Settings, load_settings
 
 if TYPE_CHECKING:
+    from agent.api import Orchestrator
+    from agent.distributed import Cluster
     from agent.services import Services
     from agent.trace.events import TraceWriter
 
@@ -32,6 +36,42 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)  # error messages stay on one line (paths, commands to copy)
 
 Opt = typer.Option
+
+
+def _flags_as_flags(command: Any, ctx: Any) -> None:
+    """Typer's help prints a value type after every option, ``<bool>`` after on/off flags too (``--show <bool>``)
+    although they take no value: an empty metavar leaves the type column of flags blank."""
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
+class FlagCommand(TyperCommand):
+    """A command whose help shows on/off flags as flags (``--show``, ``--debias/--no-debias``), not ``<bool>``."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _flags_as_flags(self, ctx)
+        return super().format_help(ctx, formatter)
+
+
+class FlagGroup(TyperGroup):
+    """``FlagCommand``'s help for a group of commands (``vqa --help``, ``vqa kb --help`` ...)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _flags_as_flags(self, ctx)
+        return super().format_help(ctx, formatter)
+
+
+def flags_as_flags(app: typer.Typer) -> typer.Typer:
+    """Give ``app``, its commands and its sub-apps ``FlagGroup``/``FlagCommand`` help (before it runs)."""
+    if not isinstance(app.info.cls, type) or app.info.cls is TyperGroup:  # unset, or typer's own
+        app.info.cls = FlagGroup
+    for info in app.registered_commands:
+        if info.cls in (None, TyperCommand):
+            info.cls = FlagCommand
+    for group in app.registered_groups:
+        flags_as_flags(group.typer_instance)
+    return app
 
 
 @dataclass(frozen=True)
@@ -93,6 +133,8 @@ RUN_FLAGS: tuple[Flag, ...] = (  # for the commands that answer a whole CSV
     Flag("temperature", "--temperature", "Temperature for the option probabilities: vqa batch applies it, vqa eval "
          "also reports calibration at it (fit it with vqa eval).", RUN),
     Flag("cache", "--cache", "Tool-output cache: auto (RUN/cache), off, or a folder shared between runs.", RUN),
+    Flag("seed", "--seed", "Seed random, numpy and torch (recorded in run.json and metrics.json with what else "
+         "produced the run).", RUN),
 )
 BY_SETTING = {f.setting: f for f in FLAGS + RUN_FLAGS}
 
@@ -102,6 +144,9 @@ Tools = Annotated[Optional[str], Opt("--tools", help="Override the router: comma
                                      "(and plug-in tools); 'all' or 'none'.")]
 RunDir = Annotated[Optional[Path], Opt("--run-dir", help="Keep every question's full record and images here.")]
 AsJson = Annotated[bool, Opt("--json", help="Print the machine-readable record.")]
+Limit = Annotated[Optional[int], Opt("--limit", min=1, help="Answer only the first N rows of the CSV (a quick check; "
+                                     "bad rows count).")]
+Quiet = Annotated[bool, Opt("--quiet", "-q", help="No progress bar and no summary; warnings and errors still show.")]
 Device = BY_SETTING["device"].option()
 
 
@@ -165,45 +210,30 @@ def fail(msg: str, code: int = 2) -> None:
 @contextmanager
 def open_services(settings: Settings, run_dir: Path | None, *, images_root: Path | None = None,
                   cache: bool = True) -> Iterator[Services]:
-    """The graph's services with the reasoner loaded now (a bad model fails before any question runs), closed on
-    the way out, errors and Ctrl-C included. ``cache``: open the tool cache the settings name (``RUN/cache``)."""
-    from agent.cache import open_cache
-    from agent.planners import PlannerSettings, check_planner
-    from agent.reasoners import load_reasoner
-    from agent.router import Router
-    from agent.services import Services
-    from tools import plugin_routing, tool_names
+    """The graph's services of an ``agent.api.Orchestrator`` with the reasoner loaded now (a bad model fails before
+    any question runs), closed on the way out, errors and Ctrl-C included. ``cache``: open the tool cache the
+    settings name (``RUN/cache``)."""
+    from agent.api import Orchestrator
 
-    check_planner(settings.planner)  # a planner this install lacks fails before any work
-    rules, examples = plugin_routing()  # keywords and example questions of plug-in tools
-    reasoner = load_reasoner(settings.reasoner, **settings.reasoner_kwargs())
-    services = Services(reasoner=reasoner, router=Router(rules=rules, examples=examples),
-                        tool_settings=settings.tool_settings(),
-                        max_pixels=settings.image_max_pixels, hard_cap_pixels=settings.hard_cap_pixels,
-                        decode_budget=settings.image_decode_budget,
-                        tool_timeout=settings.tool_timeout, artifacts_dir=run_dir / "artifacts" if run_dir else None,
-                        images_root=images_root, cache=open_cache(settings.cache, run_dir) if cache else None,
-                        planner=PlannerSettings.from_settings(settings))
-    try:
-        for name in services.tool_settings:  # every configured tool is built now: a bad setting fails before any work
-            if name in tool_names():
-                services.tool(name)
-        reasoner.load()
-        if settings.planner == "vlm":  # the model that calls the tools (the evidence reasoner has none: an error)
-            from agent.planners.vlm import tool_caller
+    with Orchestrator(settings=settings) as orch:
+        yield orch.services(run_dir, images_root=images_root, cache=cache)
 
-            services = services.replace(vlm=tool_caller(settings, reasoner))
-        yield services
-    finally:
-        services.close()
+
+def orchestrator(settings: Settings, forced: list[str] | None = None, cluster: Cluster | None = None) -> Orchestrator:
+    """The ``agent.api.Orchestrator`` a command runs on (``cluster``: answering on Ray workers), recording this
+    command line in its run directories."""
+    from agent.api import Orchestrator
+    from agent.rundir import command_line
+
+    return Orchestrator(settings=settings, tools=forced, command=command_line(["vqa", *sys.argv[1:]]),
+                        cluster=cluster)
 
 
 def trace_writer(run_dir: Path) -> TraceWriter:
     """``RUN/trace.jsonl`` with the export sinks the environment asks for (``VQA_TRACE_EXPORT``)."""
-    from agent.trace.events import TRACE_FILE, TraceWriter
-    from agent.trace.export import sinks_from_env
+    from agent.api import trace_writer
 
-    return TraceWriter(run_dir / TRACE_FILE, sinks=sinks_from_env())
+    return trace_writer(run_dir)
 
 
 def tools(spec: str | None) -> list[str] | None:

@@ -39,6 +39,28 @@ def bench(
             out.print(f"{k:>26}: {v}", highlight=False)
 
 
+@dev.command("schema")
+def schema_cmd(
+    path: Annotated[Path, Opt("--out", help="Where the schema goes.")] = Path("docs/answer.schema.json"),
+    check: Annotated[bool, Opt("--check", help="Write nothing; exit 1 when the file is not the current schema.")] = False,
+) -> None:
+    """Write the JSON Schema of the answer record (vqa ask --json, results.jsonl, the Python API's Answer)."""
+    from agent.api import answer_schema
+
+    text = answer_schema()
+    if check:
+        current = path.read_text(encoding="utf-8") if path.is_file() else None
+        if current != text:
+            fail(f"{path} is {'missing' if current is None else 'out of date'}; write it with: vqa dev schema --out "
+                 f"{path}", code=1)
+        out.print(f"{path} is current")
+        return
+    if not path.parent.is_dir():
+        fail(f"--out {path}: folder {path.parent} does not exist; create it first (mkdir -p {path.parent})")
+    path.write_text(text, encoding="utf-8")
+    out.print(f"wrote {path}")
+
+
 @dev.command("make-tiny")
 def make_tiny_cmd(out_dir: Annotated[Path, typer.Argument(help="Folder to write the checkpoints into.")]) -> None:
     """Write tiny random-weight checkpoints for every model role (useless for answers; for tests and smoke runs)."""

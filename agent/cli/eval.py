@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from agent.cli.cluster import CpusPerWorker, GpusPerWorker, RayAddress, Workers, cluster, run_services
-from agent.cli.common import RUN_FLAGS, Opt, SettingsFlags, err, fail, out, settings_flags, trace_writer
+from agent.cli.cluster import CpusPerWorker, GpusPerWorker, RayAddress, Workers, cluster
+from agent.cli.common import RUN_FLAGS, Limit, Opt, Quiet, SettingsFlags, fail, orchestrator, out, settings_flags
+from agent.cli.progress import row_progress
 
 if TYPE_CHECKING:
     from eval.report import Metrics
@@ -31,79 +32,53 @@ def eval_cmd(
     as_json: Annotated[bool, Opt("--json", help="Print metrics.json instead of tables.")] = False,
     ray: RayAddress = None, workers: Workers = 1, gpus_per_worker: GpusPerWorker = 0.0,
     cpus_per_worker: CpusPerWorker = 1.0,
+    limit: Limit = None, quiet: Quiet = False,
     *, opts: SettingsFlags,
 ) -> None:
     """Accuracy with 95% intervals (overall, per category), calibration, and optionally the tool ablation."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from agent.data import read_questions
-    from eval.evaluate import evaluate, labelled
     from tools import parse_tool_list
 
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
     on = cluster(ray, workers, gpus_per_worker, cpus_per_worker)
-    if on is not None and circular:
-        fail("--circular does not run on Ray workers yet; drop --ray, or run --circular without it")
-    rows = read_questions(csv_path, images)
-    questions, _, _ = labelled(rows, csv_path)  # fail before loading any model
     settings = opts.settings()
     try:  # after the settings: the config file may register plug-in tools
         tools = parse_tool_list(ablate_tools or "all")
     except ValueError as exc:
         fail(f"--ablate-tools: {exc}")
-    planners = planner_arms(ablate_planners)
-    ablate = ablate or bool(planners)
-    trace = trace_writer(run_dir)
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err, transient=True)
-    from agent.rundir import locked
-
-    with locked(run_dir, "vqa eval"), run_services(settings, run_dir, images, on) as services, progress:
-        task = progress.add_task("router", total=len(questions))
-
-        def on_arm(name: str) -> None:
-            progress.reset(task, description=name, total=len(questions))
-
-        metrics = evaluate(rows, services, run_dir, ablate=ablate, ablate_tools=tools, ablate_planners=planners,
-                           circular=circular,
-                           debias=settings.debias, temperature=settings.temperature, batch_size=settings.batch_size,
-                           csv_path=csv_path, on_arm=on_arm, on_done=lambda a: progress.advance(task), trace=trace)
+    with orchestrator(settings, cluster=on) as vqa, row_progress("router", quiet=quiet, transient=True) as bar:
+        metrics = vqa.eval(csv_path, images, run_dir, ablate=ablate, ablate_tools=tools,
+                           ablate_planners=ablate_planners, circular=circular, limit=limit, on_start=bar.start,
+                           on_arm=bar.arm, on_done=bar.done)
     if as_json:
         print(metrics.model_dump_json(indent=2))
         return
     print_metrics(metrics)
-    out.print(f"metrics: {run_dir / 'metrics.json'}" + (f"   ablation: {run_dir / 'ablation.csv'}, "
-                                                         f"{run_dir / 'ablation.png'}" if ablate else "")
-              + f"   trace: vqa trace show {run_dir}")
-
-
-def planner_arms(spec: str | None) -> list[str]:
-    """``--ablate-planners``: planner names (``rules`` is the router arm, always run); one this install lacks is a
-    ``ConfigError`` before any work."""
-    from agent.planners import PLANNERS, check_planner
-
-    names = list(dict.fromkeys(n.strip().lower() for n in (spec or "").split(",") if n.strip()))
-    valid = [p for p in PLANNERS if p != "rules"]
-    wrong = [n for n in names if n not in valid]
-    if wrong:
-        fail(f"--ablate-planners: unknown planner(s) {wrong}: expected a comma list of {', '.join(valid)} "
-             "(rules is the router arm, always run)")
-    for n in names:
-        check_planner(n)
-    return names
+    if not quiet:
+        out.print(f"metrics: {run_dir / 'metrics.json'}" + (f"   ablation: {run_dir / 'ablation.csv'}, "
+                                                             f"{run_dir / 'ablation.png'}" if ablate or ablate_planners else "")
+                  + f"   trace: vqa trace show {run_dir}")
 
 
 def _pct(x: float) -> str:
     return f"{x:.1%}"
 
 
+def _table(title: str, columns: list[str], names: list[str]) -> Table:
+    """A table whose first column (arm, category, letter) is never cut: it keeps the width of its longest name, and
+    the other columns fold their text onto more lines when the terminal is narrow."""
+    t = Table(title=title)
+    t.add_column(columns[0], no_wrap=True, min_width=max(map(len, [columns[0], *names])))
+    for col in columns[1:]:
+        t.add_column(col, overflow="fold")
+    return t
+
+
 def print_metrics(m: Metrics) -> None:
     out.print(f"[bold]accuracy[/] {_pct(m.accuracy)}  (95% CI {_pct(m.ci_low)}–{_pct(m.ci_high)}, "
               f"n={m.n}, failed {m.failed})   [bold]s/question[/] {m.s_per_q:.3f}   reasoner {m.reasoner}")
-    t = Table(title=f"per category (from the {'CSV' if m.category_source == 'column' else 'router'})")
-    for col in ("category", "n", "accuracy", "95% CI"):
-        t.add_column(col)
+    t = _table(f"per category (from the {'CSV' if m.category_source == 'column' else 'router'})",
+               ["category", "n", "accuracy", "95% CI"], list(m.per_category))
     for c, s in m.per_category.items():
         t.add_row(c, str(s.n), _pct(s.accuracy), f"{_pct(s.ci_low)}–{_pct(s.ci_high)}")
     out.print(t)
@@ -120,18 +95,15 @@ def print_metrics(m: Metrics) -> None:
         ci = m.circular
         out.print(f"[bold]circular accuracy[/] {_pct(ci.circular_accuracy)} (rotations right: "
                   f"{_pct(ci.rotation_accuracy)} of {ci.evaluations})")
-        t = Table(title="position bias (share of answers)")
-        for col in ("letter", "chosen", "correct", "gap"):
-            t.add_column(col)
+        t = _table("position bias (share of answers)", ["letter", "chosen", "correct", "gap"], list(ci.position_bias))
         for k, v in ci.position_bias.items():
             t.add_row(k, _pct(v.chosen), _pct(v.correct), f"{v.gap:+.1%}")
         out.print(t)
     if m.ablation:
         rows = m.ablation.rows
-        t = Table(title="tool ablation (Δ and McNemar p vs router)")
         extra = [k for k in rows[0] if k.startswith("ran:")] if rows else []
-        for col in ["arm", "n", "accuracy", "95% CI", "Δ", "p", "s/q", "calls/q", "tool s/q", *extra]:
-            t.add_column(col)
+        t = _table("tool ablation (Δ and McNemar p vs router)", ["arm", "n", "accuracy", "95% CI", "Δ", "p", "s/q",
+                                                                  "calls/q", "tool s/q", *extra], [r["arm"] for r in rows])
         for r in rows:
             t.add_row(r["arm"], str(r["n"]), _pct(r["accuracy"]), f"{_pct(r['ci_low'])}–{_pct(r['ci_high'])}",
                       f"{r['delta_vs_router']:+.1%}", f"{r['mcnemar_p']:.3g}", f"{r['s_per_q']:.3f}",
