@@ -58,8 +58,9 @@ def ui_cmd(
     if not 0 <= port <= 65535:
         fail(f"--port: expected 0-65535, found {port}")
     from agent.chat import default_db
-    from agent.ui.app import CSS, build_app
+    from agent.ui.app import build_app
     from agent.ui.chat_tab import images_dir
+    from agent.ui.common import CSS
     from agent.ui.engine import Orchestrator
 
     opts.settings()  # a bad config file fails here, before any model loads; it may register plug-in tools

@@ -9,43 +9,24 @@ A bad input or a failing tool is a one-line message in the page, never a traceba
 
 from __future__ import annotations
 
+import html
 import itertools
-import logging
 import threading
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from pydantic import ValidationError
 
 from agent.errors import VqaError
 from agent.schema import Answer
-from agent.ui import views
-
-log = logging.getLogger(__name__)
-
-CSS = """
-.gradio-container, .prose, textarea, input { font-family: "NanumGothic", "Noto Sans CJK KR", system-ui, sans-serif; }
-#answer h3 { margin: 0 0 4px; font-size: 1.5em; }
-"""
-MODEL = "model"  # the concurrency group of everything that runs the reasoner: one question at a time
+from agent.ui import chat_tab, runs_tab, views
+from agent.ui.common import MODEL, message, user_error
 
 
 def parse_options(text: str) -> list[str]:
     """One option per non-empty line."""
     return [line.strip() for line in (text or "").splitlines() if line.strip()]
 
-
-def user_error(exc: BaseException) -> gr.Error:
-    """A one-line message for the page (the traceback goes to the server log only)."""
-    if isinstance(exc, ValidationError):
-        msg = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-    elif isinstance(exc, (VqaError, ValueError)):
-        msg = str(exc)
-    else:
-        log.exception("internal error")
-        msg = f"internal error: {type(exc).__name__}: {exc}"
-    return gr.Error(views.first_line(msg) or type(exc).__name__, print_exception=False)
 
 
 class AskHandler:
@@ -59,10 +40,10 @@ class AskHandler:
     def __call__(self, image: str | None, question: str, options: str,
                  progress: gr.Progress = gr.Progress()) -> dict:  # noqa: B008 - Gradio's progress marker
         if not image:
-            raise gr.Error("expected a photo: upload or paste one", print_exception=False)
+            raise message("expected a photo: upload or paste one")
         opts = parse_options(options)
         if not 2 <= len(opts) <= 5:
-            raise gr.Error(f"expected 2-5 options, one per line, found {len(opts)}", print_exception=False)
+            raise message(f"expected 2-5 options, one per line, found {len(opts)}")
         with self._lock:
             run_dir = self.work_dir / f"ask-{next(self._n):04d}"
         progress(0.1, desc="routing, running the tools, reasoning")
@@ -87,7 +68,7 @@ def show_answer(image: str | None, record: dict | None, settings: Any, roots: li
         except VqaError:
             photo = None
     for line in views.tool_failures(a):
-        gr.Warning(line)
+        gr.Warning(html.escape(line))
     thumbs, rows = views.neighbours(a, roots)
     failures = "\n".join(f"- ⚠ {line}" for line in views.tool_failures(a))
     return (views.verdict(a), views.probabilities(a), views.route_text(a) + ("\n\n" + failures if failures else ""),
@@ -110,7 +91,7 @@ def ask_tab(engine: Any, work_dir: Path, roots: list[Path]) -> None:
             probs = gr.Label(label="Probability per option", elem_id="probs", show_heading=False)
             route = gr.Markdown(elem_id="route")
             evidence = gr.Gallery(label="Evidence drawn by the tools", columns=2, height=420, object_fit="contain",
-                                  elem_id="evidence")
+                                  preview=False, elem_id="evidence")
             with gr.Accordion("Retrieved neighbours", open=True, visible=False, elem_id="neighbours") as near:
                 thumbs = gr.Gallery(label="Neighbours", columns=4, height=200, object_fit="contain")
                 near_table = gr.Dataframe(headers=["id", "kind", "score", "text", "answer"], interactive=False)
@@ -129,8 +110,6 @@ def ask_tab(engine: Any, work_dir: Path, roots: list[Path]) -> None:
 def build_app(engine: Any, work_dir: Path, *, chat_db: Path, run_dir: str = "") -> gr.Blocks:
     """The three tabs over ``engine`` (an ``Orchestrator``); files of Ask questions go under ``work_dir``, chat
     sessions into ``chat_db`` (the store of ``vqa chat``); ``run_dir`` pre-fills the Runs tab."""
-    from agent.ui import chat_tab, runs_tab
-
     kb = getattr(engine.settings, "kb", None)
     roots = [Path(kb), Path(kb).parent] if kb else []
     with gr.Blocks(title="vqa-orchestrator") as app:

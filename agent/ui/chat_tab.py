@@ -17,8 +17,8 @@ from typing import Any
 
 import gradio as gr
 
-from agent.cli.chat import parse_line
-from agent.ui.app import MODEL, user_error
+from agent.chat import parse_line
+from agent.ui.common import MODEL, message, user_error
 from agent.ui.views import first_line
 
 
@@ -36,7 +36,8 @@ def _messages(turns: list[dict]) -> list[dict[str, str]]:
             reply = shown_answer(t)
         tools = ", ".join(rec["tools"]) or "none"
         failed = [f"{e['tool']} failed: {first_line(e.get('error'))}" for e in rec["evidence"] if not e["ok"]]
-        reply += f"  \n<small>tools: {html.escape(tools)} · {rec['method']}</small>"
+        flags = f" · {', '.join(rec['flags'])}" if rec.get("flags") else ""
+        reply += f"  \n<small>tools: {html.escape(tools)} · {rec['method']}{html.escape(flags)}</small>"
         reply += "".join(f"  \n⚠ {html.escape(line)}" for line in failed)
         out += [{"role": "user", "content": shown_question(t)}, {"role": "assistant", "content": reply}]
     return out
@@ -75,21 +76,19 @@ class ChatHandlers:
         shown = str(_stable_copy(image, self.images)) if image and Path(image).is_file() else None
         return name, _messages(state.get("turns", [])), shown
 
-    def send(self, message: str, image: str | None, name: str | None) -> tuple:
+    def send(self, line: str, image: str | None, name: str | None) -> tuple:
         from agent.chat import ChatSession
 
-        text, options = parse_line(message or "")
+        text, options = parse_line(line or "")
         if not text:
-            raise gr.Error("expected a question (options after '|': What colour is the cup? | white | black)",
-                           print_exception=False)
+            raise message("expected a question (options after '|': What colour is the cup? | white | black)")
         if not options and self.engine.settings.reasoner == "evidence":
-            raise gr.Error("the evidence reasoner answers multiple-choice questions only: add options after '|'",
-                           print_exception=False)
+            raise message("the evidence reasoner answers multiple-choice questions only: add options after '|'")
         try:
             photo = _stable_copy(image, self.images) if image else None
             if name is None or self.store.state(name) is None:
                 if photo is None:
-                    raise gr.Error("expected a photo to talk about: upload one first", print_exception=False)
+                    raise message("expected a photo to talk about: upload one first")
                 name = name or time.strftime("chat-%Y%m%d-%H%M%S")
                 session = ChatSession(self.store, name, self.runtime)
                 session.start(photo, {"reasoner": self.engine.settings.reasoner}, None)

@@ -10,7 +10,7 @@ import gradio as gr
 from PIL import Image
 
 from agent.ui import runs
-from agent.ui.app import user_error
+from agent.ui.common import user_error
 
 ANY = "any tool"
 

@@ -37,7 +37,7 @@ def draw_overlay(photo: Image.Image, result: ToolResult) -> Image.Image | None:
     det = sv.Detections(xyxy=np.array([b.xyxy for b in overlay.boxes], dtype=float) * scale)
     color = sv.Color.from_hex(result.evidence.color)
     thickness = max(2, round(min(photo.size) / 300))
-    scene = sv.BoxAnnotator(color=color, thickness=thickness).annotate(photo.convert("RGB").copy(), det)
+    scene = sv.BoxAnnotator(color=color, thickness=thickness, color_lookup=sv.ColorLookup.INDEX).annotate(photo.convert("RGB").copy(), det)
     labels = [b.label for b in overlay.boxes]
     if not any(labels):
         return scene
@@ -45,18 +45,29 @@ def draw_overlay(photo: Image.Image, result: ToolResult) -> Image.Image | None:
     font = hangul_font()
     if font:  # PIL text: Hangul and every other script the font covers
         labeler = sv.RichLabelAnnotator(color=color, text_color=text_color, font_path=font,
-                                        font_size=max(12, round(min(photo.size) / 45)), text_padding=4)
+                                        font_size=max(12, round(min(photo.size) / 45)), text_padding=4,
+                                        color_lookup=sv.ColorLookup.INDEX)
     else:  # OpenCV's Hershey font draws ASCII only
         labels = [t if t.isascii() else str(i) for i, t in enumerate(labels, 1)]
-        labeler = sv.LabelAnnotator(color=color, text_color=text_color, text_padding=4)
+        labeler = sv.LabelAnnotator(color=color, text_color=text_color, text_padding=4,
+                                    color_lookup=sv.ColorLookup.INDEX)
     return labeler.annotate(scene, det, labels=labels)
 
 
-def evidence_images(answer: Answer, photo: Image.Image | None) -> list[tuple[Image.Image | str, str]]:
+def _read(path: str | Path, thumb: int | None = None) -> Image.Image:
+    """The pixels (the page gets images, never paths into the run folder)."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if thumb:
+            im.thumbnail((thumb, thumb))
+        return im
+
+
+def evidence_images(answer: Answer, photo: Image.Image | None) -> list[tuple[Image.Image, str]]:
     """(image, caption) for the gallery: every picture a tool drew, else its boxes drawn on the photo."""
-    out: list[tuple[Image.Image | str, str]] = []
+    out: list[tuple[Image.Image, str]] = []
     for r in answer.evidence:
-        drawn = [(p, f"{r.tool} · {name}") for name, p in r.artifacts.items()
+        drawn = [(_read(p), f"{r.tool} · {name}") for name, p in r.artifacts.items()
                  if p.lower().endswith(IMAGE_SUFFIXES) and Path(p).is_file()]
         if not drawn and photo is not None and (img := draw_overlay(photo, r)) is not None:
             drawn = [(img, f"{r.tool} · {len(r.evidence.overlay().boxes)} boxes")]
@@ -64,7 +75,7 @@ def evidence_images(answer: Answer, photo: Image.Image | None) -> list[tuple[Ima
     return out
 
 
-def neighbours(answer: Answer, roots: list[Path]) -> tuple[list[tuple[str, str]], list[list[str]]]:
+def neighbours(answer: Answer, roots: list[Path]) -> tuple[list[tuple[Image.Image, str]], list[list[str]]]:
     """Retrieved entries: thumbnails (path, caption) of those whose image is found under ``roots`` (absolute paths
     as they are), and one table row each (id, kind, score, text, answer)."""
     thumbs, rows = [], []
@@ -78,7 +89,7 @@ def neighbours(answer: Answer, roots: list[Path]) -> tuple[list[tuple[str, str]]
                 found = next((c for c in ([p] if p.is_absolute() else [root / p for root in roots]) if c.is_file()),
                              None)
                 if found is not None:
-                    thumbs.append((str(found), f"{e.id} · score {e.score:.2f}"
+                    thumbs.append((_read(found, 256), f"{e.id} · score {e.score:.2f}"
                                    + (f" · {e.answer_text}" if e.answer_text else "")))
     return thumbs, rows
 
@@ -107,7 +118,7 @@ def route_text(answer: Answer) -> str:
     lines += [f"- `{t}`: {why}" for t, why in route.reasons.items()]
     lines += [f"- `{t}` skipped: {why}" for t, why in route.skipped.items()]
     lines += ["", "**Tools**"] if answer.evidence else []
-    lines += [f"- `{r.tool}` {'✔' if r.ok else '✘'} {r.summary(4)} ({r.seconds:.2f}s)" for r in answer.evidence]
+    lines += [f"- `{r.tool}` {'✔' if r.ok else '✘'} {first_line(r.summary(4))} ({r.seconds:.2f}s)" for r in answer.evidence]
     return "\n".join(lines)
 
 
