@@ -141,7 +141,7 @@ def server(ui_home: Path):
 
     env = {"VQA_DATA_DIR": str(ui_home / "data"), "HF_HUB_OFFLINE": "1", "TMPDIR": str(ui_home),
            "GRADIO_TEMP_DIR": str(ui_home / "gradio"), "OMP_NUM_THREADS": "1"}
-    with serve(["--reasoner", "evidence", "--run-dir", str(ui_home / "asks")], log=ui_home / "ui.log",
+    with serve(["--reasoner", "evidence", "--tool-timeout", "600", "--run-dir", str(ui_home / "asks")], log=ui_home / "ui.log",
                env=env) as url:
         yield url
 

@@ -25,7 +25,7 @@ def small_run(work: Path) -> Path:
     run = work / "run"
     subprocess.run([sys.executable, "-c", "from agent.cli import main; main()", "batch", str(csv), "--images",
                     str(EXAMPLES), "--run-dir", str(run), "--out", str(run / "submission.csv"), "--reasoner",
-                    "evidence"], check=True, cwd=ui.ROOT)
+                    "evidence", "--tool-timeout", "600"], check=True, cwd=ui.ROOT)
     return run
 
 
@@ -35,7 +35,7 @@ def main(out: Path) -> None:
         work = Path(tmp)
         run = small_run(work)
         env = {"VQA_DATA_DIR": str(work / "data"), "HF_HUB_OFFLINE": "1"}
-        with ui.serve(["--reasoner", "evidence", "--run-dir", str(work / "ui")], log=work / "ui.log", env=env) as url, \
+        with ui.serve(["--reasoner", "evidence", "--tool-timeout", "600", "--run-dir", str(work / "ui")], log=work / "ui.log", env=env) as url, \
                 ui.browser() as page:
             page.goto(url)
             ui.ask(page, EXAMPLES / "images/shop_sign.jpg", "간판에 적힌 가게 이름은 무엇인가요?",
