@@ -111,6 +111,23 @@ def test_a_run_directory_becomes_rows_with_filters(tmp_path: Path) -> None:
         runs.load_run(tmp_path / "nothing")
 
 
+def test_the_runs_tab_shows_the_ablation_table_and_plot_when_the_run_has_them(tmp_path: Path) -> None:
+    from agent.ui.runs_tab import apply_filters, open_run
+
+    ResultsLog(tmp_path / "results.jsonl").append(answer("q1", gold="a"))
+    rows, summary, table, tools, qids, _, box, ablation, plot = open_run(str(tmp_path))
+    assert summary.startswith("**1 questions**") and "accuracy 0.0% (0/1)" in summary
+    assert table == [["q1", "b", "a", "no", 0.8, "", ""]] and qids["choices"] == ["q1"] and plot is None
+    assert box["visible"] is False
+    (tmp_path / "ablation.csv").write_text("arm,n,accuracy\nnone,1,0.0\nrouter,1,1.0\n", encoding="utf-8")
+    Image.new("RGB", (64, 32), (9, 9, 9)).save(tmp_path / "ablation.png")
+    *_, box, ablation, plot = open_run(str(tmp_path))
+    assert box["visible"] is True and ablation["value"] == [["none", "1", "0.0"], ["router", "1", "1.0"]]
+    assert ablation["headers"] == ["arm", "n", "accuracy"] and plot.size == (64, 32)
+    assert apply_filters(rows, True, False, 0, "any tool")[0] == table
+    assert apply_filters(rows, False, True, 0, "any tool")[0] == []
+
+
 def run_vqa(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*VQA, *args], capture_output=True, text=True, timeout=300, cwd=ROOT,
                           env={**os.environ, **(env or {})})
@@ -191,13 +208,15 @@ def test_chat_turns_about_one_image_go_into_the_vqa_chat_store(page, ui_home: Pa
 
     chat(page, EXAMPLES / "images/chelsea.jpg", "What animal is shown? | dog | cat")
     chat(page, None, "What colour are its eyes? | blue | green")
-    assert page.locator("#chat .bot").count() == 2
+    assert page.locator("#chat .bot-row", has_text="tools:").count() == 2
     store = ChatStore(ui_home / "data" / "chat.sqlite")
     try:
         [name] = store.sessions()
-        turns = store.state(name)["turns"]
+        state = store.state(name)
     finally:
         store.close()
+    turns = state["turns"]
+    assert state["settings"] == {"reasoner": "evidence", "tool_timeout": 600.0}  # what vqa chat --resume reuses
     assert [t["question"] for t in turns] == ["What animal is shown?", "What colour are its eyes?"]
     assert turns[0]["options"] == {"a": "dog", "b": "cat"} and turns[0]["image"] == turns[1]["image"]
 

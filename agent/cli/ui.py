@@ -70,7 +70,10 @@ def ui_cmd(
     with tempfile.TemporaryDirectory(prefix="vqa-ui-") as tmp, \
             Orchestrator(config=opts.config, tools=forced, **opts.given) as engine:
         db = default_db(run_dir)
-        app = build_app(engine, work or Path(tmp), chat_db=db, run_dir=str(runs or ""))
+        flags = {k: v for k, v in opts.given.items() if k != "api_key"}  # kept with chat sessions: never the key
+        if opts.config:
+            flags["config"] = str(opts.config.resolve())
+        app = build_app(engine, work or Path(tmp), chat_db=db, chat_flags=flags, run_dir=str(runs or ""))
         err.print(f"vqa ui: http://{host}:{port} (reasoner {engine.settings.reasoner}; Ctrl-C stops)", highlight=False)
         app.launch(server_name=host, server_port=port, auth=credentials, share=False, inbrowser=False, quiet=True,
                    show_error=False, allowed_paths=[str(images_dir(db))], css=CSS, footer_links=["api"],

@@ -1,7 +1,8 @@
 """``make screenshots``: a picture of each tab of ``vqa ui`` (evidence reasoner, offline) in ``docs/screenshots/``.
 
 Answers a small run of ``examples/`` with ``vqa batch`` first (for the Runs tab), then drives the system
-Chromium: Ask (a Korean OCR question on the shop sign), Chat (two turns) and Runs (that run, one trace open).
+Chromium: Ask (a Korean OCR question on the shop sign), Chat (two turns) and Runs (that run, one trace open);
+the PNGs are reduced to 256 colours.
 Usage: ``python -m agent.dev.screenshots [OUT_DIR]``.
 """
 
@@ -12,14 +13,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+from PIL import Image
+
 from agent.dev import ui_driver as ui
 
 EXAMPLES = ui.ROOT / "examples"
-RUN_ROWS = ("TRAIN_007", "TRAIN_008", "TRAIN_010")  # an OCR question, a wrong one, a right one
+RUN_ROWS = ("OCR_027", "OCR_028", "OCR_029")  # OCR questions about the bus stop sign (Korean and English)
 
 
 def small_run(work: Path) -> Path:
-    lines = (EXAMPLES / "train.csv").read_text(encoding="utf-8").splitlines()
+    lines = (EXAMPLES / "ocr_set.csv").read_text(encoding="utf-8").splitlines()
     csv = work / "small.csv"
     csv.write_text("\n".join([lines[0], *(ln for ln in lines if ln.startswith(RUN_ROWS))]) + "\n", encoding="utf-8")
     run = work / "run"
@@ -44,10 +47,18 @@ def main(out: Path) -> None:
             ui.chat(page, EXAMPLES / "images/milk_label.jpg", "우유의 용량은 얼마인가요? | 500mL | 1000mL | 2L")
             ui.chat(page, None, "What grade is the raw milk? | 1등급 | 2등급 | 3등급")
             page.screenshot(path=str(out / "chat.png"), full_page=True)
-            ui.open_run(page, run, "TRAIN_007")
+            ui.open_run(page, run, "OCR_027")
             page.screenshot(path=str(out / "runs.png"), full_page=True)
     for p in sorted(out.glob("*.png")):
+        shrink(p)
         print(f"{p} {p.stat().st_size // 1024} KB")
+
+
+def shrink(path: Path) -> None:
+    """256 colours, no dithering: a page of flat colours and one photo stays readable at a third of the bytes."""
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    small.save(path, optimize=True)
 
 
 if __name__ == "__main__":

@@ -96,10 +96,11 @@ def chat(page: Any, image: Path | None, message: str) -> None:
     page.get_by_role("tab", name="Chat").click()
     if image is not None:
         page.locator("#chat-image input[type=file]").set_input_files(str(image))
-    replies = page.locator("#chat .bot").count()
+    answered = page.locator("#chat .bot-row", has_text="tools:")  # a reply's last line: what ran (pending: "...")
+    replies = answered.count()
     page.locator("#chat-message textarea").fill(message)
     page.locator("#chat-send").click()
-    page.locator("#chat .bot").nth(replies).wait_for(timeout=ANSWER_TIMEOUT_MS)
+    answered.nth(replies).wait_for(timeout=ANSWER_TIMEOUT_MS)
 
 
 def open_run(page: Any, run_dir: Path, qid: str | None = None) -> None:

@@ -90,7 +90,7 @@ def ask_tab(engine: Any, work_dir: Path, roots: list[Path]) -> None:
             verdict = gr.Markdown(elem_id="answer")
             probs = gr.Label(label="Probability per option", elem_id="probs", show_heading=False)
             route = gr.Markdown(elem_id="route")
-            evidence = gr.Gallery(label="Evidence drawn by the tools", columns=2, height=420, object_fit="contain",
+            evidence = gr.Gallery(label="Evidence drawn by the tools", columns=2, height="auto", object_fit="contain",
                                   preview=False, elem_id="evidence")
             with gr.Accordion("Retrieved neighbours", open=True, visible=False, elem_id="neighbours") as near:
                 thumbs = gr.Gallery(label="Neighbours", columns=4, height=200, object_fit="contain")
@@ -107,9 +107,11 @@ def ask_tab(engine: Any, work_dir: Path, roots: list[Path]) -> None:
               [verdict, probs, route, evidence, near, thumbs, near_table, steps, prompt], api_visibility="private"))
 
 
-def build_app(engine: Any, work_dir: Path, *, chat_db: Path, run_dir: str = "") -> gr.Blocks:
+def build_app(engine: Any, work_dir: Path, *, chat_db: Path, chat_flags: dict | None = None,
+              run_dir: str = "") -> gr.Blocks:
     """The three tabs over ``engine`` (an ``Orchestrator``); files of Ask questions go under ``work_dir``, chat
-    sessions into ``chat_db`` (the store of ``vqa chat``); ``run_dir`` pre-fills the Runs tab."""
+    sessions into ``chat_db`` (the store of ``vqa chat``, started with ``chat_flags``: the settings flags without
+    the API key, for ``vqa chat --resume``); ``run_dir`` pre-fills the Runs tab."""
     kb = getattr(engine.settings, "kb", None)
     roots = [Path(kb), Path(kb).parent] if kb else []
     with gr.Blocks(title="vqa-orchestrator") as app:
@@ -119,7 +121,7 @@ def build_app(engine: Any, work_dir: Path, *, chat_db: Path, run_dir: str = "") 
             with gr.Tab("Ask", id="ask"):
                 ask_tab(engine, work_dir, roots + [Path.cwd()])
             with gr.Tab("Chat", id="chat"):
-                chat_tab.build(engine, chat_db)
+                chat_tab.build(engine, chat_db, chat_flags or {})
             with gr.Tab("Runs", id="runs"):
                 runs_tab.build(run_dir)
     app.queue(default_concurrency_limit=1)

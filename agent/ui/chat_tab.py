@@ -61,10 +61,10 @@ def images_dir(db: Path) -> Path:
 
 
 class ChatHandlers:
-    def __init__(self, engine: Any, db: Path, images: Path) -> None:
+    def __init__(self, engine: Any, db: Path, images: Path, flags: dict) -> None:
         from agent.chat import ChatRuntime, ChatStore
 
-        self.engine, self.images = engine, images
+        self.engine, self.images, self.flags = engine, images, flags
         self.store = ChatStore(db)
         self.runtime = ChatRuntime(engine.services)
 
@@ -91,7 +91,7 @@ class ChatHandlers:
                     raise message("expected a photo to talk about: upload one first")
                 name = name or time.strftime("chat-%Y%m%d-%H%M%S")
                 session = ChatSession(self.store, name, self.runtime)
-                session.start(photo, {"reasoner": self.engine.settings.reasoner}, None)
+                session.start(photo, self.flags, getattr(self.engine, "tools", None))
             else:
                 session = ChatSession(self.store, name, self.runtime)
                 current = session.state.get("image")
@@ -105,8 +105,8 @@ class ChatHandlers:
         return name, _messages(session.turns), "", gr.update(choices=self.store.sessions(), value=name)
 
 
-def build(engine: Any, db: Path) -> None:
-    h = ChatHandlers(engine, db, images_dir(db))
+def build(engine: Any, db: Path, flags: dict) -> None:
+    h = ChatHandlers(engine, db, images_dir(db), flags)
     name = gr.State(None)
     with gr.Row():
         with gr.Column(scale=2):

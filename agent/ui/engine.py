@@ -43,9 +43,10 @@ class Orchestrator:
                                        **settings).items() if v is not None}
         self.settings = SettingsFlags(Path(config) if config else None, given).settings()
         self.tools = _tools(tools)  # after the settings: the config file may register plug-in tools
-        self._stack = ExitStack()
-        self.services = self._stack.enter_context(open_services(self.settings, None, cache=False))
-        self._tmp = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="vqa-api-")))
+        with ExitStack() as stack:  # a model that fails to load leaves nothing behind
+            self.services = stack.enter_context(open_services(self.settings, None, cache=False))
+            self._tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vqa-api-")))
+            self._stack = stack.pop_all()
 
     def ask(self, image: str | Path | Image.Image | bytes, question: str, options: list[str] | dict[str, str], *,
             tools: str | list[str] | None = None, run_dir: str | Path | None = None) -> Answer:
