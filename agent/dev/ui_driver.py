@@ -85,7 +85,10 @@ def ask(page: Any, image: Path, question: str, options: list[str]) -> None:
     page.locator("#ask-image input[type=file]").set_input_files(str(image))
     page.locator("#ask-question textarea").fill(question)
     page.locator("#ask-options textarea").fill("\n".join(options))
+    earlier = page.locator("#answer h3").count()
     page.locator("#ask-button").click()
+    if earlier:  # the page clears the last answer first
+        page.locator("#answer h3").wait_for(state="detached", timeout=30_000)
     page.locator("#answer h3").wait_for(timeout=ANSWER_TIMEOUT_MS)
     page.wait_for_function("document.querySelector('#timings').innerText.includes('finish')", timeout=60_000)
     page.wait_for_timeout(1000)  # images finish decoding

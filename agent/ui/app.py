@@ -102,9 +102,11 @@ def ask_tab(engine: Any, work_dir: Path, roots: list[Path]) -> None:
             with gr.Accordion("Record (JSON)", open=False):
                 record = gr.JSON(elem_id="record")
     handler = AskHandler(engine, work_dir)
-    (button.click(handler, [image, question, options], record, api_name="ask", concurrency_id=MODEL)
+    shown = [verdict, probs, route, evidence, near, thumbs, near_table, steps, prompt]
+    (button.click(lambda: show_answer(None, None, None, []), None, shown, queue=False, api_visibility="private")
+     .then(handler, [image, question, options], record, api_name="ask", concurrency_id=MODEL)
      .success(lambda img, rec: show_answer(img, rec, engine.settings, roots), [image, record],
-              [verdict, probs, route, evidence, near, thumbs, near_table, steps, prompt], api_visibility="private"))
+              shown, api_visibility="private"))
 
 
 def build_app(engine: Any, work_dir: Path, *, chat_db: Path, chat_flags: dict | None = None,
