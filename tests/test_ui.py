@@ -79,6 +79,22 @@ def test_overlays_scale_from_the_size_their_boxes_refer_to(tmp_path: Path) -> No
     assert caption == "ocr · annotated" and np.asarray(shown)[0, 0].tolist() == [1, 2, 3]
 
 
+def test_retrieved_neighbours_become_thumbnails_with_scores_and_table_rows(tmp_path: Path) -> None:
+    from agent.schema import RetrievedEntry, RetrieveEvidence
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (800, 400), (200, 10, 10)).save(tmp_path / "images" / "sign.jpg")
+    entries = [RetrievedEntry(id="TRAIN_1", kind="question", score=0.91, text="간판 이름은?", answer="a",
+                              answer_text="행복분식", image="images/sign.jpg"),
+               RetrievedEntry(id="P_2", kind="passage", score=0.5, text="A passage.")]
+    ev = RetrieveEvidence(kb="kb", embedder="e5", entries=entries)
+    thumbs, rows = views.neighbours(answer(evidence=[ToolResult(tool="retrieve", ok=True, evidence=ev)]),
+                                    [tmp_path / "elsewhere", tmp_path])
+    [(thumb, caption)] = thumbs  # the passage has no image
+    assert caption == "TRAIN_1 · score 0.91 · 행복분식" and thumb.size == (256, 128)
+    assert rows == [["TRAIN_1", "question", "0.910", "간판 이름은?", "행복분식"], ["P_2", "passage", "0.500", "A passage.", ""]]
+
+
 def test_the_page_text_of_an_answer_shows_route_failures_and_bars() -> None:
     bad = ToolResult(tool="som", ok=False, error="ToolError: no segmenter\nTraceback (most recent call last): ...")
     a = answer(evidence=[ocr_result(("행복분식", [0, 0, 9, 9])), bad], skipped={"detect": "unavailable: no weights"})
