@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO := runs/demo
 
-.PHONY: install system-deps demo test test-fast tiny clean
+.PHONY: install system-deps demo test test-fast tiny screenshots clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,ray]'
+	$(BIN)/pip install -q -e '.[dev,ray,ui]'
 	touch $@
 
 # Tesseract with Korean (offline Korean OCR) and a Hangul font (labels on annotated images, Korean in trace pages),
@@ -38,6 +38,10 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# A picture of each tab of `vqa ui` (evidence reasoner, offline) in docs/screenshots/, taken in the system Chromium.
+screenshots: install
+	$(BIN)/python -m agent.dev.screenshots docs/screenshots
 
 tiny: install
 	$(BIN)/vqa dev make-tiny .tiny

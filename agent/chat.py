@@ -61,6 +61,14 @@ class ChatRuntime:
     history_turns: int = HISTORY_TURNS
 
 
+def parse_line(line: str) -> tuple[str, dict[str, str]]:
+    """A chat line: ``"Q | x | y"`` -> ``("Q", {"a": "x", "b": "y"})``; ``"Q"`` -> ``("Q", {})``."""
+    from agent.schema import LETTERS
+
+    question, *options = [part.strip() for part in line.split("|")]
+    return question, dict(zip(LETTERS, options))
+
+
 def shown_answer(turn: Turn) -> str:
     """``"b. 검은색"`` for a multiple-choice turn, the text for an open one."""
     if turn["options"]:

@@ -28,14 +28,6 @@ HELP = ("Ask a question; add options after '|' (What colour is the cup? | white 
         "  /quit              leave (the session is saved; continue it with --resume)")
 
 
-def parse_line(line: str) -> tuple[str, dict[str, str]]:
-    """``"Q | x | y"`` -> ``("Q", {"a": "x", "b": "y"})``; ``"Q"`` -> ``("Q", {})``."""
-    from agent.schema import LETTERS
-
-    question, *options = [part.strip() for part in line.split("|")]
-    return question, dict(zip(LETTERS, options))
-
-
 @settings_flags()
 def chat_cmd(
     image: Annotated[Optional[Path], typer.Argument(help="The photo (not needed with --resume).")] = None,
@@ -107,6 +99,8 @@ def chat_cmd(
 
 def _loop(chat: Any, out: Console, info: Console, interactive: bool, reasoner: str) -> None:
     from pydantic import ValidationError
+
+    from agent.chat import parse_line
 
     if interactive:
         try:
