@@ -210,14 +210,13 @@ class Orchestrator:
                 services = with_tool_caller(services, s)
             yield services
             return
-        from agent.distributed import RayExecutor
         from agent.planners import PlannerSettings, check_planner
         from agent.reasoners import load_reasoner
         from agent.services import Services
 
         check_planner(s.planner)
         reasoner = load_reasoner(s.reasoner, **s.reasoner_kwargs())  # not loaded: the workers do that
-        with RayExecutor(self.cluster, s, run, images_root=images) as executor:
+        with self.cluster.executor(s, run, images_root=images) as executor:
             yield Services(reasoner=reasoner, tool_settings=s.tool_settings(), artifacts_dir=run / "artifacts",
                            images_root=images, executor=executor, planner=PlannerSettings.from_settings(s))
             self.cluster_note = executor.describe()
@@ -361,9 +360,11 @@ class Orchestrator:
         questions, _, _ = labelled(rows, csv_path)  # fail before loading any model
         arms = tool_list("all" if ablate_tools is None else ablate_tools) or []
         planners = planner_list(ablate_planners)
-        if self.cluster is not None and (circular or planners or (ablate and self.settings.planner != "rules")):
-            raise ConfigError("circular evaluation and planner arms do not run on Ray workers yet; drop --ray, or "
-                              "run the tool ablation with --planner rules on it")
+        if self.cluster is not None and circular:
+            raise ConfigError("--circular does not run on Ray workers yet; drop --ray, or run --circular without it")
+        if self.cluster is not None and (planners or (ablate and self.settings.planner != "rules")):
+            raise ConfigError("planner arms do not run on Ray workers yet (each worker keeps the run's planner); "
+                              "drop --ray, or run the tool ablation with --planner rules on it")
         made = self.provenance(None, limit=limit)
         s = self.settings
         with locked(run, "vqa eval"):

@@ -2,7 +2,7 @@
 by Ray actors.
 
 Each worker (``RowWorker``, one Ray actor) builds the reasoner and the tools once, from the driver's own
-``Settings`` (``agent.cli.common.open_services``, the same code as without Ray), and answers chunks of
+``Settings`` (an ``agent.api.Orchestrator``, the same code as without Ray), and answers chunks of
 ``batch_size`` questions with ``LocalExecutor``, so batching, debiasing and the temperature work as in one process.
 A chunk comes back as its ``Answer``\\ s plus the trace events its questions made (held in memory on the worker);
 the driver alone appends them to ``results.jsonl`` and ``trace.jsonl`` and writes ``failed.csv`` and the
@@ -82,6 +82,10 @@ class Cluster:
             raise ConfigError(f"--gpus-per-worker and --cpus-per-worker must be >= 0, found {self.gpus_per_worker} "
                               f"and {self.cpus_per_worker}")
 
+    def executor(self, settings: Any, run_dir: Path, images_root: Path | None = None) -> RayExecutor:
+        """The ``RayExecutor`` answering a run's questions on this cluster's workers (a context manager)."""
+        return RayExecutor(self, settings, run_dir, images_root=images_root)
+
 
 def worker_settings(settings: Any, workers: int) -> list[Any]:
     """One ``Settings`` per worker: a comma list in ``base_url`` gives worker ``i`` URL ``i mod n`` (one server per
@@ -127,8 +131,8 @@ class _HeldLines:
         with self._lock:
             self.lines.append(line)
 
-    def sync(self) -> None:
-        pass
+    def sync(self, *, when_due: bool = False) -> None:
+        """Nothing to flush: the driver writes (and syncs) these lines."""
 
 
 @dataclass
@@ -162,17 +166,14 @@ class RowWorker:
             raise ConfigError(f"the driver's folder {cwd} does not exist on {socket.gethostname()}: run vqa from a "
                               "shared filesystem mounted at the same path on every machine")
         os.chdir(cwd)  # relative paths (CSV images, --run-dir, --cache) mean what they mean on the driver
-        from agent.cli.common import open_services
-        from tools import register
-
-        for name, spec in settings.tools.classes.items():  # plug-in tools, as SettingsFlags.settings registers them
-            register(name, spec)
+        from agent.api import Orchestrator  # registers the config file's plug-in tools
         self.index, self.run_dir = index, Path(run_dir)
         self._stack = ExitStack()
         self.failure: str | None = None  # why the services could not be built (a bad model path, a tool setting)
         try:
-            self.services: Services = self._stack.enter_context(
-                open_services(settings, self.run_dir, images_root=Path(images_root) if images_root else None))
+            orch = self._stack.enter_context(Orchestrator(settings=settings))
+            self.services: Services = orch.services(self.run_dir,
+                                                    images_root=Path(images_root) if images_root else None)
         except VqaError as exc:  # reported by ready(), as one line, instead of a dead actor's traceback
             self.failure = str(exc)
         self._pools: dict[str | None, ToolPool] = {}  # one per artifacts folder (an eval arm), as run_arm does
@@ -251,9 +252,13 @@ class RayExecutor:
         c = self.cluster
         if not ray.is_initialized():
             if c.address == "local":
-                ray.init(address="local", num_cpus=max(1, math.ceil(c.workers * c.cpus_per_worker)),
-                         include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE, logging_level=logging.WARNING,
-                         log_to_driver=False)
+                try:
+                    ray.init(address="local", num_cpus=max(1, math.ceil(c.workers * c.cpus_per_worker)),
+                             include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE,
+                             logging_level=logging.WARNING, log_to_driver=False)
+                except (OSError, RuntimeError, ValueError) as exc:  # e.g. a RAY_TMPDIR too deep for Unix sockets
+                    raise ConfigError(f"--ray local: cannot start a local Ray cluster ({exc}); with a long RAY_TMPDIR "
+                                      "path, point it at a short folder (e.g. RAY_TMPDIR=/tmp/ray)") from None
             else:
                 check_reachable(c.address)
                 try:

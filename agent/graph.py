@@ -32,7 +32,7 @@ from agent.reasoners.base import ReasonRequest
 from agent.schema import Answer, Decision, Question, Round, Route, Step, ToolResult
 from agent.services import Services
 from agent.toolpool import ToolStuck, ToolTimeout
-from tools import REGISTRY as TOOL_REGISTRY
+from tools import tool_names
 
 
 class VQAState(TypedDict, total=False):
@@ -111,8 +111,9 @@ def route_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
     forced = state.get("forced_tools")
     chosen = (Route(tools=list(forced), method="forced") if forced is not None
               else s.router.route(q.text, list(q.options.values())))
+    registered = set(tool_names())  # the registry as it is now (a config file may register plug-ins)
     skipped = {t: "not registered (a plug-in tool needs [tools.register] in the config file)"
-               for t in chosen.tools if t not in TOOL_REGISTRY}
+               for t in chosen.tools if t not in registered}
     for t in chosen.tools:  # a tool whose load failed earlier in this process is not tried again
         if t not in skipped and (why := s.unavailable(t)):
             skipped[t] = f"unavailable: {why}"
@@ -149,7 +150,9 @@ def vlm_plan_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
 
     out = plan(state["question"], state["image"], runtime.context, state.get("forced_tools"))
     calls = [c for r in out.rounds for c in r.calls]
-    return NodeOutput({"results": out.results, "rounds": out.rounds, "errors": out.errors},
+    # the reason node's round that follows records the decision over what the model gathered, not new calls
+    return NodeOutput({"results": out.results, "rounds": out.rounds, "errors": out.errors, "round_tools": [],
+                       "why": "decision after planning", "round_started": time.time()},
                       detail={"steps": len(out.rounds), "calls": len(calls), "failed": sum(not c.ok for c in calls)},
                       error="; ".join(out.errors) or None)
 
@@ -194,7 +197,7 @@ def next_tools(state: VQAState, s: Services) -> tuple[str | None, list[str]]:
     if why is None:
         return None, []
     tried = [r.tool for r in state.get("results", [])]
-    return why, candidates(state["route"], tried, list(TOOL_REGISTRY), s.costs, s.unavailable)
+    return why, candidates(state["route"], tried, tool_names(), s.costs, s.unavailable)
 
 
 @timed("escalate")

@@ -427,7 +427,7 @@ def test_eval_tables_never_cut_arm_or_category_names(monkeypatch: pytest.MonkeyP
     arms = ["router", "-ocr+detect+som+retrieve", "plugin:mean_color_and_friends"]
     s = Summary(n=4, correct=2, accuracy=0.5, ci_low=0.15, ci_high=0.85)
     row = {"n": 4, "accuracy": 0.5, "ci_low": 0.15, "ci_high": 0.85, "delta_vs_router": 0.0, "mcnemar_p": 1.0,
-           "s_per_q": 0.07}
+           "s_per_q": 0.07, "calls_per_q": 1.0, "tool_s_per_q": 0.5}
     m = Metrics(csv=None, run="r", created="now", reasoner="evidence", n=4, correct=2, accuracy=0.5, ci_low=0.15,
                 ci_high=0.85, row_errors=0, unlabelled=0, failed=0, s_per_q=0.1, debias=False, category_source="router",
                 per_category={"detect+som+retrieve+ocr": s}, tool_runs={},

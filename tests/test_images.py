@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import PIL
 import pytest
 from PIL import Image, ImageFile
 
@@ -79,6 +80,8 @@ def test_every_mode_becomes_rgb_with_alpha_over_white(tmp_path: Path, case: str)
     build, name, mode, left, right = MODE_CASES[case]
     build(tmp_path / name)
     with Image.open(tmp_path / name) as raw:
+        if case == "ycbcr_tiff" and raw.mode == "RGB":  # Pillow >= 12 converts YCbCr TIFFs to RGB on reading
+            pytest.skip(f"Pillow {PIL.__version__} reads YCbCr TIFFs as RGB: no YCbCr file to test with")
         assert raw.mode == mode
     loaded = load_image(tmp_path / name)
     assert loaded.image.mode == "RGB"

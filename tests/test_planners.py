@@ -165,8 +165,12 @@ def test_the_vlm_planner_without_a_tool_calling_model_is_a_one_line_error_before
         check_planner("oracle")
 
 
-def test_ask_json_shows_two_rounds_and_the_trace_shows_them(page: Path, tmp_path: Path) -> None:
+def test_ask_json_shows_two_rounds_and_the_trace_shows_them(page: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from agent.cli import app
+    from agent.cli.common import out
+
+    monkeypatch.setattr(out, "_width", 200)  # the console's width is fixed when it is made (another test's COLUMNS)
 
     cfg = tmp_path / "vqa.toml"
     cfg.write_text('[ocr]\nengine = "tesseract"\ntesseract_boxes = "tesseract"\n', encoding="utf-8")

@@ -9,9 +9,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,9 +32,22 @@ def vqa(*args: object, env: dict[str, str] | None = None, timeout: float = 400) 
                                **(env or {})})
 
 
+_RAY_DIRS: list[str] = []
+
+
 def ray_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Ray's session folder (sockets included, so the path stays short) inside the test's temporary files."""
-    return {"RAY_TMPDIR": str(tmp_path_factory.mktemp("ray"))}
+    """Ray's session folder in its own short temporary folder: its Unix socket paths must stay under 108 bytes, which
+    pytest's (xdist's) temporary paths exceed; removed at the end of the session."""
+    d = tempfile.mkdtemp(prefix="vqa-ray-", dir="/tmp")
+    _RAY_DIRS.append(d)
+    return {"RAY_TMPDIR": d}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_ray_dirs() -> Iterator[None]:
+    yield
+    for d in _RAY_DIRS:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def rows_csv(path: Path, n: int) -> Path:

@@ -86,9 +86,11 @@ def test_the_called_tool_runs_its_output_goes_back_and_the_question_is_answered(
     assert replies(second)[call["id"]].startswith(f'text="{SIGN_TEXT}" confidence=')
     # two steps: the call, then the answer; then the reason node scored the letter over the OCR result
     assert [(r["index"], r["planner"], r["why"]) for r in rec["rounds"]] == [(1, "vlm", "I will read the sign."),
-                                                                              (2, "vlm", "b")]
+                                                                              (2, "vlm", "b"),
+                                                                              (3, "vlm", "decision after planning")]
     assert rec["rounds"][0]["calls"] == [{"tool": "ocr", "args": {}, "ok": True, "error": None, "cached": False}]
-    assert rec["rounds"][1]["calls"] == []
+    assert rec["rounds"][1]["calls"] == [] and rec["rounds"][2]["calls"] == []  # the reason node's round
+    assert rec["rounds"][2]["answer"] == rec["answer"] and rec["rounds"][2]["confidence"] is not None
     assert rec["tools"] == ["ocr"] and rec["evidence"][0]["evidence"]["spans"][0]["text"] == SIGN_TEXT
     assert len(scoring) == 1 and f'text=\\"{SIGN_TEXT}\\"' in json.dumps(scoring[0]) and rec["answer"] == "b"
     assert [s["node"] for s in rec["steps"]] == ["load_image", "route", "vlm_plan", "reason", "finish"]
@@ -115,14 +117,14 @@ def test_unknown_tools_bad_arguments_and_malformed_json_are_answered_as_errors(s
     # every call got a tool message back, each an error the model can read; no tool ran
     sent = replies(second)
     assert len(sent) == 3 and all(text.lower().startswith("error") for text in sent.values())
-    assert rec["tools"] == [] and len(rec["rounds"]) == 2 and rec["answer"] in ("a", "b")
+    assert rec["tools"] == [] and len(rec["rounds"]) == 3 and rec["answer"] in ("a", "b")
 
 
 def test_the_same_call_forever_ends_within_max_steps_and_runs_the_tool_once(sign, config) -> None:
     with FakeOpenAIServer(Script(forever=Turn([("ocr", '{"language": "en"}')]))) as srv:
         rec = ask_server(srv, sign, config, "--max-steps", "3")
         asked = len(tool_requests(srv))
-    assert asked == 3 and len(rec["rounds"]) == 3
+    assert asked == 3 and len(rec["rounds"]) == 4  # three model turns, then the decision
     assert [c["ok"] for r in rec["rounds"] for c in r["calls"]] == [True, False, False]
     assert rec["rounds"][2]["calls"][0]["error"].startswith("repeated call")
     assert rec["tools"] == ["ocr"] and rec["method"] == "logits" and rec["answer"] == "b"
@@ -131,7 +133,8 @@ def test_the_same_call_forever_ends_within_max_steps_and_runs_the_tool_once(sign
 def test_a_model_that_fails_ends_the_planning_and_the_question_is_still_answered(sign, config) -> None:
     with FakeOpenAIServer(Script(fail=[400])) as srv:  # the first planning request is refused (400: not retried)
         rec = ask_server(srv, sign, config)
-    assert rec["rounds"] == [] and rec["method"] == "logits" and rec["answer"] == "b"
+    assert [r["why"] for r in rec["rounds"]] == ["decision after planning"]
+    assert rec["method"] == "logits" and rec["answer"] == "b"
     assert [e for e in rec["errors"] if e.startswith("vlm planner stopped:") and "injected HTTP 400" in e]
     plan_step = next(s for s in rec["steps"] if s["node"] == "vlm_plan")
     assert not plan_step["ok"] and "injected HTTP 400" in plan_step["error"]
@@ -170,7 +173,7 @@ def test_parse_tool_calls(raw: str, content: str, calls: list, errors: list) -> 
 def test_a_conversation_renders_through_the_qwen3_template_with_tools(tiny_dir: Path) -> None:
     from transformers import AutoProcessor
 
-    from tools.langchain import langchain_tools
+    from tools import langchain_tools
 
     processor = AutoProcessor.from_pretrained(tiny_dir / "vlm-qwen3-vl")
     photo = "data:image/png;base64," + __import__("base64").b64encode(_png()).decode()
@@ -204,7 +207,8 @@ def test_the_tiny_qwen_plans_in_process_within_its_step_budget(tiny_dir: Path, s
     rec = json.loads(r.stdout)
     # random weights: whatever it says, each turn is parsed into calls (run, or refused with a reason) and the
     # planning stops after at most two turns; then the letter is scored from the logits as usual
-    assert 1 <= len(rec["rounds"]) <= 2 and all(r["planner"] == "vlm" for r in rec["rounds"])
+    assert 2 <= len(rec["rounds"]) <= 3 and all(r["planner"] == "vlm" for r in rec["rounds"])
+    assert rec["rounds"][-1]["why"] == "decision after planning"
     assert all(c["ok"] or c["error"] for r in rec["rounds"] for c in r["calls"])
     assert rec["method"] == "logits" and rec["answer"] in ("a", "b")
     assert "vlm_plan" in [s["node"] for s in rec["steps"]]
@@ -231,4 +235,5 @@ def test_with_no_tools_given_there_is_nothing_to_plan(sign, config) -> None:
     with FakeOpenAIServer(Script(forever=Turn([("ocr", "{}")]))) as srv:
         rec = ask_server(srv, sign, config, "--tools", "none")
         assert tool_requests(srv) == []
-    assert rec["rounds"] == [] and rec["errors"] == [] and rec["tools"] == [] and rec["answer"] == "b"
+    assert [r["why"] for r in rec["rounds"]] == ["decision after planning"]
+    assert rec["errors"] == [] and rec["tools"] == [] and rec["answer"] == "b"

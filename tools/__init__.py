@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -186,9 +186,17 @@ def plugin_routing() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     return rules, examples
 
 
-def langchain_tools(names: list[str] | None = None, **settings: Any) -> list:
-    """Every registered tool (or those in ``names``) as a LangChain ``BaseTool`` (``tools.langchain``; imported
-    here on first call, so the registry stays light)."""
-    from tools.langchain import langchain_tools as build
+def langchain_tools(names: Sequence[str] | None = None, *, runner: Any = None,
+                    **settings: Mapping[str, Any]) -> list:
+    """One LangChain ``BaseTool`` per registered tool (or per name in ``names``), in registry order
+    (``tools.langchain``, imported on first call so the registry stays light). ``settings``: each tool's
+    constructor settings by tool name, as in the config file (``ocr={"engine": "tesseract"}``); ``runner``: how a
+    call runs the tool (default: on the image file it names). No weights load until a tool first runs."""
+    from tools.langchain import as_langchain_tool, run_file
 
-    return build(names, **settings)
+    registered = tool_names()
+    unknown = sorted(set(settings) - set(registered)) + [n for n in names or () if n not in registered]
+    if unknown:
+        raise ConfigError(f"unknown tool(s) {unknown}: expected names from {registered}")
+    wanted = [n for n in registered if names is None or n in names]
+    return [as_langchain_tool(load_tool(n, **dict(settings.get(n, {}))), runner or run_file) for n in wanted]

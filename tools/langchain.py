@@ -21,7 +21,7 @@ Calling one runs the real tool (``Tool.run``: a failure is data, never an except
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,7 +29,7 @@ from langchain_core.tools import BaseTool
 from langgraph.prebuilt import InjectedState
 from pydantic import BaseModel, Field, create_model
 
-from agent.errors import ConfigError, ImageError
+from agent.errors import ImageError
 from agent.images import load_image
 from agent.schema import Question, ToolResult
 from tools.base import NoArgs, Tool
@@ -99,18 +99,3 @@ def as_langchain_tool(tool: Tool, runner: Runner = run_file) -> VqaTool:
     """``tool`` as a LangChain tool that runs through ``runner``."""
     cls = type(tool)
     return VqaTool(name=cls.name, description=card(cls), args_schema=input_schema(cls), tool=tool, runner=runner)
-
-
-def langchain_tools(names: Sequence[str] | None = None, *, runner: Runner = run_file,
-                    **settings: Mapping[str, Any]) -> list[BaseTool]:
-    """One LangChain tool per registered tool (or per name in ``names``), in registry order. ``settings``: each
-    tool's constructor settings by tool name, as in the config file (``ocr={"engine": "tesseract"}``). No weights
-    load until a tool first runs."""
-    from tools import load_tool, tool_names
-
-    registered = tool_names()
-    unknown = sorted(set(settings) - set(registered)) + [n for n in names or () if n not in registered]
-    if unknown:
-        raise ConfigError(f"unknown tool(s) {unknown}: expected names from {registered}")
-    wanted = [n for n in registered if names is None or n in names]
-    return [as_langchain_tool(load_tool(n, **dict(settings.get(n, {}))), runner) for n in wanted]

@@ -60,11 +60,10 @@ class ToolCaller:
     max_pixels: int | None = None
 
 
-def tool_caller(settings: Settings, reasoner: Any) -> ToolCaller | None:
-    """The model ``--planner vlm`` plans with, or ``None`` for another planner. A ``ConfigError`` when the reasoner
-    has no model that can call tools, or (in-process) when the checkpoint's chat template cannot show tools."""
-    if settings.planner != "vlm":
-        return None
+def tool_caller(settings: Settings, reasoner: Any) -> ToolCaller:
+    """The model the ``vlm`` planner plans with (``--planner vlm``, or a ``planner:vlm`` ablation arm). A
+    ``ConfigError`` when the reasoner has no model that can call tools, or (in-process) when the checkpoint's chat
+    template cannot show tools."""
     if settings.reasoner == "evidence":
         raise ConfigError("--planner vlm needs a model that can call tools, and the evidence reasoner has none; "
                           "use --reasoner qwen (in-process) or --backend openai --base-url URL, or another --planner")
