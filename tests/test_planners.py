@@ -158,7 +158,7 @@ def test_the_vlm_planner_without_a_tool_calling_model_is_a_one_line_error_before
     p = subprocess.run([VQA, *map(str, args), "--reasoner", "evidence"], capture_output=True, text=True, env=ENV,
                        timeout=300)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
-    assert p.stderr.startswith("error: --planner vlm needs a model that can call tools"), p.stderr
+    assert p.stderr.strip().startswith("error: --planner vlm needs a model that can call tools"), p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "arms").exists()
     with pytest.raises(ConfigError, match="unknown planner"):
