@@ -113,7 +113,8 @@ def open_run(page: Any, run_dir: Path, qid: str | None = None) -> None:
     page.locator("#runs-open").click()
     page.locator("#runs-summary strong").wait_for(timeout=60_000)
     if qid is not None:
-        cell = page.locator("#runs-table").get_by_text(qid, exact=True).first
-        cell.wait_for(state="visible", timeout=60_000)  # the table renders after the summary (slow under load)
+        # the table renders after the summary (slow under load), and Gradio keeps hidden copies of its cells
+        cell = page.locator("#runs-table").get_by_text(qid, exact=True).filter(visible=True).first
+        cell.wait_for(state="visible", timeout=60_000)
         cell.click(timeout=60_000)
         page.frame_locator("#runs-trace iframe").locator(f'[data-qid="{qid}"]').wait_for(timeout=60_000)
