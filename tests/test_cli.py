@@ -450,3 +450,21 @@ def test_dev_schema_writes_the_answer_schema_and_check_fails_when_it_is_stale(tm
     path.write_text("{}", encoding="utf-8")
     p = vqa("dev", "schema", "--out", path, "--check")
     assert p.returncode == 1 and "out of date" in p.stderr and "vqa dev schema --out" in p.stderr
+
+
+def test_piped_output_keeps_a_wide_table_row_on_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """A log file or a notebook's ``!vqa eval`` is not a terminal: Rich's 80 columns folded the 13-column ablation
+    table into one-character cells; ``COLUMNS`` still wins."""
+    from rich.table import Table
+
+    from agent.cli.common import _stdout_console
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    console = _stdout_console()
+    table = Table("arm", *(f"column {i}" for i in range(12)))
+    table.add_row("without:retrieve", *(f"{i}.00%" for i in range(12)))
+    console.print(table)
+    lines = capsys.readouterr().out.splitlines()
+    assert any("without:retrieve" in line and "11.00%" in line for line in lines), lines
+    monkeypatch.setenv("COLUMNS", "100")
+    assert _stdout_console().width == 100

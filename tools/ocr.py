@@ -16,6 +16,7 @@ import os
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -206,6 +207,13 @@ class OcrEngine(Protocol):
 
 def _easyocr_reader(languages: Sequence[str], model_dir: Path, gpu: bool, recognizer: bool = True):
     import easyocr
+
+    # EasyOCR's CPU path quantizes its LSTM (a torch deprecation notice) and asks its DataLoader for pinned memory
+    # without an accelerator: two warnings per read that say nothing to a user (a filter, not catch_warnings,
+    # which is not thread-safe)
+    warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
+    warnings.filterwarnings("ignore", message=r"'pin_memory' argument is set as true but no accelerator",
+                            category=UserWarning)
 
     try:
         return easyocr.Reader(list(languages), gpu=gpu, model_storage_directory=str(model_dir),

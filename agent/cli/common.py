@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import sys
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -32,7 +33,18 @@ if TYPE_CHECKING:
     from agent.services import Services
     from agent.trace.events import TraceWriter
 
-out = Console()
+
+
+def _stdout_console() -> Console:
+    """Standard output. A terminal gets its own width (``COLUMNS`` wins); a pipe, a log file or a notebook's ``!vqa``
+    cell gets wide lines, since Rich's default of 80 columns there folds every table cell into a narrow column."""
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 200
+    return console
+
+
+out = _stdout_console()
 err = Console(stderr=True, soft_wrap=True)  # error messages stay on one line (paths, commands to copy)
 
 Opt = typer.Option
