@@ -468,3 +468,25 @@ def test_piped_output_keeps_a_wide_table_row_on_one_line(monkeypatch: pytest.Mon
     assert any("without:retrieve" in line and "11.00%" in line for line in lines), lines
     monkeypatch.setenv("COLUMNS", "100")
     assert _stdout_console().width == 100
+
+
+def test_progress_without_a_terminal_prints_plain_lines(capsys) -> None:
+    """A log file or a notebook cell gets a line now and then and one at the end, never a bar drawn only at exit."""
+    import threading
+
+    from rich.progress import Progress
+
+    from agent.cli.progress import RowProgress
+
+    bar = RowProgress(Progress(disable=True), "answering", lines_every=3600)
+    bar.start(3)
+    for _ in range(3):
+        worker = threading.Thread(target=bar.done)
+        worker.start()
+        worker.join()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("answering: 3/3 rows, ") and "rows/s" in lines[0], lines
+    bar = RowProgress(Progress(disable=True), "router", lines_every=0)
+    bar.start(2)
+    bar.done()
+    assert capsys.readouterr().err.splitlines() == ["router: 1/2 rows"]
