@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.config import Settings, load_settings
 from agent.errors import ConfigError, DataError, ImageError, InputError
+from agent.fileio import atomic_write
 from agent.schema import LETTERS, Answer, Question
 
 if TYPE_CHECKING:
@@ -299,9 +300,7 @@ class Orchestrator:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{hashlib.sha256(data).hexdigest()[:20]}.img"
         if not path.exists():
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            atomic_write(path, data)
         return path
 
     # ------------------------------------------------------------------ a CSV

@@ -139,14 +139,19 @@ LIBRARIES = ("torch", "transformers", "peft", "langgraph", "pydantic")
 _SECRET_FLAGS = ("--api-key",)
 
 
-def package_version() -> str:
-    """This package's installed version (``0+unknown`` when it runs from a folder that was never installed)."""
+def dist_version(dist: str) -> str | None:
+    """The installed version of the distribution ``dist``, or ``None`` when it is not installed."""
     from importlib import metadata
 
     try:
-        return metadata.version(PACKAGE)
+        return metadata.version(dist)
     except metadata.PackageNotFoundError:
-        return "0+unknown"
+        return None
+
+
+def package_version() -> str:
+    """This package's installed version (``0+unknown`` when it runs from a folder that was never installed)."""
+    return dist_version(PACKAGE) or "0+unknown"
 
 
 def git_commit(root: Path | None = None) -> str | None:
@@ -182,17 +187,9 @@ def command_line(argv: list[str]) -> str:
 def provenance(settings: Any, *, command: str | None = None, limit: int | None = None) -> dict[str, Any]:
     """What produced a run besides its identity: package version, git commit, seed, planner settings, the command
     line (secrets hidden), row limit, Python and library versions, and when."""
-    from importlib import metadata
-
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
     return {"package": PACKAGE, "version": package_version(), "git_commit": git_commit(),
             "seed": getattr(settings, "seed", None), "limit": limit,
             "planner": {k: getattr(settings, k) for k in PLANNER_SETTINGS if hasattr(settings, k)},
             "command": command, "python": platform.python_version(),
-            "libraries": {name: version(name) for name in LIBRARIES},
+            "libraries": {name: dist_version(name) for name in LIBRARIES},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

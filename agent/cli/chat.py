@@ -52,9 +52,7 @@ def chat_cmd(
     interactive = sys.stdin.isatty()
     out = Console(highlight=False, emoji=False)
     info = out if interactive else Console(stderr=True, highlight=False, emoji=False)  # a pipe's stdout: answers only
-    flags = {k: v for k, v in opts.given.items() if k != "api_key"}  # kept with the session: never the API key
-    if opts.config:
-        flags["config"] = str(opts.config.resolve())
+    flags = opts.kept()
     try:
         store = ChatStore(default_db(run_dir))
     except DataError as exc:

@@ -14,8 +14,7 @@ import inspect
 import os
 import sys
 import types
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, Union, get_args, get_origin
@@ -30,9 +29,6 @@ from agent.config import Settings, load_settings
 if TYPE_CHECKING:
     from agent.api import Orchestrator
     from agent.distributed import Cluster
-    from agent.services import Services
-    from agent.trace.events import TraceWriter
-
 
 
 def _stdout_console() -> Console:
@@ -179,6 +175,13 @@ class SettingsFlags:
             register(name, spec)  # a wrong path is a ConfigError: one line, exit 2
         return settings
 
+    def kept(self) -> dict[str, Any]:
+        """The flags a chat session keeps to answer again later: never the API key; the config file's absolute path."""
+        flags = {k: v for k, v in self.given.items() if k != "api_key"}
+        if self.config:
+            flags["config"] = str(self.config.resolve())
+        return flags
+
 
 def settings_flags(*extra: Flag) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Add ``--config``, ``FLAGS`` and ``extra`` to a command whose ``opts`` parameter receives them as one
@@ -219,18 +222,6 @@ def fail(msg: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-@contextmanager
-def open_services(settings: Settings, run_dir: Path | None, *, images_root: Path | None = None,
-                  cache: bool = True) -> Iterator[Services]:
-    """The graph's services of an ``agent.api.Orchestrator`` with the reasoner loaded now (a bad model fails before
-    any question runs), closed on the way out, errors and Ctrl-C included. ``cache``: open the tool cache the
-    settings name (``RUN/cache``)."""
-    from agent.api import Orchestrator
-
-    with Orchestrator(settings=settings) as orch:
-        yield orch.services(run_dir, images_root=images_root, cache=cache)
-
-
 def orchestrator(settings: Settings, forced: list[str] | None = None, cluster: Cluster | None = None) -> Orchestrator:
     """The ``agent.api.Orchestrator`` a command runs on (``cluster``: answering on Ray workers), recording this
     command line in its run directories."""
@@ -239,13 +230,6 @@ def orchestrator(settings: Settings, forced: list[str] | None = None, cluster: C
 
     return Orchestrator(settings=settings, tools=forced, command=command_line(["vqa", *sys.argv[1:]]),
                         cluster=cluster)
-
-
-def trace_writer(run_dir: Path) -> TraceWriter:
-    """``RUN/trace.jsonl`` with the export sinks the environment asks for (``VQA_TRACE_EXPORT``)."""
-    from agent.api import trace_writer
-
-    return trace_writer(run_dir)
 
 
 def tools(spec: str | None) -> list[str] | None:

@@ -79,10 +79,7 @@ def ui_cmd(
             orchestrator(settings, forced) as engine:
         engine.load()  # a model that cannot load fails before the page is served
         db = default_db(run_dir)
-        flags = {k: v for k, v in opts.given.items() if k != "api_key"}  # kept with chat sessions: never the key
-        if opts.config:
-            flags["config"] = str(opts.config.resolve())
-        app = build_app(engine, work or Path(tmp), chat_db=db, chat_flags=flags, run_dir=str(runs or ""))
+        app = build_app(engine, work or Path(tmp), chat_db=db, chat_flags=opts.kept(), run_dir=str(runs or ""))
         err.print(f"vqa ui: http://{host}:{port} (reasoner {engine.settings.reasoner}; Ctrl-C stops)", highlight=False)
         app.launch(server_name=host, server_port=port, auth=credentials, share=False, inbrowser=False, quiet=True,
                    show_error=False, allowed_paths=[str(images_dir(db))], css=CSS, footer_links=["api"],
