@@ -31,7 +31,6 @@ from agent.probs import chosen_letter, one_hot
 from agent.reasoners.base import ReasonRequest
 from agent.schema import Answer, Decision, Question, Round, Route, Step, ToolResult
 from agent.services import Services
-from agent.toolpool import ToolStuck, ToolTimeout
 from tools import tool_names
 
 
@@ -129,17 +128,10 @@ def run_tool_node(task: ToolTask, runtime: Runtime[Services]) -> NodeOutput:
     try:
         tool = s.tool(task["tool"])
         peers = {n: s.tool(n) for n in tool.uses if n in task["routed"]}
-        result = s.pool.call(tool.name, lambda: s.run_tool(tool, task["image"], task["question"], peers),
-                             timeout=s.tool_timeout)
     except VqaError as exc:  # a bad tool setting fails this tool for this question, like any tool failure
         result = ToolResult(tool=task["tool"], ok=False, error=f"{type(exc).__name__}: {exc}")
-    except ToolTimeout as exc:  # the call is abandoned: it holds no slot, and the process can still exit
-        result = ToolResult(tool=task["tool"], ok=False, seconds=s.tool_timeout,
-                            error=f"{exc} (raise --tool-timeout to wait longer)")
-    except ToolStuck as exc:
-        result = ToolResult(tool=task["tool"], ok=False, error=f"not run: {exc} (raise --tool-timeout)")
-    if result.ok and not result.cached:  # what computing it costs, for the planners that order tools by cost
-        s.costs.add(result.tool, result.seconds)
+    else:
+        result = s.call_tool(tool, task["image"], task["question"], peers)
     return NodeOutput({"results": [result]}, detail={"ok": result.ok, "seconds": round(result.seconds, 4)},
                       error=result.error, tool=task["tool"])
 

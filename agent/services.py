@@ -26,7 +26,7 @@ from agent.planners.costs import ToolCosts
 from agent.reasoners.base import Reasoner
 from agent.router import Router
 from agent.schema import Question, ToolResult
-from agent.toolpool import ToolPool
+from agent.toolpool import ToolPool, ToolStuck, ToolTimeout
 from tools import load_tool
 from tools.base import NoArgs, Tool
 
@@ -95,6 +95,24 @@ class Services:
         if self.cache is None:
             return tool.run(image.image, question, workdir, peers, args)
         return self.cache.run(tool, image, question, workdir, peers, args)
+
+    def call_tool(self, tool: Tool, image: LoadedImage, question: Question,
+                  peers: dict[str, Tool] | None = None, args: NoArgs | None = None) -> ToolResult:
+        """``run_tool`` in the tool's pool slot with the tool timeout; a failure, a timeout or a full pool is a failed
+        ``ToolResult``, never an exception. A result computed now is added to ``costs``."""
+        try:
+            result = self.pool.call(tool.name, lambda: self.run_tool(tool, image, question, peers, args),
+                                    timeout=self.tool_timeout)
+        except VqaError as exc:  # a bad tool setting fails this tool for this question, like any tool failure
+            return ToolResult(tool=tool.name, ok=False, error=f"{type(exc).__name__}: {exc}")
+        except ToolTimeout as exc:  # the call is abandoned: it holds no slot, and the process can still exit
+            return ToolResult(tool=tool.name, ok=False, seconds=self.tool_timeout,
+                              error=f"{exc} (raise --tool-timeout to wait longer)")
+        except ToolStuck as exc:
+            return ToolResult(tool=tool.name, ok=False, error=f"not run: {exc} (raise --tool-timeout)")
+        if result.ok and not result.cached:  # what computing it costs, for the planners that order tools by cost
+            self.costs.add(result.tool, result.seconds)
+        return result
 
     def workdir(self, qid: str) -> Path | None:
         if self.artifacts_dir is None:

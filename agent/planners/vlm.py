@@ -36,7 +36,6 @@ from langgraph.prebuilt import ToolNode
 import prompts
 from agent.errors import ConfigError, VqaError
 from agent.schema import Question, Round, ToolCall, ToolResult
-from agent.toolpool import ToolStuck, ToolTimeout
 from tools import REGISTRY, tool_names
 from tools.base import NoArgs, Tool
 from tools.langchain import as_langchain_tool
@@ -113,22 +112,13 @@ def offered(services: Services, forced: list[str] | None) -> list[Tool]:
 
 def service_runner(services: Services, question: Question, image: LoadedImage) -> Callable[..., ToolResult]:
     """A ``tools.langchain.Runner`` that runs a call on the question's loaded image through the services (cache,
-    pool, timeout); a call's own question replaces the text, the options stay."""
+    pool, timeout, costs: ``Services.call_tool``); a call's own question replaces the text, the options stay."""
 
     def run(tool: Tool, path: str, asked: str | None, args: NoArgs) -> ToolResult:  # path: question.image's
         q = question
         if asked and asked.strip() and asked.strip() != question.text:
             q = question.model_copy(update={"text": asked.strip()})
-        try:
-            return services.pool.call(tool.name, lambda: services.run_tool(tool, image, q, None, args),
-                                      timeout=services.tool_timeout)
-        except ToolTimeout as exc:
-            return ToolResult(tool=tool.name, ok=False, seconds=services.tool_timeout,
-                              error=f"{exc} (raise --tool-timeout to wait longer)")
-        except ToolStuck as exc:
-            return ToolResult(tool=tool.name, ok=False, error=f"not run: {exc} (raise --tool-timeout)")
-        except VqaError as exc:
-            return ToolResult(tool=tool.name, ok=False, error=f"{type(exc).__name__}: {exc}")
+        return services.call_tool(tool, image, q, None, args)
 
     return run
 
