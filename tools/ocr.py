@@ -314,11 +314,16 @@ class TesseractEngine:
 
 # ---------------------------------------------------------------- the tool
 
+def hangul_font() -> str | None:
+    """The first installed font of ``HANGUL_FONTS`` (labels in Korean need one), or ``None``."""
+    return next((f for f in HANGUL_FONTS if Path(f).is_file()), None)
+
+
 def annotate(image: Image.Image, det: sv.Detections, path: Path) -> Path:
     """Boxes and numbered labels drawn by supervision; Hangul labels need a CJK font (else numbers only)."""
     labels = [f"{i + 1}: {t}" for i, t in enumerate(det.data["text"])]
     scene = sv.BoxAnnotator(color_lookup=sv.ColorLookup.INDEX, thickness=2).annotate(image.copy(), det)
-    font = next((f for f in HANGUL_FONTS if Path(f).is_file()), None)
+    font = hangul_font()
     if font and not all(label.isascii() for label in labels):
         labeler = sv.RichLabelAnnotator(font_path=font, font_size=14, color_lookup=sv.ColorLookup.INDEX, text_padding=4)
     else:

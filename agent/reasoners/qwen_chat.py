@@ -11,6 +11,7 @@ loaded (``QwenBackend.loaded``); images arrive as data URLs in the messages (as 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import itertools
 import json
@@ -65,8 +66,10 @@ def parse_tool_calls(text: str, ids: Any = None) -> tuple[str, list[ToolCall], l
     return TOOL_CALL.sub("", text).strip(), calls, bad
 
 
+@functools.lru_cache(maxsize=4)  # the history is rendered again every model turn: the photo is decoded once
 def decode_data_url(url: str) -> Image.Image:
-    """A ``data:image/...;base64,`` URL's picture (RGB); anything else is a ``ValueError``."""
+    """A ``data:image/...;base64,`` URL's picture (RGB, shared: not to be modified); anything else is a
+    ``ValueError``."""
     head, _, data = url.partition(",")
     if not (head.startswith("data:image/") and head.endswith(";base64")):
         raise ValueError(f"expected a base64 data:image URL, found {url[:40]!r}")

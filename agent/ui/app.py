@@ -67,10 +67,11 @@ def show_answer(image: str | None, record: dict | None, settings: Any, roots: li
             photo = load_image(Path(image), max_pixels=settings.image_max_pixels).image
         except VqaError:
             photo = None
-    for line in views.tool_failures(a):
+    failed = views.tool_failures(a)
+    for line in failed:
         gr.Warning(html.escape(line))
     thumbs, rows = views.neighbours(a, roots)
-    failures = "\n".join(f"- ⚠ {line}" for line in views.tool_failures(a))
+    failures = "\n".join(f"- ⚠ {line}" for line in failed)
     return (views.verdict(a), views.probabilities(a), views.route_text(a) + ("\n\n" + failures if failures else ""),
             views.evidence_images(a, photo), gr.update(visible=bool(rows)), thumbs, rows, views.timings(a),
             a.prompt or "(no prompt: the evidence reasoner reads the tool evidence directly)")

@@ -8,7 +8,6 @@ still finds it after this server's temporary files are gone.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import shutil
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import gradio as gr
 
 from agent.chat import parse_line
+from agent.images import file_sha256
 from agent.ui.common import MODEL, message, user_error
 from agent.ui.views import first_line
 
@@ -43,12 +43,9 @@ def _messages(turns: list[dict]) -> list[dict[str, str]]:
     return out
 
 
-def _digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _stable_copy(image: str | Path, folder: Path) -> Path:
-    dest = folder / (_digest(image)[:16] + Path(image).suffix.lower())
+    """The photo copied into ``folder``, named by its content (a re-upload is the same file)."""
+    dest = folder / (file_sha256(Path(image))[:16] + Path(image).suffix.lower())
     if not dest.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(image, dest)
@@ -95,7 +92,8 @@ class ChatHandlers:
             else:
                 session = ChatSession(self.store, name, self.runtime)
                 current = session.state.get("image")
-                if photo is not None and not (current and Path(current).is_file() and _digest(current) == _digest(photo)):
+                if photo is not None and not (current and Path(current).is_file()
+                                              and file_sha256(Path(current))[:16] == photo.stem):
                     session.update(image=str(photo))  # another photo: the same one (re-uploaded) keeps the history
             session.ask(text, options)
         except gr.Error:

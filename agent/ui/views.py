@@ -17,13 +17,9 @@ from PIL import Image
 
 from agent.schema import Answer, RetrieveEvidence, ToolResult
 from tools.marks import text_color_for
-from tools.ocr import HANGUL_FONTS
+from tools.ocr import hangul_font
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
-
-
-def hangul_font() -> str | None:
-    return next((f for f in HANGUL_FONTS if Path(f).is_file()), None)
 
 
 def draw_overlay(photo: Image.Image, result: ToolResult) -> Image.Image | None:
