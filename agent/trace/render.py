@@ -20,14 +20,19 @@ def _tool_summary(e: TraceEvent) -> str:
     return r.summary(4)
 
 
+def _calls(r: dict, failed_mark: str) -> str:
+    """A round's tool calls on one line: ``ocr, detect ✗, som (cached)``."""
+    return ", ".join(c["tool"] + ("" if c.get("ok", True) else failed_mark) + (" (cached)" if c.get("cached") else "")
+                     for c in r.get("calls", []))
+
+
 def _round_text(r: dict | None) -> str:
     """``round 2 (escalate: no evidence) ocr → `` for a reason event that closes a planner round."""
     if not r:
         return ""
     from rich.markup import escape
 
-    calls = ", ".join(c["tool"] + ("" if c.get("ok", True) else " ✗") + (" (cached)" if c.get("cached") else "")
-                      for c in r.get("calls", [])) or "no tools"
+    calls = _calls(r, " ✗") or "no tools"
     return f"[bold]round {r.get('index')}[/] ({escape(r.get('planner', ''))}: {escape(r.get('why') or '-')}) " \
            f"{escape(calls)} → "
 
@@ -40,9 +45,7 @@ def rounds_table(rounds: list[dict]):
     for col in ("round", "planner", "why", "tools", "answer", "top", "margin", "s"):
         t.add_column(col)
     for r in rounds:
-        calls = ", ".join(c["tool"] + ("" if c.get("ok", True) else " (failed)") + (" (cached)" if c.get("cached")
-                                                                                   else "")
-                          for c in r.get("calls", [])) or "none"
+        calls = _calls(r, " (failed)") or "none"
         conf, margin = r.get("confidence"), r.get("margin")
         t.add_row(str(r.get("index")), r.get("planner", ""), r.get("why") or "", calls, r.get("answer") or "-",
                   "-" if conf is None else f"{conf:.2f}", "-" if margin is None else f"{margin:.2f}",
