@@ -203,6 +203,20 @@ def read_file_bytes(path: Path, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) ->
     return data
 
 
+def encode_jpeg(image: Image.Image, quality: int = 92) -> bytes:
+    """``image`` as JPEG bytes. Pillow releases the GIL while it encodes only into a real file descriptor (not a
+    ``BytesIO``), so on Linux the bytes go through an in-memory file (``memfd``): concurrent requests encode their
+    images in parallel instead of one at a time. Elsewhere, a ``BytesIO``; the bytes are the same."""
+    if not hasattr(os, "memfd_create"):
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=quality)
+        return buf.getvalue()
+    with open(os.memfd_create("vqa-jpeg", os.MFD_CLOEXEC), "w+b", buffering=0) as f:
+        image.save(f, format="JPEG", quality=quality)
+        f.seek(0)
+        return f.read()
+
+
 def fit_pixels(size: tuple[int, int], max_pixels: int | None) -> tuple[int, int]:
     """The largest size with the same aspect (to a pixel) and at most ``max_pixels`` pixels (``None``: no limit);
     never upscales."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import io
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ import supervision as sv
 from PIL import Image
 
 from agent.errors import ConfigError, brief
+from agent.images import encode_jpeg
 from agent.schema import Mark, Question, SomEvidence
 from tools.base import Tool
 from tools.detect import DetectTool, Grounded, sources_digest
@@ -62,16 +62,15 @@ def select_regions(masks: np.ndarray, priority: np.ndarray, min_area: float,
 
 def save_marked(image: Image.Image, workdir: Path | None) -> Path:
     """``workdir/som.jpg``, or a content-addressed file under the temp folder when there is no run directory."""
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=90)
+    data = encode_jpeg(image, quality=90)
     if workdir is not None:
         path = Path(workdir) / "som.jpg"
     else:
         folder = Path(tempfile.gettempdir()) / "vqa-som"
         folder.mkdir(exist_ok=True)
-        path = folder / (hashlib.sha1(buf.getvalue()).hexdigest()[:20] + ".jpg")
+        path = folder / (hashlib.sha1(data).hexdigest()[:20] + ".jpg")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buf.getvalue())
+    path.write_bytes(data)
     return path
 
 

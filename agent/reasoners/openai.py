@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import random
 import re
 import threading
@@ -42,7 +41,7 @@ from PIL import Image
 
 import prompts
 from agent.errors import ConfigError, ModelLoadError, VqaError
-from agent.images import fit_pixels
+from agent.images import encode_jpeg, fit_pixels
 from agent.probs import one_hot, uniform
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.extract import extract_letter
@@ -72,9 +71,7 @@ def data_url(image: Image.Image, max_pixels: int | None, quality: int = 92) -> s
     target = fit_pixels(img.size, max_pixels)
     if target != img.size:
         img = img.resize(target, Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(img, quality)).decode("ascii")
 
 
 def retryable(status: int) -> bool:
