@@ -125,7 +125,8 @@ def load_image(
                 src.load()
                 orientation = _orientation(src)
                 image = _to_rgb(src, work_mode, factor, target)
-                src.close()  # frees the decoded pixels before the next decode is let in
+                if image is not src:
+                    src.close()  # frees the decoded pixels before the next decode is let in
     except Image.DecompressionBombError as e:
         raise ImageError("too_large", f"expected at most {hard_cap_pixels:,} pixels in {path}, found {e}; "
                          "shrink the image or raise hard_cap_pixels.") from None
@@ -261,8 +262,8 @@ def _work_mode(im: Image.Image) -> str:
 
 
 def _to_rgb(im: Image.Image, work_mode: str, factor: tuple[int, int], target: tuple[int, int]) -> Image.Image:
-    if im.size == target:
-        work = im.copy() if im.mode == work_mode else im.convert(work_mode)  # detached from the file
+    if im.size == target:  # the decoded image itself (the caller then keeps it open: closing frees its pixels)
+        work = im if im.mode == work_mode else im.convert(work_mode)
     else:
         work = _reduce_in_strips(im, work_mode, factor)
         if work.size != target:
