@@ -10,12 +10,17 @@ For each concurrency C, ``--repeats`` times, interleaved so that both arms see t
 
 - ``backend``: ``OpenAIBackend.decide`` alone on prepared requests (images loaded beforehand; no graph), in
   batches of C: the backend's own throughput;
+- ``backend_loading``: the same, but each batch's images are read and decoded (``load_image``, C threads) inside
+  the timed region, as ``vqa batch`` must: the backend's throughput with the image loading it is otherwise
+  handed for free;
 - ``batch``: ``run_batch`` (the code behind ``vqa batch``) over the same questions with ``--batch-size C`` and
   ``max_concurrency=C``, no tools.
 
 Reported per C: medians of q/s, ``batch_vs_backend_pct`` (the median over repeats of batch / backend, each pair
-run back to back), and the client process's CPU milliseconds per question in each arm, which is where the gap
-comes from on a machine whose CPUs, not the server, set the pace. ``ideal_q_per_s`` is C / latency.
+run back to back; the headline), ``batch_vs_backend_loading_pct`` (the same against ``backend_loading``: what the
+graph, trace, batching and results log cost beyond loading the images), and the client process's CPU
+milliseconds per question in each arm, which is where the gap comes from on a machine whose CPUs, not the
+server, set the pace. ``ideal_q_per_s`` is C / latency.
 
     .venv/bin/python -m eval.bench_server [--questions 96] [--latency 0.05] [--concurrency 1 4 16] [--repeats 3]
 """
@@ -30,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -89,14 +95,20 @@ def bench(n: int, latency: float, concurrency: list[int], max_pixels: int, repea
                  "cpus": os.cpu_count(), "runs": []}
     with test_server(latency) as url:
         for c in concurrency:
-            backend_runs, batch_runs, in_flight, sizes = [], [], [], set()
+            backend_runs, loading_runs, batch_runs, in_flight, sizes = [], [], [], [], set()
             backend = OpenAIBackend("fake-qwen", url, max_concurrency=c, max_pixels=max_pixels)
-            with closing(backend):
+            with closing(backend), ThreadPoolExecutor(c) as loaders:
                 backend.load()
                 backend.decide(prepared[:c])  # warm: connections open, first-call imports done
+
+                def loaded(batch: list[Question]) -> list[ReasonRequest]:
+                    return list(loaders.map(lambda q: ReasonRequest(q, load_image(q.image).image), batch))
+
                 for _ in range(repeats):
                     _, took = _timed(lambda: [backend.decide(prepared[i : i + c]) for i in range(0, n, c)])
                     backend_runs.append(took)
+                    _, took = _timed(lambda: [backend.decide(loaded(qs[i : i + c])) for i in range(0, n, c)])
+                    loading_runs.append(took)
                     server_stats(url, reset=True)
                     with tempfile.TemporaryDirectory() as tmp:
                         summary, took = _timed(lambda: run_batch(list(qs), Services(reasoner=backend),
@@ -105,20 +117,29 @@ def bench(n: int, latency: float, concurrency: list[int], max_pixels: int, repea
                     assert summary.answered == n, f"expected {n} answers, found {summary.answered}"
                     in_flight.append(server_stats(url)["max_in_flight"])
                     sizes |= set(summary.batch_sizes)
-            out["runs"].append(_summary(c, n, latency, backend_runs, batch_runs, max(in_flight), sorted(sizes)))
+            out["runs"].append(_summary(c, n, latency, backend_runs, loading_runs, batch_runs, max(in_flight),
+                                        sorted(sizes)))
     return out
 
 
-def _summary(c: int, n: int, latency: float, backend: list[tuple[float, float]], batch: list[tuple[float, float]],
-             max_in_flight: int, batch_sizes: list[int]) -> dict:
+Runs = list[tuple[float, float]]  # (wall seconds, CPU seconds) per repeat
+
+
+def _summary(c: int, n: int, latency: float, backend: Runs, loading: Runs, batch: Runs, max_in_flight: int,
+             batch_sizes: list[int]) -> dict:
     med = statistics.median
-    return {"concurrency": c,
-            "batch_vs_backend_pct": round(100 * med(bk_s / bt_s for (bt_s, _), (bk_s, _) in zip(batch, backend)), 1),
+
+    def pct(ref: Runs) -> float:
+        return round(100 * med(ref_s / bt_s for (bt_s, _), (ref_s, _) in zip(batch, ref)), 1)
+
+    return {"concurrency": c, "batch_vs_backend_pct": pct(backend), "batch_vs_backend_loading_pct": pct(loading),
             "batch_q_per_s": round(med(n / s for s, _ in batch), 1),
             "backend_q_per_s": round(med(n / s for s, _ in backend), 1),
+            "backend_loading_q_per_s": round(med(n / s for s, _ in loading), 1),
             "ideal_q_per_s": round(c / latency, 1),
             "batch_cpu_ms_per_q": round(med(1000 * cpu / n for _, cpu in batch), 2),
             "backend_cpu_ms_per_q": round(med(1000 * cpu / n for _, cpu in backend), 2),
+            "backend_loading_cpu_ms_per_q": round(med(1000 * cpu / n for _, cpu in loading), 2),
             "batch_q_per_s_runs": [round(n / s, 1) for s, _ in batch],
             "backend_q_per_s_runs": [round(n / s, 1) for s, _ in backend],
             "max_in_flight": max_in_flight, "batch_sizes": batch_sizes}

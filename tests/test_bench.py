@@ -50,3 +50,17 @@ def test_the_report_has_every_arm_with_median_and_minimum(tiny_dir: Path) -> Non
         assert 0 < res[f"{arm}_min"] <= res[arm], arm
     assert res["e5_ms_per_q"] == round(res["overhead_fresh_ms_per_q"] - res["overhead_ms_per_q"], 3)
     assert set(res["overhead_nodes_ms_per_q"]) == {"load_image", "route", "reason", "finish"}
+
+
+def test_bench_server_reports_every_arm_against_the_test_double() -> None:
+    """``python -m eval.bench_server`` on a tiny run: every arm answers every question, the batching layer keeps
+    more than one request in flight, and the shares are the ratios of the reported rates (no timing asserted)."""
+    from eval.bench_server import bench
+
+    out = bench(n=8, latency=0.01, concurrency=[4], max_pixels=64 * 64, repeats=1)
+    run = out["runs"][0]
+    assert run["concurrency"] == 4 and run["max_in_flight"] >= 2 and run["batch_sizes"] == [1]
+    for arm in ("batch", "backend", "backend_loading"):
+        assert run[f"{arm}_q_per_s"] > 0 and run[f"{arm}_cpu_ms_per_q"] > 0
+    for ref in ("backend", "backend_loading"):  # one repeat: the share is the ratio of the (rounded) rates
+        assert abs(run[f"batch_vs_{ref}_pct"] - 100 * run["batch_q_per_s"] / run[f"{ref}_q_per_s"]) < 1
