@@ -13,6 +13,10 @@ filesystem mounted at the same path on every machine): the tool cache (``RUN/cac
 tool artifacts (``RUN/artifacts``) and the trace's image copies (``RUN/images``). Each such file is
 a function of its question (or content-addressed), so a chunk answered twice rewrites the same files.
 
+A worker whose reasoner is a server (``--backend openai``) answers its queued chunks at once (the backend's
+``max_concurrency`` still caps its requests in flight), so the end of one chunk does not leave the server idle;
+an in-process model answers one chunk at a time.
+
 Faults: a worker process that dies is restarted by Ray (``max_restarts``), which reloads the model and runs its
 unfinished chunks again (``max_task_retries``); a worker that cannot come back is dropped and its chunks go to the
 others. Only answers that reach the driver are logged, so every row is logged exactly once; a run with every
@@ -268,9 +272,12 @@ class RayExecutor:
                                       "'ray start --head' or use --ray local") from None
             self._started_ray = True
         check_room(self.cluster, ray.cluster_resources())
+        # a server takes concurrent requests: a worker answers its queued chunks at once, so the end of one chunk
+        # (its last requests) does not leave the server idle; an in-process model answers one chunk at a time
+        at_once = CHUNKS_AHEAD if getattr(self.settings, "reasoner", None) == "openai" else 1
         worker = ray.remote(RowWorker).options(
             num_cpus=c.cpus_per_worker, num_gpus=c.gpus_per_worker, max_restarts=c.max_restarts,
-            max_task_retries=c.max_restarts, max_concurrency=1)
+            max_task_retries=c.max_restarts, max_concurrency=at_once)
         cwd = os.getcwd()
         self.actors = [worker.remote(s, str(self.run_dir), str(self.images_root) if self.images_root else None, cwd, i)
                        for i, s in enumerate(worker_settings(self.settings, c.workers))]

@@ -36,15 +36,16 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from pathlib import Path
+from typing import Any, Callable
 
 import httpx
 
 from agent.images import load_image
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.openai import OpenAIBackend
-from agent.runner import run_batch
+from agent.runner import BatchSummary, run_batch
 from agent.schema import Question
 from agent.services import Services
 
@@ -87,62 +88,83 @@ def _timed(fn):
     return result, (time.perf_counter() - t0, _cpu() - c0)
 
 
-def bench(n: int, latency: float, concurrency: list[int], max_pixels: int, repeats: int) -> dict:
+def bench(n: int, latency: float, concurrency: list[int], max_pixels: int, repeats: int,
+          ray_workers: int = 0) -> dict:
     qs = questions(n)
     prepared = [ReasonRequest(q, load_image(q.image).image) for q in qs]
     out: dict = {"what": "client throughput against a local test double (fixed latency, no model)",
                  "questions": n, "latency_s": latency, "max_pixels": max_pixels, "repeats": repeats,
-                 "cpus": os.cpu_count(), "runs": []}
-    with test_server(latency) as url:
+                 "cpus": os.cpu_count(), "ray_workers": ray_workers, "runs": []}
+    with test_server(latency) as url, tempfile.TemporaryDirectory() as tmp:
         for c in concurrency:
-            backend_runs, loading_runs, batch_runs, in_flight, sizes = [], [], [], [], set()
+            runs: dict[str, Runs] = {}
+            in_flight: dict[str, list[int]] = {}
+            sizes: set[int] = set()
             backend = OpenAIBackend("fake-qwen", url, max_concurrency=c, max_pixels=max_pixels)
-            with closing(backend), ThreadPoolExecutor(c) as loaders:
+            with closing(backend), ThreadPoolExecutor(c) as loaders, ExitStack() as stack:
                 backend.load()
                 backend.decide(prepared[:c])  # warm: connections open, first-call imports done
 
                 def loaded(batch: list[Question]) -> list[ReasonRequest]:
                     return list(loaders.map(lambda q: ReasonRequest(q, load_image(q.image).image), batch))
 
-                for _ in range(repeats):
-                    _, took = _timed(lambda: [backend.decide(prepared[i : i + c]) for i in range(0, n, c)])
-                    backend_runs.append(took)
-                    _, took = _timed(lambda: [backend.decide(loaded(qs[i : i + c])) for i in range(0, n, c)])
-                    loading_runs.append(took)
-                    server_stats(url, reset=True)
-                    with tempfile.TemporaryDirectory() as tmp:
-                        summary, took = _timed(lambda: run_batch(list(qs), Services(reasoner=backend),
-                                                                 Path(tmp) / "run", batch_size=c, forced_tools=[]))
-                    batch_runs.append(took)
+                def batch(executor: Any = None, size: int = c) -> BatchSummary:
+                    with tempfile.TemporaryDirectory() as run:
+                        summary = run_batch(list(qs), Services(reasoner=backend, executor=executor), Path(run),
+                                            batch_size=size, forced_tools=[])
                     assert summary.answered == n, f"expected {n} answers, found {summary.answered}"
-                    in_flight.append(server_stats(url)["max_in_flight"])
-                    sizes |= set(summary.batch_sizes)
-            out["runs"].append(_summary(c, n, latency, backend_runs, loading_runs, batch_runs, max(in_flight),
+                    sizes.update(summary.batch_sizes)
+                    return summary
+
+                arms: dict[str, Callable[[], Any]] = {
+                    "backend": lambda: [backend.decide(prepared[i : i + c]) for i in range(0, n, c)],
+                    "backend_loading": lambda: [backend.decide(loaded(qs[i : i + c])) for i in range(0, n, c)],
+                    "batch": batch}
+                if ray_workers and c >= ray_workers:
+                    ray = stack.enter_context(ray_executor(url, c, ray_workers, max_pixels, Path(tmp) / "ray"))
+                    share = max(1, c // ray_workers)  # chunks of each worker's share of the concurrency
+                    batch(ray, share)  # warm: every worker's client connected
+                    arms["batch_ray"] = lambda: batch(ray, share)
+                for _ in range(repeats):
+                    for arm, fn in arms.items():
+                        server_stats(url, reset=True)
+                        runs.setdefault(arm, []).append(_timed(fn)[1])
+                        in_flight.setdefault(arm, []).append(server_stats(url)["max_in_flight"])
+            out["runs"].append(_summary(c, n, latency, runs, {a: max(v) for a, v in in_flight.items()},
                                         sorted(sizes)))
     return out
 
 
-Runs = list[tuple[float, float]]  # (wall seconds, CPU seconds) per repeat
+def ray_executor(url: str, concurrency: int, workers: int, max_pixels: int, run_dir: Path):
+    """``vqa batch --ray local --workers N`` against the test double: each worker a client with its share of the
+    concurrency (``concurrency // workers`` requests in flight), so the server sees the same total."""
+    from agent.config import Settings
+    from agent.distributed import Cluster
+
+    settings = Settings(backend="openai", base_url=url, model="fake-qwen", max_pixels=max_pixels,
+                        max_concurrency=max(1, concurrency // workers))
+    return Cluster("local", workers=workers).executor(settings, run_dir)
 
 
-def _summary(c: int, n: int, latency: float, backend: Runs, loading: Runs, batch: Runs, max_in_flight: int,
+Runs = list[tuple[float, float]]  # (wall seconds, CPU seconds of this process) per repeat
+
+
+def _summary(c: int, n: int, latency: float, runs: dict[str, Runs], max_in_flight: dict[str, int],
              batch_sizes: list[int]) -> dict:
     med = statistics.median
 
-    def pct(ref: Runs) -> float:
-        return round(100 * med(ref_s / bt_s for (bt_s, _), (ref_s, _) in zip(batch, ref)), 1)
+    def pct(arm: str, ref: str) -> float:  # the median over repeats of each back-to-back pair's ratio
+        return round(100 * med(ref_s / s for (s, _), (ref_s, _) in zip(runs[arm], runs[ref])), 1)
 
-    return {"concurrency": c, "batch_vs_backend_pct": pct(backend), "batch_vs_backend_loading_pct": pct(loading),
-            "batch_q_per_s": round(med(n / s for s, _ in batch), 1),
-            "backend_q_per_s": round(med(n / s for s, _ in backend), 1),
-            "backend_loading_q_per_s": round(med(n / s for s, _ in loading), 1),
-            "ideal_q_per_s": round(c / latency, 1),
-            "batch_cpu_ms_per_q": round(med(1000 * cpu / n for _, cpu in batch), 2),
-            "backend_cpu_ms_per_q": round(med(1000 * cpu / n for _, cpu in backend), 2),
-            "backend_loading_cpu_ms_per_q": round(med(1000 * cpu / n for _, cpu in loading), 2),
-            "batch_q_per_s_runs": [round(n / s, 1) for s, _ in batch],
-            "backend_q_per_s_runs": [round(n / s, 1) for s, _ in backend],
-            "max_in_flight": max_in_flight, "batch_sizes": batch_sizes}
+    out: dict[str, Any] = {"concurrency": c, "batch_vs_backend_pct": pct("batch", "backend"),
+                           "batch_vs_backend_loading_pct": pct("batch", "backend_loading")}
+    if "batch_ray" in runs:
+        out["batch_ray_vs_backend_pct"] = pct("batch_ray", "backend")
+    out |= {f"{arm}_q_per_s": round(med(n / s for s, _ in r), 1) for arm, r in runs.items()}
+    out["ideal_q_per_s"] = round(c / latency, 1)
+    out |= {f"{arm}_cpu_ms_per_q": round(med(1000 * cpu / n for _, cpu in r), 2) for arm, r in runs.items()}
+    out |= {f"{arm}_q_per_s_runs": [round(n / s, 1) for s, _ in r] for arm, r in runs.items()}
+    return out | {"max_in_flight": max_in_flight, "batch_sizes": batch_sizes}
 
 
 def main() -> None:
@@ -150,12 +172,16 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=96)
     ap.add_argument("--latency", type=float, default=0.05, help="seconds the test server waits per request")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved backend/batch pairs per concurrency")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every arm per concurrency")
     ap.add_argument("--max-pixels", type=int, default=1_003_520)
+    ap.add_argument("--ray-workers", type=int, default=0,
+                    help="also run vqa batch on a local Ray cluster of this many workers (needs .[ray]); 0: not")
     args = ap.parse_args()
-    if args.questions < 1 or args.repeats < 1 or min(args.concurrency) < 1 or args.latency < 0:
-        ap.error("expected --questions, --repeats and every --concurrency >= 1 and --latency >= 0")
-    print(json.dumps(bench(args.questions, args.latency, args.concurrency, args.max_pixels, args.repeats), indent=2))
+    if (args.questions < 1 or args.repeats < 1 or min(args.concurrency) < 1 or args.latency < 0
+            or args.ray_workers < 0):
+        ap.error("expected --questions, --repeats and every --concurrency >= 1, --latency and --ray-workers >= 0")
+    print(json.dumps(bench(args.questions, args.latency, args.concurrency, args.max_pixels, args.repeats,
+                           args.ray_workers), indent=2))
 
 
 if __name__ == "__main__":

@@ -247,6 +247,25 @@ def test_workers_as_clients_of_one_server_each(tmp_path: Path, tmp_path_factory)
     assert p.returncode == 2 and "needs --ray" in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
+def test_a_server_worker_answers_two_chunks_at_once_and_a_kill_loses_none(tmp_path: Path, tmp_path_factory) -> None:
+    """With a server backend a worker answers its two queued chunks at once (one worker, chunks of 2: the server
+    sees 4 requests in flight, which it waits for), and a worker killed with both chunks running has them
+    answered again: every row logged exactly once."""
+    from tests.fake_openai_server import FakeOpenAIServer, Script
+
+    data = rows_csv(tmp_path / "q.csv", 12)
+    with FakeOpenAIServer(Script(gather=4)) as server:
+        p = vqa("batch", data, "--images", EXAMPLES, "--out", tmp_path / "s.csv", "--run-dir", tmp_path / "run",
+                "--tools", "none", "--backend", "openai", "--model", "fake-qwen", "--base-url", server.url,
+                "--batch-size", "2", "--ray", "local", "--workers", "1",
+                env={**ray_env(tmp_path_factory), DIE_AFTER_ENV: "3"})
+        assert p.returncode == 0, p.stderr
+        assert server.stats.max_in_flight >= 4
+    assert "1 restarted after dying" in p.stderr, p.stderr
+    assert sorted(Counter(a["id"] for a in results(tmp_path / "run")).values()) == [1] * 12
+
+
 def test_more_gpus_than_the_cluster_has_is_refused_before_any_worker_starts() -> None:
     from agent.distributed import check_room
     from agent.errors import ConfigError
