@@ -14,15 +14,20 @@ For each concurrency C, ``--repeats`` times, interleaved so that both arms see t
   the timed region, as ``vqa batch`` must: the backend's throughput with the image loading it is otherwise
   handed for free;
 - ``batch``: ``run_batch`` (the code behind ``vqa batch``) over the same questions with ``--batch-size C`` and
-  ``max_concurrency=C``, no tools.
+  ``max_concurrency=C``, no tools;
+- ``batch_ray`` (with ``--ray-workers N``, for C >= N; needs ``.[ray]``): the same on a local Ray cluster of N
+  workers (``vqa batch --ray local --workers N``), each a client with ``max_concurrency`` C // N and chunks of
+  that size, so the server sees the same C in flight. The cluster starts once per C, outside the timing.
 
 Reported per C: medians of q/s, ``batch_vs_backend_pct`` (the median over repeats of batch / backend, each pair
 run back to back; the headline), ``batch_vs_backend_loading_pct`` (the same against ``backend_loading``: what the
-graph, trace, batching and results log cost beyond loading the images), and the client process's CPU
-milliseconds per question in each arm, which is where the gap comes from on a machine whose CPUs, not the
-server, set the pace. ``ideal_q_per_s`` is C / latency.
+graph, trace, batching and results log cost beyond loading the images), ``batch_ray_vs_backend_pct``, the most
+requests the server saw in flight per arm, and this process's CPU milliseconds per question in each arm, which
+is where the gap comes from on a machine whose CPUs, not the server, set the pace (for ``batch_ray`` only the
+driver's: the workers are other processes). ``ideal_q_per_s`` is C / latency.
 
     .venv/bin/python -m eval.bench_server [--questions 96] [--latency 0.05] [--concurrency 1 4 16] [--repeats 3]
+                                          [--ray-workers 2]
 """
 
 from __future__ import annotations
