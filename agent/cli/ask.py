@@ -31,16 +31,15 @@ def ask(
     tools: Tools = None, run_dir: RunDir = None, as_json: AsJson = False, *, opts: SettingsFlags,
 ) -> None:
     """Answer one question about one image."""
-    from pydantic import ValidationError
-
-    from agent.schema import Question
+    from agent.api import make_question
+    from agent.errors import InputError
 
     if not image.is_file():
         fail(f"image {image} does not exist or is not a file")
     try:  # checked before any settings are read or model is loaded
-        Question(id="ask", image=image, text=question, options=dict(zip(LETTERS, choice)))
-    except ValidationError as exc:
-        fail("; ".join(e["msg"] for e in exc.errors()) + " (give 2-5 options with -c)")
+        make_question(question, choice, image=image)
+    except InputError as exc:
+        fail(f"{exc} (give 2-{len(LETTERS)} options with -c)" if "option" in str(exc) else str(exc))
     settings = opts.settings()
     forced = parse_tools(tools)  # after the settings: the config file may register plug-in tools
     with orchestrator(settings, forced) as vqa:
