@@ -59,10 +59,11 @@ IMAGES = sorted((ROOT / "examples" / "images").glob("*.jpg"))
 
 
 @contextmanager
-def test_server(latency: float):
-    """The test double in a child process; yields its base URL."""
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_openai_server.py"), "--delay", str(latency)],
-                            stdout=subprocess.PIPE, text=True)
+def test_server(latency: float, gather: int = 0):
+    """The test double in a child process (``gather``: it holds each request until that many are in flight, so
+    a test sees concurrency without timing it); yields its base URL."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_openai_server.py"), "--delay", str(latency),
+                             "--gather", str(gather)], stdout=subprocess.PIPE, text=True)
     try:
         yield proc.stdout.readline().strip()
     finally:
@@ -94,13 +95,13 @@ def _timed(fn):
 
 
 def bench(n: int, latency: float, concurrency: list[int], max_pixels: int, repeats: int,
-          ray_workers: int = 0) -> dict:
+          ray_workers: int = 0, gather: int = 0) -> dict:
     qs = questions(n)
     prepared = [ReasonRequest(q, load_image(q.image).image) for q in qs]
     out: dict = {"what": "client throughput against a local test double (fixed latency, no model)",
                  "questions": n, "latency_s": latency, "max_pixels": max_pixels, "repeats": repeats,
                  "cpus": os.cpu_count(), "ray_workers": ray_workers, "runs": []}
-    with test_server(latency) as url, tempfile.TemporaryDirectory() as tmp:
+    with test_server(latency, gather) as url, tempfile.TemporaryDirectory() as tmp:
         for c in concurrency:
             runs: dict[str, Runs] = {}
             in_flight: dict[str, list[int]] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -9,6 +11,42 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+
+# Where model weights and user data would otherwise be found: the hub cache (and what transformers derives from
+# it), EasyOCR's weights folder, vqa chat's store. The session points them at an empty folder of its own.
+HERMETIC = {"HF_HOME": "hf", "HF_HUB_CACHE": "hf/hub", "HUGGINGFACE_HUB_CACHE": "hf/hub",
+            "HF_ASSETS_CACHE": "hf/assets", "HUGGINGFACE_ASSETS_CACHE": "hf/assets", "HF_XET_CACHE": "hf/xet",
+            "HF_MODULES_CACHE": "hf/modules", "HF_DATASETS_CACHE": "hf/datasets", "EASYOCR_MODULE_PATH": "easyocr",
+            "VQA_DATA_DIR": "data"}
+UNSET = ("TRANSFORMERS_CACHE", "PYTORCH_TRANSFORMERS_CACHE", "PYTORCH_PRETRAINED_BERT_CACHE", "MODULE_PATH")
+HOME = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hermetic caches: before any test module is imported (several build their subprocess environment at
+    import) every cache variable names a folder of this session's, so a machine with real weights in its hub
+    cache (Grounding DINO, SAM, Qwen) runs the same tests as one without, and the ``vqa`` processes the tests
+    start inherit it. ``VQA_*`` settings from the caller's shell are dropped too."""
+    home = Path(tempfile.mkdtemp(prefix="vqa-tests-home-"))
+    config.stash[HOME] = home
+    for name in [*UNSET, *(k for k in os.environ if k.startswith("VQA_"))]:
+        os.environ.pop(name, None)
+    for name, sub in HERMETIC.items():
+        os.environ[name] = str(home / sub)
+    for sub in set(HERMETIC.values()):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = config.stash.get(HOME, None)
+    if home is not None:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def hermetic_home(pytestconfig: pytest.Config) -> Path:
+    """The session's own folder behind ``HF_HOME``, ``HF_HUB_CACHE``, ``EASYOCR_MODULE_PATH``, ``VQA_DATA_DIR``."""
+    return pytestconfig.stash[HOME]
 
 
 @pytest.fixture(autouse=True)

@@ -313,8 +313,10 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--delay", type=float, default=0.0, help="seconds before each chat answer")
     ap.add_argument("--model", action="append", help="served model name (repeatable; default fake-qwen)")
+    ap.add_argument("--gather", type=int, default=0,
+                    help="hold each request until this many have been in flight at once (tests of concurrency)")
     args = ap.parse_args()
-    srv = FakeOpenAIServer(Script(delay=args.delay, models=args.model or ["fake-qwen"]), port=args.port)
+    srv = FakeOpenAIServer(Script(delay=args.delay, gather=args.gather, models=args.model or ["fake-qwen"]), port=args.port)
     print(srv.url, flush=True)
     try:
         srv._httpd.serve_forever(0.05)

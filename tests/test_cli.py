@@ -404,18 +404,25 @@ def test_progress_rate_and_time_left_start_at_the_first_row_answered_now() -> No
 
     from agent.cli.progress import RateColumn, RowProgress
 
-    progress = Progress(RateColumn(), console=Console(file=io.StringIO()))
+    now = [0.0]  # Rich's clock, moved by hand
+    progress = Progress(RateColumn(), console=Console(file=io.StringIO()), get_time=lambda: now[0])
     bar = RowProgress(progress, "answering")
     bar.start(10)
     for _ in range(3):  # bad rows and rows resumed from an earlier run: reported at once, on the calling thread
+        now[0] += 0.25
         bar.done()
     task = progress.tasks[0]
-    assert task.completed == 3 and task.speed and task.speed > 100  # what the rate would be without the restart
+    assert task.completed == 3 and task.speed == 4  # what the rate would be without the restart
     worker = threading.Thread(target=bar.done)
     worker.start()
     worker.join()
     assert task.completed == 4 and task.speed is None  # the clock restarted: no rate from resumed rows
     assert str(RateColumn().render(task)) == "- rows/s"
+    for _ in range(2):  # answered rows, two a second: the rate counts only them
+        now[0] += 0.5
+        bar.done()
+    assert task.completed == 6 and task.speed == 2
+    assert str(RateColumn().render(task)) == "2.00 rows/s"
 
 
 def test_eval_tables_never_cut_arm_or_category_names(monkeypatch: pytest.MonkeyPatch) -> None:

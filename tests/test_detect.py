@@ -4,7 +4,6 @@ the tiny random Grounding DINO through the real loading and inference code."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -116,20 +115,36 @@ def test_token_phrases_maps_word_pieces_to_their_phrase() -> None:
     assert token_phrases(offsets, prompt, ["cat", "red car"]).tolist() == [-1, 0, -1, 1, 1, -1, -1]
 
 
-def test_single_flight_runs_concurrent_callers_once_and_does_not_cache_failures() -> None:
-    cache, calls = SingleFlight(size=2), []
+def test_single_flight_runs_concurrent_callers_once_and_does_not_cache_failures(monkeypatch) -> None:
+    """Three callers arrive while the first one computes (each seen waiting on its result, no clock involved):
+    one computation, four answers."""
+    import concurrent.futures
+
+    import tools.detect
+
+    cache, calls, release, waiting = SingleFlight(size=2), [], threading.Event(), threading.Semaphore(0)
+
+    class Watched(concurrent.futures.Future):
+        def result(self, timeout=None):
+            waiting.release()  # a caller is about to wait for the running computation
+            return super().result(timeout)
+
+    monkeypatch.setattr(tools.detect, "Future", Watched)
 
     def slow() -> int:
         calls.append(1)
-        time.sleep(0.2)
+        assert release.wait(timeout=120)
         return 42
 
     got: list[int] = []
     threads = [threading.Thread(target=lambda: got.append(cache.get("k", slow))) for _ in range(4)]
     for t in threads:
         t.start()
+    for _ in range(3):
+        assert waiting.acquire(timeout=120)
+    release.set()
     for t in threads:
-        t.join()
+        t.join(timeout=120)
     assert got == [42] * 4 and len(calls) == 1
 
     def broken() -> int:

@@ -373,7 +373,7 @@ def test_vqa_batch_sends_batches_concurrently(server: FakeOpenAIServer, tmp_path
 def test_a_server_backend_gets_several_batches_in_flight(server: FakeOpenAIServer, tmp_path: Path) -> None:
     """Batches of one question each still overlap: the batcher does not wait for a batch to come back before
     sending the next one to a server (the in-process model takes one batch at a time)."""
-    server.script.delay = 0.2
+    server.script.gather = 2  # the first request is held until a second one is in flight (shown, not timed)
     p = vqa("batch", EXAMPLES / "test.csv", "--images", EXAMPLES, "--out", tmp_path / "sub.csv", "--run-dir",
             tmp_path / "run", "--tools", "none", "--batch-size", "1", "--backend", "openai", "--base-url", server.url,
             "--model", "fake-qwen")
