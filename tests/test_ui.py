@@ -195,7 +195,7 @@ def page(server: str):
 
 @pytest.mark.slow
 def test_an_ocr_question_in_the_browser_shows_the_answer_bars_and_the_drawn_evidence(page) -> None:
-    from agent.dev.ui_driver import ask
+    from agent.dev.ui_driver import IMAGES_DECODED, ask
 
     ask(page, SIGN, SIGN_QUESTION, SIGN_OPTIONS)
     assert page.locator("#answer h3").inner_text() == "b. 행복분식"
@@ -203,7 +203,8 @@ def test_an_ocr_question_in_the_browser_shows_the_answer_bars_and_the_drawn_evid
     assert all(f"{k}. {t}" in bars for k, t in zip("abc", SIGN_OPTIONS))
     assert "ocr" in page.locator("#route").inner_text() and "'HAPPY SNACK'" in page.locator("#route").inner_text()
     images = page.locator("#evidence img")
-    assert images.count() >= 1
+    images.first.wait_for(timeout=60_000)
+    page.wait_for_function(IMAGES_DECODED, timeout=60_000)
     assert images.first.evaluate("i => i.complete && i.naturalWidth") >= 500  # the photo with the spans drawn
     assert "run_tool:ocr" in page.locator("#timings").inner_text()
     assert "Traceback" not in page.content()
@@ -258,6 +259,8 @@ def finished_run(ui_home: Path) -> Path:
 
 @pytest.mark.slow
 def test_the_runs_tab_lists_a_finished_run_filters_it_and_shows_a_trace(page, finished_run: Path) -> None:
+    from playwright.sync_api import expect
+
     from agent.dev.ui_driver import open_run
 
     answers = ResultsLog(finished_run / "results.jsonl").load()
@@ -269,7 +272,9 @@ def test_the_runs_tab_lists_a_finished_run_filters_it_and_shows_a_trace(page, fi
     trace = page.frame_locator("#runs-trace iframe")
     assert "사진 속 고양이의 눈은 무슨 색인가요?" in trace.locator('[data-qid="TRAIN_008"]').inner_text()
     page.locator("#filter-wrong input").check()
-    page.wait_for_timeout(2000)
+    for qid in ("TRAIN_008", "TRAIN_010"):  # the table redrawn with the wrong answers only (waited for, not timed)
+        shown = expect(table).to_contain_text if qid in wrong else expect(table).not_to_contain_text
+        shown(qid, use_inner_text=True, timeout=60_000)
     shown = [i for i in ("TRAIN_008", "TRAIN_010") if i in table.inner_text()]
     assert shown == sorted(wrong)
 

@@ -91,7 +91,11 @@ def ask(page: Any, image: Path, question: str, options: list[str]) -> None:
         page.locator("#answer h3").wait_for(state="detached", timeout=30_000)
     page.locator("#answer h3").wait_for(timeout=ANSWER_TIMEOUT_MS)
     page.wait_for_function("document.querySelector('#timings').innerText.includes('finish')", timeout=60_000)
-    page.wait_for_timeout(1000)  # images finish decoding
+    page.wait_for_function(IMAGES_DECODED, timeout=60_000)
+
+
+IMAGES_DECODED = """() => [...document.querySelectorAll('#answer img, #probs img, #evidence img')]
+    .every(i => i.complete && i.naturalWidth > 0)"""  # the answer's pictures are drawn (screenshots, tests)
 
 
 def chat(page: Any, image: Path | None, message: str) -> None:
