@@ -404,7 +404,7 @@ def test_vqa_eval_against_the_server(server: FakeOpenAIServer, tmp_path: Path) -
 # ---------------------------------------------------------------- the backend is closed at exit
 
 
-def closed(srv: FakeOpenAIServer, within: float = 10.0) -> bool:
+def closed(srv: FakeOpenAIServer, within: float = 120.0) -> bool:
     """Whether the client has closed every connection it opened to ``srv`` (waiting up to ``within`` seconds)."""
     deadline = time.monotonic() + within
     while srv.stats.open_connections and time.monotonic() < deadline:
