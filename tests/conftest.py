@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,30 @@ def tiny_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny")
     make_tiny(out)
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_ocr_engines() -> Iterator[dict]:
+    """One EasyOCR reader (and one CRAFT box finder) per weights folder, languages and device for the session:
+    every ``OcrTool`` still plans, locates its weights and builds its engines through its own code (a missing
+    file is still its error), but the weights are read from disk once, not once per test."""
+    import threading
+
+    import tools.ocr as ocr
+
+    engines: dict[tuple, object] = {}
+    lock = threading.Lock()
+
+    def shared(cls: type) -> Callable[..., object]:
+        def build(*args: object) -> object:
+            key = (cls.__name__, *map(repr, args))
+            with lock:
+                if key not in engines:
+                    engines[key] = cls(*args)
+                return engines[key]
+        return build
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ocr, "EasyOcrEngine", shared(ocr.EasyOcrEngine))
+        mp.setattr(ocr, "CraftBoxes", shared(ocr.CraftBoxes))
+        yield engines

@@ -17,6 +17,7 @@ from agent.reasoners.qwen import QwenBackend
 SMALL = 64 * 28 * 28
 
 
+@pytest.mark.slow
 def test_generation_held_to_a_fixed_length_runs_exactly_that_many_steps(tiny_dir: Path, tmp_path: Path) -> None:
     """The model is made to want to stop at once (its first greedy token becomes the end-of-answer token): free
     generation then runs one forward pass, a fixed length of 6 runs six (one prefill, five decoding steps)."""
@@ -46,6 +47,7 @@ def test_generation_held_to_a_fixed_length_runs_exactly_that_many_steps(tiny_dir
         scorer.with_decoding(generate=True, max_new_tokens=6).fingerprint
 
 
+@pytest.mark.slow
 def test_the_report_has_every_arm_with_median_and_minimum(tiny_dir: Path) -> None:
     res = run_bench(str(tiny_dir / "vlm-qwen2.5-vl"), n=2, batch_size=2, device="cpu", repeats=2, new_tokens=3)
     assert (res["questions"], res["repeats"], res["new_tokens"], res["device"]) == (2, 2, 3, "cpu")

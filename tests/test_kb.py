@@ -96,20 +96,20 @@ def passages_kb(tmp_path_factory, e5) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> Path:
-    from agent.dev.tiny import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("tiny"), ["clip"])["clip"]
+def tiny_clip(tiny_dir: Path) -> Path:
+    return tiny_dir / "clip"  # the session's tiny checkpoints: not built again here
 
 
 # ---------------------------------------------------------------- retrieval quality (real e5)
 
+@pytest.mark.slow
 def test_e5_ranks_the_right_passage_first(passages_kb: Path, e5: E5Backend) -> None:
     kb = KnowledgeBase.open(passages_kb)
     firsts = {q: kb.search(e5, text=q, k=3)[0][0].entry.id for q, _ in QUERIES}
     assert firsts == {q: want for q, want in QUERIES}
 
 
+@pytest.mark.slow
 def test_passage_scores_are_cosines_in_descending_order(passages_kb: Path, e5: E5Backend) -> None:
     kb = KnowledgeBase.open(passages_kb)
     hits, excluded = kb.search(e5, text="윷을 던지는 놀이는?", k=5)
@@ -131,6 +131,7 @@ def test_manifest_records_format_embedder_and_indexes(passages_kb: Path, e5: E5B
     assert sorted(p.name for p in passages_kb.iterdir()) == ["entries.jsonl", "manifest.json", "text.faiss"]
 
 
+@pytest.mark.slow
 def test_round_trip_gives_the_same_entries_and_hits(tmp_path: Path, e5: E5Backend) -> None:
     entries = [KbEntry(id=k, kind="passage", text=v) for k, v in PASSAGES.items()]
     mem = KnowledgeBase.create(tmp_path / "kb", identity(e5))
@@ -143,6 +144,7 @@ def test_round_trip_gives_the_same_entries_and_hits(tmp_path: Path, e5: E5Backen
            [h.as_dict() for h in mem.search_vectors(None, q, 5)[0]]
 
 
+@pytest.mark.slow
 def test_add_appends_new_ids_and_skips_known_ones(tmp_path: Path, e5: E5Backend) -> None:
     names = list(PASSAGES)
     first = build_kb(write_jsonl(tmp_path / "a.jsonl", {k: PASSAGES[k] for k in names[:10]}), tmp_path / "kb")
@@ -245,6 +247,7 @@ def test_guard_table(guard: Guard, entry: KbEntry, excluded: bool) -> None:
     assert guard.excludes(entry) is excluded
 
 
+@pytest.mark.slow
 def test_guard_never_returns_the_query_row_and_reports_what_it_kept_out(tmp_path: Path, e5: E5Backend) -> None:
     build_kb(TRAIN, tmp_path / "kb")
     kb = KnowledgeBase.open(tmp_path / "kb")
@@ -430,6 +433,7 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
+@pytest.mark.slow
 def test_cli_build_search_add_info(tmp_path: Path, passages_kb: Path) -> None:
     run = CliRunner().invoke
     names = list(PASSAGES)

@@ -343,6 +343,7 @@ def vqa(*args, timeout: float = 120) -> subprocess.CompletedProcess:
                           env={**os.environ, "COLUMNS": "200"})
 
 
+@pytest.mark.slow
 def test_vqa_ask_against_the_server(server: FakeOpenAIServer) -> None:
     p = vqa("ask", EXAMPLES / "images" / "coffee.jpg", "What is in the cup?", "-c", "tea", "-c", "coffee",
             "--tools", "none", "--backend", "openai", "--base-url", server.url, "--model", "fake-qwen", "--json")
@@ -354,11 +355,12 @@ def test_vqa_ask_against_the_server(server: FakeOpenAIServer) -> None:
 def test_vqa_ask_with_the_server_down_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "vqa.toml").write_text("retries = 0\n")
     p = vqa("ask", EXAMPLES / "images" / "coffee.jpg", "Q?", "-c", "x", "-c", "y", "--backend", "openai",
-            "--base-url", f"http://127.0.0.1:{_closed_port()}/v1", "--config", tmp_path / "vqa.toml")
+            "--base-url", f"http://127.0.0.1:{_closed_port()}/v1", "--config", tmp_path / "vqa.toml", "--tools", "none")
     assert p.returncode == 2 and "Traceback" not in p.stderr + p.stdout
     assert "cannot reach" in p.stderr and "Is it running" in p.stderr
 
 
+@pytest.mark.slow
 def test_vqa_batch_sends_batches_concurrently(server: FakeOpenAIServer, tmp_path: Path) -> None:
     server.script.gather = 2  # the first request waits for a second one: only concurrent sending gets past it
     p = vqa("batch", EXAMPLES / "test.csv", "--images", EXAMPLES, "--out", tmp_path / "sub.csv", "--run-dir",
@@ -370,6 +372,7 @@ def test_vqa_batch_sends_batches_concurrently(server: FakeOpenAIServer, tmp_path
     assert 2 <= server.stats.max_in_flight <= 8  # max_concurrency (default 8) bounds requests in flight
 
 
+@pytest.mark.slow
 def test_a_server_backend_gets_several_batches_in_flight(server: FakeOpenAIServer, tmp_path: Path) -> None:
     """Batches of one question each still overlap: the batcher does not wait for a batch to come back before
     sending the next one to a server (the in-process model takes one batch at a time)."""
@@ -389,6 +392,7 @@ def labelled_csv(path: Path, ids: tuple[str, ...] = ("TRAIN_008", "TRAIN_010")) 
     return path
 
 
+@pytest.mark.slow
 def test_vqa_eval_against_the_server(server: FakeOpenAIServer, tmp_path: Path) -> None:
     run = tmp_path / "run"
     p = vqa("eval", labelled_csv(tmp_path / "train.csv"), "--images", EXAMPLES, "--run-dir", run, "--backend",

@@ -150,6 +150,7 @@ def run_vqa(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow
 def test_vqa_ui_refuses_an_open_host_without_auth_and_explains_a_missing_gradio() -> None:
     from agent.cli.ui import is_loopback
 
