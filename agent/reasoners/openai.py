@@ -154,7 +154,7 @@ class OpenAIBackend:
             data = self._call(f"GET {url}", self._client.get, "/models", cast_to=object)
         except ServerError as exc:
             raise ModelLoadError(f"cannot reach an OpenAI-compatible server at {self.base_url}: {exc}. Is it "
-                                 "running? Start one (README, 'Serving backend') or fix --base-url") from None
+                                 "running? Start one (docs/serving.md) or fix --base-url") from None
         except _Rejected as exc:
             raise ModelLoadError(f"GET {url} was refused: {exc}") from None
         ids = [m.get("id") for m in data.get("data", []) if isinstance(m, dict)] if isinstance(data, dict) else None
