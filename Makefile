@@ -38,7 +38,7 @@ test: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # The documentation site (docs/, mkdocs.yml) into site/, every warning an error; the reference pages are generated
-# from the code on every build (agent/dev/docs.py). `$(BIN)/mkdocs serve` previews it.
+# from the code on every build (agent/cli/docs.py). `$(BIN)/mkdocs serve` previews it.
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 

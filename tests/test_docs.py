@@ -1,6 +1,6 @@
 """The documentation stays true: every repository path and every ``vqa`` command (with its flags) that README.md
 and docs/*.md name exists, the drawn graph is the code's, the README stays short, and the generated reference
-pages (agent/dev/docs.py) cover every command, setting and tool. ``make docs`` / ``make test`` build the site with
+pages (agent/cli/docs.py) cover every command, setting and tool. ``make docs`` / ``make test`` build the site with
 ``mkdocs build --strict`` (broken links and anchors fail there)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from agent.dev import docs as gen
+from agent.cli import docs as gen
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]

@@ -6,7 +6,7 @@
 - ``reference/tools.md``: the card of every registered tool, read from its class (nothing is loaded).
 
 ``mkdocs.yml`` names this file as a hook: ``on_files`` adds the three pages to the build, so ``mkdocs build`` (and
-``make docs``) always documents the code it runs with. ``python -m agent.dev.docs OUT`` writes them to a folder.
+``make docs``) always documents the code it runs with. ``python -m agent.cli.docs OUT`` writes them to a folder.
 """
 
 from __future__ import annotations
@@ -192,10 +192,10 @@ def on_files(files: Any, config: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m agent.dev.docs OUT``: write the generated pages under ``OUT``."""
+    """``python -m agent.cli.docs OUT``: write the generated pages under ``OUT``."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        raise SystemExit("usage: python -m agent.dev.docs OUT_FOLDER")
+        raise SystemExit("usage: python -m agent.cli.docs OUT_FOLDER")
     for path, make in GENERATORS.items():
         target = Path(args[0]) / path
         target.parent.mkdir(parents=True, exist_ok=True)
