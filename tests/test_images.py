@@ -526,3 +526,17 @@ def test_encode_jpeg_gives_pillows_bytes_with_or_without_memfd(monkeypatch):
     assert native == fallback == expected.getvalue()
     with Image.open(io.BytesIO(native)) as back:
         assert back.format == "JPEG" and back.size == (128, 96)
+
+
+@pytest.mark.parametrize(("given", "block"), [(None, "64m"), ("16m", "16m")])
+def test_the_vqa_command_asks_pillow_for_64_mib_blocks_unless_told_otherwise(given: str | None, block: str) -> None:
+    """Pillow reads its public PILLOW_BLOCK_SIZE when imported: the command sets it first, a user's value wins."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PILLOW_BLOCK_SIZE"} | ({"PILLOW_BLOCK_SIZE": given}
+                                                                              if given else {})
+    code = ("import os, sys; import agent.cli; from PIL import Image; "
+            "print(os.environ['PILLOW_BLOCK_SIZE'], Image.core.get_block_size())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [block, str(int(block[:-1]) << 20)]
