@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO := runs/demo
 
-.PHONY: install system-deps demo test test-fast tiny screenshots clean
+.PHONY: install system-deps demo test test-fast docs tiny screenshots clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,12 @@ demo: install
 test: install
 	$(BIN)/ruff check agent tools eval prompts tests examples
 	$(BIN)/python -m pytest -q -n 2
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# The documentation site (docs/, mkdocs.yml) into site/, every warning an error; the reference pages are generated
+# from the code on every build (agent/cli/docs.py). `$(BIN)/mkdocs serve` previews it.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -47,4 +53,4 @@ tiny: install
 	$(BIN)/vqa dev make-tiny .tiny
 
 clean:
-	rm -rf runs .tiny .pytest_cache
+	rm -rf runs .tiny .pytest_cache site

@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import random
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -95,16 +93,6 @@ def tool_list(tools: str | Sequence[str] | None) -> list[str] | None:
         raise ConfigError(f"tools: {exc}") from None
 
 
-def seed_everything(seed: int) -> None:
-    """Seed ``random``, numpy, and torch when something has imported it (never imported here)."""
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    if "torch" in sys.modules:
-        sys.modules["torch"].manual_seed(seed)  # every device's generator
-
-
 class Orchestrator:
     """Answers questions about images: one (``ask``), a CSV (``batch``) or a labelled CSV (``eval``).
 
@@ -126,10 +114,9 @@ class Orchestrator:
         elif any(v is not None for v in (model, backend, reasoner, planner, config)) or flags:
             raise ConfigError("give either settings= or the settings by name (model=, reasoner=, config= ...), "
                               "not both")
-        from tools import register
+        from agent.services import register_plugins
 
-        for name, spec in settings.tools.classes.items():  # plug-in tools of the config file, before `tools`
-            register(name, spec)
+        register_plugins(settings)  # plug-in tools of the config file, before `tools`
         self.settings = settings
         self.tools = tool_list(tools)
         self.command = command
@@ -154,33 +141,9 @@ class Orchestrator:
 
     def _open(self) -> Services:
         """The services every run shares: the reasoner (loaded), the router and the configured tools (built)."""
-        from agent.planners import PlannerSettings, check_planner
-        from agent.reasoners import load_reasoner
-        from agent.router import Router
-        from agent.services import Services
-        from tools import plugin_routing, tool_names
+        from agent.services import open_services
 
-        s = self.settings
-        check_planner(s.planner)  # a planner this install lacks fails before any work
-        rules, examples = plugin_routing()  # keywords and example questions of plug-in tools
-        reasoner = load_reasoner(s.reasoner, **s.reasoner_kwargs())
-        services = Services(reasoner=reasoner, router=Router(rules=rules, examples=examples),
-                            tool_settings=s.tool_settings(), max_pixels=s.image_max_pixels,
-                            hard_cap_pixels=s.hard_cap_pixels, decode_budget=s.image_decode_budget,
-                            tool_timeout=s.tool_timeout, planner=PlannerSettings.from_settings(s))
-        try:
-            for name in services.tool_settings:  # every configured tool is built now: a bad setting fails early
-                if name in tool_names():
-                    services.tool(name)
-            reasoner.load()
-            if s.planner == "vlm":
-                services = with_tool_caller(services, s)
-        except BaseException:
-            services.close()
-            raise
-        if s.seed is not None:
-            seed_everything(s.seed)
-        return services
+        return open_services(self.settings)
 
     def services(self, run_dir: str | os.PathLike | None = None, *, images_root: str | os.PathLike | None = None,
                  cache: bool = True) -> Services:
@@ -208,6 +171,8 @@ class Orchestrator:
                                   "one in turn); without Ray, give one URL")
             services = self.services(run, images_root=images)
             if "vlm" in planners:  # a planner:vlm ablation arm needs the tool-calling model too
+                from agent.services import with_tool_caller
+
                 services = with_tool_caller(services, s)
             yield services
             return
@@ -384,16 +349,6 @@ def _first(rows: list, limit: int | None) -> list:
     if limit < 1:
         raise InputError(f"limit: expected a number of rows >= 1, found {limit}")
     return rows[:limit]
-
-
-def with_tool_caller(services: Services, settings: Settings) -> Services:
-    """``services`` with the ``vlm`` planner's tool-calling model over its reasoner (the evidence reasoner has none:
-    a one-line ``ConfigError``)."""
-    if services.vlm is not None:
-        return services
-    from agent.planners.vlm import tool_caller
-
-    return services.replace(vlm=tool_caller(settings, services.reasoner))
 
 
 def planner_list(spec: str | Sequence[str] | None) -> list[str]:

@@ -30,23 +30,16 @@ import os
 import shutil
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from agent.fileio import atomic_write
 from agent.images import LoadedImage
+from agent.rundir import package_version
 from agent.schema import Question, ToolResult
 from tools.base import NoArgs, Tool
 
 CACHE_VERSION = 1
-
-
-def _package_version() -> str:
-    try:
-        return metadata.version("vqa-orchestrator")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def source_hash(obj: Any) -> str:
@@ -100,7 +93,7 @@ def key_parts(tool: Tool, image: LoadedImage, question: Question,
     given = args.model_dump(mode="json", exclude_none=True) if args is not None else {}
     return {
         "cache_version": CACHE_VERSION,
-        "package": _package_version(),
+        "package": package_version(),
         **tool_parts(tool),
         "peers": {name: tool_parts(p) for name, p in sorted((peers or {}).items())},
         "image_sha256": image.sha256,

@@ -142,23 +142,26 @@ class Settings(BaseSettings):
 
 
 class TomlFile(TomlConfigSettingsSource):
-    """The config file named by ``toml_file`` in the settings class's config; top-level keys may use the flag
-    spelling (``max-pixels``). Tables (``[ocr]``, ``[tools.register]`` ...) are passed on untouched."""
+    """The config file named by ``toml_file`` in the settings class's config, read by pydantic-settings; through
+    the source's public call, top-level keys may use the flag spelling (``max-pixels``). Tables (``[ocr]``,
+    ``[tools.register]`` ...) are passed on untouched."""
 
-    def _read_file(self, file_path: Path) -> dict[str, Any]:
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
         try:
-            data = super()._read_file(file_path)
+            super().__init__(settings_cls)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {file_path} is not valid TOML: {exc}") from None
-        out: dict[str, Any] = {}
+            raise ConfigError(f"config file {settings_cls.model_config.get('toml_file')} is not valid TOML: "
+                              f"{exc}") from None
+
+    def __call__(self) -> dict[str, Any]:
         spelled: dict[str, str] = {}
-        for key, value in data.items():
+        for key in self.toml_data:  # in the file's order
             name = key.replace("-", "_")
-            if name in out:
-                raise ConfigError(f"config file {file_path} sets {name} twice (as {spelled[name]} and {key}); "
-                                  "keep one")
-            out[name], spelled[name] = value, key
-        return out
+            if name in spelled:
+                raise ConfigError(f"config file {self.toml_file_path} sets {name} twice (as {spelled[name]} and "
+                                  f"{key}); keep one")
+            spelled[name] = key
+        return {key.replace("-", "_"): value for key, value in super().__call__().items()}
 
 
 def load_settings(config: Path | None, flags: Mapping[str, Any]) -> Settings:

@@ -2,7 +2,7 @@
 by Ray actors.
 
 Each worker (``RowWorker``, one Ray actor) builds the reasoner and the tools once, from the driver's own
-``Settings`` (an ``agent.api.Orchestrator``, the same code as without Ray), and answers chunks of
+``Settings`` (``agent.services.open_services``, the same code as without Ray), and answers chunks of
 ``batch_size`` questions with ``LocalExecutor``, so batching, debiasing and the temperature work as in one process.
 A chunk comes back as its ``Answer``\\ s plus the trace events its questions made (held in memory on the worker);
 the driver alone appends them to ``results.jsonl`` and ``trace.jsonl`` and writes ``failed.csv`` and the
@@ -170,14 +170,19 @@ class RowWorker:
             raise ConfigError(f"the driver's folder {cwd} does not exist on {socket.gethostname()}: run vqa from a "
                               "shared filesystem mounted at the same path on every machine")
         os.chdir(cwd)  # relative paths (CSV images, --run-dir, --cache) mean what they mean on the driver
-        from agent.api import Orchestrator  # registers the config file's plug-in tools
+        from agent.cache import open_cache
+        from agent.services import open_services, register_plugins
+
         self.index, self.run_dir = index, Path(run_dir)
         self._stack = ExitStack()
         self.failure: str | None = None  # why the services could not be built (a bad model path, a tool setting)
         try:
-            orch = self._stack.enter_context(Orchestrator(settings=settings))
-            self.services: Services = orch.services(self.run_dir,
-                                                    images_root=Path(images_root) if images_root else None)
+            register_plugins(settings)
+            base = open_services(settings)
+            self._stack.callback(base.close)
+            self.services: Services = base.replace(artifacts_dir=self.run_dir / "artifacts",
+                                                   images_root=Path(images_root) if images_root else None,
+                                                   cache=open_cache(settings.cache, self.run_dir))
         except VqaError as exc:  # reported by ready(), as one line, instead of a dead actor's traceback
             self.failure = str(exc)
         self._pools: dict[str | None, ToolPool] = {}  # one per artifacts folder (an eval arm), as run_arm does

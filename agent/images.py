@@ -2,26 +2,26 @@
 
 - Paths: ``safe_relpath`` is the one lexical rule for CSV paths (no absolute paths, drives or ``..``);
   ``resolve_image_path`` applies it and then follows symlinks, so a link leaving the root is refused too.
-- Size: the header size is checked against ``hard_cap_pixels`` before anything is decoded. The cap is set
-  per call and per thread: Pillow's bomb check is wrapped once so that only the thread inside
-  ``load_image`` sees our cap (and no ``DecompressionBombWarning``); every other thread and library keeps
-  Pillow's global ``MAX_IMAGE_PIXELS`` behaviour, which is never changed.
+- Size: the header size is checked against ``hard_cap_pixels`` before anything is decoded (our own check, per
+  call). So that Pillow's own bomb check (warning above ``Image.MAX_IMAGE_PIXELS``, error above twice it) lets
+  images up to the cap reach ours, ``Image.MAX_IMAGE_PIXELS`` is raised to the largest cap asked for; it is never
+  lowered, and left alone when it is ``None`` (checks off).
 - Files: opened without blocking and refused unless regular (a FIFO or device never hangs a run), capped in
   bytes; ``file_sha256`` hashes a file under the same rules without decoding it.
 - Memory: a decode budget (bytes) is checked from the header before any pixel is decoded: the decoded image
   (Pillow's bytes per pixel for its mode: 1 for 1/L/P, 2 for I;16, 4 for multi-band 8-bit, I and F) plus the
   reduced working copy. Over the budget is ``too_large``. Decodes running at the same time share one budget
-  (a process-wide weighted semaphore), so a batch's peak no longer grows with rows x pixels. Pillow's pixel
-  blocks are raised from 16 to 64 MiB on import (unless ``PILLOW_BLOCK_SIZE`` is set): above glibc's largest
-  mmap threshold (32 MiB), each block is its own mapping and goes back to the system when the image is freed,
-  instead of staying in the decoding thread's malloc arena (which made the peak grow with decoding threads).
+  (a process-wide weighted semaphore), so a batch's peak no longer grows with rows x pixels. Pillow's public
+  ``PILLOW_BLOCK_SIZE`` (read when Pillow is imported) is set to 64 MiB by the ``vqa`` command before anything
+  imports Pillow: above glibc's largest mmap threshold (32 MiB), each block is its own mapping and goes back to
+  the system when the image is freed, instead of staying in the decoding thread's malloc arena.
 - Economy: JPEG/MPO decode at 1/2, 1/4 or 1/8 scale through ``draft``; other formats are converted and reduced
   (integer ``reduce``, the ``reducing_gap`` of 3) in horizontal strips, so no full-size converted copy exists,
   then LANCZOS fits ``max_pixels`` exactly.
 - Truncated files are ``corrupt``: ``ImageFile.LOAD_TRUNCATED_IMAGES`` stays off, because a half-grey photo
   answered confidently is worse than a fallback answer that says why.
-- Orientation: the EXIF Orientation tag is applied (ImageOps.exif_transpose's table) after downscaling, so it is
-  cheap and also works after ``draft``; ``original_size`` is the displayed (oriented) size.
+- Orientation: the EXIF (or XMP) Orientation is read from the file and applied by ``ImageOps.exif_transpose`` to
+  the downscaled image, so it is cheap and also works after ``draft``; ``original_size`` is the displayed size.
 - Modes: everything becomes RGB; alpha is composited over white; 16/32-bit and float grey is stretched
   min..max to 8 bit (a constant image becomes black); animations and multi-page files give their first frame.
 """
@@ -35,28 +35,22 @@ import os
 import stat
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
-from PIL import Image, ImageMode, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageMode, ImageOps, UnidentifiedImageError
 
 from agent.errors import ImageError
 
-_T = Image.Transpose  # ImageOps.exif_transpose's table: EXIF Orientation -> the transpose that displays it
-_TRANSPOSE = {2: _T.FLIP_LEFT_RIGHT, 3: _T.ROTATE_180, 4: _T.FLIP_TOP_BOTTOM, 5: _T.TRANSPOSE, 6: _T.ROTATE_270,
-              7: _T.TRANSVERSE, 8: _T.ROTATE_90}
 # What Pillow raises on files it cannot decode (UnidentifiedImageError and truncation are OSErrors).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error)
 DEFAULT_DECODE_BUDGET = 1 << 30  # bytes of decoded pixels held at once, per image and for all concurrent decodes
 DEFAULT_MAX_FILE_BYTES = 1 << 30
 _REDUCING_GAP = 3.0  # as Image.resize's reducing_gap: integer reduce while >= 3x the target, then LANCZOS
 _STRIP_BYTES = 8 << 20  # converted rows held at once while reducing
-_BLOCK_BYTES = 64 << 20
-if "PILLOW_BLOCK_SIZE" not in os.environ and Image.core.get_block_size() < _BLOCK_BYTES:
-    Image.core.set_block_size(_BLOCK_BYTES)
 
 
 @dataclass(frozen=True)
@@ -107,10 +101,12 @@ def load_image(
     path = Path(path)
     data = read_file_bytes(path, max_file_bytes)
     try:
-        with _pixel_cap(hard_cap_pixels), Image.open(io.BytesIO(data)) as src:
+        allow_pixels(hard_cap_pixels)
+        with Image.open(io.BytesIO(data)) as src:
             raw_w, raw_h = src.size
-            if raw_w * raw_h > hard_cap_pixels:
-                raise Image.DecompressionBombError(f"{raw_w}x{raw_h}")
+            if raw_w * raw_h > hard_cap_pixels:  # our check, from the header, before any pixel is decoded
+                raise ImageError("too_large", f"expected at most {hard_cap_pixels:,} pixels in {path}, found "
+                                 f"{raw_w}x{raw_h}; shrink the image or raise hard_cap_pixels.")
             target = fit_pixels((raw_w, raw_h), max_pixels)
             src.draft("RGB", target)  # JPEG only: no-op elsewhere; keeps the mode, shrinks the decode
             factor = _reduce_factor(src.size, target)
@@ -127,9 +123,10 @@ def load_image(
                 image = _to_rgb(src, work_mode, factor, target)
                 if image is not src:
                     src.close()  # frees the decoded pixels before the next decode is let in
-    except Image.DecompressionBombError as e:
-        raise ImageError("too_large", f"expected at most {hard_cap_pixels:,} pixels in {path}, found {e}; "
-                         "shrink the image or raise hard_cap_pixels.") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # Pillow's check, over twice (once with
+        limit = Image.MAX_IMAGE_PIXELS or 0                                  # warnings as errors) its limit
+        raise ImageError("too_large", f"expected at most {hard_cap_pixels:,} pixels in {path}, found more than "
+                         f"{limit:,} (Pillow's Image.MAX_IMAGE_PIXELS check); shrink the image.") from None
     except MemoryError:
         raise ImageError("too_large", f"ran out of memory decoding {path}; shrink the image.") from None
     except _DECODE_ERRORS as e:
@@ -138,8 +135,9 @@ def load_image(
                          "re-export or replace the file.") from e
     if orientation in (5, 6, 7, 8):
         raw_w, raw_h = raw_h, raw_w
-    if orientation in _TRANSPOSE:
-        image = image.transpose(_TRANSPOSE[orientation])
+    if orientation in range(2, 9):
+        image.getexif()[ExifTags.Base.Orientation] = orientation  # the file's tag, on the downscaled copy
+        ImageOps.exif_transpose(image, in_place=True)
     return LoadedImage(image, path, hashlib.sha256(data).hexdigest(), (raw_w, raw_h), image.width / raw_w)
 
 
@@ -299,25 +297,15 @@ def _stretch(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8)).convert("RGB")
 
 
-class _ThreadCap:
-    """Pillow's bomb check with a per-thread override; threads without one get Pillow's own check unchanged."""
-
-    vqa_thread_cap = True
-
-    def __init__(self, original: Callable[..., None]) -> None:
-        self.original = original
-        self.local = threading.local()
-
-    def __call__(self, size: tuple[int, int], **kwargs: bool) -> None:
-        cap = getattr(self.local, "pixels", None)
-        if cap is None:
-            return self.original(size, **kwargs)
-        if max(1, size[0]) * max(1, size[1]) > cap:
-            raise Image.DecompressionBombError(f"{size[0]}x{size[1]}")
-        return None
+_cap_lock = threading.Lock()
 
 
-_install_lock = threading.Lock()
+def allow_pixels(pixels: int) -> None:
+    """Let Pillow open images of up to ``pixels`` (``load_image`` checks its own cap itself): raise
+    ``Image.MAX_IMAGE_PIXELS`` to ``pixels`` unless it is already higher or ``None``. Never lowers it."""
+    with _cap_lock:
+        if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < pixels:
+            Image.MAX_IMAGE_PIXELS = pixels
 
 
 class _DecodeGate:
@@ -342,18 +330,3 @@ class _DecodeGate:
 
 _GATE = _DecodeGate()
 
-
-@contextmanager
-def _pixel_cap(pixels: int) -> Iterator[None]:
-    """Within this block, in this thread only, Pillow refuses images over ``pixels`` and never warns."""
-    with _install_lock:
-        check = Image._decompression_bomb_check
-        if not getattr(check, "vqa_thread_cap", False):
-            check = _ThreadCap(check)
-            Image._decompression_bomb_check = check
-    previous = getattr(check.local, "pixels", None)
-    check.local.pixels = pixels
-    try:
-        yield
-    finally:
-        check.local.pixels = previous

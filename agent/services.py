@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from tools import load_tool
 from tools.base import NoArgs, Tool
 
 if TYPE_CHECKING:
+    from agent.config import Settings
     from agent.runner import RowExecutor
 
 
@@ -125,3 +128,64 @@ class Services:
         """Close the reasoner. Only the owner (who built these services) calls it, once. Tool calls still running
         (abandoned after a timeout) run on daemon threads and never hold up the exit."""
         self.reasoner.close()
+
+
+# ---------------------------------------------------------------- building them from settings (API, CLI, Ray workers)
+
+
+def register_plugins(settings: Settings) -> None:
+    """Register the config file's plug-in tools (``[tools.register]``)."""
+    from tools import register
+
+    for name, spec in settings.tools.classes.items():
+        register(name, spec)
+
+
+def open_services(settings: Settings) -> Services:
+    """The services every run shares: the reasoner (loaded), the router and the configured tools (built); a bad
+    model or tool setting fails here, before any question. Seeds ``random``, numpy and torch when ``seed`` is set."""
+    from agent.planners import check_planner
+    from agent.reasoners import load_reasoner
+    from tools import plugin_routing, tool_names
+
+    s = settings
+    check_planner(s.planner)  # a planner this install lacks fails before any work
+    rules, examples = plugin_routing()  # keywords and example questions of plug-in tools
+    reasoner = load_reasoner(s.reasoner, **s.reasoner_kwargs())
+    services = Services(reasoner=reasoner, router=Router(rules=rules, examples=examples),
+                        tool_settings=s.tool_settings(), max_pixels=s.image_max_pixels,
+                        hard_cap_pixels=s.hard_cap_pixels, decode_budget=s.image_decode_budget,
+                        tool_timeout=s.tool_timeout, planner=PlannerSettings.from_settings(s))
+    try:
+        for name in services.tool_settings:  # every configured tool is built now: a bad setting fails early
+            if name in tool_names():
+                services.tool(name)
+        reasoner.load()
+        if s.planner == "vlm":
+            services = with_tool_caller(services, s)
+    except BaseException:
+        services.close()
+        raise
+    if s.seed is not None:
+        seed_everything(s.seed)
+    return services
+
+
+def with_tool_caller(services: Services, settings: Settings) -> Services:
+    """``services`` with the ``vlm`` planner's tool-calling model over its reasoner (the evidence reasoner has none:
+    a one-line ``ConfigError``)."""
+    if services.vlm is not None:
+        return services
+    from agent.planners.vlm import tool_caller
+
+    return services.replace(vlm=tool_caller(settings, services.reasoner))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed ``random``, numpy, and torch when something has imported it (never imported here)."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)  # every device's generator

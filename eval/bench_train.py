@@ -8,7 +8,7 @@ allocated on a GPU, the process's peak RSS on CPU (which includes Python, torch 
 
 ``--estimate``: the memory of QLoRA / LoRA training of the real checkpoints, computed from their parameter
 counts (the architectures instantiated on the ``meta`` device from their published configuration values, so
-nothing is downloaded), for the README's table. Activations are not included: they depend on the sequence
+nothing is downloaded), for the table in docs/training.md. Activations are not included: they depend on the sequence
 length and were not measured here (no GPU).
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,9 @@ def test_precedence_is_flags_then_file_then_environment_then_defaults(tmp_path: 
     monkeypatch.setenv("VQA_DATA_DIR", str(tmp_path))  # another VQA_ variable (vqa chat's), not a setting: ignored
     cfg = tmp_path / "vqa.toml"
     cfg.write_text('model = "file-model"\nbatch_size = 6\nmax-pixels = 1000\ntool-timeout = 9.5\n')
-    s = load_settings(cfg, {"model": "flag-model"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pydantic-settings sees its own TOML source: no "toml_file ignored" warning
+        s = load_settings(cfg, {"model": "flag-model"})
     assert s.model == "flag-model"  # flag > file > environment
     assert s.batch_size == 6  # file > environment
     assert s.device == "cpu"  # environment > default

@@ -16,7 +16,7 @@ from PIL import Image, ImageFile
 
 from agent import images
 from agent.errors import ImageError
-from agent.images import _DecodeGate, _pixel_cap, decoded_bytes, file_sha256, load_image, resolve_image_path
+from agent.images import _DecodeGate, allow_pixels, decoded_bytes, file_sha256, load_image, resolve_image_path
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -239,14 +239,19 @@ def test_failures_have_reasons(tmp_path: Path, case: str) -> None:
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
-def test_huge_header_is_too_large_without_decoding(tmp_path: Path) -> None:
+def test_huge_header_is_too_large_without_decoding(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after the test
     # 100000 x 100000 claimed, no pixel data: decoding it would say "corrupt", so "too_large" proves no decode.
     (tmp_path / "bomb.png").write_bytes(png_header(100_000, 100_000))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(ImageError) as err:
             load_image(tmp_path / "bomb.png")
-    assert err.value.reason == "too_large" and "100000x100000" in str(err.value)
+    assert err.value.reason == "too_large" and "found more than 400,000,000" in str(err.value)  # Pillow's check
+    (tmp_path / "big.png").write_bytes(png_header(25_000, 20_000))  # 500 MP: over our cap, under Pillow's error
+    with pytest.raises(ImageError) as err, pytest.warns(Image.DecompressionBombWarning):  # Pillow's, over its limit
+        load_image(tmp_path / "big.png", hard_cap_pixels=300_000_000)
+    assert err.value.reason == "too_large" and "found 25000x20000" in str(err.value)  # ours, with the size
 
 
 def test_real_image_over_a_small_cap_is_too_large(tmp_path: Path) -> None:
@@ -263,38 +268,32 @@ def test_file_over_byte_cap_is_too_large(tmp_path: Path) -> None:
     assert err.value.reason == "too_large"
 
 
-def test_our_cap_replaces_pillows_global_limit_only_inside_the_call(tmp_path: Path) -> None:
+def test_images_up_to_our_cap_reach_our_check_and_larger_ones_are_refused_before_decoding(tmp_path: Path,
+                                                                                          monkeypatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after the test
     # 15000 x 14000 = 210 MP: over Pillow's default error limit (2 * MAX_IMAGE_PIXELS = 179 MP), under our 400 MP.
     (tmp_path / "big.png").write_bytes(png_header(15_000, 14_000))
-    before = Image.MAX_IMAGE_PIXELS
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(ImageError) as err:
             load_image(tmp_path / "big.png")
     assert err.value.reason == "corrupt"  # got past the header to the (missing) pixel data
-    assert Image.MAX_IMAGE_PIXELS == before
-    with pytest.raises(Image.DecompressionBombError):  # outside our call Pillow's own limit still applies
-        Image.open(tmp_path / "big.png")
+    assert Image.MAX_IMAGE_PIXELS == 400_000_000  # Pillow's public limit raised to the cap
+    with pytest.raises(ImageError) as err:  # a lower cap on this call: refused from the header, nothing decoded
+        load_image(tmp_path / "big.png", hard_cap_pixels=100_000_000)
+    assert err.value.reason == "too_large" and "at most 100,000,000 pixels" in str(err.value)
+    assert Image.MAX_IMAGE_PIXELS == 400_000_000  # never lowered
 
 
-def test_pixel_cap_is_per_thread() -> None:
-    seen: dict[str, object] = {}
-
-    def other_thread() -> None:
-        try:
-            Image._decompression_bomb_check((100, 100))
-            seen["other"] = "ok"
-        except Image.DecompressionBombError:
-            seen["other"] = "refused"
-
-    with _pixel_cap(10):
-        with pytest.raises(Image.DecompressionBombError):
-            Image._decompression_bomb_check((100, 100))
-        thread = threading.Thread(target=other_thread)
-        thread.start()
-        thread.join()
-    assert seen["other"] == "ok"
-    Image._decompression_bomb_check((100, 100))  # restored after the block
+def test_allow_pixels_only_raises_pillows_limit_and_leaves_it_off_when_off(monkeypatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    allow_pixels(500)
+    assert Image.MAX_IMAGE_PIXELS == 1000
+    allow_pixels(5000)
+    assert Image.MAX_IMAGE_PIXELS == 5000
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    allow_pixels(5000)
+    assert Image.MAX_IMAGE_PIXELS is None
 
 
 def test_concurrent_loads_agree(tmp_path: Path) -> None:
@@ -527,3 +526,17 @@ def test_encode_jpeg_gives_pillows_bytes_with_or_without_memfd(monkeypatch):
     assert native == fallback == expected.getvalue()
     with Image.open(io.BytesIO(native)) as back:
         assert back.format == "JPEG" and back.size == (128, 96)
+
+
+@pytest.mark.parametrize(("given", "block"), [(None, "64m"), ("16m", "16m")])
+def test_the_vqa_command_asks_pillow_for_64_mib_blocks_unless_told_otherwise(given: str | None, block: str) -> None:
+    """Pillow reads its public PILLOW_BLOCK_SIZE when imported: the command sets it first, a user's value wins."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PILLOW_BLOCK_SIZE"} | ({"PILLOW_BLOCK_SIZE": given}
+                                                                              if given else {})
+    code = ("import os, sys; import agent.cli; from PIL import Image; "
+            "print(os.environ['PILLOW_BLOCK_SIZE'], Image.core.get_block_size())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [block, str(int(block[:-1]) << 20)]

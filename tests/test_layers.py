@@ -1,15 +1,18 @@
 """Dependencies point one way: the imports of every project module (function-level ones included), parsed with
 ``ast``, have no cycle and keep the layers.
 
-Layers, bottom up: the shared leaves (``SHARED_LEAVES``) < tools < the agent core < eval < the front ends: the
-Python API (``agent.api``) and the CLI (``agent.cli``) on top of it.
-Lazy ``"module:Class"`` registry strings are not imports and are not seen here.
+Layers, bottom up: the shared leaves (``SHARED_LEAVES``) < tools < the agent core < eval < the front ends
+(``FRONT_ENDS``: the Python API ``agent.api``, the web UI ``agent.ui`` and the CLI ``agent.cli``, which may use
+the API). Training (``agent.train``) sits beside inference: only training, eval and the front ends import it.
+Lazy ``"module:Attr"`` strings (the tool, reasoner and SAM-backend registries, evidence scorers) are imports
+that happen later: they are resolved and checked like any other import.
 """
 
 from __future__ import annotations
 
 import ast
 import graphlib
+import re
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,10 @@ PACKAGES = ("agent", "tools", "prompts", "eval")
 
 # Modules everyone may import, tools included; they import nothing from the project but each other.
 SHARED_LEAVES = frozenset({"agent.schema", "agent.evidence", "agent.errors", "agent.fileio", "agent.probs", "agent.e5",
-                           "agent.hub", "agent.images"})  # agent.images: the one safe reader of image files
+                           "agent.hub", "agent.images",  # agent.images: the one safe reader of image files
+                           "agent.support",  # how the built-in evidence types score options (their lazy scorers)
+                           "tools.text", "tools.phrases"})  # pure text helpers (no project imports) the scorers use
+FRONT_ENDS = ("agent.api", "agent.ui", "agent.cli")
 
 # Known violations being fixed in another lane, (importer, imported) -> who removes it. Remove an entry once its
 # import is gone (the test says so).
@@ -55,7 +61,9 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     for node in ast.walk(tree):
         if id(node) in typing_only:
             continue
-        if isinstance(node, ast.Import):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            out.update(filter(None, [lazy_target(node.value, modules)]))
+        elif isinstance(node, ast.Import):
             out.update(filter(None, (_resolve(a.name, modules) for a in node.names)))
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
@@ -67,6 +75,15 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
                                                   modules)]))
     out.discard(name)
     return out
+
+
+LAZY = re.compile(r"((?:agent|tools|prompts|eval)(?:\.\w+)*):[A-Za-z_][\w.]*")
+
+
+def lazy_target(text: str, modules: dict[str, Path]) -> str | None:
+    """The project module a lazy ``"module:Attr"`` string names (``None`` for any other string)."""
+    match = LAZY.fullmatch(text)
+    return match[1] if match and match[1] in modules else None
 
 
 def import_graph(root: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
@@ -95,6 +112,13 @@ def violations(graph: dict[str, set[str]]) -> list[tuple[str, str, str]]:
                 out.append((src, dst, "only eval (and the front ends above it, agent.api and agent.cli) imports eval"))
             elif _in(dst, "agent.cli") and not _in(src, "agent.cli"):
                 out.append((src, dst, "the CLI sits on top: only agent.cli imports agent.cli"))
+            elif (any(_in(dst, f) for f in FRONT_ENDS) and not any(_in(src, f) for f in FRONT_ENDS)
+                  and src != "agent"):  # the package's lazy facade: ``from agent import Orchestrator``
+                out.append((src, dst, f"front ends {FRONT_ENDS} are imported only by front ends"))
+            elif _in(dst, "agent.train") and not (_in(src, "agent.train") or _in(src, "eval")
+                                                  or any(_in(src, f) for f in FRONT_ENDS)):
+                out.append((src, dst, "inference never imports training: only agent.train, eval and the front ends "
+                                      "import agent.train"))
             elif src in SHARED_LEAVES and dst not in SHARED_LEAVES:
                 out.append((src, dst, f"a shared leaf imports only other shared leaves {sorted(SHARED_LEAVES)}"))
             elif (_in(src, "tools") or _in(src, "prompts")) and _in(dst, "agent") and dst not in SHARED_LEAVES:
@@ -113,6 +137,8 @@ def test_the_parser_sees_the_project(graph: dict[str, set[str]]) -> None:
     assert "tools.base" in graph["agent.services"]
     assert "agent.schema" in graph["prompts"]
     assert "agent.kb.build" in graph["agent.cli.kb"]
+    assert {"tools.ocr", "tools.retrieve.tool"} <= graph["tools"]  # the registry's lazy "module:Class" strings
+    assert "agent.support" in graph["agent.evidence"]  # a built-in evidence type's lazy scorer
 
 
 def test_no_import_cycles(graph: dict[str, set[str]]) -> None:
@@ -154,6 +180,19 @@ def test_checker_finds_a_cycle_through_a_function_level_import(tmp_path: Path) -
     assert cycle is not None and {"agent.a", "agent.b", "agent.c"} <= set(cycle)
 
 
+def test_checker_follows_lazy_module_strings_into_a_cycle(tmp_path: Path) -> None:
+    _tree(tmp_path, {
+        "agent/__init__.py": "",
+        "agent/evidence.py": 'SCORER = "agent.scoring:score"\nNOTE = "see agent.nothing:here, or a: b"\n',
+        "agent/scoring.py": "from agent.schema import Question\n",
+        "agent/schema.py": "from agent.evidence import SCORER\n",
+    })
+    graph = import_graph(tmp_path, ("agent",))
+    assert graph["agent.evidence"] == {"agent.scoring"}  # a string naming no module is no edge
+    cycle = find_cycle(graph)
+    assert cycle is not None and {"agent.evidence", "agent.scoring", "agent.schema"} <= set(cycle)
+
+
 def test_checker_reports_each_layer_rule(tmp_path: Path) -> None:
     _tree(tmp_path, {
         "agent/__init__.py": "", "agent/schema.py": "", "agent/cli/__init__.py": "", "agent/graph.py": "",
@@ -164,7 +203,12 @@ def test_checker_reports_each_layer_rule(tmp_path: Path) -> None:
         "tools/retrieve/__init__.py": "", "tools/retrieve/tool.py": "from agent.graph import Services\n",
         "eval/__init__.py": "", "eval/metrics.py": "",
         "prompts/__init__.py": "",
+        "agent/api.py": "", "agent/distributed.py": "def f():\n    from agent.api import Orchestrator\n",
+        "agent/train/__init__.py": "", "agent/train/manifest.py": "",
+        "agent/reasoners/__init__.py": 'REGISTRY = {"qwen": "agent.reasoners.qwen:QwenBackend"}\n',
+        "agent/reasoners/qwen.py": "from agent.train.manifest import check_adapter\n",
     })
     found = {(s, d) for s, d, _ in violations(import_graph(tmp_path))}
     assert found == {("agent.calibration", "eval.metrics"), ("agent.trace.render", "agent.cli"),
-                     ("agent.errors", "agent.graph"), ("tools.retrieve.tool", "agent.graph")}
+                     ("agent.errors", "agent.graph"), ("tools.retrieve.tool", "agent.graph"),
+                     ("agent.distributed", "agent.api"), ("agent.reasoners.qwen", "agent.train.manifest")}

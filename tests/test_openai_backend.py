@@ -32,6 +32,7 @@ from agent.reasoners import load_reasoner
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.letter_forms import conforming_letter, constraint_fields, logprob_probs, token_letter
 from agent.reasoners.openai import OpenAIBackend, ServerError
+from agent.reasoners.retry import RetryTransport
 from agent.schema import Question
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -214,10 +215,11 @@ def test_images_are_downscaled_to_the_pixel_budget_and_marked_image_included(ser
 
 def test_5xx_and_dropped_connections_are_retried_with_backoff(server: FakeOpenAIServer, monkeypatch) -> None:
     server.script.fail, server.script.drop = [503, 502], 0
-    b = backend(server, backoff=0.05)
     waits: list[float] = []
-    delay = b._delay
-    monkeypatch.setattr(b, "_delay", lambda attempt, retry_after: waits.append(delay(attempt, retry_after)) or waits[-1])
+    delay = RetryTransport.delay
+    monkeypatch.setattr(RetryTransport, "delay", lambda self, attempt, after: waits.append(delay(self, attempt, after))
+                        or waits[-1])
+    b = backend(server, backoff=0.05)
     assert one(b).flags == ["path:logprobs"]
     assert len(waits) == 2 and 0.05 <= waits[0] <= 0.055 and 0.1 <= waits[1] <= 0.11  # backoff, then twice it
     assert len(server.stats.requests) == 3

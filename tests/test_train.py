@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from agent.adapter import MANIFEST, base_fingerprint, check_adapter
 from agent.errors import ConfigError, ModelLoadError
 from agent.schema import Question
 from agent.train import logbook
 from agent.train.examples import IGNORE, answer_token_ids, split_rows, with_answers
-from agent.train.manifest import MANIFEST, base_fingerprint, check_adapter, template_versions
+from agent.train.manifest import template_versions
 from agent.train.options import TrainOptions, train_options
 
 VQA = str(Path(sys.executable).parent / "vqa")

@@ -140,6 +140,19 @@ def test_a_model_that_fails_ends_the_planning_and_the_question_is_still_answered
     assert not plan_step["ok"] and "injected HTTP 400" in plan_step["error"]
 
 
+@pytest.mark.parametrize(("status", "planned"), [(503, True), (409, False)])
+def test_the_planner_retries_by_the_scorers_policy(sign, config, status: int, planned: bool) -> None:
+    """One retry policy for the planner's chat model and the scorer (agent/reasoners/retry.py): a 503 is retried
+    and the plan goes on; a 409, which the openai SDK's own policy would retry, ends the planning at once."""
+    script = Script(fail=[status], turns=[Turn([("ocr", "{}")], "I will read the sign."), Turn([], "b")])
+    with FakeOpenAIServer(script) as srv:
+        rec = ask_server(srv, sign, config, "--max-steps", "4")
+        planning = tool_requests(srv)
+    assert [c["tool"] for r in rec["rounds"] for c in r["calls"]] == (["ocr"] if planned else [])
+    assert len(planning) == (3 if planned else 1)  # the refused one, its retry, the turn after the call
+    assert planned or any(f"injected HTTP {status}" in e for e in rec["errors"])
+
+
 def test_the_evidence_reasoner_cannot_plan_with_tool_calls(sign, config, capsys, monkeypatch) -> None:
     code, err = ask_main(capsys, monkeypatch, sign, config, "--reasoner", "evidence")
     assert code == 2 and err.startswith("error: --planner vlm needs a model that can call tools")

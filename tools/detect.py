@@ -50,7 +50,7 @@ def load_checkpoint(model: str, classes: dict[str, str], flag: str, what: str) -
     path = Path(model).expanduser()
     if path.suffix in (".pth", ".pt", ".ckpt"):
         raise ToolError(f"{flag} {model!r} is an original-format {what} checkpoint; this tool loads transformers "
-                        "checkpoints (a folder with config.json): convert it first (see README, 'detect and som')")
+                        "checkpoints (a folder with config.json): convert it first (see docs/tools.md)")
     try:  # a folder, or a hub id from the local cache; the hub itself is asked at most once per process
         folder = locate(model, flag=flag, what=what)
     except ModelLoadError as exc:

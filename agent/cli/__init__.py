@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import sys
+import os
+
+# Pillow reads its public PILLOW_BLOCK_SIZE when it is imported (nothing above imports it): 64 MiB blocks are each
+# their own mapping (over glibc's mmap threshold), so decoded pixels go back to the system when freed.
+os.environ.setdefault("PILLOW_BLOCK_SIZE", "64m")
+
+import sys  # noqa: E402
 from typing import Annotated
 
 import typer

@@ -25,7 +25,7 @@ def bench(
     as_json: AsJson = False, device: Device = None,
 ) -> None:
     """Time logit scoring vs generation (a fixed answer length), and the graph's own overhead per question, the
-    arms taking turns; see README "Benchmark" for what each number includes."""
+    arms taking turns; see docs/benchmarks.md for what each number includes."""
     from agent.dev.bench import run_bench
 
     if questions < 1 or batch_size < 1:

@@ -7,14 +7,13 @@
   seconds measured in this run (``ToolCosts``) — and the reasoner decides again, up to ``max_rounds`` rounds.
   Tool outputs already in the question's state are never computed again. Graph nodes: ``agent.graph``;
   the choice of the next tool: ``agent.planners.escalate``.
-- ``vlm``: the model plans with tool calling (``agent.planners.vlm``, when installed).
+- ``vlm``: the model plans with tool calling (``agent.planners.vlm``).
 
 Every planner records its rounds as ``Answer.rounds`` (``agent.schema.Round``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -44,11 +43,7 @@ class PlannerSettings:
 
 
 def check_planner(name: str) -> str:
-    """``name`` when its planner can run in this install, else a ``ConfigError`` saying what to use instead."""
-    module = PLANNERS.get(name)
-    if module is None:
+    """``name`` when it is a planner, else a ``ConfigError`` naming the planners."""
+    if name not in PLANNERS:
         raise ConfigError(f"unknown planner {name!r}: expected one of {', '.join(PLANNERS)}")
-    if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"planner {name!r} is not available in this install ({module} is missing); "
-                          "choose rules or escalate")
     return name

@@ -69,9 +69,13 @@ def tool_caller(settings: Settings, reasoner: Any) -> ToolCaller:
     if settings.reasoner == "openai":
         from langchain_openai import ChatOpenAI
 
+        from agent.reasoners.retry import retrying_client
+
         key = settings.api_key.get_secret_value() if settings.api_key else "EMPTY"  # local servers take any key
+        # the scorer's retry policy (agent.reasoners.retry), not the SDK's: the same server, the same rules
         chat = ChatOpenAI(model=settings.model, base_url=settings.base_url, api_key=key,
-                          timeout=settings.request_timeout, max_retries=settings.retries, temperature=0,
+                          timeout=settings.request_timeout, max_retries=0, temperature=0,
+                          http_client=retrying_client(settings.retries, settings.request_timeout),
                           max_completion_tokens=PLAN_TOKENS)
         return ToolCaller(chat, settings.max_pixels)
     from agent.reasoners.qwen_chat import QwenChatModel

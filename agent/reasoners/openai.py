@@ -18,18 +18,17 @@ Three ways to an answer, tried in this order; the ``Decision`` flags say which o
 
 Open questions (``vqa chat`` without options) are plain generation: ``path:free_text``.
 
-HTTP is the ``openai`` SDK's client (connection pool, per-request ``timeout``, ``retries`` with backoff), with
-this backend's retry policy: connection errors, timeouts, 408, 429 and 5xx are retried, never another 4xx (the
-SDK would also retry 409). Server-specific fields (``structured_outputs``, ``guided_choice``, ``grammar``) go
-into the request body under their servers' names. Requests of one ``decide`` batch run concurrently, at most
-``max_concurrency`` in flight over every calling thread. Retries and timeouts live only here.
+HTTP is the ``openai`` SDK's client (connection pool, per-request ``timeout``) over the retrying transport of
+``agent.reasoners.retry`` (the SDK's own retries off): connection errors, timeouts, 408, 429 and 5xx are retried
+with backoff, never another 4xx; the ``vlm`` planner's chat model uses the same policy. Server-specific fields
+(``structured_outputs``, ``guided_choice``, ``grammar``) go into the request body under their servers' names.
+Requests of one ``decide`` batch run concurrently, at most ``max_concurrency`` in flight over every calling thread.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import random
 import re
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -46,6 +45,7 @@ from agent.probs import one_hot, uniform
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.extract import extract_letter
 from agent.reasoners.letter_forms import DIALECTS, conforming_letter, constraint_fields, logprob_probs
+from agent.reasoners.retry import attempts, retryable, retrying_client
 from agent.schema import Decision
 
 Constrain = Literal["auto", "choice", "guided_choice", "json_schema", "grammar", "none"]
@@ -72,27 +72,6 @@ def data_url(image: Image.Image, max_pixels: int | None, quality: int = 92) -> s
     if target != img.size:
         img = img.resize(target, Image.Resampling.LANCZOS)
     return "data:image/jpeg;base64," + base64.b64encode(encode_jpeg(img, quality)).decode("ascii")
-
-
-def retryable(status: int) -> bool:
-    """Worth another attempt: 408 (request timeout), 429 (rate limit) and 5xx; never another 4xx."""
-    return status in (408, 429) or status >= 500
-
-
-class _Client(openai.OpenAI):
-    """The SDK's client (retries, timeouts, connection pool) with this backend's retry policy: the SDK also
-    retries 409, and waits 0.5 s, 1 s ...; here only ``retryable`` statuses, after ``delay(attempt, retry_after)``."""
-
-    def __init__(self, *, delay: Callable[[int, float | None], float], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._delay = delay
-
-    def _should_retry(self, response: Any) -> bool:
-        return retryable(response.status_code) and super()._should_retry(response)
-
-    def _calculate_retry_timeout(self, remaining_retries: int, options: Any, response_headers: Any = None) -> float:
-        attempt = options.get_max_retries(self.max_retries) - remaining_retries + 1
-        return self._delay(attempt, self._parse_retry_after_header(response_headers))
 
 
 # ---------------------------------------------------------------- the backend
@@ -134,7 +113,7 @@ class OpenAIBackend:
         self.max_pixels, self.generate, self.max_new_tokens = max_pixels, generate, max_new_tokens
         self.constrain = constrain
         self._caps = _Capabilities()
-        self._client: _Client | None = None
+        self._client: openai.OpenAI | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._slots = threading.BoundedSemaphore(max_concurrency)  # requests in flight, from every thread
         self._load_lock = threading.Lock()
@@ -158,8 +137,9 @@ class OpenAIBackend:
             if self._pool is not None:
                 return
             # The SDK insists on a key; "EMPTY" is what servers started without --api-key expect (vLLM's docs).
-            self._client = _Client(base_url=self.base_url, api_key=self.api_key or "EMPTY", timeout=self.timeout,
-                                   max_retries=self.retries, delay=lambda attempt, after: self._delay(attempt, after))
+            self._client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key or "EMPTY", timeout=self.timeout,
+                                         max_retries=0, http_client=retrying_client(self.retries, self.timeout,
+                                                                                    self.backoff))
             try:
                 self._served = self._served_models()
             except BaseException:
@@ -174,7 +154,7 @@ class OpenAIBackend:
             data = self._call(f"GET {url}", self._client.get, "/models", cast_to=object)
         except ServerError as exc:
             raise ModelLoadError(f"cannot reach an OpenAI-compatible server at {self.base_url}: {exc}. Is it "
-                                 "running? Start one (README, 'Serving backend') or fix --base-url") from None
+                                 "running? Start one (docs/serving.md) or fix --base-url") from None
         except _Rejected as exc:
             raise ModelLoadError(f"GET {url} was refused: {exc}") from None
         ids = [m.get("id") for m in data.get("data", []) if isinstance(m, dict)] if isinstance(data, dict) else None
@@ -320,7 +300,7 @@ class OpenAIBackend:
                               f"{str(data)[:200]!r}") from None
         return _Reply(text=str(content), logprobs=tokens or None)
 
-    # ------------------------------------------------------------ errors (the SDK retries; see _Client)
+    # ------------------------------------------------------------ errors (retries: agent.reasoners.retry)
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` through the SDK; its errors become ours, saying what to do about them."""
@@ -329,7 +309,7 @@ class OpenAIBackend:
         except openai.APIStatusError as exc:
             code, msg = exc.status_code, _error_message(exc)
             if retryable(code):
-                raise ServerError(f"{what} failed after {_attempts(exc)}: HTTP {code}: {msg}") from None
+                raise ServerError(f"{what} failed after {attempts(exc, self.retries)}: HTTP {code}: {msg}") from None
             if code in (400, 422):
                 raise _Rejected(f"HTTP {code}: {msg}") from None
             if code in (401, 403):
@@ -347,16 +327,13 @@ class OpenAIBackend:
                                   "--max-pixels") from None
             raise ServerError(f"{what} answered HTTP {code}: {msg}") from None
         except openai.APITimeoutError as exc:
-            raise ServerError(f"{what} failed after {_attempts(exc)}: no answer within {self.timeout:g}s (raise "
-                              "request_timeout, or lower --batch-size)") from None
+            raise ServerError(f"{what} failed after {attempts(exc, self.retries)}: no answer within "
+                              f"{self.timeout:g}s (raise request_timeout, or lower --batch-size)") from None
         except openai.APIConnectionError as exc:
             cause = exc.__cause__ or exc
-            raise ServerError(f"{what} failed after {_attempts(exc)}: {type(cause).__name__}: {cause}") from None
+            raise ServerError(f"{what} failed after {attempts(exc, self.retries)}: "
+                              f"{type(cause).__name__}: {cause}") from None
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff (``backoff``, 2x, 4x ..., up to 10% jitter); a server's Retry-After (<= 60 s) wins."""
-        wait_s = self.backoff * 2 ** (attempt - 1) * (1 + 0.1 * random.random())
-        return max(wait_s, min(retry_after, 60.0)) if retry_after and retry_after > 0 else wait_s
 
 
 def _error_message(exc: openai.APIStatusError) -> str:
@@ -365,8 +342,3 @@ def _error_message(exc: openai.APIStatusError) -> str:
         body = body.get("message") or body.get("detail") or body
     return " ".join(str(body or exc.response.reason_phrase).split())[:300]
 
-
-def _attempts(exc: openai.APIError) -> str:
-    """How many attempts the SDK made (it numbers its retries in a request header)."""
-    n = int(exc.request.headers.get("x-stainless-retry-count", 0)) + 1
-    return f"{n} attempt{'s' if n > 1 else ''}"

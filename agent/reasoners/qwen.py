@@ -16,13 +16,13 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 import torch
 
 import prompts
+from agent.adapter import check_adapter
 from agent.errors import ConfigError, ModelLoadError, brief
 from agent.hub import locate
 from agent.probs import logsumexp, one_hot, softmax_over_letters, uniform
 from agent.reasoners.base import ReasonRequest, letter_variants
 from agent.reasoners.extract import extract_letter
 from agent.schema import LETTERS, Decision
-from agent.train.manifest import check_adapter
 from tools.device import cuda_available, resolve_device
 
 Quant = Literal["none", "4bit", "8bit"]

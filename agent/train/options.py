@@ -20,7 +20,7 @@ VISION_TARGETS = ("qkv", "proj", "gate_proj", "up_proj", "down_proj", "linear_fc
 
 
 class TrainOptions(BaseModel):
-    """What ``vqa train`` adds to the shared settings. Defaults are the documented ones (README "Fine-tuning")."""
+    """What ``vqa train`` adds to the shared settings. Defaults are the documented ones (docs/training.md)."""
 
     model_config = ConfigDict(extra="forbid")
 

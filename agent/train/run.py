@@ -15,16 +15,17 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import prompts
+from agent.adapter import base_fingerprint
 from agent.config import Settings
 from agent.errors import ConfigError
+from agent.rundir import package_version
 from agent.schema import Question
 from agent.train import logbook
-from agent.train.manifest import base_fingerprint, template_versions, write_manifest
+from agent.train.manifest import template_versions, write_manifest
 from agent.train.options import TrainOptions
 
 CHECKPOINTS, CONFIG, EVIDENCE = "checkpoints", "train_config.json", "evidence.jsonl"
@@ -206,7 +207,7 @@ def manifest_data(settings: Settings, options: TrainOptions, model: Any, dtype: 
         "lora": {"rank": options.rank, "alpha": options.alpha, "dropout": options.dropout,
                  "target_modules": options.lora_targets(), "train_vision": options.train_vision},
         "training": {**options.model_dump(mode="json"), "train_rows": rows[0], "val_rows": rows[1]},
-        "package": _version(),
+        "package": package_version(),
     }
 
 
@@ -303,9 +304,3 @@ def _peak_rss() -> int:
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
-
-def _version() -> str:
-    try:
-        return metadata.version("vqa-orchestrator")
-    except metadata.PackageNotFoundError:
-        return "unknown"
