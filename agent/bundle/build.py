@@ -32,6 +32,7 @@ INSTALL, NOTEBOOK, CONFIG = "install.sh", "notebook_cell.py", "vqa.toml"
 class Plan:
     root: Path
     target: Target
+    extras: list[str] = field(default_factory=list)  # the project's extras the wheels cover (install.sh asks for them)
     wheels: list[Wheel] = field(default_factory=list)
     left_out: list[Wheel] = field(default_factory=list)  # the host's torch stack
     assets: list[Asset] = field(default_factory=list)
@@ -63,7 +64,7 @@ def requirement(extras: list[str]) -> str:
 def plan(root: Path, settings: Any, *, target: Target, extras: list[str], with_torch: bool, models: bool,
          constraints: Path | None, hub_ok: Callable[[], bool]) -> Plan:
     """What the bundle at ``root`` needs and which of it it already holds."""
-    p = Plan(Path(root), target)
+    p = Plan(Path(root), target, extras=list(extras))
     resolved = wh.resolve(requirement(extras), target, constraints=constraints)
     p.wheels, p.left_out = wh.select(resolved, with_torch=with_torch)
     held = held_files(p.root)
@@ -72,17 +73,18 @@ def plan(root: Path, settings: Any, *, target: Target, extras: list[str], with_t
         if w.is_wheel and entry is not None and (not w.sha256 or entry.sha256 == w.sha256):
             p.held.add(w.filename)
         p.sizes[w.filename] = entry.size if entry else (wh.size_of(w) if w.is_wheel else None)
-    if models:
-        up: bool | None = None
-        for what, model, setting in assets.configured_models(settings):
-            if up is None and not _cached(model):
-                up = hub_ok()
-            try:
-                p.assets.append(assets.plan_model(what, model, setting, bool(up)))
-            except Exception as exc:  # noqa: BLE001 - a model not found is a line of the plan, not a crash
-                p.missing.append(f"{what} model {model}: {exc}")
+    if not models:  # --no-models: wheels only
+        return _mark_held(p, held)
+    up: bool | None = None  # asked once, only when a model is not on this machine
+    for what, model, setting in assets.configured_models(settings):
+        if up is None and not _cached(model):
+            up = hub_ok()
+        try:
+            p.assets.append(assets.plan_model(what, model, setting, bool(up)))
+        except Exception as exc:  # noqa: BLE001 - a model not found is a line of the plan, not a crash
+            p.missing.append(f"{what} model {model}: {exc}")
     found = assets.plan_easyocr()
-    if not found:
+    if not any(a.name == "korean_g2.pth" for a in found):
         p.missing.append(f"EasyOCR Korean weights: not in {assets.easyocr_dir()} (Korean OCR falls back to Tesseract)")
     tess = assets.plan_tessdata()
     if not any(a.name == "kor.traineddata" for a in tess):
@@ -91,10 +93,16 @@ def plan(root: Path, settings: Any, *, target: Target, extras: list[str], with_t
     if not font:
         p.missing.append("a Hangul font: not found here (apt-get install fonts-nanum)")
     p.assets += found + tess + font
+    return _mark_held(p, held)
+
+
+def _mark_held(p: Plan, held: dict[str, mf.Entry]) -> Plan:
+    """An asset is held when the manifest lists it and every file it lists for it is there with its size (a model
+    with one file gone is fetched again)."""
+    listed = mf.read(p.root).by_path()
     for a in p.assets:
-        prefix = a.dest + "/" if a.kind == "model" else a.dest
-        mine = [e for path, e in held.items() if path == a.dest or path.startswith(prefix)]
-        if mine and (a.kind == "model" or mine[0].size == a.size):
+        mine = [path for path in listed if path == a.dest or path.startswith(a.dest + "/")]
+        if mine and all(path in held for path in mine) and (a.kind == "model" or held[a.dest].size == a.size):
             p.held.add(a.dest)
     return p
 
@@ -190,6 +198,7 @@ def environment(p: Plan, here: str) -> dict[str, str]:
 
 def write_install(root: Path, p: Plan) -> None:
     env = environment(p, "$HERE")
+    project = wh.PROJECT + (f"[{','.join(p.extras)}]" if p.extras else "")
     exports = "\n".join(f'export {k}="{v}"' for k, v in env.items())
     (root / INSTALL).write_text(f"""#!/usr/bin/env bash
 # Install vqa-orchestrator from this bundle with no network, keeping the torch this machine already has.
@@ -197,7 +206,7 @@ def write_install(root: Path, p: Plan) -> None:
 #   bash install.sh       (installs only)
 HERE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
 (cd "$HERE" && sha256sum --quiet -c {mf.SUMS}) || {{ echo "the bundle in $HERE does not match its {mf.SUMS}: copy it again or rerun vqa bundle" >&2; return 1 2>/dev/null || exit 1; }}
-python -m pip install --no-index --find-links "$HERE/{WHEELS}" {wh.PROJECT} || {{ return 1 2>/dev/null || exit 1; }}
+python -m pip install --no-index --find-links "$HERE/{WHEELS}" "{project}" || {{ return 1 2>/dev/null || exit 1; }}
 {exports}
 echo "vqa-orchestrator installed from $HERE; check this machine with: vqa doctor"
 """, encoding="utf-8")
@@ -211,7 +220,7 @@ import sys
 BUNDLE = "/kaggle/input/vqa-bundle"  # where the dataset is mounted
 subprocess.run(["sha256sum", "--quiet", "-c", "{mf.SUMS}"], cwd=BUNDLE, check=True)
 subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", f"{{BUNDLE}}/{WHEELS}",
-                "{wh.PROJECT}"], check=True)
+                "{project}"], check=True)
 {sets}
 subprocess.run(["vqa", "doctor"], check=False)
 """, encoding="utf-8")
