@@ -47,6 +47,7 @@ def test_a_foreign_target_asks_pip_for_binary_wheels_of_its_platform() -> None:
     args = Target(python="3.10", platforms=("manylinux_2_28_x86_64",)).pip_args()
     assert args[:1] == ["--only-binary=:all:"] and ["--python-version", "3.10"] == args[3:5]
     assert args[-2:] == ["--platform", "manylinux_2_28_x86_64"]
+    assert "--platform" not in Target(python="3.12").pip_args()  # pip's own tags for this machine, manylinux too
     assert Target().pip_args() == []  # this machine: pip's own defaults (and sdists may be built)
 
 

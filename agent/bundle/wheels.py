@@ -9,7 +9,6 @@ constraints) is the user's own.
 from __future__ import annotations
 
 import json
-import platform
 import re
 import shutil
 import subprocess
@@ -53,7 +52,7 @@ class Target:
         if self.native:
             return []
         args = ["--only-binary=:all:", "--implementation", "cp", "--python-version", self.python or this_python()]
-        for p in self.platforms or (this_platform(),):
+        for p in self.platforms:  # none given: pip's own tags for this machine (manylinux_* included)
             args += ["--platform", p]
         return args
 
@@ -67,8 +66,8 @@ def this_python() -> str:
 
 
 def this_platform() -> str:
-    return sysconfig.get_platform().replace("-", "_").replace(".", "_") if sys.platform != "linux" else \
-        f"linux_{platform.machine()}"
+    """This machine's platform, as the user reads it (``linux_x86_64``)."""
+    return sysconfig.get_platform().replace("-", "_").replace(".", "_")
 
 
 @dataclass(frozen=True)
