@@ -82,7 +82,7 @@ def plan(root: Path, settings: Any, *, target: Target, extras: list[str], with_t
         try:
             p.assets.append(assets.plan_model(what, model, setting, bool(up)))
         except Exception as exc:  # noqa: BLE001 - a model not found is a line of the plan, not a crash
-            p.missing.append(f"{what} model {model}: {exc}")
+            p.missing.append(f"{what} model: {(str(exc).splitlines() or [type(exc).__name__])[0]}")
     found = assets.plan_easyocr()
     if not any(a.name == "korean_g2.pth" for a in found):
         p.missing.append(f"EasyOCR Korean weights: not in {assets.easyocr_dir()} (Korean OCR falls back to Tesseract)")
