@@ -66,7 +66,9 @@ def run(cmd: list[str], env: dict[str, str], timeout: float = 900, **kw) -> subp
 @pytest.mark.slow
 @pytest.mark.timeout(3000)
 def test_offline_install_keeps_the_host_torch_and_answers_every_row(tmp_path: Path) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    # one OpenMP thread per process and a generous tool timeout: a loaded CI machine makes OCR slow, and a tool
+    # thread still running when the process exits can abort it
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
     bundle = tmp_path / "bundle"
     p = subprocess.run([VQA, "bundle", bundle, "--reasoner", "evidence"], capture_output=True, text=True,
                        timeout=1200, env=env, cwd=ROOT)
@@ -92,7 +94,7 @@ def test_offline_install_keeps_the_host_torch_and_answers_every_row(tmp_path: Pa
     # what a user does on the offline machine: install.sh (sha256sum -c, pip install --no-index), then vqa
     out = tmp_path / "run"
     script = (f'source "{bundle}/install.sh" && cd "{ROOT}" && vqa batch examples/test.csv --images examples '
-              f'--reasoner evidence --out "{out}/submission.csv" --run-dir "{out}"')
+              f'--reasoner evidence --out "{out}/submission.csv" --run-dir "{out}" --tool-timeout 900')
     p = run(["bash", "-c", script], clean, timeout=2400)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     assert subprocess.run(versions, capture_output=True, text=True, check=True).stdout == before  # torch untouched

@@ -105,7 +105,10 @@ def resolve(requirement: str, target: Target, *, constraints: Path | None = None
             cmd += ["--constraint", str(constraints)]
         proc = subprocess.run([*cmd, requirement], capture_output=True, text=True)
         if proc.returncode != 0:
-            tail = " ".join(line.strip() for line in proc.stderr.strip().splitlines()[-3:])
+            lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")]
+            why = [ln for ln in lines if ln.startswith(("The conflict is caused by", "ERROR: Could not find",
+                                                        "ERROR: No matching"))]
+            tail = " ".join((lines[lines.index(why[0]):] if why else lines[-4:])[:6])
             raise ConfigError(f"pip could not resolve {requirement} for {target.describe()}: {tail}")
         data = json.loads(report.read_text(encoding="utf-8"))
     out = []
