@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.bundle import assets, build, manifest as mf
-from agent.bundle.wheels import Target, Wheel, host_provided, select
+from agent.bundle.wheels import Target, Wheel, expand_platforms, host_provided, select
 
 VQA = str(Path(sys.executable).parent / "vqa")
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,12 @@ def test_select_keeps_the_rest_and_with_torch_keeps_all() -> None:
 def test_a_foreign_target_asks_pip_for_binary_wheels_of_its_platform() -> None:
     args = Target(python="3.10", platforms=("manylinux_2_28_x86_64",)).pip_args()
     assert args[:1] == ["--only-binary=:all:"] and ["--python-version", "3.10"] == args[3:5]
-    assert args[-2:] == ["--platform", "manylinux_2_28_x86_64"]
+    platforms = [args[i + 1] for i, a in enumerate(args) if a == "--platform"]
+    assert platforms[:2] == ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64"]  # older glibc wheels fit too
+    assert {"manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"} <= set(platforms)
+    assert "manylinux_2_29_x86_64" not in platforms and len(platforms) == len(set(platforms))
+    assert expand_platforms(["manylinux2014_aarch64"])[0] == "manylinux_2_17_aarch64"
+    assert expand_platforms(["win_amd64"]) == ["win_amd64"]
     assert "--platform" not in Target(python="3.12").pip_args()  # pip's own tags for this machine, manylinux too
     assert Target().pip_args() == []  # this machine: pip's own defaults (and sdists may be built)
 

@@ -52,13 +52,35 @@ class Target:
         if self.native:
             return []
         args = ["--only-binary=:all:", "--implementation", "cp", "--python-version", self.python or this_python()]
-        for p in self.platforms:  # none given: pip's own tags for this machine (manylinux_* included)
+        for p in expand_platforms(self.platforms):  # none given: pip's own tags for this machine
             args += ["--platform", p]
         return args
 
     def describe(self) -> dict[str, str]:
         return {"python": self.python or this_python(),
                 "platform": ",".join(self.platforms) if self.platforms else this_platform()}
+
+
+LEGACY_MANYLINUX = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+
+
+def expand_platforms(platforms: Sequence[str]) -> list[str]:
+    """``manylinux_2_N_ARCH`` also means every older glibc (``manylinux_2_27``, ..., ``manylinux2014``, ...): pip
+    takes ``--platform`` tags literally, so a wheel tagged ``manylinux_2_27`` would not match ``manylinux_2_28``."""
+    out: list[str] = []
+    for p in platforms:
+        m = re.fullmatch(r"manylinux_2_(\d+)_(\w+)", p) or re.fullmatch(r"(manylinux)(2014|2010|1)_(\w+)", p)
+        if m is None:
+            tags = [p]
+        else:
+            if m.group(1) == "manylinux":
+                top, arch = {"2014": 17, "2010": 12, "1": 5}[m.group(2)], m.group(3)
+            else:
+                top, arch = int(m.group(1)), m.group(2)
+            tags = [f"manylinux_2_{k}_{arch}" for k in range(top, 4, -1)]
+            tags += [f"{LEGACY_MANYLINUX[k]}_{arch}" for k in sorted(LEGACY_MANYLINUX, reverse=True) if k <= top]
+        out += [t for t in tags if t not in out]
+    return out
 
 
 def this_python() -> str:
