@@ -142,3 +142,9 @@ def test_doctor_reports_json_and_strict_fails_on_what_the_run_needs(tmp_path: Pa
     assert reasoner["status"] == "missing" and "--model" in reasoner["fix"]
     p = vqa("doctor", "--no-hub", "--strict", "--model", missing)
     assert p.returncode == 1 and "Traceback" not in p.stderr and "something needed is missing" in p.stdout
+
+
+def test_bundle_bad_input_is_one_line(tmp_path: Path) -> None:
+    p = vqa("bundle", tmp_path / "b", "--constraint", tmp_path / "nope.txt", "--reasoner", "evidence")
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "--constraint" in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "b").exists()

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from agent.cli.common import Opt, SettingsFlags, err, out, settings_flags
+from agent.cli.common import Opt, SettingsFlags, err, fail, out, settings_flags
 
 
 def human(size: int | None) -> str:
@@ -53,7 +53,7 @@ def bundle_cmd(
     if constraint is None and (src := wheels.project_source()) is not None and (src / "constraints.txt").is_file():
         constraint = src / "constraints.txt"
     if constraint is not None and not constraint.is_file():
-        raise typer.BadParameter(f"{constraint} is not a file", param_hint="--constraint")
+        fail(f"--constraint {constraint} is not a file; expected a pip constraints file (NAME==VERSION lines)")
     err.print(f"resolving {wheels.PROJECT} for Python {target.describe()['python']} on "
               f"{target.describe()['platform']} ...", highlight=False)
     plan = build.plan(folder, settings, target=target, extras=[e.strip() for e in extras.split(",") if e.strip()],
