@@ -35,8 +35,8 @@ def bundle_cmd(
                                     "target has none).")] = False,
     models: Annotated[bool, Opt("--models/--no-models", help="Bundle the configured reasoner's and tools' model "
                                 "snapshots (from the local hub cache, else the hub).")] = True,
-    extras: Annotated[str, Opt("--extras", help="The project's extras to bundle, comma-separated ('' for none); "
-                               "ray runs --workers 2 on two GPUs.")] = "ray",
+    extras: Annotated[str, Opt("--extras", help="The project's extras to bundle, comma-separated ('' for none): "
+                               "gpu is bitsandbytes (--quant 4bit), ray runs --workers 2 on two GPUs.")] = "gpu,ray",
     constraint: Annotated[Optional[Path], Opt("--constraint", help="pip constraints for the versions (default: the "
                                               "checkout's constraints.txt, when running from one).")] = None,
     dry_run: Annotated[bool, Opt("--dry-run", help="Print what would be fetched, with sizes, and stop.")] = False,
