@@ -34,15 +34,17 @@ def host_site(dest: Path) -> Path:
     if os.environ.get("VQA_TEST_HOST_SITE"):
         return Path(os.environ["VQA_TEST_HOST_SITE"])
     dest.mkdir(parents=True)
-    todo, seen = ["torch", "torchvision"], set()
+    todo: list[tuple[str, frozenset[str]]] = [("torch", frozenset()), ("torchvision", frozenset())]
+    seen: set[tuple[str, frozenset[str]]] = set()
     while todo:
-        name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
-        if name in seen:
+        name, extras = todo.pop()
+        name = re.sub(r"[-_.]+", "-", name).lower()
+        if (name, extras) in seen:
             continue
-        seen.add(name)
+        seen.add((name, extras))
         dist = md.distribution(name)
-        todo += [r.name for r in map(Requirement, dist.requires or [])
-                 if r.marker is None or r.marker.evaluate({"extra": ""})]
+        todo += [(r.name, frozenset(r.extras)) for r in map(Requirement, dist.requires or [])
+                 if r.marker is None or any(r.marker.evaluate({"extra": e}) for e in ("", *extras))]
         site = Path(dist.locate_file(""))
         for top in {f.parts[0] for f in dist.files or [] if f.parts and f.parts[0] != ".."}:
             if not (dest / top).exists() and (site / top).exists():
