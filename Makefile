@@ -7,10 +7,11 @@ DEMO := runs/demo
 
 .PHONY: install system-deps demo test test-fast docs tiny screenshots clean
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt: the exact versions of development and CI (the package itself declares ranges only)
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,ray,ui]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,ray,ui]'
 	touch $@
 
 # Tesseract with Korean (offline Korean OCR) and a Hangul font (labels on annotated images, Korean in trace pages),

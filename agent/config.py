@@ -161,15 +161,32 @@ class TomlFile(TomlConfigSettingsSource):
                 raise ConfigError(f"config file {self.toml_file_path} sets {name} twice (as {spelled[name]} and "
                                   f"{key}); keep one")
             spelled[name] = key
-        return {key.replace("-", "_"): value for key, value in super().__call__().items()}
+        data = {key.replace("-", "_"): value for key, value in super().__call__().items()}
+        if self.toml_file_path is None:
+            return data
+        return _relative_to(data, Path(self.toml_file_path).resolve().parent)
+
+
+def _relative_to(data: Any, folder: Path) -> Any:
+    """A config file's values starting with ``./`` or ``../`` are paths relative to the file's folder (so a bundle's
+    ``vqa.toml`` works wherever the bundle is mounted); tables are walked, other values kept."""
+    if isinstance(data, dict):
+        return {k: _relative_to(v, folder) for k, v in data.items()}
+    if isinstance(data, str) and data.startswith(("./", "../")):
+        return str((folder / data).resolve())
+    return data
 
 
 def load_settings(config: Path | None, flags: Mapping[str, Any]) -> Settings:
-    """The settings from the flags that were given (``None`` means not given), the config file and ``VQA_*``."""
+    """The settings from the flags that were given (``None`` means not given), the config file (``--config``, else
+    ``VQA_CONFIG``) and ``VQA_*``."""
     source: type[Settings] = Settings
+    if config is None and os.environ.get("VQA_CONFIG"):
+        config = Path(os.environ["VQA_CONFIG"])
     if config is not None:
         if not Path(config).is_file():
-            raise ConfigError(f"config file {config} does not exist")
+            via = " (from VQA_CONFIG)" if os.environ.get("VQA_CONFIG") == str(config) else ""
+            raise ConfigError(f"config file {config}{via} does not exist")
         source = type("Settings", (Settings,), {"model_config": SettingsConfigDict(toml_file=Path(config)),
                                                 "__module__": __name__})
     try:

@@ -75,14 +75,15 @@ class Cluster:
 
     address: str = "local"
     workers: int = 1
-    gpus_per_worker: float = 0.0
+    gpus_per_worker: float | None = None  # None: one model per GPU when the cluster has GPUs (see gpus_each)
     cpus_per_worker: float = 1.0
     max_restarts: int = 2  # per worker: Ray restarts a dead worker this many times before giving its rows to others
+    local_gpus: int | None = None  # GPUs a local cluster declares (None: Ray counts them; tests declare some on a CPU)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, found {self.workers}")
-        if self.gpus_per_worker < 0 or self.cpus_per_worker < 0:
+        if (self.gpus_per_worker or 0) < 0 or self.cpus_per_worker < 0:
             raise ConfigError(f"--gpus-per-worker and --cpus-per-worker must be >= 0, found {self.gpus_per_worker} "
                               f"and {self.cpus_per_worker}")
 
@@ -100,9 +101,19 @@ def worker_settings(settings: Any, workers: int) -> list[Any]:
     return [settings.model_copy(update={"base_url": urls[i % len(urls)]}) for i in range(workers)]
 
 
+def gpus_each(cluster: Cluster, resources: dict[str, float]) -> float:
+    """The GPUs Ray reserves for each worker: ``--gpus-per-worker`` when given, else one model per GPU: a cluster
+    with G GPUs gives each of N workers ``min(1, G / N)`` (T4x2 with ``--workers 2``: one GPU each, Ray pointing each
+    worker's ``CUDA_VISIBLE_DEVICES`` at its own), and a cluster without GPUs none."""
+    if cluster.gpus_per_worker is not None:
+        return cluster.gpus_per_worker
+    gpus = resources.get("GPU", 0.0)
+    return min(1.0, math.floor(gpus / cluster.workers * 100) / 100) if gpus else 0.0
+
+
 def check_room(cluster: Cluster, resources: dict[str, float]) -> None:
     """Refuse, before any worker starts, more GPUs or CPUs than the whole cluster has (Ray would wait forever)."""
-    for name, per in (("GPU", cluster.gpus_per_worker), ("CPU", cluster.cpus_per_worker)):
+    for name, per in (("GPU", gpus_each(cluster, resources)), ("CPU", cluster.cpus_per_worker)):
         have = resources.get(name, 0.0)
         if per * cluster.workers > have:
             raise ConfigError(f"--workers {cluster.workers} with --{name.lower()}s-per-worker {per:g} needs "
@@ -203,6 +214,13 @@ class RowWorker:
         """``(host:pid, why it cannot answer or None)``."""
         return f"{socket.gethostname()}:{os.getpid()}", self.failure
 
+    def device(self) -> str:
+        """The GPUs Ray gave this worker (``GPU 0``; its ``CUDA_VISIBLE_DEVICES``, where ``cuda`` points), or ``CPU``."""
+        import ray
+
+        ids = ray.get_gpu_ids()
+        return f"GPU {','.join(map(str, ids))}" if ids else "CPU"
+
     def answer(self, chunk: Chunk) -> ChunkResult:
         if self.failure is not None:
             raise VqaError(f"this worker could not start: {self.failure}")
@@ -244,6 +262,7 @@ class RayExecutor:
         self._started_ray = False
         self._ray: Any = None
         self._alive: list[int] = []  # indexes of the workers that still answer
+        self.devices: list[str] = []  # what each worker was given: "GPU 0", "GPU 1", "CPU"
 
     def __enter__(self) -> RayExecutor:
         try:
@@ -263,7 +282,7 @@ class RayExecutor:
             if c.address == "local":
                 try:
                     ray.init(address="local", num_cpus=max(1, math.ceil(c.workers * c.cpus_per_worker)),
-                             include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE,
+                             num_gpus=c.local_gpus, include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE,
                              logging_level=logging.WARNING, log_to_driver=False)
                 except (OSError, RuntimeError, ValueError) as exc:  # e.g. a RAY_TMPDIR too deep for Unix sockets
                     raise ConfigError(f"--ray local: cannot start a local Ray cluster ({exc}); with a long RAY_TMPDIR "
@@ -276,12 +295,13 @@ class RayExecutor:
                     raise ConfigError(f"--ray {c.address}: cannot join the Ray cluster ({exc}); start one with "
                                       "'ray start --head' or use --ray local") from None
             self._started_ray = True
-        check_room(self.cluster, ray.cluster_resources())
+        resources = ray.cluster_resources()
+        check_room(self.cluster, resources)
         # a server takes concurrent requests: a worker answers its queued chunks at once, so the end of one chunk
         # (its last requests) does not leave the server idle; an in-process model answers one chunk at a time
         at_once = CHUNKS_AHEAD if getattr(self.settings, "reasoner", None) == "openai" else 1
         worker = ray.remote(RowWorker).options(
-            num_cpus=c.cpus_per_worker, num_gpus=c.gpus_per_worker, max_restarts=c.max_restarts,
+            num_cpus=c.cpus_per_worker, num_gpus=gpus_each(c, resources), max_restarts=c.max_restarts,
             max_task_retries=c.max_restarts, max_concurrency=at_once)
         cwd = os.getcwd()
         self.actors = [worker.remote(s, str(self.run_dir), str(self.images_root) if self.images_root else None, cwd, i)
@@ -294,6 +314,7 @@ class RayExecutor:
             if failure is not None:
                 raise VqaError(f"the Ray worker {process} could not start: {failure}")
         self.started = [process for process, _ in ready]
+        self.devices = ray.get([a.device.remote() for a in self.actors])
         self._alive = list(range(len(self.actors)))
 
     def stop(self) -> None:
@@ -368,6 +389,8 @@ class RayExecutor:
         """One line for the user: the workers, and any restarts or losses."""
         hosts = sorted({p.rsplit(":", 1)[0] for p in self.started})
         line = f"ray: {len(self.started)} worker(s) on {', '.join(hosts)}"
+        if any(d != "CPU" for d in self.devices):
+            line += " (" + ", ".join(f"worker {i} on {d}" for i, d in enumerate(self.devices)) + ")"
         if self.restarted:
             line += f"; {len(self.restarted)} restarted after dying (their rows answered again)"
         if self.lost:

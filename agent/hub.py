@@ -64,6 +64,11 @@ def locate(model: str, *, flag: str, what: str) -> str:
         raise ModelLoadError(f"could not download the {what} {model!r} ({brief(exc)}): {hint}") from None
 
 
+def probe(model: str) -> str:
+    """``""`` when the hub answers about ``model`` within ``PROBE_TIMEOUT``, else why not (one question)."""
+    return _probe(model)
+
+
 def _probe(model: str) -> str:
     """``""`` when the hub answers about ``model`` within ``PROBE_TIMEOUT``, else why not."""
     from huggingface_hub import HfApi

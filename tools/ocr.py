@@ -315,8 +315,10 @@ class TesseractEngine:
 # ---------------------------------------------------------------- the tool
 
 def hangul_font() -> str | None:
-    """The first installed font of ``HANGUL_FONTS`` (labels in Korean need one), or ``None``."""
-    return next((f for f in HANGUL_FONTS if Path(f).is_file()), None)
+    """``$VQA_HANGUL_FONT`` (a bundle's font) or the first installed font of ``HANGUL_FONTS`` (labels in Korean need
+    one), or ``None``."""
+    fonts = (os.environ.get("VQA_HANGUL_FONT", ""), *HANGUL_FONTS)
+    return next((f for f in fonts if f and Path(f).is_file()), None)
 
 
 def annotate(image: Image.Image, det: sv.Detections, path: Path) -> Path:

@@ -16,9 +16,11 @@ from rich.markup import escape
 
 from agent.cli.ask import ask, route
 from agent.cli.batch import batch
+from agent.cli.bundle import bundle_cmd
 from agent.cli.chat import chat_cmd
 from agent.cli.common import Opt, err, flags_as_flags
 from agent.cli.dev import bench, dev
+from agent.cli.doctor import doctor_cmd
 from agent.cli.eval import eval_cmd
 from agent.cli.kb import kb_app
 from agent.cli.trace import trace_app
@@ -36,6 +38,8 @@ app.command("chat")(chat_cmd)
 app.command("eval")(eval_cmd)
 app.command("train")(train_cmd)
 app.command("ui")(ui_cmd)
+app.command("bundle")(bundle_cmd)
+app.command("doctor")(doctor_cmd)
 app.add_typer(trace_app, name="trace")
 app.add_typer(kb_app, name="kb")
 app.add_typer(dev, name="dev")

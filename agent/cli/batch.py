@@ -40,7 +40,7 @@ def batch(
     force: Annotated[bool, Opt("--force", help="Answer again when the run directory holds answers made with other "
                                 "settings (they are set aside, not deleted).")] = False,
     strict: Annotated[bool, Opt("--strict", help="Exit 1 when any tool failed on any question (for CI).")] = False,
-    ray: RayAddress = None, workers: Workers = 1, gpus_per_worker: GpusPerWorker = 0.0,
+    ray: RayAddress = None, workers: Workers = 1, gpus_per_worker: GpusPerWorker = None,
     cpus_per_worker: CpusPerWorker = 1.0,
     limit: Limit = None, quiet: Quiet = False,
     *, opts: SettingsFlags,

@@ -19,18 +19,19 @@ RayAddress = Annotated[Optional[str], typer.Option(
          "this machine) or ray://HOST:PORT. Needs pip install -e '.\\[ray]'.")]
 Workers = Annotated[int, typer.Option("--workers", min=1, rich_help_panel=RAY,
                                       help="Ray workers; each loads the reasoner and tools once.")]
-GpusPerWorker = Annotated[float, typer.Option("--gpus-per-worker", min=0, rich_help_panel=RAY,
-                                              help="GPUs Ray reserves for each worker (1: one model per GPU).")]
+GpusPerWorker = Annotated[Optional[float], typer.Option(
+    "--gpus-per-worker", min=0, rich_help_panel=RAY,
+    help="GPUs Ray reserves for each worker (default: one model per GPU, e.g. T4x2 with --workers 2; 0: none).")]
 CpusPerWorker = Annotated[float, typer.Option("--cpus-per-worker", min=0, rich_help_panel=RAY,
                                               help="CPUs Ray reserves for each worker.")]
 
 
-def cluster(ray: str | None, workers: int, gpus_per_worker: float, cpus_per_worker: float) -> Cluster | None:
+def cluster(ray: str | None, workers: int, gpus_per_worker: float | None, cpus_per_worker: float) -> Cluster | None:
     """The ``--ray`` flags as a ``Cluster`` (``None`` without ``--ray``; the other flags then must stay unset)."""
     from agent.distributed import Cluster
 
     if ray is None:
-        if (workers, gpus_per_worker, cpus_per_worker) != (1, 0.0, 1.0):
+        if (workers, gpus_per_worker, cpus_per_worker) != (1, None, 1.0):
             raise ConfigError("--workers, --gpus-per-worker and --cpus-per-worker need --ray ADDRESS (e.g. --ray "
                               "local); without --ray, questions are answered in this process")
         return None

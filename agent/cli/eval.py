@@ -30,7 +30,7 @@ def eval_cmd(
     circular: Annotated[bool, Opt("--circular", help="Ask every rotation of the options: circular accuracy and "
                                   "position bias.")] = False,
     as_json: Annotated[bool, Opt("--json", help="Print metrics.json instead of tables.")] = False,
-    ray: RayAddress = None, workers: Workers = 1, gpus_per_worker: GpusPerWorker = 0.0,
+    ray: RayAddress = None, workers: Workers = 1, gpus_per_worker: GpusPerWorker = None,
     cpus_per_worker: CpusPerWorker = 1.0,
     limit: Limit = None, quiet: Quiet = False,
     *, opts: SettingsFlags,
