@@ -69,3 +69,14 @@ def test_rank_through_the_graph(tiny_dir, tmp_path):
     assert rec.reasoner.startswith("rank-qwen:")
     trace = (tmp_path / "run" / "trace.jsonl").read_text()
     assert '"raw":"top: ' in trace  # the reason event shows the top candidates with their scores
+
+
+@pytest.mark.slow
+def test_rank_bench_reports_every_arm(tiny_dir):
+    from agent.visdial.bench import run_rank_bench
+
+    res = run_rank_bench(str(tiny_dir / "vlm-qwen2.5-vl"), candidates=4, repeats=1, chunk=3, device="cpu",
+                         max_pixels=SMALL)
+    assert res["candidates"] == 4 and res["max_abs_diff"] < 1e-4
+    for k in ("prefix_s", "shared_s", "independent_s", "shared_over_prefix", "independent_over_shared"):
+        assert res[k] > 0
