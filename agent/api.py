@@ -279,7 +279,8 @@ class Orchestrator:
         """Rank free-form ``candidates`` (2 or more) for ``question`` about ``image``, given the earlier rounds
         (``history``: question-answer pairs) and the photo's ``caption``, through the graph (the router's tools run
         and their evidence is used; ``agent.visdial``). ``record.top(rank_score)`` lists the best. Raises
-        ``InputError`` when the candidates are unusable or the photo cannot be ranked."""
+        ``InputError`` when the candidates are unusable or the photo cannot be ranked, ``ConfigError`` when the
+        reasoner cannot rank (a server without prompt log-probabilities)."""
         from agent.visdial.rank import Ranker, RankFailure, RankTask
 
         cands = tuple(str(c).strip() for c in candidates)

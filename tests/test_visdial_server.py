@@ -44,3 +44,16 @@ def test_server_without_prompt_logprobs_is_refused_in_one_line():
             assert "\n" not in str(err.value)
         finally:
             b.close()
+
+
+def test_rank_through_a_server_without_prompt_logprobs_stops_with_the_reason(tmp_path):
+    from PIL import Image
+
+    from agent.api import Orchestrator
+
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (20, 20)).save(photo)
+    with FakeOpenAIServer() as srv, Orchestrator(reasoner="openai", base_url=srv.url, model="fake-qwen",
+                                                 tools="none") as vqa:
+        with pytest.raises(ConfigError, match="returns no prompt_logprobs"):
+            vqa.rank(photo, "what is it?", ["a cat", "a dog"])

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from pydantic import BaseModel
 
+from agent.errors import ConfigError
 from agent.fileio import JsonlLog, atomic_write
 from agent.reasoners.base import ReasonRequest
 from agent.schema import Decision, Question
@@ -73,6 +74,7 @@ class RankReasoner:
     def __init__(self, scorer: CandidateScorer, tasks: Mapping[str, RankTask], rank_score: RankScore = "mean"):
         self.scorer, self.tasks, self.rank_score = scorer, tasks, rank_score
         self.name = f"rank:{scorer.name}"
+        self.fatal: ConfigError | None = None  # the backend cannot rank at all (e.g. no prompt_logprobs)
 
     def load(self) -> None:
         """The wrapped backend is loaded by its owner."""
@@ -84,7 +86,11 @@ class RankReasoner:
         out: list[Decision] = []
         for req in batch:
             task = self.tasks[req.question.id]
-            s = self.scorer.score(req, RankContext(candidates=task.candidates, caption=task.caption))
+            try:
+                s = self.scorer.score(req, RankContext(candidates=task.candidates, caption=task.caption))
+            except ConfigError as exc:
+                self.fatal = exc
+                raise
             scores = s.by(self.rank_score)
             top = top_candidates(task.candidates, scores, TOP_IN_TRACE, s.tiebreak)
             out.append(RankDecision(
@@ -139,12 +145,15 @@ class Ranker:
         self.graph = build_graph()
 
     def rank(self, task: RankTask) -> RankRecord:
-        """Rank one task; raises ``RankFailure`` when it gets no ranking."""
+        """Rank one task; raises ``RankFailure`` when it gets no ranking, ``ConfigError`` when the backend cannot
+        rank at all."""
         t0 = time.perf_counter()
         reasoner = RankReasoner(self.scorer, {task.id: task}, self.rank_score)
         services = self.services.replace(reasoner=reasoner)
         q = Question(id=task.id, image=task.image, text=task.question, options={})
         state = self._run(services, q, list(task.history))
+        if reasoner.fatal is not None:  # no later task could be ranked either: stop with its one line
+            raise reasoner.fatal
         d = state.get("decision")
         if not isinstance(d, RankDecision):
             raise RankFailure("; ".join(state.get("errors", [])) or "the reasoner gave no ranking")
