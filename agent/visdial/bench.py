@@ -36,7 +36,7 @@ def bench_request(side: int = 448) -> tuple[ReasonRequest, RankContext]:
             RankContext(candidates=tuple(answers), caption="a street sign on a pole in a city"))
 
 
-def run_rank_bench(model: str, *, candidates: int = 100, repeats: int = 3, chunk: int = 25, device: str = "auto",
+def run_rank_bench(model: str, *, candidates: int = 100, repeats: int = 3, chunk: int = 50, device: str = "auto",
                    max_pixels: int | None = 200_704) -> dict[str, Any]:
     import torch
 

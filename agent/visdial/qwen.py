@@ -4,7 +4,8 @@ computed once.
 The prompt (``agent.visdial.prompt``, the photo and the tools' marked images) is the user turn; each candidate is
 scored as the assistant's reply in the processor's chat template (the reply's text up to and including its end of
 turn token: what ``vqa train --task visdial`` trains on). One forward pass over the prefix keeps its keys and
-values; the candidates then run in chunks of ``chunk`` as one right-padded batch over a copy of that cache, their
+values; the candidates then run in chunks of ``chunk`` as one right-padded batch over that cache (repeated once per
+candidate of a chunk, cropped back to the prefix after each chunk), their
 positions continuing the prefix's (Qwen's multimodal rotary positions: the prefix's ``rope_deltas``). Per
 candidate: the sum of its tokens' log-probabilities, and that sum over its number of tokens (``mean``).
 
@@ -14,7 +15,6 @@ test and ``vqa bench --task visdial`` compare with.
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Sequence
 
 import torch
@@ -29,7 +29,7 @@ class QwenScorer:
 
     name = "qwen"
 
-    def __init__(self, backend: Any, chunk: int = 25) -> None:
+    def __init__(self, backend: Any, chunk: int = 50) -> None:
         self.backend, self.chunk = backend, chunk
 
     @property
@@ -101,7 +101,8 @@ def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 @torch.inference_mode()
 def shared_prefix_scores(model: Any, inputs: Any, ids: Sequence[Sequence[int]], *, chunk: int = 25) -> list[float]:
     """Summed log-probability of each token sequence ``ids`` after the prefix ``inputs`` (batch of 1): one pass
-    over the prefix, then the candidates in right-padded batches of ``chunk`` over a copy of its cache."""
+    over the prefix, then the candidates in right-padded batches of ``chunk`` over its cache, repeated once per
+    candidate of a chunk and cropped back to the prefix between chunks."""
     rope = _rope_model(model)
     if rope is not None:
         rope.rope_deltas = None  # computed afresh from this prefix (a stale value would shift the positions)
@@ -114,6 +115,7 @@ def shared_prefix_scores(model: Any, inputs: Any, ids: Sequence[Sequence[int]], 
         delta = int(rope.rope_deltas.reshape(-1)[0])
     device = inputs["input_ids"].device
     scores: list[float] = []
+    kv = None
     for start in range(0, len(ids), chunk):
         part = [list(x) for x in ids[start:start + chunk]]
         width = max(len(x) for x in part)
@@ -125,8 +127,13 @@ def shared_prefix_scores(model: Any, inputs: Any, ids: Sequence[Sequence[int]], 
             mask[i, n_prefix:n_prefix + len(x)] = 1
         pos = torch.arange(n_prefix + delta, n_prefix + delta + width, device=device)
         position_ids = pos.view(1, 1, -1).expand(3, len(part), -1)
-        kv = copy.deepcopy(cache)
-        kv.batch_repeat_interleave(len(part))
+        if kv is None:  # the prefix's cache, one copy per candidate of a chunk, made once
+            kv = cache
+            kv.batch_repeat_interleave(len(part))
+        else:  # back to the prefix alone (the last chunk may be smaller)
+            kv.crop(-(kv.get_seq_length() - n_prefix))  # a negative count: tokens to remove from the end
+            if len(part) < chunk:
+                kv.batch_select_indices(torch.arange(len(part), device=device))
         logits = model(input_ids=batch, attention_mask=mask, position_ids=position_ids, cache=kv,
                        use_cache=True).logits
         later = _token_logprobs(logits[:, :-1], batch[:, 1:]) if width > 1 else None
@@ -135,7 +142,7 @@ def shared_prefix_scores(model: Any, inputs: Any, ids: Sequence[Sequence[int]], 
             if later is not None and len(x) > 1:
                 total += float(later[i, : len(x) - 1].sum())
             scores.append(total)
-        del kv, logits
+        del logits
     return scores
 
 
