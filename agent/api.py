@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from agent.runner import BatchSummary
     from agent.services import Services
     from agent.trace.events import TraceWriter
+    from agent.visdial.rank import RankRecord
     from eval.report import Metrics
 
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview
@@ -236,6 +237,33 @@ class Orchestrator:
         answer = run_ask(services, q, forced_tools=forced, trace=trace_writer(run))
         ResultsLog(run / "results.jsonl").append(answer)
         return answer
+
+    def rank(self, image: ImageInput | Image.Image, question: str, candidates: Sequence[str], *,
+             history: Sequence[tuple[str, str]] = (), caption: str = "", tools: str | Sequence[str] | None = None,
+             rank_score: str = "mean", run_dir: str | os.PathLike | None = None, id: str = "rank") -> RankRecord:
+        """Rank free-form ``candidates`` (2 or more) for ``question`` about ``image``, given the earlier rounds
+        (``history``: question-answer pairs) and the photo's ``caption``, through the graph (the router's tools run
+        and their evidence is used; ``agent.visdial``). ``record.top(rank_score)`` lists the best. Raises
+        ``InputError`` when the candidates are unusable or the photo cannot be ranked, ``ConfigError`` when the
+        reasoner cannot rank (a server without prompt log-probabilities)."""
+        from agent.visdial.rank import Ranker, RankFailure, RankTask
+
+        cands = tuple(str(c).strip() for c in candidates)
+        if len(cands) < 2 or not all(cands):
+            raise InputError(f"candidates: expected 2 or more non-empty answers, found {len(cands)} "
+                             f"({sum(not c for c in cands)} empty)")
+        if rank_score not in ("mean", "sum"):
+            raise InputError(f"rank_score: expected 'mean' or 'sum', found {rank_score!r}")
+        run = Path(run_dir) if run_dir is not None else None
+        task = RankTask(id=id, image=self._image_path(image, run), question=question.strip(), candidates=cands,
+                        caption=caption, history=tuple((str(q), str(a)) for q, a in history))
+        forced = tool_list(tools) if tools is not None else self.tools
+        ranker = Ranker(self.services(run, cache=run is not None), rank_score=rank_score,  # type: ignore[arg-type]
+                        forced_tools=forced, trace=trace_writer(run) if run is not None else None)
+        try:
+            return ranker.rank(task)
+        except RankFailure as exc:
+            raise InputError(f"could not rank the candidates: {exc}") from None
 
     def _image_path(self, image: Any, run_dir: Path | None) -> Path:
         """A path as given (it must be a file); bytes and PIL images are saved by content hash under

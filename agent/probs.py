@@ -56,3 +56,18 @@ def apply_temperature(probs: Mapping[str, float], temperature: float) -> dict[st
     if not live:
         return dict(probs)
     return softmax_over_letters({k: live.get(k, -math.inf) for k in probs})
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for ``k`` successes in ``n`` trials (``scipy.stats.binomtest``); ``(0.0, 1.0)`` when
+    ``n == 0`` (no information). Unlike the normal interval it stays inside [0, 1] and is not empty at ``k = 0``
+    or ``k = n``.
+    """
+    if not 0 <= k <= n:
+        raise ValueError(f"expected 0 <= k <= n, found k={k}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return max(0.0, float(ci.low)), min(1.0, float(ci.high))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from agent.probs import apply_temperature, chosen_letter, logsumexp
+from agent.probs import apply_temperature, chosen_letter, logsumexp, wilson_interval
 
 __all__ = ["accuracy", "apply_temperature", "chosen_letter", "circular_accuracy", "expected_calibration_error",
            "fit_temperature", "mcnemar_exact", "nll", "paired_comparison", "position_bias", "wilson_interval"]
@@ -21,21 +21,6 @@ LOG_FLOOR = 1e-12  # probabilities below this count as this when taking logs (on
 def accuracy(correct: Sequence[bool]) -> float:
     """Share of ``True``; 0.0 for no questions."""
     return sum(map(bool, correct)) / len(correct) if correct else 0.0
-
-
-def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for ``k`` successes in ``n`` trials (``scipy.stats.binomtest``); ``(0.0, 1.0)`` when
-    ``n == 0`` (no information). Unlike the normal interval it stays inside [0, 1] and is not empty at ``k = 0``
-    or ``k = n``.
-    """
-    if not 0 <= k <= n:
-        raise ValueError(f"expected 0 <= k <= n, found k={k}, n={n}")
-    if n == 0:
-        return 0.0, 1.0
-    from scipy.stats import binomtest
-
-    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
 def mcnemar_exact(b: int, c: int) -> float:

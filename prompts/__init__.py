@@ -93,3 +93,8 @@ def render_plan(question: Question) -> tuple[str, str]:
     text = _env().get_template("plan.j2").render(question=question.text, options=question.options,
                                                  letters=question.letters)
     return text.strip(), f"plan@{template_version('plan.j2')}"
+
+
+def render_template(name: str, **values: object) -> str:
+    """Render the template file ``name`` (e.g. ``"visdial.en.j2"``) with ``values``, stripped."""
+    return _env().get_template(name).render(**values).strip()

@@ -26,6 +26,7 @@ from agent.cli.kb import kb_app
 from agent.cli.trace import trace_app
 from agent.cli.train import train_cmd
 from agent.cli.ui import ui_cmd
+from agent.cli.visdial import rank_cmd
 from agent.errors import VqaError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
@@ -40,6 +41,7 @@ app.command("train")(train_cmd)
 app.command("ui")(ui_cmd)
 app.command("bundle")(bundle_cmd)
 app.command("doctor")(doctor_cmd)
+app.command("rank")(rank_cmd)
 app.add_typer(trace_app, name="trace")
 app.add_typer(kb_app, name="kb")
 app.add_typer(dev, name="dev")

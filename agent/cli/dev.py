@@ -23,15 +23,26 @@ def bench(
     new_tokens: Annotated[int, Opt("--new-tokens", min=1, help="Exact answer length of the generate arm, in "
                                    "tokens.")] = 8,
     as_json: AsJson = False, device: Device = None,
+    task: Annotated[str, Opt("--task", help="mc: letter scoring vs generation; visdial: ranking 100 candidates "
+                             "with a shared prefix vs one pass each (docs/visdial.md).")] = "mc",
+    candidates: Annotated[int, Opt("--candidates", min=1, help="visdial: candidates to rank.")] = 100,
 ) -> None:
     """Time logit scoring vs generation (a fixed answer length), and the graph's own overhead per question, the
-    arms taking turns; see docs/benchmarks.md for what each number includes."""
+    arms taking turns; see docs/benchmarks.md for what each number includes. ``--task visdial``: candidate
+    ranking with a shared prefix vs one pass per candidate."""
     from agent.dev.bench import run_bench
 
-    if questions < 1 or batch_size < 1:
+    if task == "visdial":
+        from agent.visdial.bench import run_rank_bench
+
+        res = run_rank_bench(str(model), candidates=candidates, repeats=repeats, device=device or "auto")
+    elif task != "mc":
+        fail(f"--task must be 'mc' or 'visdial', found {task!r}")
+    elif questions < 1 or batch_size < 1:
         fail(f"--questions and --batch-size must be at least 1, found {questions} and {batch_size}")
-    res = run_bench(str(model), n=questions, batch_size=batch_size, device=device or "auto", repeats=repeats,
-                    new_tokens=new_tokens)
+    else:
+        res = run_bench(str(model), n=questions, batch_size=batch_size, device=device or "auto", repeats=repeats,
+                        new_tokens=new_tokens)
     if as_json:
         print(json.dumps(res))
     else:

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 @settings_flags(*RUN_FLAGS)
 def eval_cmd(
-    csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="Labelled competition file (with an answer column).")],
+    csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="Labelled competition file (with an answer column); with --task visdial a VisDial v1.0 JSON "
+                                  "file.")],
     images: Annotated[Path, Opt("--images", help="Root folder the CSV's paths are relative to.")],
     run_dir: Annotated[Path, Opt("--run-dir", help="Where metrics.json, the arms, the trace and the cache go.")],
     ablate: Annotated[bool, Opt("--ablate", help="Run the tool ablation arms; writes ablation.csv and .png.")] = False,
@@ -30,6 +31,10 @@ def eval_cmd(
     circular: Annotated[bool, Opt("--circular", help="Ask every rotation of the options: circular accuracy and "
                                   "position bias.")] = False,
     as_json: Annotated[bool, Opt("--json", help="Print metrics.json instead of tables.")] = False,
+    task: Annotated[str, Opt("--task", help="mc: lettered multiple choice (a CSV); visdial: rank VisDial v1.0 "
+                             "candidates (a JSON file; writes ranks.json).")] = "mc",
+    dense: Annotated[Optional[Path], Opt("--dense", help="VisDial dense annotations (gt_relevance): adds NDCG.")] = None,
+    rank_score: Annotated[str, Opt("--rank-score", help="visdial: rank by mean or sum log-likelihood.")] = "mean",
     ray: RayAddress = None, workers: Workers = 1, gpus_per_worker: GpusPerWorker = None,
     cpus_per_worker: CpusPerWorker = 1.0,
     limit: Limit = None, quiet: Quiet = False,
@@ -40,6 +45,15 @@ def eval_cmd(
 
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
+    if task == "visdial":
+        if ablate or ablate_planners or circular or ray:
+            fail("--task visdial ranks candidates: --ablate, --ablate-planners, --circular and --ray do not apply")
+        from agent.cli.visdial import eval_visdial_cli
+
+        return eval_visdial_cli(csv_path, images, run_dir, dense=dense, rank_score=rank_score, limit=limit,
+                                quiet=quiet, as_json=as_json, settings=opts.settings())
+    if task != "mc":
+        fail(f"--task must be 'mc' or 'visdial', found {task!r}")
     on = cluster(ray, workers, gpus_per_worker, cpus_per_worker)
     settings = opts.settings()
     try:  # after the settings: the config file may register plug-in tools
