@@ -38,6 +38,7 @@ from pydantic_settings import (
 )
 
 from agent.errors import ConfigError
+from agent.redact import remember_settings
 
 DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 TOOL_SECTIONS = ("ocr", "detect", "som", "retrieve")  # per-tool tables, passed to the tools' constructors as is
@@ -173,6 +174,7 @@ def load_settings(config: Path | None, flags: Mapping[str, Any]) -> Settings:
         settings = source(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
         raise ConfigError(_explain(exc, config)) from None
+    remember_settings(settings)  # never written to a file or a log (agent.redact)
     if settings.reasoner == "openai" and not settings.base_url:
         raise ConfigError("the openai backend needs the server's URL: pass --base-url http://127.0.0.1:8000/v1, "
                           "or set base_url in the config file or VQA_BASE_URL")
