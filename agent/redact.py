@@ -2,7 +2,8 @@
 
 Two kinds are removed wherever they appear in text: the password of a URL (``http://user:PASSWORD@host/v1`` ->
 ``http://user:***@host/v1``) and a bearer token (``Bearer sk-…`` -> ``Bearer ***``); and the secrets this process
-was configured with (``remember``: the API key and any URL password of the settings), in any context — a server
+was configured with (``remember``: the API key, any URL password of the settings and its HTTP Basic form), in any
+context — a server
 whose error body echoes the key has it replaced by ``***``. Secrets shorter than ``MIN_SECRET`` characters are
 not searched for (they would match ordinary text). Remembering a secret also installs a log-record factory that
 redacts every log message of the process.
@@ -11,6 +12,7 @@ A shared leaf: it imports nothing from the project.
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import threading
@@ -19,7 +21,8 @@ from typing import Any
 MASK = "***"
 MIN_SECRET = 6
 _URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/@:]*):([^\s/@]+)@")
-_BEARER = re.compile(r"(\b[Bb]earer\s+)[A-Za-z0-9._~+/=-]+")
+_USERINFO = re.compile(r"://([^\s/@:]*):([^\s/@]+)@")
+_BEARER = re.compile(r"(\b[Bb]earer\s+)[A-Za-z0-9._~+/=-]{8,}")
 _secrets: set[str] = set()
 _lock = threading.Lock()
 _factory_installed = False
@@ -39,7 +42,10 @@ def remember_settings(settings: Any) -> None:
     """``remember`` the API key and the URL passwords of a ``Settings`` (or anything with those attributes)."""
     key = getattr(settings, "api_key", None)
     key = key.get_secret_value() if hasattr(key, "get_secret_value") else key
-    remember(key, *url_passwords(getattr(settings, "base_url", None) or ""))
+    url = getattr(settings, "base_url", None) or ""
+    basic = [base64.b64encode(f"{user}:{pw}".encode()).decode() for user, pw in _USERINFO.findall(url)
+             if pw != MASK]  # what an HTTP client sends (and a server may echo) for http://user:pw@host
+    remember(key, *url_passwords(url), *basic)
 
 
 def url_passwords(text: str) -> list[str]:

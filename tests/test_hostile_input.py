@@ -7,6 +7,7 @@ secrets in URLs and server errors; Ray sized to the machine; skipped training ro
 
 from __future__ import annotations
 
+import base64
 import os
 import sqlite3
 import subprocess
@@ -26,6 +27,13 @@ IMAGES = Path(__file__).resolve().parents[1] / "examples" / "images"
 def vqa(args: list, stdin: str | None = None, env: dict | None = None, cwd: Path | None = None):
     return subprocess.run([VQA, *map(str, args)], input=stdin, capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+def labelled_rows(path: Path, n: int) -> Path:
+    """The header and the first ``n`` rows of examples/train.csv (labelled)."""
+    lines = (IMAGES.parent / "train.csv").read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(lines[: n + 1]) + "\n", encoding="utf-8")
+    return path
 
 
 def one_error_line(p: subprocess.CompletedProcess) -> str:
@@ -99,3 +107,44 @@ def test_a_chat_store_grows_linearly_with_the_turns(tmp_path: Path) -> None:
     assert sizes[400] - sizes[300] < 3 * sizes[100], sizes  # linear: the last 100 turns cost what the first did
     reopened = ChatStore(db).state("s")
     assert [t["question"][-5:] for t in reopened["turns"][:2]] == [" 1?", " 2?"] and len(reopened["turns"]) == 400
+
+
+# ---------------------------------------------------------------- 12, 13: secrets
+
+
+def test_url_passwords_and_echoed_keys_are_written_nowhere(tmp_path: Path) -> None:
+    """A password in --base-url and a server whose 401 body echoes the API key: neither reaches run.json,
+    metrics.json, failed.csv, results, the trace or the terminal."""
+    from fake_openai_server import FakeOpenAIServer, Script
+
+    password, key = "hunter2-PASSWORD", "sk-SECRET-KEY-0123456789"
+    basic = base64.b64encode(f"alice:{password}".encode()).decode()  # what the HTTP client sends for the URL's user
+    with FakeOpenAIServer(Script(fail=[401] * 50, echo_key=True)) as srv:
+        csv_path = labelled_rows(tmp_path / "train.csv", 2)
+        common = ["--images", IMAGES.parent, "--backend", "openai", "--api-key", key, "--model", "fake-qwen"]
+        url = srv.url.replace("://", f"://alice:{password}@")  # the client sends it as Basic auth instead of the key
+        batch = vqa(["batch", csv_path, "--out", tmp_path / "sub.csv", "--run-dir", tmp_path / "b", "--tools", "none",
+                     "--base-url", url, *common])
+        evaluate = vqa(["eval", csv_path, "--run-dir", tmp_path / "e", "--base-url", srv.url, *common])
+    assert srv.stats.requests  # the server was asked, and refused
+    written = {p: p.read_text(errors="replace") for d in ("b", "e") for p in (tmp_path / d).rglob("*") if p.is_file()}
+    assert {"run.json", "failed.csv", "trace.jsonl", "metrics.json"} <= {p.name for p in written}, list(written)
+    assert "for key Basic ***" in written[tmp_path / "b" / "failed.csv"]  # the server's error is kept, not the key
+    assert "for key ***" in written[tmp_path / "e" / "trace.jsonl"]
+    for where, text in [*written.items(), ("batch output", batch.stdout + batch.stderr),
+                        ("eval output", evaluate.stdout + evaluate.stderr)]:
+        assert password not in text and key not in text and basic not in text, where
+    assert "alice:***@" in written[tmp_path / "b" / "run.json"]
+
+
+def test_redact_hides_url_passwords_bearer_tokens_and_remembered_keys() -> None:
+    import logging
+
+    from agent.redact import redact, remember
+
+    remember("sk-remembered-123456")
+    assert redact("GET http://u:pw%40x@h:1/v1 sent Bearer abc.DEF-123 and sk-remembered-123456") == \
+        "GET http://u:***@h:1/v1 sent Bearer *** and ***"
+    assert redact("http://h/v1 sk-short") == "http://h/v1 sk-short"  # no password, nothing remembered
+    record = logging.getLogger("x").makeRecord("x", logging.ERROR, "f", 1, "key %s", ("sk-remembered-123456",), None)
+    assert record.getMessage() == "key ***"
