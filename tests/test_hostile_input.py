@@ -148,3 +148,31 @@ def test_redact_hides_url_passwords_bearer_tokens_and_remembered_keys() -> None:
     assert redact("http://h/v1 sk-short") == "http://h/v1 sk-short"  # no password, nothing remembered
     record = logging.getLogger("x").makeRecord("x", logging.ERROR, "f", 1, "key %s", ("sk-remembered-123456",), None)
     assert record.getMessage() == "key ***"
+
+
+# ---------------------------------------------------------------- 7, 8, 9: settings and outputs
+
+
+@pytest.mark.parametrize(("setup", "needles"), [
+    (lambda d: (d / "c.toml").write_bytes('model = "모델"\n'.encode("cp949")), ["not UTF-8", "c.toml"]),
+    (lambda d: (d / "c.toml").write_bytes(b"# " + b"x" * (2 << 20) + b"\n"), ["at most", "c.toml"]),
+], ids=["cp949", "oversized"])
+def test_a_config_file_that_cannot_be_read_is_one_line(tmp_path: Path, setup, needles: list[str]) -> None:
+    setup(tmp_path)
+    line = one_error_line(vqa(["ask", IMAGES / "coffee.jpg", "Q?", "-c", "x", "-c", "y", "--reasoner", "evidence",
+                               "--config", tmp_path / "c.toml"]))
+    assert all(n in line for n in needles), line
+
+
+@pytest.mark.parametrize(("var", "value"), [("VQA_OCR", "tesseract"), ("VQA_TOOLS", "garbage")])
+def test_an_environment_value_that_is_not_json_names_the_variable(var: str, value: str) -> None:
+    line = one_error_line(vqa(["ask", IMAGES / "coffee.jpg", "Q?", "-c", "x", "-c", "y", "--reasoner", "evidence"],
+                              env={var: value}))
+    assert var in line and "expected JSON" in line and repr(value) in line, line
+
+
+def test_train_out_that_is_a_file_is_refused_before_any_loading(tmp_path: Path) -> None:
+    (tmp_path / "adapter").write_text("not a folder")
+    line = one_error_line(vqa(["train", labelled_rows(tmp_path / "t.csv", 4), "--images", IMAGES.parent, "--out",
+                               tmp_path / "adapter", "--model", "/nope/model"]))
+    assert "--out" in line and "is a file" in line, line

@@ -69,6 +69,9 @@ def train_cmd(
 
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        fail(f"--out {out_dir} is a file; expected a folder for the adapter (it is created when missing): choose "
+             f"another path, e.g. {out_dir.with_suffix('')}-adapter")
     if val is not None and val_frac:
         fail("give --val CSV or --val-frac, not both")
     opts = train_options(rank=rank, alpha=alpha, dropout=dropout, train_vision=train_vision, lr=lr, warmup=warmup,
