@@ -150,6 +150,14 @@ def _check_header(header: list[str], csv_path: Path) -> dict[str, int]:
     duplicated = sorted({h for h in header if h and header.count(h) > 1})
     if duplicated:
         raise DataError(f"{csv_path}: columns {duplicated} appear more than once in the header {header}; keep one.")
+    nxt = chr(ord(LETTERS[-1]) + 1)  # "f": an option column this parser does not take
+    if nxt in header:
+        n = len(LETTERS)
+        while chr(ord("a") + n) in header:
+            n += 1
+        raise DataError(f"{csv_path}: found {n} option columns (a-{chr(ord('a') + n - 1)}); expected at most "
+                        f"{len(LETTERS)} (a-{LETTERS[-1]}), so options would be lost. Keep at most "
+                        f"{len(LETTERS)} options per question.")
     return {name: header.index(name) for name in REQUIRED + OPTIONAL if name in header}
 
 

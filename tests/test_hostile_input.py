@@ -18,6 +18,7 @@ import ormsgpack
 import pytest
 
 from agent.chat import ChatRuntime, ChatSession, ChatStore
+from agent.data import read_questions
 from agent.errors import DataError
 
 VQA = str(Path(sys.executable).parent / "vqa")
@@ -176,3 +177,58 @@ def test_train_out_that_is_a_file_is_refused_before_any_loading(tmp_path: Path) 
     line = one_error_line(vqa(["train", labelled_rows(tmp_path / "t.csv", 4), "--images", IMAGES.parent, "--out",
                                tmp_path / "adapter", "--model", "/nope/model"]))
     assert "--out" in line and "is a file" in line, line
+
+
+# ---------------------------------------------------------------- 5: option columns
+
+
+def test_more_option_columns_than_the_parser_takes_are_refused_with_the_count(tmp_path: Path) -> None:
+    letters = "abcdefghij"
+    (tmp_path / "t.csv").write_text(f"id,path,question,{','.join(letters)},answer\n"
+                                    f"Q1,images/coffee.jpg,Which?,{','.join(letters.upper())},i\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"found 10 option columns \(a-j\); expected at most 5"):
+        read_questions(tmp_path / "t.csv", IMAGES.parent)
+    line = one_error_line(vqa(["batch", tmp_path / "t.csv", "--images", IMAGES.parent, "--out", tmp_path / "s.csv",
+                               "--reasoner", "evidence"]))
+    assert "10 option columns" in line and not (tmp_path / "s.csv").exists()
+
+
+# ---------------------------------------------------------------- 4: a tool raising BaseException
+
+QUITTER = '''
+from typing import Literal
+
+from agent.evidence import GenericEvidence
+from tools.base import Tool
+
+
+class QuitEvidence(GenericEvidence):
+    tool: Literal["quitter"] = "quitter"
+
+
+class QuitterTool(Tool):
+    name = "quitter"
+    evidence = QuitEvidence
+    description = "Ends the process instead of answering."
+    limitations = "All of them."
+
+    def load(self):
+        pass
+
+    def apply(self, image, question, workdir, peers):
+        raise {exc}
+'''
+
+
+@pytest.mark.parametrize("exc", ["SystemExit(0)", "KeyboardInterrupt()"])
+def test_a_tool_raising_base_exception_is_a_recorded_tool_failure(tmp_path: Path, exc: str) -> None:
+    (tmp_path / "quitter_tool.py").write_text(QUITTER.replace("{exc}", exc), encoding="utf-8")
+    (tmp_path / "c.toml").write_text('[tools.register]\nquitter = "quitter_tool:QuitterTool"\n', encoding="utf-8")
+    csv_path = labelled_rows(tmp_path / "t.csv", 3)
+    p = vqa(["batch", csv_path, "--images", IMAGES.parent, "--out", tmp_path / "s.csv", "--run-dir", tmp_path / "r",
+             "--config", tmp_path / "c.toml", "--tools", "quitter", "--reasoner", "evidence"],
+            env={"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])})
+    assert p.returncode == 0, p.stderr
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == 4  # the header and every row
+    failures = (tmp_path / "r" / "tool_failures.csv").read_text()
+    assert failures.count("quitter") == 3 and type(eval(exc)).__name__ in failures, failures  # noqa: S307
