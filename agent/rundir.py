@@ -174,6 +174,7 @@ def git_commit(root: Path | None = None) -> str | None:
 def command_line(argv: list[str]) -> str:
     """``argv`` as one shell line, with the value of every secret flag (``--api-key``) replaced by ``***``."""
     shown, hide = [], False
+    argv = [a.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for a in argv]  # bytes that are not UTF-8
     for arg in argv:
         if hide:
             shown.append("***")

@@ -232,3 +232,21 @@ def test_a_tool_raising_base_exception_is_a_recorded_tool_failure(tmp_path: Path
     assert len((tmp_path / "s.csv").read_text().splitlines()) == 4  # the header and every row
     failures = (tmp_path / "r" / "tool_failures.csv").read_text()
     assert failures.count("quitter") == 3 and type(eval(exc)).__name__ in failures, failures  # noqa: S307
+
+
+# ---------------------------------------------------------------- 11: terminal escapes
+
+
+def test_terminal_escapes_in_questions_reach_no_terminal_but_stay_in_the_files(tmp_path: Path) -> None:
+    import json
+
+    question = "\x1b]2;owned\x07Which\x1b[2J cup\u202e? \x9b31m"
+    p = vqa(["ask", IMAGES / "coffee.jpg", question, "-c", "white\x1b[5m", "-c", "black\u2066", "--reasoner",
+             "evidence", "--tools", "none", "--run-dir", tmp_path], env={"COLUMNS": "200"})
+    shown = vqa(["trace", "show", tmp_path], env={"COLUMNS": "200"})
+    for out in (p.stdout + p.stderr, shown.stdout + shown.stderr):
+        assert "Which cup?" in out and "white" in out, out
+        assert not any(c in out for c in "\x1b\x07\x9b\u202e\u2066"), repr(out)
+    record = json.loads((tmp_path / "results.jsonl").read_text(encoding="utf-8").splitlines()[-1])
+    event = json.loads((tmp_path / "trace.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert record["question"] == event["inputs"]["text"] == question  # the files keep the text byte for byte
