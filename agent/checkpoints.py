@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import ormsgpack
-from langgraph.checkpoint.serde import _msgpack as lg_msgpack
-from langgraph.checkpoint.serde import jsonplus
+from langgraph.checkpoint.serde import _msgpack as lg_msgpack, jsonplus
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agent.errors import DataError, brief

@@ -24,9 +24,9 @@ from agent.batching import BatchingReasoner
 from agent.calibration import adjusted
 from agent.data import RowError, fallback_letter, spreadsheet_cell, write_submission
 from agent.fileio import JsonlLog, atomic_open
-from agent.redact import redact, redact_deep
 from agent.graph import build_graph, final_answer
 from agent.probs import one_hot
+from agent.redact import redact, redact_deep
 from agent.schema import Answer, Question
 from agent.services import Services
 from agent.trace.events import TRACE_FILE, TraceWriter

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agent.textsafe import clean
 from agent.trace.events import TraceEvent
 from agent.trace.read import QuestionView
-from agent.textsafe import clean
 
 
 def _probs_text(probs: dict[str, float], chosen: str | None = None) -> str:
