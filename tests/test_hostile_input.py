@@ -250,3 +250,26 @@ def test_terminal_escapes_in_questions_reach_no_terminal_but_stay_in_the_files(t
     record = json.loads((tmp_path / "results.jsonl").read_text(encoding="utf-8").splitlines()[-1])
     event = json.loads((tmp_path / "trace.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert record["question"] == event["inputs"]["text"] == question  # the files keep the text byte for byte
+
+
+# ---------------------------------------------------------------- 14: a local Ray cluster
+
+
+def test_a_local_ray_cluster_is_sized_to_the_machine_and_refuses_more_workers() -> None:
+    from agent.distributed import Cluster
+    from agent.errors import ConfigError
+
+    assert Cluster("local", workers=2).local_cpus(cpus=8) == 8  # the machine's CPUs, not the workers'
+    with pytest.raises(ConfigError, match=r"--workers 64 needs 64 CPUs.*has 2; ask for at most 2.*--oversubscribe"):
+        Cluster("local", workers=64).local_cpus(cpus=2)
+    with pytest.raises(ConfigError, match=r"needs 2 GPUs.*has 1"):
+        Cluster("local", workers=2, gpus_per_worker=1).local_cpus(cpus=8, gpus=1)
+    assert Cluster("local", workers=64, oversubscribe=True).local_cpus(cpus=2) == 64
+
+
+def test_vqa_batch_with_more_local_workers_than_cpus_is_one_line(tmp_path: Path) -> None:
+    n = (os.cpu_count() or 1) + 1
+    line = one_error_line(vqa(["batch", labelled_rows(tmp_path / "t.csv", 2), "--images", IMAGES.parent, "--out",
+                               tmp_path / "s.csv", "--reasoner", "evidence", "--ray", "local", "--workers", n],
+                              env={"RAY_TMPDIR": "/tmp"}))
+    assert f"--workers {n} needs {n} CPUs" in line and "--oversubscribe" in line, line

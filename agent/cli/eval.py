@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from agent.cli.cluster import CpusPerWorker, GpusPerWorker, RayAddress, Workers, cluster
+from agent.cli.cluster import CpusPerWorker, GpusPerWorker, Oversubscribe, RayAddress, Workers, cluster
 from agent.cli.common import RUN_FLAGS, Limit, Opt, Quiet, SettingsFlags, fail, orchestrator, out, settings_flags
 from agent.cli.progress import row_progress
 
@@ -31,7 +31,7 @@ def eval_cmd(
                                   "position bias.")] = False,
     as_json: Annotated[bool, Opt("--json", help="Print metrics.json instead of tables.")] = False,
     ray: RayAddress = None, workers: Workers = 1, gpus_per_worker: GpusPerWorker = 0.0,
-    cpus_per_worker: CpusPerWorker = 1.0,
+    cpus_per_worker: CpusPerWorker = 1.0, oversubscribe: Oversubscribe = False,
     limit: Limit = None, quiet: Quiet = False,
     *, opts: SettingsFlags,
 ) -> None:
@@ -40,7 +40,7 @@ def eval_cmd(
 
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
-    on = cluster(ray, workers, gpus_per_worker, cpus_per_worker)
+    on = cluster(ray, workers, gpus_per_worker, cpus_per_worker, oversubscribe)
     settings = opts.settings()
     try:  # after the settings: the config file may register plug-in tools
         tools = parse_tool_list(ablate_tools or "all")
