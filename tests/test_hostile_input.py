@@ -273,3 +273,25 @@ def test_vqa_batch_with_more_local_workers_than_cpus_is_one_line(tmp_path: Path)
                                tmp_path / "s.csv", "--reasoner", "evidence", "--ray", "local", "--workers", n],
                               env={"RAY_TMPDIR": "/tmp"}))
     assert f"--workers {n} needs {n} CPUs" in line and "--oversubscribe" in line, line
+
+
+# ---------------------------------------------------------------- 15: skipped training rows
+
+
+@pytest.mark.slow
+def test_skipped_training_rows_are_named_with_reasons_and_counted(tmp_path: Path, tiny_dir: Path) -> None:
+    rows = labelled_rows(tmp_path / "t.csv", 4).read_text(encoding="utf-8")
+    rows += ("BAD_1,images/coffee.jpg,Which?,x,y,z,w,e\n"  # the answer is not among the options
+             "BAD_2,images/coffee.jpg,Which?,x,y,,,c\n"
+             "NOGOLD,images/coffee.jpg,Which?,x,y,z,w,\n")
+    (tmp_path / "t.csv").write_text(rows, encoding="utf-8")
+    out = tmp_path / "adapter"
+    p = vqa(["train", tmp_path / "t.csv", "--images", IMAGES.parent, "--out", out, "--model",
+             tiny_dir / "vlm-qwen2.5-vl", "--tools", "none", "--max-steps", 1, "--val-frac", 0, "--max-pixels", 50000],
+            env={"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"})
+    assert p.returncode == 0, p.stderr
+    for qid, reason in (("BAD_1", "bad_answer"), ("BAD_2", "bad_answer"), ("NOGOLD", "unlabelled")):
+        assert any(qid in line and reason in line for line in p.stderr.splitlines()), (qid, p.stderr)
+    listed = (out / "skipped_rows.csv").read_text(encoding="utf-8").splitlines()
+    assert len(listed) == 4 and all(any(q in line for line in listed) for q in ("BAD_1", "BAD_2", "NOGOLD"))
+    assert "skipped 3" in p.stdout, p.stdout
