@@ -34,6 +34,7 @@ from agent.fileio import atomic_open
 from agent.images import safe_relpath
 from agent.schema import LETTERS, MIN_OPTIONS, Question
 
+CSV_LIMIT = 1 << 30  # bytes: a larger CSV is refused before it is read
 FIELD_LIMIT = 16 << 20  # characters per CSV field (the csv module's default is 128 KiB)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -110,6 +111,9 @@ def _check_quotes_closed(csv_path: Path, lines: list[str], start: int, row: list
 
 def _decode(path: Path) -> str:
     try:
+        if path.is_file() and (size := path.stat().st_size) > CSV_LIMIT:
+            raise DataError(f"{path} is {size:,} bytes; expected a questions CSV of at most {CSV_LIMIT:,} bytes: "
+                            "split it into several files")
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"expected a CSV file at {path}, found nothing; check the path.") from None

@@ -295,3 +295,28 @@ def test_skipped_training_rows_are_named_with_reasons_and_counted(tmp_path: Path
     listed = (out / "skipped_rows.csv").read_text(encoding="utf-8").splitlines()
     assert len(listed) == 4 and all(any(q in line for line in listed) for q in ("BAD_1", "BAD_2", "NOGOLD"))
     assert "skipped 3" in p.stdout, p.stdout
+
+
+# ---------------------------------------------------------------- 2: files read whole have caps
+
+
+def test_a_huge_caption_file_skips_its_image_unread_and_a_huge_source_is_refused(tmp_path: Path) -> None:
+    import shutil
+
+    from agent.kb.build import CAPTION_LIMIT, SOURCE_LIMIT, build_kb
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("cup", "cat"):
+        shutil.copy(IMAGES / "coffee.jpg", folder / f"{name}.jpg")
+    (folder / "cup.txt").write_text("a white cup of coffee", encoding="utf-8")
+    with open(folder / "cat.txt", "wb") as f:  # sparse: 1 GB on paper, nothing on disk
+        f.truncate(1 << 30)
+    summary = build_kb(folder, tmp_path / "kb", clip="e5")
+    assert summary.added == 1
+    assert any(s.where == "cat.jpg" and "cat.txt" in s.reason and f"{CAPTION_LIMIT:,}" in s.reason
+               for s in summary.skipped), summary.skipped
+    with open(tmp_path / "big.jsonl", "wb") as f:
+        f.truncate(SOURCE_LIMIT + 1)
+    with pytest.raises(DataError, match=r"big.jsonl is .* bytes; expected at most"):
+        build_kb(tmp_path / "big.jsonl", tmp_path / "kb2", clip="e5")
