@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from agent.errors import DataError, ImageError
 from agent.fileio import atomic_open
 from agent.images import safe_relpath
-from agent.schema import LETTERS, MIN_OPTIONS, Question
+from agent.schema import LETTERS, MIN_OPTIONS, OPTION_LIMIT, QUESTION_LIMIT, Question
 
 CSV_LIMIT = 1 << 30  # bytes: a larger CSV is refused before it is read
 FIELD_LIMIT = 16 << 20  # characters per CSV field (the csv module's default is 128 KiB)
@@ -47,7 +47,7 @@ _EXPECTED = "id,path,question,a,b,c,d[,e][,answer][,category]"
 class RowError:
     """A row that cannot become a ``Question``.
 
-    reason: malformed_row, duplicate_id, bad_path, bad_options or bad_answer; ``id`` is ``""`` when the row has none.
+    reason: malformed_row, duplicate_id, bad_path, bad_options, bad_answer or too_long; ``id`` is ``""`` when the row has none.
     """
 
     id: str
@@ -195,6 +195,11 @@ def _parse_row(
         return error("bad_options", f"expected {MIN_OPTIONS}-{len(LETTERS)} options filled from 'a' with no gaps, "
                      f"found {found} (_ = empty).")
     options = dict(zip(LETTERS, texts[:n], strict=False))
+    too_long = [f"the question ({len(get('question')):,} characters, at most {QUESTION_LIMIT:,})"] * (
+        len(get("question")) > QUESTION_LIMIT) + [f"option {k} ({len(t):,} characters, at most {OPTION_LIMIT:,})"
+                                                for k, t in options.items() if len(t) > OPTION_LIMIT]
+    if too_long:
+        return error("too_long", f"{' and '.join(too_long)} is too long to answer; shorten it.")
     answer = get("answer").lower() or None
     if answer is not None and answer not in options:
         return error("bad_answer", f"expected the answer to be one of {list(options)}, found {get('answer')!r}.")

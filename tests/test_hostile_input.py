@@ -320,3 +320,34 @@ def test_a_huge_caption_file_skips_its_image_unread_and_a_huge_source_is_refused
         f.truncate(SOURCE_LIMIT + 1)
     with pytest.raises(DataError, match=r"big.jsonl is .* bytes; expected at most"):
         build_kb(tmp_path / "big.jsonl", tmp_path / "kb2", clip="e5")
+
+
+# ---------------------------------------------------------------- 3: long questions
+
+
+def test_a_long_question_is_embedded_up_to_e5s_token_limit() -> None:
+    import numpy as np
+
+    from agent.e5 import MAX_TOKENS, shared_e5
+
+    e5 = shared_e5()
+    long = "간판에 적힌 가게 이름은 무엇인가요? what is written on the sign " * 4000  # ~200 KB
+    fitted = e5.fit_query(long)
+    assert long.startswith(fitted) and e5._tokens(fitted) <= MAX_TOKENS < e5._tokens(long[: len(fitted) + 8])
+    assert np.array_equal(e5.query(long), e5._model.query(fitted))  # one 512-token pass, not 100 windows
+    short = "간판에 적힌 가게 이름은?"
+    assert e5.fit_query(short) == short and np.array_equal(e5.query([short])[0], e5._model.query(short))
+
+
+def test_questions_beyond_the_stated_length_go_to_failed_csv_with_the_reason(tmp_path: Path) -> None:
+    from agent.schema import QUESTION_LIMIT
+
+    rows = labelled_rows(tmp_path / "t.csv", 2).read_text(encoding="utf-8").splitlines()
+    rows.append("HUGE,images/coffee.jpg," + "왜" * 200_000 + ",x,y,z,w,a")
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    p = vqa(["batch", tmp_path / "t.csv", "--images", IMAGES.parent, "--out", tmp_path / "s.csv", "--run-dir",
+             tmp_path / "r", "--reasoner", "evidence"])
+    assert p.returncode == 0, p.stderr
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == 4
+    failed = (tmp_path / "r" / "failed.csv").read_text(encoding="utf-8")
+    assert "HUGE" in failed and "too_long" in failed and f"{QUESTION_LIMIT:,}" in failed, failed
