@@ -346,7 +346,7 @@ def test_questions_beyond_the_stated_length_go_to_failed_csv_with_the_reason(tmp
     rows.append("HUGE,images/coffee.jpg," + "왜" * 200_000 + ",x,y,z,w,a")
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     p = vqa(["batch", tmp_path / "t.csv", "--images", IMAGES.parent, "--out", tmp_path / "s.csv", "--run-dir",
-             tmp_path / "r", "--reasoner", "evidence"])
+             tmp_path / "r", "--reasoner", "evidence", "--tools", "none"])
     assert p.returncode == 0, p.stderr
     assert len((tmp_path / "s.csv").read_text().splitlines()) == 4
     failed = (tmp_path / "r" / "failed.csv").read_text(encoding="utf-8")
