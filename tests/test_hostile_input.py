@@ -113,6 +113,7 @@ def test_a_chat_store_grows_linearly_with_the_turns(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- 12, 13: secrets
 
 
+@pytest.mark.slow
 def test_url_passwords_and_echoed_keys_are_written_nowhere(tmp_path: Path) -> None:
     """A password in --base-url and a server whose 401 body echoes the API key: neither reaches run.json,
     metrics.json, failed.csv, results, the trace or the terminal."""
