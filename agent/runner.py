@@ -26,6 +26,7 @@ from agent.data import RowError, fallback_letter, spreadsheet_cell, write_submis
 from agent.fileio import JsonlLog, atomic_open
 from agent.graph import build_graph, final_answer
 from agent.probs import one_hot
+from agent.redact import redact, redact_deep
 from agent.schema import Answer, Question
 from agent.services import Services
 from agent.trace.events import TRACE_FILE, TraceWriter
@@ -58,7 +59,7 @@ class ResultsLog:
         return out
 
     def append(self, answer: Answer) -> None:
-        self._log.append(answer.model_dump_json())
+        self._log.append(redact(answer.model_dump_json()))
 
     def sync(self) -> None:
         self._log.sync()
@@ -274,7 +275,7 @@ def _write_tool_failures(path: Path, final: list[Answer]) -> None:
     with atomic_open(path, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "tool", "error"])
-        w.writerows([spreadsheet_cell(c) for c in row] for row in rows)
+        w.writerows([spreadsheet_cell(redact_deep(c)) for c in row] for row in rows)
 
 
 def _write_failures(path: Path, rows: list[Question | RowError], final: list[Answer]) -> None:
@@ -283,4 +284,4 @@ def _write_failures(path: Path, rows: list[Question | RowError], final: list[Ans
         w.writerow(["id", "line", "reason", "fallback_answer"])
         for r, a in zip(rows, final):
             if a.failed:
-                w.writerow([spreadsheet_cell(c) for c in (r.id, r.line, "; ".join(a.errors), a.answer)])
+                w.writerow([spreadsheet_cell(redact_deep(c)) for c in (r.id, r.line, "; ".join(a.errors), a.answer)])

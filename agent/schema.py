@@ -30,6 +30,8 @@ from agent.evidence import (  # noqa: F401 - re-exported: the built-in evidence 
 
 LETTERS: str = "abcde"
 MIN_OPTIONS, MAX_OPTIONS = 2, 5
+QUESTION_LIMIT = 8_000  # characters of a question; a longer one is refused (a CSV row goes to failed.csv)
+OPTION_LIMIT = 2_000  # characters of one option
 
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 
@@ -59,6 +61,8 @@ class Question(BaseModel):
     def _text_not_blank(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("question text is empty")
+        if len(v.strip()) > QUESTION_LIMIT:
+            raise ValueError(f"the question is {len(v.strip()):,} characters; expected at most {QUESTION_LIMIT:,}")
         return v.strip()
 
     @field_validator("options")
@@ -75,6 +79,9 @@ class Question(BaseModel):
         blank = [k for k, t in v.items() if not str(t).strip()]
         if blank:
             raise ValueError(f"options {blank} are empty")
+        long = [k for k, t in v.items() if len(str(t).strip()) > OPTION_LIMIT]
+        if long:
+            raise ValueError(f"options {long} are longer than {OPTION_LIMIT:,} characters; expected short answers")
         return {k: str(t).strip() for k, t in v.items()}
 
     @model_validator(mode="after")

@@ -63,6 +63,7 @@ class Script:
     delay: float = 0.0
     gather: int = 0  # hold each request until this many have been in flight at once (at most GATHER_TIMEOUT)
     api_key: str | None = None
+    echo_key: bool = False  # injected failures echo the bearer key they were sent (a careless server's error body)
     turns: list[Turn] = field(default_factory=list)  # answers to requests with ``tools``, in order
     forever: Turn | None = None  # then this turn on every request with ``tools`` (a model that never stops)
 
@@ -226,7 +227,8 @@ class FakeOpenAIServer:
                 h.connection.shutdown(socket.SHUT_RDWR)
                 return
             if status is not None:
-                _send(h, status, {"error": {"message": f"injected HTTP {status}", "type": "ServerError",
+                echoed = f" for key {h.headers.get('Authorization', '').removeprefix('Bearer ')}" if s.echo_key else ""
+                _send(h, status, {"error": {"message": f"injected HTTP {status}{echoed}", "type": "ServerError",
                                             "code": status}})
                 return
             if body.get("model") not in s.models:

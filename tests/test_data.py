@@ -133,10 +133,12 @@ def test_a_quote_closed_later_says_which_lines_it_swallowed(tmp_path: Path) -> N
     assert isinstance(row, RowError) and row.reason == "malformed_row" and "spans lines 2-3" in row.message
 
 
-def test_a_one_megabyte_question_is_read(tmp_path: Path) -> None:
+def test_a_one_megabyte_question_is_read_and_refused_as_its_row(tmp_path: Path) -> None:
+    """The CSV parses it (no whole-file error); the row is too long to answer (``QUESTION_LIMIT``), named so."""
     long = "가" * 1_000_000
-    [q] = read(tmp_path, f"{HEADER}\nQ1,img/1.jpg,{long}?,x,y,z,w\n")
-    assert isinstance(q, Question) and len(q.text) == 1_000_001
+    [q, ok] = read(tmp_path, f"{HEADER}\nQ0,img/1.jpg,{long}?,x,y,z,w\n{ROW}\n")
+    assert isinstance(q, RowError) and q.reason == "too_long" and "1,000,001 characters" in q.message
+    assert isinstance(ok, Question)
 
 
 def test_a_field_over_the_limit_names_its_row(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ A tool is a class whose class attributes say everything the orchestrator needs w
   compute them when the output changes for reasons the tool's own source does not show).
 
 Heavy imports and weights happen in ``load()``, once, on first use. ``run`` never raises: a failure is
-``ToolResult(ok=False, error=...)``, timed like a success.
+``ToolResult(ok=False, error=...)``, timed like a success; so is a ``SystemExit`` or a ``KeyboardInterrupt`` the tool
+raises in a worker thread (only the user's Ctrl-C, in the main thread, passes through).
 """
 
 from __future__ import annotations
@@ -153,11 +154,21 @@ class Tool(ABC):
             if not isinstance(evidence, self.evidence):
                 raise ToolError(f"{type(self).__qualname__}.apply returned {type(evidence).__name__}, expected "
                                 f"{self.evidence.__name__} (its declared evidence type)")
-        except Exception as exc:  # noqa: BLE001 - a tool failure must not fail the question
+        except BaseException as exc:  # noqa: BLE001 - a tool failure (SystemExit too) must not fail the question
+            if user_interrupt(exc):
+                raise
             return ToolResult(tool=self.name, ok=False, error=f"{type(exc).__name__}: {exc}",
                               seconds=time.perf_counter() - t0, settings=self.settings)
         return ToolResult(tool=self.name, ok=True, evidence=evidence, artifacts=artifacts,
                           seconds=time.perf_counter() - t0, settings=self.settings)
+
+
+def user_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` may be the user's Ctrl-C (a ``KeyboardInterrupt`` in the main thread, where Python delivers
+    SIGINT), or a generator closing; any other ``BaseException`` a tool raises (``SystemExit``, a
+    ``KeyboardInterrupt`` in a worker thread) is the tool's failure."""
+    return isinstance(exc, GeneratorExit) or (isinstance(exc, KeyboardInterrupt)
+                                              and threading.current_thread() is threading.main_thread())
 
 
 def check_args(cls: type[Tool]) -> None:

@@ -28,6 +28,7 @@ from agent.cli.train import train_cmd
 from agent.cli.ui import ui_cmd
 from agent.cli.visdial import rank_cmd
 from agent.errors import VqaError
+from agent.textsafe import clean
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
                   help="Answer multiple-choice questions about images with tools and a local Qwen-VL.")
@@ -68,7 +69,7 @@ def main() -> None:
     try:
         app()
     except VqaError as exc:
-        err.print("[bold red]error:[/]", escape(str(exc)), highlight=False)
+        err.print("[bold red]error:[/]", escape(clean(str(exc))), highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted: finished questions are kept in the run directory; rerun the same command to resume")

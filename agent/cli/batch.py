@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from agent.cli.cluster import CpusPerWorker, GpusPerWorker, RayAddress, Workers, cluster
+from agent.cli.cluster import CpusPerWorker, GpusPerWorker, Oversubscribe, RayAddress, Workers, cluster
 from agent.cli.common import (
     RUN_FLAGS,
     Limit,
@@ -41,7 +41,7 @@ def batch(
                                 "settings (they are set aside, not deleted).")] = False,
     strict: Annotated[bool, Opt("--strict", help="Exit 1 when any tool failed on any question (for CI).")] = False,
     ray: RayAddress = None, workers: Workers = 1, gpus_per_worker: GpusPerWorker = None,
-    cpus_per_worker: CpusPerWorker = 1.0,
+    cpus_per_worker: CpusPerWorker = 1.0, oversubscribe: Oversubscribe = False,
     limit: Limit = None, quiet: Quiet = False,
     *, opts: SettingsFlags,
 ) -> None:
@@ -49,7 +49,7 @@ def batch(
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
     run_dir = run_dir or Path("runs") / f"batch-{csv_path.stem}"
-    on = cluster(ray, workers, gpus_per_worker, cpus_per_worker)
+    on = cluster(ray, workers, gpus_per_worker, cpus_per_worker, oversubscribe)
     settings = opts.settings()
     forced = parse_tools(tools)  # after the settings: the config file may register plug-in tools
     summary = _answer(csv_path, images, run_dir, out_path, settings, forced, force=force, limit=limit, quiet=quiet,

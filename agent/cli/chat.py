@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.cli.common import SettingsFlags, Tools, fail, orchestrator, settings_flags, tools as parse_tools
+from agent.textsafe import clean
 
 Opt = typer.Option
 HELP = ("Ask a question; add options after '|' (What colour is the cup? | white | black).\n"
@@ -80,7 +81,7 @@ def chat_cmd(
                 info.print(f"[bold]resuming {escape(name)}[/] ({len(chat.turns)} earlier turns, image "
                            f"{escape(chat.state['image'])})")
                 for turn in chat.turns:
-                    info.print(Text("you> ", style="bold cyan") + Text(_question(turn)))
+                    info.print(Text("you> ", style="bold cyan") + Text(clean(_question(turn))))
                     _show(info, turn, interactive=True)
             else:
                 chat.start(image.resolve(), flags, forced)
@@ -191,11 +192,11 @@ def _show(console: Console, turn: dict, interactive: bool) -> None:
     rec = turn["record"]
     line = Text("vqa> ", style="bold green") if interactive else Text()
     if turn["failed"]:
-        line += Text(f"no answer: {'; '.join(rec['errors']) or 'the reasoner gave none'}", style="red")
+        line += Text(clean(f"no answer: {'; '.join(rec['errors']) or 'the reasoner gave none'}"), style="red")
     elif turn["options"]:
-        line += Text(f"{shown_answer(turn)}  ({rec['probs'].get(turn['answer'], 0.0):.0%})")
+        line += Text(clean(f"{shown_answer(turn)}  ({rec['probs'].get(turn['answer'], 0.0):.0%})"))
     else:
-        line += Text(shown_answer(turn))
+        line += Text(clean(shown_answer(turn)))  # data: no terminal escapes (agent.textsafe)
     console.print(line, soft_wrap=not interactive)  # a pipe gets one line per answer, unwrapped
     if interactive:
         tools = ", ".join(rec["tools"]) or "none"
@@ -223,5 +224,5 @@ def _trace(a: Any) -> Table:
     t.add_column(style="bold")
     t.add_column(overflow="fold")
     for name, value in rows:  # Text: tool output and prompts are data, never Rich markup
-        t.add_row(Text(name), Text(value))
+        t.add_row(Text(clean(name)), Text(clean(value)))  # and no terminal escapes (agent.textsafe)
     return t

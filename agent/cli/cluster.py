@@ -25,14 +25,21 @@ GpusPerWorker = Annotated[Optional[float], typer.Option(
 CpusPerWorker = Annotated[float, typer.Option("--cpus-per-worker", min=0, rich_help_panel=RAY,
                                               help="CPUs Ray reserves for each worker.")]
 
+Oversubscribe = Annotated[bool, typer.Option("--oversubscribe", rich_help_panel=RAY,
+                                             help="--ray local: allow more workers than this machine's CPUs (or "
+                                             "GPUs, with --gpus-per-worker).")]
 
-def cluster(ray: str | None, workers: int, gpus_per_worker: float | None, cpus_per_worker: float) -> Cluster | None:
+
+def cluster(ray: str | None, workers: int, gpus_per_worker: float | None, cpus_per_worker: float,
+            oversubscribe: bool = False) -> Cluster | None:
     """The ``--ray`` flags as a ``Cluster`` (``None`` without ``--ray``; the other flags then must stay unset)."""
     from agent.distributed import Cluster
 
     if ray is None:
-        if (workers, gpus_per_worker, cpus_per_worker) != (1, None, 1.0):
-            raise ConfigError("--workers, --gpus-per-worker and --cpus-per-worker need --ray ADDRESS (e.g. --ray "
+        if (workers, gpus_per_worker, cpus_per_worker, oversubscribe) != (1, None, 1.0, False):
+            raise ConfigError("--workers, --gpus-per-worker, --cpus-per-worker and --oversubscribe need --ray ADDRESS "
+                              "(e.g. --ray "
                               "local); without --ray, questions are answered in this process")
         return None
-    return Cluster(address=ray, workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker)
+    return Cluster(address=ray, workers=workers, gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
+                   oversubscribe=oversubscribe)

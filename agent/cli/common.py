@@ -25,6 +25,7 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from agent.config import Settings, load_settings
+from agent.textsafe import clean
 
 if TYPE_CHECKING:
     from agent.api import Orchestrator
@@ -218,7 +219,7 @@ def _typed(ctx: typer.Context, name: str) -> bool:
 
 
 def fail(msg: str, code: int = 2) -> None:
-    err.print("[bold red]error:[/]", escape(msg), highlight=False)  # the message is data, not markup
+    err.print("[bold red]error:[/]", escape(clean(msg)), highlight=False)  # the message is data, not markup
     raise typer.Exit(code)
 
 

@@ -1,7 +1,7 @@
 """Terminal rendering of answers and batch summaries (Rich). Only the CLI calls this.
 
 Ids, questions, options and evidence are data, never Rich markup: they go into ``Text`` (an id like
-``[/]R1[bold`` is shown as written).
+``[/]R1[bold`` is shown as written), stripped of control characters and escape sequences (``agent.textsafe``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,12 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.schema import Answer
+from agent.textsafe import clean
+
+
+def _text(value: str, **kwargs: object) -> Text:
+    """Data for the terminal: control characters and escape sequences removed (``agent.textsafe``)."""
+    return Text(clean(value), **kwargs)
 
 
 def answer_panel(a: Answer) -> Panel:
@@ -20,24 +26,24 @@ def answer_panel(a: Answer) -> Panel:
         p = a.probs.get(letter, 0.0)
         mark = "➜" if letter == a.answer else " "
         bar = "█" * round(p * 20)
-        probs.add_row(mark, f"{letter}.", Text(text), f"{p:6.1%}",
-                      Text(bar, style="green" if letter == a.answer else "dim"))
-    rows = [Text(a.question, style="bold"), probs]
+        probs.add_row(mark, f"{letter}.", _text(text), f"{p:6.1%}",
+                      _text(bar, style="green" if letter == a.answer else "dim"))
+    rows = [_text(a.question, style="bold"), probs]
     route = a.route.method if a.route else "?"
-    rows.append(Text(f"tools: {', '.join(a.tools) or 'none'}   (route: {route})   method: {a.method}", style="cyan"))
+    rows.append(_text(f"tools: {', '.join(a.tools) or 'none'}   (route: {route})   method: {a.method}", style="cyan"))
     for t, why in (a.route.skipped if a.route else {}).items():
-        rows.append(Text(f"  {t}: skipped, {why}", style="yellow"))
+        rows.append(_text(f"  {t}: skipped, {why}", style="yellow"))
     for r in a.evidence:
-        rows.append(Text(f"  {r.tool}: {r.summary()}  [{r.seconds:.2f}s]"))
+        rows.append(_text(f"  {r.tool}: {r.summary()}  [{r.seconds:.2f}s]"))
     for e in a.errors:
-        rows.append(Text(f"error: {e}", style="red"))
+        rows.append(_text(f"error: {e}", style="red"))
     if a.flags:
-        rows.append(Text(f"flags: {', '.join(a.flags)}", style="yellow"))
+        rows.append(_text(f"flags: {', '.join(a.flags)}", style="yellow"))
     if a.steps:  # wall clock: tools run in parallel, so per-node times do not add up
         total = max(s.started + s.seconds for s in a.steps) - min(s.started for s in a.steps)
-        rows.append(Text(f"{total:.2f}s  (" + ", ".join(f"{k} {v:.2f}s" for k, v in a.timings.items()) + ")",
+        rows.append(_text(f"{total:.2f}s  (" + ", ".join(f"{k} {v:.2f}s" for k, v in a.timings.items()) + ")",
                          style="dim"))
-    return Panel(Group(*rows), title=Text(f"{a.id}: {a.answer}", style="bold"), expand=False)
+    return Panel(Group(*rows), title=_text(f"{a.id}: {a.answer}", style="bold"), expand=False)
 
 
 def print_batch_table(console: Console, answers: list[Answer]) -> None:
@@ -49,6 +55,6 @@ def print_batch_table(console: Console, answers: list[Answer]) -> None:
         if a.errors:
             ev = (ev + "; " if ev != "-" else "") + "; ".join(a.errors)
         tools = ",".join(a.tools + [f"{t} (unavailable)" for t in (a.route.skipped if a.route else {})]) or "-"
-        t.add_row(Text(a.id), Text(a.answer), f"{a.probs.get(a.answer, 0.0):.2f}", Text(a.method), Text(tools),
-                  Text(ev))
+        t.add_row(_text(a.id), _text(a.answer), f"{a.probs.get(a.answer, 0.0):.2f}", _text(a.method), _text(tools),
+                  _text(ev))
     console.print(t)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from agent.cli.cluster import CpusPerWorker, GpusPerWorker, RayAddress, Workers, cluster
+from agent.cli.cluster import CpusPerWorker, GpusPerWorker, Oversubscribe, RayAddress, Workers, cluster
 from agent.cli.common import RUN_FLAGS, Limit, Opt, Quiet, SettingsFlags, fail, orchestrator, out, settings_flags
 from agent.cli.progress import row_progress
 
@@ -36,7 +36,7 @@ def eval_cmd(
     dense: Annotated[Optional[Path], Opt("--dense", help="VisDial dense annotations (gt_relevance): adds NDCG.")] = None,
     rank_score: Annotated[str, Opt("--rank-score", help="visdial: rank by mean or sum log-likelihood.")] = "mean",
     ray: RayAddress = None, workers: Workers = 1, gpus_per_worker: GpusPerWorker = None,
-    cpus_per_worker: CpusPerWorker = 1.0,
+    cpus_per_worker: CpusPerWorker = 1.0, oversubscribe: Oversubscribe = False,
     limit: Limit = None, quiet: Quiet = False,
     *, opts: SettingsFlags,
 ) -> None:
@@ -54,7 +54,7 @@ def eval_cmd(
                                 quiet=quiet, as_json=as_json, settings=opts.settings())
     if task != "mc":
         fail(f"--task must be 'mc' or 'visdial', found {task!r}")
-    on = cluster(ray, workers, gpus_per_worker, cpus_per_worker)
+    on = cluster(ray, workers, gpus_per_worker, cpus_per_worker, oversubscribe)
     settings = opts.settings()
     try:  # after the settings: the config file may register plug-in tools
         tools = parse_tool_list(ablate_tools or "all")

@@ -69,6 +69,9 @@ def train_cmd(
 
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        fail(f"--out {out_dir} is a file; expected a folder for the adapter (it is created when missing): choose "
+             f"another path, e.g. {out_dir.with_suffix('')}-adapter")
     if val is not None and val_frac:
         fail("give --val CSV or --val-frac, not both")
     opts = train_options(rank=rank, alpha=alpha, dropout=dropout, train_vision=train_vision, lr=lr, warmup=warmup,
@@ -79,9 +82,12 @@ def train_cmd(
                          if target_modules is not None else None)
     rows = read_questions(csv_path, images)
     questions, row_errors, unlabelled = labelled(rows, csv_path)
+    unusable = unusable_rows(rows)
     val_rows = []
     if val is not None:
-        val_rows, _, _ = labelled(read_questions(val, images), val)
+        val_all = read_questions(val, images)
+        val_rows, _, _ = labelled(val_all, val)
+        unusable += [(qid, f"--val: {why}") for qid, why in unusable_rows(val_all)]
         overlap = sorted({q.id for q in questions} & {q.id for q in val_rows})
         if overlap:
             fail(f"--val {val} repeats {len(overlap)} training id(s) (first: {overlap[0]}); validation rows must be "
@@ -95,13 +101,21 @@ def train_cmd(
 
     if val is None:
         questions, val_rows = split_rows(questions, opts.val_frac, opts.seed)
-    if row_errors or unlabelled:
-        err.print(f"skipping {row_errors} malformed and {unlabelled} unlabelled row(s) of {csv_path}")
+    if unusable:
+        err.print(f"skipping {row_errors} malformed and {unlabelled} unlabelled row(s) of {csv_path} "
+                  f"(all listed in {out_dir / SKIPPED_FILE}):")
+        for qid, reason in unusable[:SHOWN]:
+            err.print(f"  skipped {qid}: {reason}", highlight=False)
+        if len(unusable) > SHOWN:
+            err.print(f"  ... and {len(unusable) - SHOWN} more")
+        write_skipped(out_dir, unusable)
     result = _run(questions, val_rows, settings, opts, out_dir, images, forced, resume)
     if not result.main_process:  # data parallel: the main process reports
         return
     best = result.best
-    out.print(f"[bold]rows[/] train {result.train_rows}, val {result.val_rows}, skipped {len(result.skipped)}   "
+    skipped = unusable + list(result.skipped)
+    write_skipped(out_dir, skipped)
+    out.print(f"[bold]rows[/] train {result.train_rows}, val {result.val_rows}, skipped {len(skipped)}   "
               f"[bold]steps[/] {result.steps} ({result.epochs:.2f} epochs, {result.seconds:.1f}s)   [bold]loss[/] "
               f"{_f(result.first_loss)} -> {_f(result.last_loss)}"
               + (f"   [bold]best val accuracy[/] {best['val_accuracy']:.1%} (epoch {best['epoch']:.0f})"
@@ -110,8 +124,37 @@ def train_cmd(
         out.print("[bold]tools[/] " + ", ".join(f"{t} ok {c['ok']} failed {c['failed']}"
                                               for t, c in result.tools.items()))
     for qid, reason in result.skipped[:5]:
-        err.print(f"skipped {qid}: {reason}")
+        err.print(f"skipped {qid}: {reason}", highlight=False)
     out.print(f"adapter: {out_dir}   log: {out_dir / 'train_log.jsonl'}   plot: {out_dir / 'train_plot.png'}")
+
+
+SKIPPED_FILE = "skipped_rows.csv"  # in --out: every row left out of training, with the reason
+SHOWN = 10  # skipped rows named on the terminal; the file has them all
+
+
+def unusable_rows(rows: list) -> list[tuple[str, str]]:
+    """``(id, reason)`` of each row training cannot use: a ``RowError`` (its reason and message; ``line N`` when it
+    has no id) or a question without a gold answer."""
+    from agent.data import RowError
+
+    return [(r.id or f"line {r.line}", f"{r.reason}: {r.message}") if isinstance(r, RowError)
+            else (r.id, "unlabelled: the answer column is empty; training needs the gold letter")
+            for r in rows if isinstance(r, RowError) or r.answer is None]
+
+
+def write_skipped(out_dir: Path, skipped: list[tuple[str, str]]) -> None:
+    """``--out/skipped_rows.csv``: ``id,reason`` for every row left out (written before training, and after it
+    with the rows the tool pass skipped)."""
+    import csv
+
+    from agent.data import spreadsheet_cell
+    from agent.fileio import atomic_open
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out_dir / SKIPPED_FILE, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "reason"])
+        w.writerows([spreadsheet_cell(qid), spreadsheet_cell(reason)] for qid, reason in skipped)
 
 
 def _f(x: float | None) -> str:

@@ -10,7 +10,9 @@ Sources, by what the path is:
   layout: ``{"file_name": ..., "text": ...}``) or by a ``NAME.txt`` beside ``NAME.jpg``; ids are the paths.
 
 Rows that cannot be used (no answer, a missing or corrupt image, a repeated id, an id already in the knowledge
-base) are skipped and listed in the summary with the reason; a source with nothing usable is a ``DataError``.
+base, a caption file over ``CAPTION_LIMIT``) are skipped and listed in the summary with the reason; a source with
+nothing usable, or a ``.jsonl`` or ``metadata.jsonl`` over ``SOURCE_LIMIT``, is a ``DataError``. Sizes are checked
+before a file is read.
 Every image is read through ``agent.images.load_image`` (its sha256 is the leakage guard's key); text-only
 embedders hash the file without decoding it (``agent.images.file_sha256``: the same regular-file and size rules).
 """
@@ -44,6 +46,8 @@ from tools.retrieve.kb import (
 )
 from tools.retrieve.manifest import SourceInfo, now
 
+CAPTION_LIMIT = 64 << 10  # bytes per caption file (NAME.txt); a larger one skips its image, unread
+SOURCE_LIMIT = 512 << 20  # bytes per passages .jsonl or metadata.jsonl; a larger one is refused, unread
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 Progress = Callable[[int, int], None]
 
@@ -153,7 +157,11 @@ def _read_folder(folder: Path) -> tuple[list[Candidate], list[Skip]]:
     for p in sorted(q for q in folder.rglob("*") if q.suffix.lower() in IMAGE_EXTS and q.is_file()):
         rel = p.relative_to(folder).as_posix()
         sidecar = p.with_suffix(".txt")
-        text = captions.get(rel) or (_read_text(sidecar).strip() if sidecar.is_file() else "")
+        if rel not in captions and sidecar.is_file() and _size(sidecar) > CAPTION_LIMIT:
+            skips.append(Skip(rel, f"caption file {sidecar.name} is {_size(sidecar):,} bytes; expected at most "
+                                   f"{CAPTION_LIMIT:,} (a caption, not a document)"))
+            continue
+        text = captions.get(rel) or (_read_text(sidecar, CAPTION_LIMIT).strip() if sidecar.is_file() else "")
         if not text.strip():
             skips.append(Skip(rel, f"no caption: expected {sidecar.name} beside it or a metadata.jsonl line"))
         else:
@@ -162,11 +170,24 @@ def _read_folder(folder: Path) -> tuple[list[Candidate], list[Skip]]:
     return cands, skips
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, limit: int = SOURCE_LIMIT) -> str:
+    """The file as text, its size checked against ``limit`` before it is read (a ``DataError`` naming it)."""
+    size = _size(path)
+    if size > limit:
+        raise DataError(f"{path} is {size:,} bytes; expected at most {limit:,} bytes for a "
+                        f"{'caption' if limit == CAPTION_LIMIT else 'knowledge-base source'} file: split it, or "
+                        "remove what is not text")
     try:
         return path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {path} as UTF-8 text: {exc}") from exc
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _nfc(text: str) -> str:

@@ -40,6 +40,7 @@ from pydantic import BaseModel, Field
 
 from agent.errors import VqaError
 from agent.fileio import JsonlLog, atomic_open
+from agent.redact import redact
 from agent.schema import Question, ToolResult
 
 TRACE_VERSION = 1
@@ -140,7 +141,10 @@ class TraceWriter:
         return TraceWriter(self.path, tags={**self.tags, **tags}, _shared=self._s)
 
     def emit(self, event: TraceEvent, *, sync: bool = False) -> None:
-        self._s.log.append(event.model_dump_json(), sync=sync)
+        line = event.model_dump_json()
+        if (safe := redact(line)) != line:  # no secret in the trace or its exports (agent.redact)
+            line, event = safe, TraceEvent.model_validate_json(safe)
+        self._s.log.append(line, sync=sync)
         for sink in self._s.sinks:
             sink(event)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agent.textsafe import clean
 from agent.trace.events import TraceEvent
 from agent.trace.read import QuestionView
 
@@ -26,12 +27,17 @@ def _calls(r: dict, failed_mark: str) -> str:
                      for c in r.get("calls", []))
 
 
+def escape(text: str) -> str:
+    """Trace text as Rich markup data: markup escaped, control characters and escape sequences removed."""
+    from rich.markup import escape as markup_escape
+
+    return markup_escape(clean(text))
+
+
 def _round_text(r: dict | None) -> str:
     """``round 2 (escalate: no evidence) ocr → `` for a reason event that closes a planner round."""
     if not r:
         return ""
-    from rich.markup import escape
-
     calls = _calls(r, " ✗") or "no tools"
     return f"[bold]round {r.get('index')}[/] ({escape(r.get('planner', ''))}: {escape(r.get('why') or '-')}) " \
            f"{escape(calls)} → "
@@ -47,7 +53,8 @@ def rounds_table(rounds: list[dict]):
     for r in rounds:
         calls = _calls(r, " (failed)") or "none"
         conf, margin = r.get("confidence"), r.get("margin")
-        t.add_row(str(r.get("index")), r.get("planner", ""), r.get("why") or "", calls, r.get("answer") or "-",
+        t.add_row(str(r.get("index")), escape(r.get("planner", "")), escape(r.get("why") or ""), escape(calls),
+                  escape(r.get("answer") or "-"),
                   "-" if conf is None else f"{conf:.2f}", "-" if margin is None else f"{margin:.2f}",
                   f"{r.get('seconds', 0.0):.2f}")
     return t
@@ -56,7 +63,6 @@ def rounds_table(rounds: list[dict]):
 def render_question(view: QuestionView):
     """A Rich tree: question → load_image, route → tools, reason (the round it closes), escalate → the tools it
     adds, reason again ... → answer, with start offsets and durations."""
-    from rich.markup import escape
     from rich.tree import Tree
 
     q, a = view.question, view.answer
