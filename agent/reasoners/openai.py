@@ -139,6 +139,7 @@ class OpenAIBackend:
         self._slots = threading.BoundedSemaphore(max_concurrency)  # requests in flight, from every thread
         self._load_lock = threading.Lock()
         self._served: list[str] = []
+        self._name = model  # the name sent in requests: the served one (Ollama lists "name:latest")
 
     @property
     def concurrent_batches(self) -> int:
@@ -185,6 +186,7 @@ class OpenAIBackend:
             raise ConfigError(f"model {self.model!r} is not served at {self.base_url}; it serves {ids}. Pass "
                               "--model with one of those names (vLLM: the path or id given to `vllm serve`, "
                               "or its --served-model-name; llama-server: its --alias)")
+        self._name = self.model if self.model in ids else f"{self.model}:latest"
         return ids
 
     def close(self) -> None:
@@ -304,7 +306,7 @@ class OpenAIBackend:
 
         Sent with the client's generic ``post``, which keeps its retries, timeouts and pool: the typed
         ``chat.completions.create`` walks the whole request, base64 images included (~2 ms of CPU a request)."""
-        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0, **extra}
+        body = {"model": self._name, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0, **extra}
         if logprobs:
             body |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
         data = self._call(f"POST {self.base_url}/chat/completions", self._client.post, "/chat/completions",
