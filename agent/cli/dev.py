@@ -62,11 +62,16 @@ def schema_cmd(
 
 
 @dev.command("make-tiny")
-def make_tiny_cmd(out_dir: Annotated[Path, typer.Argument(help="Folder to write the checkpoints into.")]) -> None:
+def make_tiny_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the checkpoints into.")],
+    vocab_gguf: Annotated[Optional[Path], Opt("--vocab-gguf", help="Qwen2's vocabulary as llama.cpp's "
+                                              "ggml-vocab-qwen2.gguf (default: fetched once from the package index "
+                                              "with pip, in llama-cpp-python's source, and cached).")] = None,
+) -> None:
     """Write tiny random-weight checkpoints for every model role (useless for answers; for tests and smoke runs)."""
     from agent.dev.tiny import make_tiny
 
-    for role, path in make_tiny(out_dir).items():
+    for role, path in make_tiny(out_dir, vocab_gguf=vocab_gguf).items():
         out.print(f"{role}: {path}")
 
 
