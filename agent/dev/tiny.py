@@ -10,6 +10,7 @@ Builds are seeded, so two builds write identical files.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Callable, Iterable
@@ -67,8 +68,10 @@ def _tokenizer(chat_template: str, plain: list[str], vocab_gguf: Path):
 
     from agent.dev.llamacpp import qwen2_vocab
 
-    vocab, merges = qwen2_vocab(vocab_gguf)
-    tok = Qwen2Tokenizer(vocab_file=str(vocab), merges_file=str(merges), errors="replace", model_max_length=32768)
+    vocab_file, merges_file = qwen2_vocab(vocab_gguf)
+    vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
+    merges = [tuple(m.split(" ", 1)) for m in merges_file.read_text(encoding="utf-8").splitlines()[1:] if m]
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, errors="replace", model_max_length=32768)
     tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS], special_tokens=True)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in plain])
     tok.eos_token = "<|im_end|>"  # as in the Instruct checkpoints (pad and unk stay <|endoftext|>)
