@@ -124,3 +124,48 @@ def _read_gguf_vocab(gguf: Path) -> tuple[dict[str, int], list[str]]:
                           f"tokens, model gpt2), found {normal} ordinary tokens of model {kind!r}")
     return {t: i for i, t in enumerate(tokens[:REAL_TOKENS])}, [bytes(merges.parts[i]).decode("utf-8")
                                                                   for i in merges.data]
+
+
+# ---------------------------------------------------------------- vqa dev serve-tiny
+
+SERVED_ROLE = "vlm-qwen2.5-vl"  # the tiny model llama.cpp serves (its converter and mtmd handle Qwen2.5-VL)
+
+
+def convert(model_dir: Path, out_dir: Path) -> tuple[Path, Path]:
+    """The checkpoint as GGUF with llama.cpp's own converter: the text model (f16) and the vision projector
+    (``--mmproj``); reused while newer than the checkpoint's weights."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    weights = model_dir / "model.safetensors"
+    if not weights.is_file():
+        raise ConfigError(f"expected a checkpoint folder with model.safetensors, found none in {model_dir}; "
+                          "write one with: vqa dev make-tiny DIR")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    converter = source_dir() / "convert_hf_to_gguf.py"
+    made = []
+    for name, extra in ((f"{model_dir.name}-f16.gguf", []), (f"mmproj-{model_dir.name}-f16.gguf", ["--mmproj"])):
+        target = out_dir / name
+        if not target.is_file() or target.stat().st_mtime < weights.stat().st_mtime:
+            part = target.with_suffix(".part")
+            cmd = [sys.executable, str(converter), str(model_dir), "--outfile", str(part), "--outtype", "f16", *extra]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                why = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                raise ConfigError(f"llama.cpp's converter could not convert {model_dir} ({' '.join(extra) or 'text'}"
+                                  f" model): {why}. Needs torch, sentencepiece and numpy: pip install "
+                                  "'vqa-orchestrator[llamacpp]'")
+            os.replace(part, target)
+        made.append(target)
+    return made[0], made[1]
+
+
+def server_command(text_gguf: Path, mmproj_gguf: Path, *, host: str, port: int, alias: str,
+                   n_ctx: int = 4096) -> list[str]:
+    """llama-cpp-python's OpenAI-compatible server on the converted model (Qwen2.5-VL's chat format and projector)."""
+    try:
+        import llama_cpp.server  # noqa: F401  (its server extra: fastapi, uvicorn, sse-starlette)
+    except ImportError as exc:
+        raise ConfigError(f"llama.cpp's server is not installed ({exc}); install it with: pip install "
+                          "'vqa-orchestrator[llamacpp]' (pip builds llama-cpp-python once, a few minutes)") from None
+    return [sys.executable, "-m", "llama_cpp.server", "--model", str(text_gguf), "--clip_model_path", str(mmproj_gguf),
+            "--chat_format", "qwen2.5-vl", "--model_alias", alias, "--host", host, "--port", str(port),
+            "--n_ctx", str(n_ctx)]
