@@ -72,7 +72,8 @@ def tool_caller(settings: Settings, reasoner: Any) -> ToolCaller:
         key = settings.api_key.get_secret_value() if settings.api_key else "EMPTY"  # local servers take any key
         chat = ChatOpenAI(model=settings.model, base_url=settings.base_url, api_key=key,
                           timeout=settings.request_timeout, max_retries=settings.retries, temperature=0,
-                          max_completion_tokens=PLAN_TOKENS)
+                          max_completion_tokens=PLAN_TOKENS,
+                          extra_body={"max_tokens": PLAN_TOKENS})  # llama-cpp-python ignores max_completion_tokens
         return ToolCaller(chat, settings.max_pixels)
     from agent.reasoners.qwen_chat import QwenChatModel
 

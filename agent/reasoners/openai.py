@@ -12,7 +12,8 @@ Three ways to an answer, tried in this order; the ``Decision`` flags say which o
    constrained decoding to the option letters — vLLM ``structured_outputs.choice`` (``guided_choice`` before
    vLLM 0.12), a JSON schema enum (vLLM, LMDeploy, llama.cpp, Ollama), llama.cpp GBNF. Most servers ignore
    fields they do not know, so support is detected from the reply: a form counts as supported once a reply
-   conforms to it, and is ruled out when the server rejects it (HTTP 400) or ignores it.
+   conforms to it, and is ruled out when the server rejects it (HTTP 400) or ignores it. An ignored form's
+   reply is a plain answer: parsed when it names a letter, else the next form is tried.
 3. ``path:parsed``: plain generation, the letter parsed from the text (``extract_letter``, its rule flagged
    ``parsed:<rule>``); ``unparsed`` when none.
 
@@ -258,7 +259,8 @@ class OpenAIBackend:
                                 raw=reply.text, flags=[f"path:{dialect}"])
             if reply is not None:  # the server ignored the constraint: its reply is a plain answer, parse it
                 seen = reply.text
-                break
+                if extract_letter(seen, q.options).letter is not None:
+                    break  # else the next form may be one this server honours (llama.cpp: grammar)
         if seen is None:
             seen = self._complete(messages, self.max_new_tokens).text
         found = extract_letter(seen, q.options)
@@ -330,6 +332,8 @@ class OpenAIBackend:
             return fn(*args, **kwargs)
         except openai.APIStatusError as exc:
             code, msg = exc.status_code, _error_message(exc)
+            if code == 500 and "validation error" in msg:  # llama-cpp-python's server: a refused field is a 500
+                raise _Rejected(f"HTTP {code}: {msg}") from None
             if retryable(code):
                 raise ServerError(f"{what} failed after {_attempts(exc)}: HTTP {code}: {msg}") from None
             if code in (400, 422):
