@@ -88,7 +88,7 @@ def _timed(services: Services, qs: list[Question], run_dir: Path, batch_size: in
 def prompt_tokens(backend: QwenBackend, requests: list[ReasonRequest]) -> dict[str, dict[str, float]]:
     """Mean text and image tokens per question by ``route/language`` (route: the tools whose evidence is in the
     prompt, ``none`` without; language: Korean when the question has Hangul, else English)."""
-    image_id = backend.loaded()[0].config.image_token_id
+    image_id = backend.loaded[0].config.image_token_id
     groups: dict[str, list[tuple[int, int]]] = {}
     for req in requests:
         ids = backend.encode([req])[0]["input_ids"][0]
