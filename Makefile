@@ -11,7 +11,7 @@ DEMO := runs/demo
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,ray,ui]'
+	CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip install -q -c constraints.txt -e '.[dev,ray,ui,llamacpp]'
 	touch $@
 
 # Tesseract with Korean (offline Korean OCR) and a Hangul font (labels on annotated images, Korean in trace pages),

@@ -55,6 +55,10 @@ def test_the_report_has_every_arm_with_median_and_minimum(tiny_dir: Path) -> Non
         assert 0 < res[f"{arm}_min"] <= res[arm], arm
     assert res["e5_ms_per_q"] == round(res["overhead_fresh_ms_per_q"] - res["overhead_ms_per_q"], 3)
     assert set(res["overhead_nodes_ms_per_q"]) == {"load_image", "route", "reason", "finish"}
+    tokens = res["prompt_tokens_per_q"]  # question 0 is Korean, 1 English; no tools run in the logits arm
+    assert set(tokens) == {"none/ko", "none/en"} and all(t["questions"] == 1 for t in tokens.values())
+    assert all(t["image"] == 16 * 12 for t in tokens.values())  # 448 x 336 px in 28 px merged patches
+    assert all(t["text"] > 20 for t in tokens.values())
 
 
 @pytest.mark.slow

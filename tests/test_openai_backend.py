@@ -312,8 +312,12 @@ def test_load_errors_say_what_to_do(server: FakeOpenAIServer) -> None:
 
 
 def test_ollama_style_latest_tag_matches(server: FakeOpenAIServer) -> None:
+    """Ollama lists ``name:latest``; ``--model name`` loads and its requests name the served model (else 404)."""
     server.script.models = ["qwen2.5vl:latest"]
-    OpenAIBackend("qwen2.5vl", server.url).load()
+    b = OpenAIBackend("qwen2.5vl", server.url, backoff=0.01)
+    b.load()
+    assert one(b).flags == ["path:logprobs"]
+    assert [r["model"] for r in server.stats.requests] == ["qwen2.5vl:latest"]
 
 
 # ---------------------------------------------------------------- settings and the command line

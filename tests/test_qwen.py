@@ -12,6 +12,7 @@ import skimage
 import torch
 from PIL import Image
 
+from agent.dev.llamacpp import vocab_cases
 from agent.dev.tiny import ROLES, SPECIAL_TOKENS, make_tiny
 from agent.errors import ConfigError, ModelLoadError
 from agent.probs import logsumexp
@@ -66,8 +67,43 @@ def test_tiny_loads_through_auto_classes(tiny_dir, role):
     chat = processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                          add_generation_prompt=True)
     assert "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>hi<|im_end|>\n<|im_start|>assistant\n" in chat
-    assert (path / "model.safetensors").stat().st_size < 2_000_000
+    assert (path / "model.safetensors").stat().st_size < 45_000_000  # the 151936 x 64 embeddings, tied: 39 MB
     assert "useless for answers" in (path / "README.md").read_text(encoding="utf-8").lower()
+
+
+# Qwen's added tokens at the ids of the published tokenizer_config.json files (Qwen3-VL adds the last four).
+REAL_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<|vision_start|>": 151652,
+            "<|vision_end|>": 151653, "<|vision_pad|>": 151654, "<|image_pad|>": 151655, "<|video_pad|>": 151656,
+            "<tool_call>": 151657, "</tool_call>": 151658, "<|file_sep|>": 151664}
+QWEN3_IDS = {"<tool_response>": 151665, "</tool_response>": 151666, "<think>": 151667, "</think>": 151668}
+
+
+@pytest.mark.parametrize("role", VLMS)
+def test_tiny_tokenizer_is_qwens_real_vocabulary(tiny_dir, role):
+    """The tokenizer make-tiny writes passes llama.cpp's own Qwen2 tokenizer cases and has the real added ids."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir / role)
+    cases = vocab_cases()
+    assert len(cases) >= 40
+    wrong = [(text, ids) for text, ids in cases if tok.encode(text, add_special_tokens=False) != ids]
+    assert wrong == []
+    want = REAL_IDS | (QWEN3_IDS if role == "vlm-qwen3-vl" else {})
+    assert {t: tok.convert_tokens_to_ids(t) for t in want} == want
+    assert len(tok) == max(want.values()) + 1
+    if role == "vlm-qwen2.5-vl":  # not a token of Qwen2.5-VL: plain text there
+        assert len(tok.encode("<think>", add_special_tokens=False)) > 1
+    assert tok.encode(" a", add_special_tokens=False) == [264]  # the made-up vocabulary gave other ids
+    assert tok.encode("<|im_start|>user", add_special_tokens=False) == [151644, 872]
+
+
+def test_make_tiny_refuses_a_file_that_is_not_a_vocabulary(tmp_path):
+    with pytest.raises(ConfigError, match="--vocab-gguf.*found no file"):
+        make_tiny(tmp_path, roles=["vlm-qwen2.5-vl"], vocab_gguf=tmp_path / "missing.gguf")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf file")
+    with pytest.raises(ConfigError, match="--vocab-gguf"):
+        make_tiny(tmp_path, roles=["vlm-qwen2.5-vl"], vocab_gguf=bad)
 
 
 def test_make_tiny_is_deterministic_and_overwrites(tmp_path):

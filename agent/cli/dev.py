@@ -73,12 +73,44 @@ def schema_cmd(
 
 
 @dev.command("make-tiny")
-def make_tiny_cmd(out_dir: Annotated[Path, typer.Argument(help="Folder to write the checkpoints into.")]) -> None:
+def make_tiny_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the checkpoints into.")],
+    vocab_gguf: Annotated[Optional[Path], Opt("--vocab-gguf", help="Qwen2's vocabulary as llama.cpp's "
+                                              "ggml-vocab-qwen2.gguf (default: fetched once from the package index "
+                                              "with pip, in llama-cpp-python's source, and cached).")] = None,
+) -> None:
     """Write tiny random-weight checkpoints for every model role (useless for answers; for tests and smoke runs)."""
     from agent.dev.tiny import make_tiny
 
-    for role, path in make_tiny(out_dir).items():
+    for role, path in make_tiny(out_dir, vocab_gguf=vocab_gguf).items():
         out.print(f"{role}: {path}")
+
+
+@dev.command("serve-tiny")
+def serve_tiny_cmd(
+    tiny: Annotated[Path, typer.Argument(help="A `vqa dev make-tiny` folder (the tiny Qwen2.5-VL is made there when "
+                                         "missing).")],
+    port: Annotated[int, Opt("--port", min=1, max=65535)] = 8080,
+    host: Annotated[str, Opt("--host")] = "127.0.0.1",
+    vocab_gguf: Annotated[Optional[Path], Opt("--vocab-gguf", help="As for make-tiny, when the model is made.")] = None,
+) -> None:
+    """Serve the tiny Qwen2.5-VL with llama.cpp (llama-cpp-python's OpenAI-compatible server) after converting it
+    with llama.cpp's own converter; try it with `vqa ask --backend openai --base-url http://HOST:PORT/v1 --model
+    vlm-qwen2.5-vl`. Random weights: answers are noise; the protocol is real."""
+    import os
+    import sys
+
+    from agent.dev.llamacpp import SERVED_ROLE, convert, server_command
+    from agent.dev.tiny import make_tiny
+
+    model = tiny / SERVED_ROLE
+    if not (model / "model.safetensors").is_file():
+        make_tiny(tiny, [SERVED_ROLE], vocab_gguf=vocab_gguf)
+    text, mmproj = convert(model, tiny / "gguf")
+    cmd = server_command(text, mmproj, host=host, port=port, alias=SERVED_ROLE)
+    out.print(f"serving {SERVED_ROLE} at http://{host}:{port}/v1 (llama.cpp; Ctrl-C stops)", highlight=False)
+    sys.stdout.flush()
+    os.execv(cmd[0], cmd)  # the server takes this process's place: its signals and exit status are the command's
 
 
 @dev.command("train-router")

@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from agent.reasoners.base import ReasonRequest
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.reasoners.qwen import QwenBackend
 from agent.router import Router
@@ -84,6 +85,21 @@ def _timed(services: Services, qs: list[Question], run_dir: Path, batch_size: in
     return seconds, nodes
 
 
+def prompt_tokens(backend: QwenBackend, requests: list[ReasonRequest]) -> dict[str, dict[str, float]]:
+    """Mean text and image tokens per question by ``route/language`` (route: the tools whose evidence is in the
+    prompt, ``none`` without; language: Korean when the question has Hangul, else English)."""
+    image_id = backend.loaded[0].config.image_token_id
+    groups: dict[str, list[tuple[int, int]]] = {}
+    for req in requests:
+        ids = backend.encode([req])[0]["input_ids"][0]
+        image = int((ids == image_id).sum())
+        route = "+".join(sorted({r.tool for r in req.results})) or "none"
+        lang = "ko" if any("\uac00" <= c <= "\ud7a3" for c in req.question.text) else "en"
+        groups.setdefault(f"{route}/{lang}", []).append((len(ids) - image, image))
+    return {k: {"text": round(statistics.mean(t for t, _ in v), 1), "image": round(statistics.mean(i for _, i in v), 1),
+                "questions": len(v)} for k, v in sorted(groups.items())}
+
+
 def run_bench(model: str, n: int = 16, batch_size: int = 8, device: str = "auto", repeats: int = 5,
               new_tokens: int = 8) -> dict:
     with tempfile.TemporaryDirectory(prefix="vqa-bench-") as tmp:
@@ -117,6 +133,11 @@ def run_bench(model: str, n: int = 16, batch_size: int = 8, device: str = "auto"
                     if name == "overhead":
                         nodes.append(per_node)
             device_name = str(logits.device)
+            requests = []
+            for q in qs:
+                with Image.open(q.image) as im:
+                    requests.append(ReasonRequest(question=q, image=im.convert("RGB")))
+            tokens = prompt_tokens(logits, requests)
     out: dict = {"model": model, "device": device_name, "questions": n, "batch_size": batch_size,
                  "repeats": repeats, "new_tokens": new_tokens}
     for name, unit, scale in (("logits", "s", 1), ("generate", "s", 1), ("overhead", "ms", 1000),
@@ -126,4 +147,5 @@ def run_bench(model: str, n: int = 16, batch_size: int = 8, device: str = "auto"
     out["e5_ms_per_q"] = round(out["overhead_fresh_ms_per_q"] - out["overhead_ms_per_q"], 3)
     out["overhead_nodes_ms_per_q"] = {k: round(1000 * statistics.median(d.get(k, 0.0) for d in nodes), 3)
                                       for k in sorted({k for d in nodes for k in d})}
+    out["prompt_tokens_per_q"] = tokens
     return out

@@ -2,8 +2,9 @@
 
 Each role is written to its own folder and loads exactly as a hub checkpoint does
 (``AutoModelForImageTextToText.from_pretrained(path)`` + ``AutoProcessor.from_pretrained(path)``).
-The tokenizer is a byte-level BPE trained here on a small English + Korean corpus, with Qwen's
-special tokens appended after the learned vocabulary, as in the real vocabulary.
+The two VLMs carry Qwen's real vocabulary: llama.cpp's ``ggml-vocab-qwen2.gguf`` (``agent.dev.llamacpp``, fetched
+once and cached), with Qwen's added tokens at their real ids (151643 on), so letter scoring, the chat templates,
+the vision placeholders and token counts run on the ids a real Qwen-VL uses.
 Builds are seeded, so two builds write identical files.
 """
 
@@ -17,22 +18,26 @@ from typing import Callable, Iterable
 from agent.errors import ConfigError
 
 SEED = 0
-BPE_VOCAB = 448  # 256 byte symbols + learned merges; special tokens come after
+BPE_VOCAB = 448  # the tiny CLIP's vocabulary: 256 byte symbols + learned merges
+VOCAB_ROWS = 151936  # embedding rows of Qwen2.5-VL and Qwen3-VL (more rows than tokens, as in the checkpoints)
 
 NOTE = """# {role} (tiny, random weights)
 
 Random weights, useless for answers. Built by `agent.dev.tiny.make_tiny` (`vqa dev make-tiny`) so that tests
-run the real loading and inference code on CPU in seconds. Architecture: {arch}. Tokenizer: byte-level BPE
-with {vocab} tokens trained locally on a small English + Korean corpus, plus Qwen's special tokens.
+run the real loading and inference code on CPU in seconds. Architecture: {arch}. Tokenizer: Qwen's byte-level BPE
+vocabulary ({vocab} tokens: llama.cpp's ggml-vocab-qwen2.gguf plus Qwen's added tokens at their real ids).
 """
 
-# Qwen's special tokens, in the order of the real vocabulary (ids follow the learned BPE vocabulary).
+# Qwen's added tokens from id 151643 on, in id order (Qwen2.5-VL-*-Instruct and Qwen3-VL-*-Instruct
+# tokenizer_config.json, added_tokens_decoder): (content, special).
 SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
     "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
     "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
-]
-PLAIN_ADDED_TOKENS = ["<tool_call>", "</tool_call>", "<think>", "</think>"]
+]  # 151643-151656
+QWEN25_PLAIN_TOKENS = ["<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
+                       "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"]  # 151657-151664
+QWEN3_PLAIN_TOKENS = QWEN25_PLAIN_TOKENS + ["<tool_response>", "</tool_response>", "<think>", "</think>"]  # -151668
 
 CORPUS = """\
 Question: What is on the table in the picture? Options: a. a cup of coffee b. a red apple c. a book d. a dog
@@ -57,27 +62,18 @@ QWEN25_VL_CHAT_TEMPLATE = (TEMPLATES / "qwen2_5_vl.jinja").read_text(encoding="u
 QWEN3_VL_CHAT_TEMPLATE = (TEMPLATES / "qwen3_vl.jinja").read_text(encoding="utf-8")
 
 
-def _tokenizer(chat_template: str):
-    """A Qwen2Tokenizer whose BPE vocabulary is trained here (deterministic: fixed corpus, no randomness)."""
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
-    from tokenizers.pre_tokenizers import ByteLevel
+def _tokenizer(chat_template: str, plain: list[str], vocab_gguf: Path):
+    """A Qwen2Tokenizer over Qwen2's BPE vocabulary from ``vocab_gguf``, Qwen's added tokens at their real ids."""
     from transformers import AddedToken, Qwen2Tokenizer
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-    bpe = Tokenizer(models.BPE())  # the same pipeline Qwen2Tokenizer builds around its vocabulary
-    bpe.normalizer = normalizers.NFC()
-    bpe.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
-        ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    trainer = trainers.BpeTrainer(vocab_size=BPE_VOCAB, min_frequency=1, show_progress=False,
-                                  initial_alphabet=ByteLevel.alphabet())
-    bpe.train_from_iterator(CORPUS.splitlines(), trainer=trainer)
-    model = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    tok = Qwen2Tokenizer(vocab=model["vocab"], merges=merges, errors="replace", model_max_length=32768)
+    from agent.dev.llamacpp import qwen2_vocab
+
+    vocab_file, merges_file = qwen2_vocab(vocab_gguf)
+    vocab = json.loads(vocab_file.read_text(encoding="utf-8"))
+    merges = [tuple(m.split(" ", 1)) for m in merges_file.read_text(encoding="utf-8").splitlines()[1:] if m]
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, errors="replace", model_max_length=32768)
     tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS], special_tokens=True)
-    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in PLAIN_ADDED_TOKENS])
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in plain])
     tok.eos_token = "<|im_end|>"  # as in the Instruct checkpoints (pad and unk stay <|endoftext|>)
     tok.chat_template = chat_template
     return tok
@@ -90,9 +86,8 @@ def _ids(tok) -> dict[str, int]:
 
 
 def _text(tok, **extra) -> dict:
-    vocab_size = -(-len(tok) // 64) * 64  # padded like the real checkpoints (more rows than tokens)
     eot = tok.convert_tokens_to_ids("<|endoftext|>")
-    return dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    return dict(vocab_size=VOCAB_ROWS, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-6,
                 initializer_range=0.1, bos_token_id=eot, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
                 pad_token_id=eot, **extra)
@@ -111,7 +106,7 @@ def _save(out: Path, role: str, model, processor, tok) -> None:
     (out / "README.md").write_text(NOTE.format(role=role, arch=arch, vocab=len(tok)), encoding="utf-8")
 
 
-def build_qwen25_vl(out: Path) -> None:
+def build_qwen25_vl(out: Path, vocab_gguf: Path) -> None:
     import torch
     from transformers import (
         AutoModelForImageTextToText,
@@ -121,13 +116,13 @@ def build_qwen25_vl(out: Path) -> None:
         Qwen2VLVideoProcessor,
     )
 
-    tok = _tokenizer(QWEN25_VL_CHAT_TEMPLATE)
+    tok = _tokenizer(QWEN25_VL_CHAT_TEMPLATE, QWEN25_PLAIN_TOKENS, vocab_gguf)
     config = Qwen2_5_VLConfig(
         text_config=_text(tok, rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]}),
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+        vision_config=dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                           fullatt_block_indexes=[1], tokens_per_second=2, initializer_range=0.1),
-        tie_word_embeddings=False, **_ids(tok))
+                           fullatt_block_indexes=[2], tokens_per_second=2, initializer_range=0.1),
+        tie_word_embeddings=True, **_ids(tok))  # depth 3: the least llama.cpp's converter takes (vqa dev serve-tiny)
     torch.manual_seed(SEED)
     model = AutoModelForImageTextToText.from_config(config).eval()
     processor = Qwen2_5_VLProcessor(
@@ -137,7 +132,7 @@ def build_qwen25_vl(out: Path) -> None:
     _save(out, "vlm-qwen2.5-vl", model, processor, tok)
 
 
-def build_qwen3_vl(out: Path) -> None:
+def build_qwen3_vl(out: Path, vocab_gguf: Path) -> None:
     import torch
     from transformers import (
         AutoModelForImageTextToText,
@@ -147,14 +142,14 @@ def build_qwen3_vl(out: Path) -> None:
         Qwen3VLVideoProcessor,
     )
 
-    tok = _tokenizer(QWEN3_VL_CHAT_TEMPLATE)
+    tok = _tokenizer(QWEN3_VL_CHAT_TEMPLATE, QWEN3_PLAIN_TOKENS, vocab_gguf)
     config = Qwen3VLConfig(
         text_config=_text(tok, head_dim=16, rope_parameters={"rope_type": "default", "rope_theta": 5e6,
                                                              "mrope_section": [4, 2, 2], "mrope_interleaved": True}),
         vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
                            patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
                            deepstack_visual_indexes=[0], initializer_range=0.1),
-        tie_word_embeddings=False, **_ids(tok))
+        tie_word_embeddings=True, **_ids(tok))  # tied, as in Qwen3-VL-2B/4B: one 151936-row matrix, not two
     torch.manual_seed(SEED)
     model = AutoModelForImageTextToText.from_config(config).eval()
     half = [0.5, 0.5, 0.5]
@@ -330,21 +325,29 @@ def build_sam(out: Path) -> None:
                                    encoding="utf-8")
 
 
-ROLES: dict[str, Callable[[Path], None]] = {
+ROLES: dict[str, Callable[..., None]] = {
     "vlm-qwen2.5-vl": build_qwen25_vl,
     "vlm-qwen3-vl": build_qwen3_vl,
     "clip": build_clip,
     "detector-grounding-dino": build_grounding_dino,
     "segmenter-sam": build_sam,
 }
+VLM_ROLES = ("vlm-qwen2.5-vl", "vlm-qwen3-vl")  # the builders that take the vocabulary
 
 
-def make_tiny(out_dir: Path, roles: Iterable[str] | None = None) -> dict[str, Path]:
-    """Write one random-weight checkpoint folder per role under ``out_dir`` (replacing old ones); role -> folder."""
+def make_tiny(out_dir: Path, roles: Iterable[str] | None = None, vocab_gguf: Path | None = None) -> dict[str, Path]:
+    """Write one random-weight checkpoint folder per role under ``out_dir`` (replacing old ones); role -> folder.
+
+    The VLMs' vocabulary is ``vocab_gguf`` (Qwen2's, as llama.cpp's ``ggml-vocab-qwen2.gguf``), by default the
+    cached copy from llama.cpp's source (``agent.dev.llamacpp.vocab_gguf``, downloaded once with pip)."""
     wanted = list(ROLES) if roles is None else list(roles)
     unknown = [r for r in wanted if r not in ROLES]
     if unknown:
         raise ConfigError(f"unknown tiny role(s) {unknown}; expected some of {list(ROLES)}")
+    if vocab_gguf is None and any(r in VLM_ROLES for r in wanted):
+        from agent.dev.llamacpp import vocab_gguf as cached_vocab
+
+        vocab_gguf = cached_vocab()
     out_dir = Path(out_dir)
     written: dict[str, Path] = {}
     for role in wanted:
@@ -352,6 +355,6 @@ def make_tiny(out_dir: Path, roles: Iterable[str] | None = None) -> dict[str, Pa
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-        ROLES[role](folder)
+        ROLES[role](folder, *([Path(vocab_gguf)] if role in VLM_ROLES else []))
         written[role] = folder
     return written

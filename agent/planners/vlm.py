@@ -76,7 +76,8 @@ def tool_caller(settings: Settings, reasoner: Any) -> ToolCaller:
         chat = ChatOpenAI(model=settings.model, base_url=settings.base_url, api_key=key,
                           timeout=settings.request_timeout, max_retries=0, temperature=0,
                           http_client=retrying_client(settings.retries, settings.request_timeout),
-                          max_completion_tokens=PLAN_TOKENS)
+                          max_completion_tokens=PLAN_TOKENS,
+                          extra_body={"max_tokens": PLAN_TOKENS})  # llama-cpp-python ignores max_completion_tokens
         return ToolCaller(chat, settings.max_pixels)
     from agent.reasoners.qwen_chat import QwenChatModel
 

@@ -12,7 +12,8 @@ Three ways to an answer, tried in this order; the ``Decision`` flags say which o
    constrained decoding to the option letters — vLLM ``structured_outputs.choice`` (``guided_choice`` before
    vLLM 0.12), a JSON schema enum (vLLM, LMDeploy, llama.cpp, Ollama), llama.cpp GBNF. Most servers ignore
    fields they do not know, so support is detected from the reply: a form counts as supported once a reply
-   conforms to it, and is ruled out when the server rejects it (HTTP 400) or ignores it.
+   conforms to it, and is ruled out when the server rejects it (HTTP 400) or ignores it. An ignored form's
+   reply is a plain answer: parsed when it names a letter, else the next form is tried.
 3. ``path:parsed``: plain generation, the letter parsed from the text (``extract_letter``, its rule flagged
    ``parsed:<rule>``); ``unparsed`` when none.
 
@@ -118,6 +119,7 @@ class OpenAIBackend:
         self._slots = threading.BoundedSemaphore(max_concurrency)  # requests in flight, from every thread
         self._load_lock = threading.Lock()
         self._served: list[str] = []
+        self._name = model  # the name sent in requests: the served one (Ollama lists "name:latest")
 
     @property
     def concurrent_batches(self) -> int:
@@ -165,6 +167,7 @@ class OpenAIBackend:
             raise ConfigError(f"model {self.model!r} is not served at {self.base_url}; it serves {ids}. Pass "
                               "--model with one of those names (vLLM: the path or id given to `vllm serve`, "
                               "or its --served-model-name; llama-server: its --alias)")
+        self._name = self.model if self.model in ids else f"{self.model}:latest"
         return ids
 
     def close(self) -> None:
@@ -236,7 +239,8 @@ class OpenAIBackend:
                                 raw=reply.text, flags=[f"path:{dialect}"])
             if reply is not None:  # the server ignored the constraint: its reply is a plain answer, parse it
                 seen = reply.text
-                break
+                if extract_letter(seen, q.options).letter is not None:
+                    break  # else the next form may be one this server honours (llama.cpp: grammar)
         if seen is None:
             seen = self._complete(messages, self.max_new_tokens).text
         found = extract_letter(seen, q.options)
@@ -284,7 +288,7 @@ class OpenAIBackend:
 
         Sent with the client's generic ``post``, which keeps its retries, timeouts and pool: the typed
         ``chat.completions.create`` walks the whole request, base64 images included (~2 ms of CPU a request)."""
-        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0, **extra}
+        body = {"model": self._name, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0, **extra}
         if logprobs:
             body |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
         data = self._call(f"POST {self.base_url}/chat/completions", self._client.post, "/chat/completions",
@@ -308,6 +312,8 @@ class OpenAIBackend:
             return fn(*args, **kwargs)
         except openai.APIStatusError as exc:
             code, msg = exc.status_code, _error_message(exc)
+            if code == 500 and "validation error" in msg:  # llama-cpp-python's server: a refused field is a 500
+                raise _Rejected(f"HTTP {code}: {msg}") from None
             if retryable(code):
                 raise ServerError(f"{what} failed after {attempts(exc, self.retries)}: HTTP {code}: {msg}") from None
             if code in (400, 422):

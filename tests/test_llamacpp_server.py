@@ -1,0 +1,116 @@
+"""The server backend against a REAL OpenAI-compatible server: llama.cpp (llama-cpp-python's ``llama_cpp.server``)
+serving the tiny random-weight Qwen2.5-VL that ``vqa dev serve-tiny`` converts with llama.cpp's own converter.
+
+Random weights: the answers are noise, so these tests check the protocol (models list, logprobs, the photo read by
+the server's vision projector, tool offers) and that the commands end cleanly, never an answer's quality.
+Needs the ``llamacpp`` extra (``make install`` installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from PIL import Image
+
+from agent.dev.llamacpp import SERVED_ROLE
+from agent.reasoners.openai import data_url
+
+pytestmark = pytest.mark.slow
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+VQA = str(Path(sys.executable).parent / "vqa")
+READY_WITHIN = 600.0  # seconds: a ceiling for conversion and start on a loaded machine, not an expected time
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``vqa dev serve-tiny`` in its own process; its base URL once ``GET /v1/models`` answers."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([VQA, "dev", "serve-tiny", str(tiny_dir), "--port", str(port)], stdout=sink,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + READY_WITHIN
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"vqa dev serve-tiny exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/models", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama.cpp did not answer within {READY_WITHIN:g}s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)  # polling for the event (the server answering), not a timing assumption
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def vqa(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run([VQA, *map(str, args)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def first_token(url: str, image: Image.Image) -> list[dict]:
+    client = openai.OpenAI(base_url=url, api_key="EMPTY")
+    reply = client.chat.completions.create(
+        model=SERVED_ROLE, max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=5,
+        messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(image, 200_000)}},
+                                               {"type": "text", "text": "What is in the picture? Answer a or b."}]}])
+    return [t.model_dump() for t in reply.choices[0].logprobs.content[0].top_logprobs]
+
+
+def test_llama_cpp_returns_logprobs_that_depend_on_the_photo(llama_server: str) -> None:
+    models = httpx.get(f"{llama_server}/models").json()
+    assert [m["id"] for m in models["data"]] == [SERVED_ROLE]
+    coffee = first_token(llama_server, Image.open(EXAMPLES / "images" / "coffee.jpg"))
+    black = first_token(llama_server, Image.new("RGB", (320, 240), "black"))
+    for top in (coffee, black):
+        assert len(top) == 5 and all(isinstance(t["token"], str) and t["logprob"] <= 0 for t in top)
+        assert all(math.isfinite(t["logprob"]) for t in top)
+    assert coffee != black  # the server's vision projector read the photo: another photo, other scores
+
+
+def test_vqa_ask_backend_openai_against_llama_cpp(llama_server: str) -> None:
+    p = vqa("ask", EXAMPLES / "images" / "coffee.jpg", "What is in the cup?", "-c", "tea", "-c", "coffee",
+            "-c", "milk", "-c", "water", "--tools", "none", "--backend", "openai", "--base-url", llama_server,
+            "--model", SERVED_ROLE, "--json")
+    assert p.returncode == 0, p.stderr
+    rec = json.loads(p.stdout)
+    assert set(rec["probs"]) == {"a", "b", "c", "d"} and math.isclose(sum(rec["probs"].values()), 1.0, abs_tol=1e-6)
+    # a random model's first token is no letter (logprobs), it ignores vLLM's choice fields, llama-cpp-python
+    # refuses the json_schema response_format (HTTP 500 "validation error"): llama.cpp's GBNF grammar answers
+    assert rec["flags"] == ["path:grammar"] and rec["probs"][rec["answer"]] == 1.0 and rec["errors"] == []
+
+
+def test_vqa_ask_planner_vlm_against_llama_cpp_ends_cleanly(llama_server: str, tmp_path: Path) -> None:
+    """A random model calls no tool (or a malformed one): the loop ends, its rounds are recorded, exit 0."""
+    cfg = tmp_path / "vqa.toml"
+    cfg.write_text('[ocr]\nengine = "tesseract"\ntesseract_boxes = "tesseract"\ngpu = false\n')
+    p = vqa("ask", EXAMPLES / "images" / "coffee.jpg", "What is in the cup?", "-c", "tea", "-c", "coffee",
+            "--planner", "vlm", "--max-steps", "2", "--config", cfg, "--backend", "openai", "--base-url",
+            llama_server, "--model", SERVED_ROLE, "--json")
+    assert p.returncode == 0, p.stderr
+    rec = json.loads(p.stdout)
+    rounds = [(r["planner"], r["calls"]) for r in rec["rounds"]]  # its text called no tool: no calls, no tools
+    assert 1 <= len(rounds) <= 3 and all(r == ("vlm", []) for r in rounds)
+    assert rec["errors"] == [] and rec["tools"] == [] and rec["flags"] == ["path:grammar"]
