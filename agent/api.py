@@ -158,10 +158,12 @@ class Orchestrator:
         from agent.reasoners import load_reasoner
         from agent.router import Router
         from agent.services import Services
+        from agent.toolpool import configure as configure_pool
         from tools import plugin_routing, tool_names
 
         s = self.settings
         check_planner(s.planner)  # a planner this install lacks fails before any work
+        configure_pool(s.tool_concurrency, s.device)  # tool slots and thread pools sized to the machine
         rules, examples = plugin_routing()  # keywords and example questions of plug-in tools
         reasoner = load_reasoner(s.reasoner, **s.reasoner_kwargs())
         services = Services(reasoner=reasoner, router=Router(rules=rules, examples=examples),

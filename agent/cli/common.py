@@ -123,7 +123,9 @@ FLAGS: tuple[Flag, ...] = (
          "the next-token logits.", MODEL),
     Flag("device", "--device", "auto, cpu, cuda, cuda:1 ...", MODEL),
     Flag("ocr_engine", "--ocr-engine", "auto, easyocr or tesseract (default: the ocr tool's, auto).", TOOLS),
-    Flag("tool_timeout", "--tool-timeout", "Seconds before a tool is given up on.", TOOLS),
+    Flag("tool_timeout", "--tool-timeout", "Seconds a tool call may run (waiting for a free slot not counted).", TOOLS),
+    Flag("tool_concurrency", "--tool-concurrency", "Calls of one tool at once; CPU tools also share this many "
+         "(default: one per 4 cores, two per GPU).", TOOLS),
     Flag("detector", "--detector", "Grounding DINO hub id or path (the detect tool).", TOOLS),
     Flag("segmenter", "--segmenter", "SAM hub id or path (the som tool).", TOOLS),
     Flag("planner", "--planner", "Who picks the tools: rules (the router, one round), escalate (add tools while the "
