@@ -5,8 +5,9 @@ written through as each finishes, fsynced at most once a second and at the end: 
 a machine crash at most the last second's, answered again on resume), ``failed.csv`` (rows that got a fallback
 answer, with the reason), ``artifacts/<id>/`` (images the tools made) and
 ``trace.jsonl`` (every node of every attempt, appended as it finishes; see
-``agent.trace.events``). A rerun with the same directory skips finished ids; failed
-rows are retried.
+``agent.trace.events``). A rerun with the same directory skips finished ids; failed rows, and rows answered while
+a tool timed out or the run was stopped (``Answer.incomplete``), are answered again (the tool cache keeps what
+did succeed); a tool that is unavailable (weights missing) is not retried.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class BatchSummary:
     seconds: float
     new: int  # answered in this run
     no_evidence: int = 0  # answered with uniform probabilities: the evidence reasoner had nothing to go on
+    incomplete: int = 0  # answered while a tool timed out or was stopped: a rerun answers them again
+    retried: int = 0  # rows an earlier run left incomplete, answered again in this run
     batch_sizes: list[int] = field(default_factory=list)
     tool_failures: dict[str, int] = field(default_factory=dict)  # per tool: questions answered while it failed
     tool_errors: dict[str, str] = field(default_factory=dict)  # per tool: its most common error
@@ -197,6 +200,8 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
     """
     log = ResultsLog(run_dir / "results.jsonl")
     done = log.load()
+    earlier = {k: a for k, a in done.items() if a.incomplete}  # answered again; kept if this run gets no further
+    done = {k: a for k, a in done.items() if not a.incomplete}
     trace = trace if trace is not None else TraceWriter(run_dir / TRACE_FILE)
     todo = [r for r in rows if isinstance(r, Question) and r.id not in done]
     if forced_tools is None:  # routing's e5 stage embeds these a chunk per call
@@ -228,7 +233,7 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
         log.sync()
         trace.sync()
     seconds = time.perf_counter() - t0
-    final = [_final(r, done, failures) for r in rows]
+    final = [_final(r, {**earlier, **done}, failures) for r in rows]
     _write_failures(run_dir / "failed.csv", rows, final)
     failures_by_tool, errors_by_tool = tool_failures(final)
     _write_tool_failures(run_dir / TOOL_FAILURES, final)
@@ -238,7 +243,9 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
                         failed=sum(a.failed for a in final), skipped=len(rows) - len(todo) - sum(
                             isinstance(r, RowError) for r in rows), seconds=seconds, new=len(todo) - len(failures),
                         batch_sizes=batch_sizes,
-                        no_evidence=sum("no_evidence" in a.flags for a in final), tool_failures=failures_by_tool,
+                        no_evidence=sum("no_evidence" in a.flags for a in final),
+                        incomplete=sum(a.incomplete for a in final), retried=sum(r.id in earlier for r in todo),
+                        tool_failures=failures_by_tool,
                         tool_errors=errors_by_tool, damaged_lines=log.damaged, answers=final)
 
 

@@ -105,6 +105,7 @@ class ToolResult(BaseModel):
     seconds: float = 0.0
     settings: dict[str, Any] = Field(default_factory=dict)
     cached: bool = False
+    transient: bool = False  # the failure may not recur (a timeout, a stopped run): a rerun calls the tool again
 
     @field_validator("evidence", mode="before")
     @classmethod
@@ -235,3 +236,9 @@ class Answer(BaseModel):
     def failed(self) -> bool:
         """A fallback answer: no reasoner decided it (a bad image or row, a reasoner failure)."""
         return self.method == "fallback"
+
+    @property
+    def incomplete(self) -> bool:
+        """Answered while a tool failed for a reason that may pass (it timed out, the run was stopped): a rerun of
+        the run directory answers it again; a tool that is unavailable (weights missing) is not such a reason."""
+        return any(not r.ok and r.transient for r in self.evidence)

@@ -26,7 +26,7 @@ from agent.planners.costs import ToolCosts
 from agent.reasoners.base import Reasoner
 from agent.router import Router
 from agent.schema import Question, ToolResult
-from agent.toolpool import ToolPool, ToolStuck, ToolTimeout
+from agent.toolpool import ToolCancelled, ToolPool, ToolStuck, ToolTimeout
 from tools import load_tool
 from tools.base import NoArgs, Tool
 
@@ -106,10 +106,12 @@ class Services:
         except VqaError as exc:  # a bad tool setting fails this tool for this question, like any tool failure
             return ToolResult(tool=tool.name, ok=False, error=f"{type(exc).__name__}: {exc}")
         except ToolTimeout as exc:  # the call is abandoned: it holds no slot, and the process can still exit
-            return ToolResult(tool=tool.name, ok=False, seconds=self.tool_timeout,
-                              error=f"{exc} (raise --tool-timeout to wait longer)")
+            return ToolResult(tool=tool.name, ok=False, seconds=self.tool_timeout, transient=True,
+                              error=f"{exc} of running (raise --tool-timeout to wait longer)")
         except ToolStuck as exc:
-            return ToolResult(tool=tool.name, ok=False, error=f"not run: {exc} (raise --tool-timeout)")
+            return ToolResult(tool=tool.name, ok=False, transient=True, error=f"not run: {exc} (raise --tool-timeout)")
+        except ToolCancelled as exc:  # Ctrl-C: the question is recorded incomplete and answered again on resume
+            return ToolResult(tool=tool.name, ok=False, transient=True, error=f"not run: {exc}")
         if result.ok and not result.cached:  # what computing it costs, for the planners that order tools by cost
             self.costs.add(result.tool, result.seconds)
         return result

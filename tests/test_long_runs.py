@@ -1,0 +1,216 @@
+"""Long runs: tool calls queue for the machine instead of competing (the timeout counts run time only), rows whose
+tool timed out are answered again on resume, Ctrl-C stops cleanly with a resume line, progress tells the truth.
+The promises of docs/long-runs.md."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from agent.toolpool import ToolCancelled, ToolPool, ToolTimeout
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _in_thread(fn):
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, box
+
+
+def _until(cond, ceiling: float = 30.0) -> None:
+    ev = threading.Event()
+    for _ in range(int(ceiling / 0.02)):
+        if cond():
+            return
+        ev.wait(0.02)
+    raise AssertionError("the event did not happen within the ceiling")
+
+
+# ---------------------------------------------------------------- 1. concurrency that fits the machine
+
+
+def test_a_queued_call_waits_for_its_slot_and_its_timeout_counts_only_its_own_run() -> None:
+    pool, release = ToolPool(per_tool=1, cpu=0), threading.Event()
+    first, _ = _in_thread(lambda: pool.call("ocr", release.wait, timeout=60))
+    _until(lambda: pool.running("ocr") == 1)
+    second, box = _in_thread(lambda: pool.call("ocr", lambda: "read", timeout=0.3))
+    _until(lambda: pool.waiting("ocr") == 1)
+    second.join(1.5)  # five times its timeout in the queue: it must still be waiting, not timed out
+    assert second.is_alive() and box == {}
+    release.set()
+    second.join(30)
+    assert box == {"value": "read"} and pool.running("ocr") == 0
+
+
+def test_cpu_tools_share_one_budget_of_slots() -> None:
+    pool, release = ToolPool(per_tool=2, cpu=1), threading.Event()
+    _in_thread(lambda: pool.call("ocr", release.wait, timeout=60))
+    _until(lambda: pool.running("ocr") == 1)
+    t, box = _in_thread(lambda: pool.call("detect", lambda: "boxes", timeout=60))
+    _until(lambda: pool.waiting("detect") == 1)  # another tool, but the one CPU slot is taken
+    assert pool.running("detect") == 0
+    release.set()
+    t.join(30)
+    assert box == {"value": "boxes"}
+
+
+def test_a_call_that_runs_too_long_still_times_out() -> None:
+    pool, release = ToolPool(per_tool=1, cpu=0), threading.Event()
+    with pytest.raises(ToolTimeout, match="timed out after"):
+        pool.call("ocr", release.wait, timeout=0.2)
+    release.set()
+
+
+def test_cancel_stops_waiting_and_running_calls() -> None:
+    pool, release = ToolPool(per_tool=1, cpu=0), threading.Event()
+    running, rbox = _in_thread(lambda: pool.call("ocr", release.wait, timeout=600))
+    _until(lambda: pool.running("ocr") == 1)
+    waiting, wbox = _in_thread(lambda: pool.call("ocr", lambda: 1, timeout=600))
+    _until(lambda: pool.waiting("ocr") == 1)
+    pool.cancel()
+    running.join(30)
+    waiting.join(30)
+    assert isinstance(rbox["error"], ToolCancelled) and isinstance(wbox["error"], ToolCancelled)
+    with pytest.raises(ToolCancelled):
+        pool.call("detect", lambda: 1, timeout=600)
+    release.set()
+
+
+def test_configure_sizes_torch_and_openmp_threads_to_the_slots() -> None:
+    script = textwrap.dedent("""
+        import os
+        os.environ.pop("OMP_NUM_THREADS", None); os.environ.pop("OMP_THREAD_LIMIT", None)
+        import torch
+        from agent.toolpool import ToolPool, configure, cpu_count
+        slots = configure(1, "cpu")
+        print(slots, ToolPool().per_tool, ToolPool().cpu, torch.get_num_threads(), os.environ["OMP_THREAD_LIMIT"],
+              cpu_count())
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    slots, per_tool, cpu, torch_threads, omp, cores = map(int, p.stdout.split())
+    assert (slots, per_tool, cpu) == (1, 1, 1)
+    assert torch_threads == omp == cores  # one call at a time gets every core, and no more
+
+
+def test_machine_slots_follow_the_cores() -> None:
+    from agent.toolpool import machine_slots
+
+    assert [machine_slots("cpu", cores=c) for c in (1, 2, 4, 8, 16)] == [1, 1, 1, 2, 4]
+
+
+# ---------------------------------------------------------------- 2. honest resume
+
+GATE = '''
+import threading
+from typing import Literal
+
+from agent.evidence import Evidence
+from tools.base import Tool, ToolError
+
+OPEN = threading.Event()  # the test opens it: until then every call hangs (and times out)
+BROKEN = []  # a message here makes load() fail: the tool is unavailable for the process
+
+
+class GateEvidence(Evidence):
+    tool: Literal["gate"] = "gate"
+    seen: str
+
+    def prompt_lines(self):
+        return [f"seen={self.seen}"]
+
+    def summary(self, limit=6):
+        return self.seen
+
+
+class GateTool(Tool):
+    name = "gate"
+    evidence = GateEvidence
+    description = "Waits for the test to open the gate."
+    limitations = "A test tool."
+
+    def load(self):
+        if BROKEN:
+            raise ToolError(BROKEN[0])
+
+    def apply(self, image, question, workdir, peers):
+        OPEN.wait()
+        return GateEvidence(seen="open"), {}
+'''
+
+
+@pytest.fixture
+def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A plug-in tool whose calls hang until ``gate.OPEN`` is set (a module of its own, registered as ``gate``)."""
+    import importlib
+
+    from tools import register
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "gate_tool.py").write_text(GATE, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "gate_tool", raising=False)
+    module = importlib.import_module("gate_tool")
+    register("gate", "gate_tool:GateTool")
+    yield module
+    module.OPEN.set()  # let abandoned calls end
+
+
+def _rows(tmp_path: Path, n: int = 3):
+    from agent.schema import Question
+
+    img = tmp_path / "img.png"
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(img)
+    return [Question(id=f"q{i}", image=img, text="What is it?", options={"a": "x", "b": "y"}) for i in range(n)]
+
+
+def test_rows_whose_tool_timed_out_are_recorded_incomplete_and_answered_again_on_resume(tmp_path, gate) -> None:
+    from agent.reasoners.evidence import EvidenceReasoner
+    from agent.runner import ResultsLog, run_batch
+    from agent.services import Services
+
+    rows, run = _rows(tmp_path), tmp_path / "run"
+    first = run_batch(rows, Services(reasoner=EvidenceReasoner(), tool_timeout=0.2), run, forced_tools=["gate"])
+    assert (first.incomplete, first.answered, first.failed) == (3, 3, 0)
+    kept = ResultsLog(run / "results.jsonl").load()
+    assert all(a.incomplete and "timed out" in a.evidence[0].error for a in kept.values())
+    gate.OPEN.set()
+    again: list[str] = []
+    second = run_batch(rows, Services(reasoner=EvidenceReasoner(), tool_timeout=30), run, forced_tools=["gate"],
+                       on_done=lambda a: again.append(a.id))
+    assert (second.skipped, second.retried, second.new, second.incomplete) == (0, 3, 3, 0)
+    assert sorted(again) == ["q0", "q1", "q2"]
+    assert all(a.evidence[0].ok for a in second.answers)
+    third = run_batch(rows, Services(reasoner=EvidenceReasoner(), tool_timeout=30), run, forced_tools=["gate"])
+    assert (third.skipped, third.new) == (3, 0)  # complete now: kept
+
+
+def test_an_unavailable_tool_is_not_a_reason_to_answer_again(tmp_path, gate) -> None:
+    from agent.reasoners.evidence import EvidenceReasoner
+    from agent.runner import run_batch
+    from agent.services import Services
+
+    gate.BROKEN.append("the gate's weights are missing: put them in ~/gate")
+    rows, run = _rows(tmp_path, 2), tmp_path / "run"
+    first = run_batch(rows, Services(reasoner=EvidenceReasoner()), run, forced_tools=["gate"])
+    assert first.incomplete == 0 and first.tool_failures == {"gate": 2}
+    second = run_batch(rows, Services(reasoner=EvidenceReasoner()), run, forced_tools=["gate"])
+    assert (second.skipped, second.new) == (2, 0)
