@@ -100,6 +100,14 @@ class Services:
                   peers: dict[str, Tool] | None = None, args: NoArgs | None = None) -> ToolResult:
         """``run_tool`` in the tool's pool slot with the tool timeout; a failure, a timeout or a full pool is a failed
         ``ToolResult``, never an exception. A result computed now is added to ``costs``."""
+        if self.cache is not None:  # a stored result needs no slot, no weights and no clock
+            hit = self.cache.lookup(tool, image, question, self.workdir(question.id), peers, args)
+            if hit is not None:
+                return hit
+        try:
+            tool.setup()  # weights load once, outside the timed call (a failure is reported by run, at once)
+        except VqaError:
+            pass
         try:
             result = self.pool.call(tool.name, lambda: self.run_tool(tool, image, question, peers, args),
                                     timeout=self.tool_timeout)

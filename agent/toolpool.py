@@ -10,7 +10,9 @@ by the CPU slots), so the calls that do run never oversubscribe the cores either
 ``concurrent.futures`` pools cannot abandon a call: one that times out keeps its worker, later calls queue
 behind it, and the interpreter waits for it at exit. Here a call that times out gives its slot back at once and
 finishes, or not, on a daemon thread that never holds up the process's exit, and a tool whose abandoned calls pile
-up is reported as stuck instead of spawning more threads. ``cancel()`` (Ctrl-C) makes every waiting and running
+up is reported as stuck instead of spawning more threads. An abandoned call keeps its share of the CPU budget
+until it really ends (or one more timeout has passed), so the next call's clock does not start while the cores are
+still busy with it. ``cancel()`` (Ctrl-C) makes every waiting and running
 call return ``ToolCancelled`` within a fraction of a second.
 """
 
@@ -163,11 +165,19 @@ class ToolPool:
             self._count(self._waiting, tool, -1)
         self._count(self._running, tool, 1)
 
+        once = threading.Lock()
+        shared_held = [shared is not None]
+
+        def release_shared() -> None:
+            with once:
+                if shared_held[0]:
+                    shared_held[0] = False
+                    shared.release()  # type: ignore[union-attr]
+
         def release() -> None:
             self._count(self._running, tool, -1)
             slots.release()
-            if shared is not None:
-                shared.release()
+            release_shared()
 
         fut: Future = Future()
         state = {"abandoned": False}
@@ -183,6 +193,7 @@ class ToolPool:
                     if state["abandoned"]:
                         with self._lock:
                             self._abandoned[tool] -= 1
+                        release_shared()
                     else:
                         release()
 
@@ -202,7 +213,14 @@ class ToolPool:
             state["abandoned"] = True
             with self._lock:
                 self._abandoned[tool] += 1
-            release()
+                self._running[tool] -= 1
+            slots.release()  # the tool's slot comes back now; the CPU budget only when the call ends, or after
+            if isinstance(why, ToolTimeout):  # one more timeout if it never does (a hung call must not block all)
+                timer = threading.Timer(timeout, release_shared)
+                timer.daemon = True
+                timer.start()
+            else:
+                release_shared()
         raise why from None
 
 

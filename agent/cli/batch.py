@@ -67,13 +67,18 @@ def _print_summary(summary: Any, run_dir: Path, out_path: Path, *, quiet: bool) 
     """The counts and where things went (not with ``quiet``), and every warning."""
     if not quiet:
         out.print(f"[bold]rows[/] {summary.rows}  [bold]answered[/] {summary.answered}  [bold]failed[/] "
-                  f"{summary.failed}  [bold]resumed[/] {summary.skipped}  [bold]s/question[/] "
+                  f"{summary.failed}  [bold]resumed[/] {summary.skipped}"
+                  + (f"  [bold]answered again[/] {summary.retried}" if summary.retried else "")
+                  + "  [bold]s/question[/] "
                   f"{summary.seconds_per_question:.3f}"
                   + (f"  [yellow]no evidence (uniform guess)[/] {summary.no_evidence}" if summary.no_evidence else ""))
     if summary.damaged_lines:
         shown = ", ".join(map(str, summary.damaged_lines[:10]))
         out.print(f"[yellow]{run_dir / 'results.jsonl'}: skipped {len(summary.damaged_lines)} damaged record(s) "
                   f"({shown}); their rows were answered again[/]", soft_wrap=True)
+    if summary.incomplete:
+        out.print(f"[yellow]{summary.incomplete} row(s) incomplete[/] (a tool timed out or the run was stopped): "
+                  "rerun the same command to answer them again", soft_wrap=True)
     for tool, n in sorted(summary.tool_failures.items()):
         out.print(f"[yellow]tool {tool} failed on {n} of {summary.rows} questions[/] (answered without it): "
                   f"{escape(summary.tool_errors[tool])}", soft_wrap=True)
