@@ -310,12 +310,13 @@ class Orchestrator:
     def batch(self, csv: str | os.PathLike, images: str | os.PathLike, run_dir: str | os.PathLike | None = None,
               out: str | os.PathLike | None = None, *, tools: str | Sequence[str] | None = None,
               force: bool = False, limit: int | None = None, on_start: Callable[[int], None] | None = None,
-              on_done: Callable[[Answer], None] | None = None) -> BatchSummary:
+              on_done: Callable[[Answer], None] | None = None, stop: threading.Event | None = None) -> BatchSummary:
         """Answer a competition CSV (``id,path,question,a,b,c,d``) into ``out`` (default ``RUN/submission.csv``),
         resumably through ``run_dir`` (default ``runs/batch-<csv name>``); ``summary.answers`` holds one answer
         per row. ``limit``: only the first N rows. ``force``: set aside answers made with other settings.
         ``on_start(rows)`` is called once the model is loaded, ``on_done(answer)`` once per row, bad rows and
-        rows finished in an earlier run first."""
+        rows finished in an earlier run first. ``stop``: set it (from a signal handler) to stop taking rows; the
+        summary then says ``interrupted`` unless every row was done."""
         from agent.data import read_questions
         from agent.rundir import check_output, identity, locked, provenance, remember
         from agent.runner import run_batch
@@ -337,7 +338,7 @@ class Orchestrator:
                     on_start(len(rows))
                 return run_batch(rows, services, run, batch_size=s.batch_size, forced_tools=forced, out=out_path,
                                  on_done=on_done, trace=trace_writer(run), debias=s.debias,
-                                 temperature=s.temperature)
+                                 temperature=s.temperature, stop=stop)
 
     def eval(self, csv: str | os.PathLike, images: str | os.PathLike, run_dir: str | os.PathLike, *,
              ablate: bool = False, ablate_tools: str | Sequence[str] | None = None,

@@ -76,6 +76,8 @@ class BatchSummary:
     no_evidence: int = 0  # answered with uniform probabilities: the evidence reasoner had nothing to go on
     incomplete: int = 0  # answered while a tool timed out or was stopped: a rerun answers them again
     retried: int = 0  # rows an earlier run left incomplete, answered again in this run
+    interrupted: bool = False  # stopped (Ctrl-C) before every row was answered: no submission was written
+    unanswered: int = 0  # rows left for the resume
     batch_sizes: list[int] = field(default_factory=list)
     tool_failures: dict[str, int] = field(default_factory=dict)  # per tool: questions answered while it failed
     tool_errors: dict[str, str] = field(default_factory=dict)  # per tool: its most common error
@@ -130,6 +132,7 @@ class Job:
     batch_size: int = 8
     debias: bool = False
     temperature: float | None = None
+    stop: threading.Event | None = None  # set: start no more questions, cancel running tool calls
 
 
 class RowExecutor(Protocol):
@@ -157,9 +160,14 @@ class LocalExecutor:
         batcher = BatchingReasoner(adjusted(services.reasoner, debias=job.debias, temperature=job.temperature,
                                             on_rotations=job.trace.rotations), job.batch_size)
         services = services.replace(reasoner=batcher, executor=None)
+        if job.stop is not None:
+            services = services.replace(pool=services.pool.stopping(job.stop))
         graph = build_graph()
 
         def work(q: Question) -> None:
+            if job.stop is not None and job.stop.is_set():  # stopping: not started, left for the resume
+                batcher.leave(q.id)
+                return
             try:
                 a = ask(services, q, forced_tools=job.forced_tools, graph=graph, trace=job.trace)
             except Exception as exc:  # noqa: BLE001 - one broken question must not stop the batch
@@ -188,7 +196,8 @@ class LocalExecutor:
 def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path, *, batch_size: int = 8,
               forced_tools: list[str] | None = None, out: Path | None = None,
               on_done: Callable[[Answer], None] | None = None, trace: TraceWriter | None = None,
-              debias: bool = False, temperature: float | None = None) -> BatchSummary:
+              debias: bool = False, temperature: float | None = None,
+              stop: threading.Event | None = None) -> BatchSummary:
     """Answer every row not yet finished in ``run_dir``; write the submission (one row per input row) to ``out``.
 
     ``trace``: where node events go (default ``run_dir/trace.jsonl`` without export sinks; the command line passes
@@ -196,7 +205,9 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
     every rotation of the options; ``temperature``: apply a fitted temperature (``agent.calibration``).
     ``on_done``: called once per input row with its answer: bad rows and rows finished in an earlier run first.
     Questions are answered by ``services.executor`` (default: ``LocalExecutor``); only this function writes
-    ``run_dir``'s logs.
+    ``run_dir``'s logs. ``stop`` (Ctrl-C): once set, no more questions start and running tool calls are cancelled
+    (those questions are recorded incomplete); the submission is written only when every row is done, and the
+    summary says ``interrupted``.
     """
     log = ResultsLog(run_dir / "results.jsonl")
     done = log.load()
@@ -228,12 +239,20 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
     executor: RowExecutor = services.executor or LocalExecutor()
     try:
         batch_sizes = executor.run(todo, services, Job(trace=trace, forced_tools=forced_tools, batch_size=batch_size,
-                                                       debias=debias, temperature=temperature), settle)
+                                                       debias=debias, temperature=temperature, stop=stop),
+                                   settle)
     finally:  # the logs sync at most once a second while answering (agent.fileio): once more now
         log.sync()
         trace.sync()
     seconds = time.perf_counter() - t0
     final = [_final(r, {**earlier, **done}, failures) for r in rows]
+    unanswered = sum(isinstance(r, Question) and r.id not in done and r.id not in failures for r in rows)
+    interrupted = bool(stop is not None and stop.is_set() and unanswered)
+    if interrupted:  # what is done is in results.jsonl; a submission of guesses for the rest would mislead
+        return BatchSummary(rows=len(rows), answered=len(done), failed=len(failures), skipped=len(rows) - len(todo) - sum(
+            isinstance(r, RowError) for r in rows), seconds=seconds, new=len(todo) - len(failures) - unanswered,
+            incomplete=sum(a.incomplete for a in done.values()), interrupted=True, unanswered=unanswered,
+            damaged_lines=log.damaged)
     _write_failures(run_dir / "failed.csv", rows, final)
     failures_by_tool, errors_by_tool = tool_failures(final)
     _write_tool_failures(run_dir / TOOL_FAILURES, final)

@@ -4,7 +4,10 @@ Concurrency that fits the machine: each tool has its own slots (``per_tool``, by
 ``machine_slots``), and tools that run on the CPU also share one CPU budget of the same size, so eight questions
 asking for OCR at once on two cores queue for it instead of each getting a quarter of the cores (and all timing
 out). A question waits for a slot as long as it takes; the timeout starts when its call starts, so it measures the
-tool's own run time, never the queue. ``configure`` sizes torch's and OpenMP's thread pools to match (cores divided
+tool's own run time, never the queue. For a CPU call, run time is the CPU time the process got while it ran,
+divided by the call's share of the cores (``_RunClock``): on an idle machine that is the wall clock; on a machine
+busy with other people's work, a call is not timed out for the time the cores spent on them. A call that gets no
+CPU at all (hung on a lock or a socket) still times out after ``ceiling`` times the timeout of wall time. ``configure`` sizes torch's and OpenMP's thread pools to match (cores divided
 by the CPU slots), so the calls that do run never oversubscribe the cores either.
 
 ``concurrent.futures`` pools cannot abandon a call: one that times out keeps its worker, later calls queue
@@ -18,6 +21,7 @@ call return ``ToolCancelled`` within a fraction of a second.
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 import threading
@@ -87,6 +91,33 @@ def configure(slots: int | None = None, device: str = "auto") -> int:
     return slots
 
 
+CPU = "<cpu>"  # the key that counts the calls holding the shared CPU budget
+
+
+def process_cpu_seconds() -> float:
+    """CPU seconds used by this process's threads and its finished child processes (tesseract)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class _RunClock:
+    """A CPU call's run time: the process's CPU seconds while it runs, shared out among the CPU calls running
+    and divided by each call's threads, so on an idle machine it runs with the wall clock, and on a machine busy
+    with other processes it counts only the time the call actually got the cores."""
+
+    def __init__(self, pool: ToolPool, t0: float) -> None:
+        self.pool, self.ran, self.last = pool, 0.0, process_cpu_seconds()
+
+    def tick(self) -> float:
+        now = process_cpu_seconds()
+        sharing = max(1, self.pool.running(CPU))
+        self.ran += (now - self.last) / (self.pool.threads * sharing)
+        self.last = now
+        return self.ran
+
+
 def default_slots() -> int:
     return _DEFAULT.get("slots") or machine_slots("cpu")
 
@@ -96,10 +127,12 @@ class ToolPool:
     ``cpu_tools`` (default: all), at most ``cpu`` calls at once; each runs on a daemon thread."""
 
     def __init__(self, per_tool: int | None = None, max_abandoned: int = 2, cpu: int | None = None,
-                 cpu_tools: frozenset[str] | None = None) -> None:
+                 cpu_tools: frozenset[str] | None = None, ceiling: float = 4.0) -> None:
         self.per_tool = per_tool or default_slots()
-        self.cpu = cpu or (self.per_tool if gpu_count_cached() == 0 else 0)  # 0: no shared CPU budget
+        self.cpu = cpu if cpu is not None else (self.per_tool if gpu_count_cached() == 0 else 0)  # 0: no budget
+        self.threads = max(1, cpu_count() // max(1, self.cpu))  # each CPU call's share of the cores
         self.cpu_tools = cpu_tools
+        self.ceiling = ceiling  # a CPU call that gets no CPU (hung) still times out after ceiling x timeout
         self.max_abandoned = max_abandoned
         self._lock = threading.Lock()
         self._slots: dict[str, threading.BoundedSemaphore] = defaultdict(
@@ -129,6 +162,12 @@ class ToolPool:
     def cancel(self) -> None:
         """Stop: calls waiting for a slot and calls running return ``ToolCancelled`` (running ones are abandoned)."""
         self._cancelled.set()
+
+    def stopping(self, stop: threading.Event) -> ToolPool:
+        """This pool's slots and budget, whose calls are cancelled when ``stop`` is set (one run's Ctrl-C)."""
+        pool = copy.copy(self)
+        pool._cancelled = stop
+        return pool
 
     @property
     def cancelled(self) -> bool:
@@ -164,6 +203,8 @@ class ToolPool:
         finally:
             self._count(self._waiting, tool, -1)
         self._count(self._running, tool, 1)
+        if shared is not None:
+            self._count(self._running, CPU, 1)
 
         once = threading.Lock()
         shared_held = [shared is not None]
@@ -172,6 +213,7 @@ class ToolPool:
             with once:
                 if shared_held[0]:
                     shared_held[0] = False
+                    self._count(self._running, CPU, -1)
                     shared.release()  # type: ignore[union-attr]
 
         def release() -> None:
@@ -198,15 +240,19 @@ class ToolPool:
                         release()
 
         threading.Thread(target=run, name=f"tool-{tool}", daemon=True).start()
-        deadline, why = time.monotonic() + timeout, None
+        t0, why = time.monotonic(), None
+        clock = _RunClock(self, t0) if shared is not None else None
         while why is None:
             try:
-                return fut.result(timeout=max(0.0, min(POLL, deadline - time.monotonic())))
+                return fut.result(timeout=POLL)
             except FutureTimeout:
+                wall = time.monotonic() - t0
+                ran = clock.tick() if clock is not None else wall
                 if self._cancelled.is_set():
                     why = ToolCancelled("stopped while running")
-                elif time.monotonic() >= deadline:
-                    why = ToolTimeout(f"timed out after {timeout:.0f}s")
+                elif ran >= timeout or wall >= self.ceiling * timeout:
+                    why = ToolTimeout(f"timed out after {timeout:.0f}s" + (
+                        f" ({wall:.0f}s on a busy machine)" if wall >= 1.5 * timeout else ""))
         with done:
             if fut.done():  # finished in the meantime: its slot is already back
                 return fut.result()

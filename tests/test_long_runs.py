@@ -77,6 +77,30 @@ def test_a_call_that_runs_too_long_still_times_out() -> None:
     release.set()
 
 
+def test_a_cpu_call_is_timed_on_the_cpu_it_gets_so_a_call_that_gets_none_waits_for_its_ceiling() -> None:
+    pool, release = ToolPool(per_tool=1, cpu=1, ceiling=1000), threading.Event()
+    t, box = _in_thread(lambda: pool.call("ocr", lambda: release.wait() and "woke", timeout=0.2))
+    _until(lambda: pool.running("ocr") == 1)
+    t.join(1.0)  # five timeouts of wall time without CPU: the machine was busy elsewhere, not the tool
+    assert t.is_alive() and box == {}
+    release.set()
+    t.join(30)
+    assert box == {"value": "woke"}
+
+
+def test_a_cpu_call_that_keeps_the_cores_busy_times_out() -> None:
+    pool, stop = ToolPool(per_tool=1, cpu=1, ceiling=1000), threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    t, box = _in_thread(lambda: pool.call("ocr", spin, timeout=0.2))
+    t.join(300)
+    stop.set()
+    assert isinstance(box.get("error"), ToolTimeout)
+
+
 def test_cancel_stops_waiting_and_running_calls() -> None:
     pool, release = ToolPool(per_tool=1, cpu=0), threading.Event()
     running, rbox = _in_thread(lambda: pool.call("ocr", release.wait, timeout=600))
@@ -214,3 +238,111 @@ def test_an_unavailable_tool_is_not_a_reason_to_answer_again(tmp_path, gate) -> 
     assert first.incomplete == 0 and first.tool_failures == {"gate": 2}
     second = run_batch(rows, Services(reasoner=EvidenceReasoner()), run, forced_tools=["gate"])
     assert (second.skipped, second.new) == (2, 0)
+
+
+# ---------------------------------------------------------------- 3. Ctrl-C
+
+HANG = '''
+import os
+import threading
+from typing import Literal
+
+from agent.evidence import Evidence
+from tools.base import Tool
+
+
+class HangEvidence(Evidence):
+    tool: Literal["hang"] = "hang"
+    seen: str
+
+    def prompt_lines(self):
+        return [f"seen={self.seen}"]
+
+    def summary(self, limit=6):
+        return self.seen
+
+
+class HangTool(Tool):
+    """Hangs on questions that say 'slow' while HANG_CLOSED is set in the environment (a stuck model)."""
+
+    name = "hang"
+    evidence = HangEvidence
+    description = "Hangs on slow questions."
+    limitations = "A test tool."
+
+    def load(self):
+        pass
+
+    def apply(self, image, question, workdir, peers):
+        if os.environ.get("HANG_CLOSED") and "slow" in question.text:
+            threading.Event().wait()
+        return HangEvidence(seen="done"), {}
+'''
+
+
+def _vqa_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir(exist_ok=True)
+    (plugins / "hang_tool.py").write_text(HANG, encoding="utf-8")
+    return {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": os.pathsep.join([str(plugins), str(ROOT)]), **extra}
+
+
+def _csv(tmp_path: Path, texts: list[str]) -> tuple[Path, Path]:
+    images = tmp_path / "images"
+    images.mkdir(exist_ok=True)
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(images / "g.png")
+    csv = tmp_path / "q.csv"
+    csv.write_text("id,path,question,a,b,c,d\n" + "".join(f"Q{i},g.png,{t},x,y,z,w\n" for i, t in enumerate(texts)),
+                   encoding="utf-8")
+    return csv, images
+
+
+def _batch_args(tmp_path: Path, csv: Path, images: Path) -> list[str]:
+    cfg = tmp_path / "vqa.toml"
+    cfg.write_text('reasoner = "evidence"\n[tools.register]\nhang = "hang_tool:HangTool"\n', encoding="utf-8")
+    return [str(Path(sys.executable).parent / "vqa"), "batch", str(csv), "--images", str(images), "--out",
+            str(tmp_path / "sub.csv"), "--run-dir", str(tmp_path / "run"), "--config", str(cfg), "--tools", "hang",
+            "--batch-size", "2", "--tool-timeout", "600", "--tool-concurrency", "2"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_taking_rows_keeps_what_is_done_says_how_to_resume_and_the_resume_finishes(tmp_path) -> None:
+    import signal
+
+    csv, images = _csv(tmp_path, ["fast one", "slow one", "slow two", "slow three"])
+    args = _batch_args(tmp_path, csv, images)
+    p = subprocess.Popen(args, env=_vqa_env(tmp_path, HANG_CLOSED="1"), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    results = tmp_path / "run" / "results.jsonl"
+    _until(lambda: results.is_file() and results.read_text().count("\n") >= 1 or p.poll() is not None, 300)
+    assert p.poll() is None, p.communicate()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "interrupted: 1 of 4 rows done" in err and "2 cut short" in err and "resume with:" in err
+    resume = err.split("resume with:", 1)[1].strip().splitlines()[0]
+    assert resume.startswith("vqa batch") and "--run-dir" in resume
+    assert not (tmp_path / "sub.csv").exists()  # no submission of guesses for the rows not done
+    again = subprocess.run(args, env=_vqa_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "resumed 1" in again.stdout
+    assert len((tmp_path / "sub.csv").read_text().splitlines()) == 5
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_exits_at_once(tmp_path) -> None:
+    import signal
+
+    csv, images = _csv(tmp_path, ["slow one", "slow two"])
+    p = subprocess.Popen(_batch_args(tmp_path, csv, images), env=_vqa_env(tmp_path, HANG_CLOSED="1"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    trace = tmp_path / "run" / "trace.jsonl"
+    _until(lambda: (tmp_path / "run" / "run.json").is_file() or p.poll() is not None, 300)
+    p.send_signal(signal.SIGINT)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    del trace

@@ -14,6 +14,7 @@ from agent.cli.chat import chat_cmd
 from agent.cli.common import Opt, err, flags_as_flags
 from agent.cli.dev import bench, dev
 from agent.cli.eval import eval_cmd
+from agent.cli.interrupt import exit_now, install as install_interrupts, interrupted, stopped_cleanly
 from agent.cli.kb import kb_app
 from agent.cli.trace import trace_app
 from agent.cli.train import train_cmd
@@ -53,6 +54,15 @@ def _options(version: Annotated[bool, Opt("--version", callback=_print_version, 
 flags_as_flags(app)
 
 def main() -> None:
+    install_interrupts()
+    try:
+        _main()
+    except SystemExit as exc:
+        exit_now(exc.code)  # without C++ teardown under tool calls still running (abandoned after a timeout)
+    exit_now(0)
+
+
+def _main() -> None:
     try:
         app()
     except VqaError as exc:
@@ -61,6 +71,11 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted: finished questions are kept in the run directory; rerun the same command to resume")
         sys.exit(130)
+    except SystemExit as exc:  # Typer turns Ctrl-C into a silent exit 130 before the handler above could speak
+        if exc.code == 130 and interrupted() and not stopped_cleanly():
+            err.print("interrupted: finished questions are kept in the run directory; rerun the same command to "
+                      "resume", highlight=False)
+        raise
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from agent.cli.common import (
     settings_flags,
     tools as parse_tools,
 )
+from agent.cli.interrupt import interrupted, resume_command, stopping
 from agent.cli.progress import row_progress
 
 if TYPE_CHECKING:
@@ -54,13 +55,25 @@ def batch(
     forced = parse_tools(tools)  # after the settings: the config file may register plug-in tools
     summary = _answer(csv_path, images, run_dir, out_path, settings, forced, force=force, limit=limit, quiet=quiet,
                       on=on)
+    if summary.interrupted:
+        _print_interrupted(summary.rows - summary.unanswered - summary.incomplete, summary.rows, summary.incomplete)
+        raise typer.Exit(130)
     if show:
         from agent.cli.display import print_batch_table
 
         print_batch_table(out, [a for a in summary.answers if not a.failed])
     _print_summary(summary, run_dir, out_path, quiet=quiet)
+    if interrupted():  # every row was done before the stop took effect: the submission is written
+        raise typer.Exit(130)
     if strict and summary.tool_failures:
         raise typer.Exit(1)
+
+
+def _print_interrupted(done: int, rows: int, cut: int = 0) -> None:
+    """How far the run got and the command that resumes it (the same command line)."""
+    err.print(f"interrupted: {done} of {rows} rows done (kept in the run directory)"
+              + (f", {cut} cut short (answered again on resume)" if cut else "") + "; resume with:", highlight=False)
+    err.print("  " + resume_command(), highlight=False, markup=False)
 
 
 def _print_summary(summary: Any, run_dir: Path, out_path: Path, *, quiet: bool) -> None:
@@ -91,9 +104,24 @@ def _print_summary(summary: Any, run_dir: Path, out_path: Path, *, quiet: bool) 
 
 def _answer(csv_path: Path, images: Path, run_dir: Path, out_path: Path, settings: Any, forced: list[str] | None, *,
             force: bool, limit: int | None, quiet: bool, on: Cluster | None) -> Any:
-    with orchestrator(settings, forced, cluster=on) as vqa, row_progress("answering", quiet=quiet) as bar:
-        summary = vqa.batch(csv_path, images, run_dir, out_path, force=force, limit=limit, on_start=bar.start,
-                            on_done=bar.done)
+    count = {"rows": 0, "done": 0}
+
+    def start(rows: int) -> None:
+        count["rows"] = rows
+        bar.start(rows)
+
+    def done(a: Any) -> None:
+        count["done"] += not a.incomplete
+        bar.done(a)
+
+    def on_stop() -> None:
+        err.print("\nstopping: no new rows; running ones are cut short (Ctrl-C again to quit at once)",
+                  highlight=False)
+
+    with orchestrator(settings, forced, cluster=on) as vqa, row_progress("answering", quiet=quiet) as bar, \
+            stopping(on_stop, lambda: _print_interrupted(count["done"], count["rows"])) as stop:
+        summary = vqa.batch(csv_path, images, run_dir, out_path, force=force, limit=limit, on_start=start,
+                            on_done=done, stop=stop)
     if vqa.cluster_note:  # with --ray: the workers, and any restarts
         err.print(vqa.cluster_note, highlight=False)
     return summary
