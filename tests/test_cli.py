@@ -395,7 +395,7 @@ def test_batch_limit_quiet_and_what_produced_the_run(tmp_path: Path) -> None:
     assert p.returncode == 2 and "--limit" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_progress_rate_and_time_left_start_at_the_first_row_answered_now() -> None:
+def test_progress_rate_counts_only_rows_answered_now_and_resumed_rows_apart() -> None:
     import io
     import threading
 
@@ -410,12 +410,15 @@ def test_progress_rate_and_time_left_start_at_the_first_row_answered_now() -> No
     for _ in range(3):  # bad rows and rows resumed from an earlier run: reported at once, on the calling thread
         bar.done()
     task = progress.tasks[0]
-    assert task.completed == 3 and task.speed and task.speed > 100  # what the rate would be without the restart
+    assert task.completed == 3 and (bar.resumed, bar.answered) == (3, 0)
+    assert str(RateColumn().render(task)) == "- rows/s"  # no rate from resumed rows
     worker = threading.Thread(target=bar.done)
     worker.start()
     worker.join()
-    assert task.completed == 4 and task.speed is None  # the clock restarted: no rate from resumed rows
-    assert str(RateColumn().render(task)) == "- rows/s"
+    assert task.completed == 4 and (bar.resumed, bar.answered) == (3, 1)
+    rate = bar.rate()
+    assert rate is not None and rate == pytest.approx(1 / (__import__("time").monotonic() - bar.began), rel=0.5)
+    assert "elapsed" in bar.clock_text() and "left" in bar.clock_text()
 
 
 def test_eval_tables_never_cut_arm_or_category_names(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -471,7 +474,8 @@ def test_piped_output_keeps_a_wide_table_row_on_one_line(monkeypatch: pytest.Mon
 
 
 def test_progress_without_a_terminal_prints_plain_lines(capsys) -> None:
-    """A log file or a notebook cell gets a line now and then and one at the end, never a bar drawn only at exit."""
+    """A log file or a notebook cell gets a line when a pass ends (and every 30 s from the start, see
+    tests/test_long_runs.py), never a bar drawn only at exit."""
     import threading
 
     from rich.progress import Progress
@@ -479,14 +483,11 @@ def test_progress_without_a_terminal_prints_plain_lines(capsys) -> None:
     from agent.cli.progress import RowProgress
 
     bar = RowProgress(Progress(disable=True), "answering", lines_every=3600)
-    bar.start(3)
+    bar.start(4)
+    bar.done()  # resumed
     for _ in range(3):
         worker = threading.Thread(target=bar.done)
         worker.start()
         worker.join()
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("answering: 3/3 rows, ") and "rows/s" in lines[0], lines
-    bar = RowProgress(Progress(disable=True), "router", lines_every=0)
-    bar.start(2)
-    bar.done()
-    assert capsys.readouterr().err.splitlines() == ["router: 1/2 rows"]
+    assert len(lines) == 1 and lines[0].startswith("answering: 4/4 rows, 1 resumed, ") and "elapsed" in lines[0], lines

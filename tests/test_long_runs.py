@@ -346,3 +346,33 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path) -> None:
     _, err = p.communicate(timeout=120)
     assert p.returncode == 130, err
     del trace
+
+
+# ---------------------------------------------------------------- 4. progress
+
+
+def test_without_a_terminal_a_plain_line_comes_from_the_start_before_any_row(capsys) -> None:
+    from agent.cli.progress import row_progress
+
+    with row_progress("answering", lines_every=0.05) as bar:
+        _until(lambda: "starting" in capsys.readouterr().err)  # the model is still loading: a line anyway
+        bar.start(2)
+        _until(lambda: "answering: 0/2 rows" in capsys.readouterr().err)
+
+
+@pytest.mark.slow
+def test_results_are_written_per_row_while_a_slow_row_of_the_same_batch_still_runs(tmp_path) -> None:
+    """A finished row is in results.jsonl although the other question of its batch is still stuck in a tool."""
+    import signal
+
+    csv, images = _csv(tmp_path, ["fast one", "slow one"])
+    p = subprocess.Popen(_batch_args(tmp_path, csv, images), env=_vqa_env(tmp_path, HANG_CLOSED="1"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    results = tmp_path / "run" / "results.jsonl"
+    try:
+        _until(lambda: results.is_file() and '"Q0"' in results.read_text() or p.poll() is not None, 300)
+        assert p.poll() is None and '"Q1"' not in results.read_text()
+    finally:
+        p.kill()
+        p.communicate()
