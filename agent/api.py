@@ -254,11 +254,12 @@ class Orchestrator:
 
     def ask(self, image: ImageInput | Image.Image, question: str, options: Options, *,
             tools: str | Sequence[str] | None = None, run_dir: str | os.PathLike | None = None,
-            id: str = "ask") -> Answer:
+            id: str = "ask", on_step: Callable[[str, dict], None] | None = None) -> Answer:
         """Answer one question about one image (a path, a PIL image or the file's bytes) with 2-5 options (a
         list, or ``{letter: text}``). ``tools``: force tools for this call (default: the orchestrator's). With
         ``run_dir``: the trace, the tool images, the tool cache, ``run.json`` and the record in
-        ``results.jsonl`` go there. A bad image gives a fallback answer (``answer.failed``), as in a batch."""
+        ``results.jsonl`` go there. A bad image gives a fallback answer (``answer.failed``), as in a batch.
+        ``on_step(node, update)``: called as each step of the graph finishes (a status line)."""
         from agent.rundir import identity, provenance, record
         from agent.runner import ResultsLog, ask as run_ask
 
@@ -268,9 +269,9 @@ class Orchestrator:
         forced = tool_list(tools) if tools is not None else self.tools
         services = self.services(run, cache=run is not None)
         if run is None:
-            return run_ask(services, q, forced_tools=forced)
+            return run_ask(services, q, forced_tools=forced, on_step=on_step)
         record(run, identity(self.settings, forced), provenance(self.settings, command=self.command))
-        answer = run_ask(services, q, forced_tools=forced, trace=trace_writer(run))
+        answer = run_ask(services, q, forced_tools=forced, trace=trace_writer(run), on_step=on_step)
         ResultsLog(run / "results.jsonl").append(answer)
         return answer
 

@@ -90,27 +90,35 @@ class BatchSummary:
 
 
 def ask(services: Services, question: Question, *, forced_tools: list[str] | None = None,
-        history: list[tuple[str, str]] | None = None, graph=None, trace: TraceWriter | None = None) -> Answer:
+        history: list[tuple[str, str]] | None = None, graph=None, trace: TraceWriter | None = None,
+        on_step: Callable[[str, dict], None] | None = None) -> Answer:
     """Answer one question (the graph never raises for bad images or failing tools); with ``trace``, each node's
-    event is appended as the node finishes."""
+    event is appended as the node finishes; ``on_step(node, update)`` is called as each node finishes."""
     graph = graph or build_graph()
     inputs = {"question": question, "forced_tools": forced_tools, "history": history or [], "results": [],
               "steps": [], "errors": []}
-    if trace is None:
+    if trace is None and on_step is None:
         return final_answer(graph.invoke(inputs, context=services))
-    qt = trace.question(question, forced_tools=forced_tools, reasoner=getattr(services.reasoner, "name", None))
+    qt = trace.question(question, forced_tools=forced_tools, reasoner=getattr(services.reasoner, "name", None)) \
+        if trace is not None else None
     state: dict = {}
     try:
         for mode, chunk in graph.stream(inputs, context=services, stream_mode=["updates", "values"]):
             if mode == "updates":
-                qt.update(chunk)
+                if qt is not None:
+                    qt.update(chunk)
+                if on_step is not None:
+                    for node, update in chunk.items():
+                        on_step(node, update if isinstance(update, dict) else {})
             else:
                 state = chunk
     except BaseException as exc:
-        qt.error(f"internal error: {type(exc).__name__}: {exc}")
+        if qt is not None:
+            qt.error(f"internal error: {type(exc).__name__}: {exc}")
         raise
     finally:
-        qt.close()
+        if qt is not None:
+            qt.close()
     return final_answer(state)
 
 

@@ -376,3 +376,14 @@ def test_results_are_written_per_row_while_a_slow_row_of_the_same_batch_still_ru
     finally:
         p.kill()
         p.communicate()
+
+
+def test_vqa_ask_prints_a_status_line_per_graph_step(tmp_path) -> None:
+    img = tmp_path / "g.png"
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(img)
+    p = subprocess.run([str(Path(sys.executable).parent / "vqa"), "ask", str(img), "What is it?", "-c", "x", "-c", "y",
+                        "--reasoner", "evidence", "--tools", "none"], env=_vqa_env(tmp_path), capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    steps = [line for line in p.stderr.splitlines() if line.startswith("… ")]
+    assert steps == ["… image loaded", "… route (forced): no tools", "… reasoned (round 1, rules): a"], p.stderr
