@@ -387,3 +387,29 @@ def test_vqa_ask_prints_a_status_line_per_graph_step(tmp_path) -> None:
     assert p.returncode == 0, p.stderr
     steps = [line for line in p.stderr.splitlines() if line.startswith("… ")]
     assert steps == ["… image loaded", "… route (forced): no tools", "… reasoned (round 1, rules): a"], p.stderr
+
+
+# ---------------------------------------------------------------- 5. ablation that says what ran
+
+
+def test_ran_counts_successful_calls_only_and_an_arm_with_an_unavailable_tool_is_not_compared() -> None:
+    from agent.schema import Answer, ToolResult
+    from eval.ablation import ArmRun, count_tool_runs, table_rows
+
+    def ans(qid: str, letter: str, results: list[ToolResult]) -> Answer:
+        return Answer(id=qid, answer=letter, probs={"a": 0.5, "b": 0.5}, method="evidence", tools=[], evidence=results,
+                      timings={}, question="?", options={"a": "x", "b": "y"})
+
+    from agent.schema import Question
+
+    qs = [Question(id=f"q{i}", text="?", options={"a": "x", "b": "y"}, answer="a") for i in range(2)]
+    failed = ToolResult(tool="retrieve", ok=False, error="no knowledge base: run vqa kb build")
+    answers = {q.id: ans(q.id, "a", [failed]) for q in qs}
+    runs = count_tool_runs(list(answers.values()))
+    assert runs == {"retrieve": {"called": 2, "ran": 0, "cached": 0, "failed": 2}}
+    router = ArmRun("router", None, answers, 1.0, tool_runs=runs)
+    only = ArmRun("only:retrieve", ["retrieve"], answers, 1.0, tool_runs=runs, unavailable=["retrieve"])
+    rows = {r["arm"]: r for r in table_rows([only, router], qs, ["retrieve"])}
+    assert rows["router"]["ran:retrieve"] == 0.0  # every call failed: it never ran
+    assert rows["only:retrieve"]["unavailable"] == "retrieve"
+    assert rows["only:retrieve"]["delta_vs_router"] is None and rows["only:retrieve"]["mcnemar_p"] is None

@@ -103,9 +103,17 @@ def print_metrics(m: Metrics) -> None:
         rows = m.ablation.rows
         extra = [k for k in rows[0] if k.startswith("ran:")] if rows else []
         t = _table("tool ablation (Δ and McNemar p vs router)", ["arm", "n", "accuracy", "95% CI", "Δ", "p", "s/q",
-                                                                  "calls/q", "tool s/q", *extra], [r["arm"] for r in rows])
+                                                                  "cached", "calls/q", "tool s/q", *extra],
+                   [r["arm"] for r in rows])
+        t.caption = ("ran:<tool>: share of questions on which the tool succeeded. s/q: wall seconds per question; "
+                     "'cached' is the share of tool results served from the tool cache (filled by the first arm "
+                     "or an earlier run), so those arms' seconds are lookups. An arm marked 'not run' forced a tool "
+                     "that is unavailable here: it is not compared.")
         for r in rows:
-            t.add_row(r["arm"], str(r["n"]), _pct(r["accuracy"]), f"{_pct(r['ci_low'])}–{_pct(r['ci_high'])}",
-                      f"{r['delta_vs_router']:+.1%}", f"{r['mcnemar_p']:.3g}", f"{r['s_per_q']:.3f}",
-                      f"{r['calls_per_q']:.2f}", f"{r['tool_s_per_q']:.3f}", *[_pct(r[k]) for k in extra])
+            skip = r.get("unavailable") and r["arm"] != "router"
+            t.add_row(r["arm"] + (f" [yellow](not run: {r['unavailable']} unavailable)[/]" if skip else ""),
+                      str(r["n"]), _pct(r["accuracy"]), f"{_pct(r['ci_low'])}–{_pct(r['ci_high'])}",
+                      "-" if skip else f"{r['delta_vs_router']:+.1%}", "-" if skip else f"{r['mcnemar_p']:.3g}",
+                      f"{r['s_per_q']:.3f}", _pct(r.get("cached", 0.0)), f"{r['calls_per_q']:.2f}",
+                      f"{r['tool_s_per_q']:.3f}", *[_pct(r[k]) for k in extra])
         out.print(t)
