@@ -27,7 +27,7 @@ from agent.data import RowError, fallback_letter, spreadsheet_cell, write_submis
 from agent.fileio import JsonlLog, atomic_open
 from agent.graph import build_graph, final_answer
 from agent.probs import one_hot
-from agent.schema import Answer, Question
+from agent.schema import Answer, Question, brief_error
 from agent.services import Services
 from agent.trace.events import TRACE_FILE, TraceWriter
 
@@ -302,6 +302,11 @@ def _write_tool_failures(path: Path, final: list[Answer]) -> None:
     rows = [[a.id, r.tool, r.error or "failed"] for a in final for r in a.evidence if not r.ok]
     rows += [[a.id, t, why] for a in final for t, why in (a.route.skipped.items() if a.route else ())
              if why.startswith("unavailable")]
+    told: set[str] = set()  # an unavailable tool's full reason once, on its first row; then one short word
+    for row in rows:
+        if brief_error(row[2]) != row[2] and row[2].startswith(("ToolUnavailable:", "unavailable")):
+            row[2] = row[2] if row[1] not in told else brief_error(row[2])
+            told.add(row[1])
     if not rows:
         path.unlink(missing_ok=True)
         return

@@ -91,6 +91,18 @@ class Question(BaseModel):
         return list(self.options)
 
 
+def brief_error(error: str | None, limit: int = 100) -> str:
+    """A failure as one short line for views that show it per question: a tool unavailable for the whole run
+    reads ``unavailable`` (its full text, with the fix, is shown once: in the run's summary, the first row of
+    ``tool_failures.csv`` for that tool and ``vqa doctor``); anything else its first line, cut to ``limit``."""
+    text = (error or "failed").strip() or "failed"
+    first = text.splitlines()[0]
+    for prefix in ("ToolUnavailable: ", "unavailable: "):
+        if first.startswith(prefix):  # what is missing, without the long how-to that follows it
+            first = "unavailable: " + first.removeprefix(prefix).split(" (")[0].split(": ")[0]
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
 class ToolResult(BaseModel):
     """What one tool produced for one question. ``ok=False`` always carries ``error``.
 
@@ -124,7 +136,8 @@ class ToolResult(BaseModel):
 
     def summary(self, limit: int = 6) -> str:
         """One line: what the tool found, or why it failed."""
-        return self.evidence.summary(limit) if self.ok and self.evidence is not None else f"failed: {self.error}"
+        return self.evidence.summary(limit) if self.ok and self.evidence is not None else \
+            f"failed: {brief_error(self.error)}"
 
 
 class Route(BaseModel):

@@ -413,3 +413,28 @@ def test_ran_counts_successful_calls_only_and_an_arm_with_an_unavailable_tool_is
     assert rows["router"]["ran:retrieve"] == 0.0  # every call failed: it never ran
     assert rows["only:retrieve"]["unavailable"] == "retrieve"
     assert rows["only:retrieve"]["delta_vs_router"] is None and rows["only:retrieve"]["mcnemar_p"] is None
+
+
+# ---------------------------------------------------------------- 6. one short line per unavailable tool
+
+
+def test_an_unavailable_tool_is_one_short_line_per_question_and_its_full_reason_once(tmp_path, gate) -> None:
+    import csv
+
+    from agent.reasoners.evidence import EvidenceReasoner
+    from agent.runner import run_batch
+    from agent.schema import brief_error
+    from agent.services import Services
+
+    reason = "the gate's weights are missing from ~/gate " + "(a long explanation of where to get them) " * 5
+    gate.BROKEN.append(reason)
+    rows, run = _rows(tmp_path, 4), tmp_path / "run"
+    summary = run_batch(rows, Services(reasoner=EvidenceReasoner()), run, forced_tools=["gate"])
+    assert summary.tool_failures == {"gate": 4} and reason.strip() in summary.tool_errors["gate"]
+    with (run / "tool_failures.csv").open(encoding="utf-8") as f:
+        errors = [r["error"] for r in csv.DictReader(f)]
+    assert reason.strip() in errors[0] and len(errors) == 4
+    assert all(len(e) <= 100 and e.startswith("unavailable: the gate") for e in errors[1:])
+    for a in summary.answers:  # what --show, the UI and the Runs table print per question
+        shown = [r.summary() for r in a.evidence] + [brief_error(w) for w in a.route.skipped.values()]
+        assert all(len(s) <= 110 for s in shown), shown

@@ -48,7 +48,9 @@ def print_batch_table(console: Console, answers: list[Answer]) -> None:
         ev = "; ".join(f"{r.tool}: {r.summary(3)}" for r in a.evidence) or "-"
         if a.errors:
             ev = (ev + "; " if ev != "-" else "") + "; ".join(a.errors)
-        tools = ",".join(a.tools + [f"{t} (unavailable)" for t in (a.route.skipped if a.route else {})]) or "-"
+        skipped = a.route.skipped if a.route else {}
+        tools = ",".join(a.tools + [f"{t} (unavailable)" for t, why in skipped.items()
+                                    if why.startswith("unavailable")]) or "-"
         t.add_row(Text(a.id), Text(a.answer), f"{a.probs.get(a.answer, 0.0):.2f}", Text(a.method), Text(tools),
                   Text(ev))
     console.print(t)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from agent.errors import VqaError
 from agent.runner import ResultsLog
-from agent.schema import Answer
+from agent.schema import Answer, brief_error
 
 COLUMNS = ["id", "answer", "gold", "correct", "confidence", "tools", "failed"]
 
@@ -31,8 +31,8 @@ class Row:
 
 
 def _row(a: Answer) -> Row:
-    failed = [f"{r.tool}: {r.error}" for r in a.evidence if not r.ok]
-    failed += [f"{t}: {why}" for t, why in (a.route.skipped.items() if a.route else ())]
+    failed = [f"{r.tool}: {brief_error(r.error)}" for r in a.evidence if not r.ok]
+    failed += [f"{t}: {brief_error(why)}" for t, why in (a.route.skipped.items() if a.route else ())]
     failed += [f"question: {e}" for e in a.errors] if a.failed else []
     gold = a.gold or ""
     return Row(a.id, a.answer, gold, ("yes" if a.answer == gold else "no") if gold else "",
