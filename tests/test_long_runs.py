@@ -438,3 +438,31 @@ def test_an_unavailable_tool_is_one_short_line_per_question_and_its_full_reason_
     for a in summary.answers:  # what --show, the UI and the Runs table print per question
         shown = [r.summary() for r in a.evidence] + [brief_error(w) for w in a.route.skipped.values()]
         assert all(len(s) <= 110 for s in shown), shown
+
+
+# ---------------------------------------------------------------- 8. exit codes and help
+
+
+def _vqa(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).parent / "vqa"), *args], env=_vqa_env(tmp_path),
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_a_batch_where_no_row_could_be_answered_exits_1_and_says_why(tmp_path) -> None:
+    csv, _ = _csv(tmp_path, ["what?", "what now?"])
+    empty = tmp_path / "wrong"
+    empty.mkdir()
+    p = _vqa(tmp_path, "batch", str(csv), "--images", str(empty), "--reasoner", "evidence", "--tools", "none",
+             "--out", str(tmp_path / "sub.csv"), "--run-dir", str(tmp_path / "run"))
+    assert p.returncode == 1 and "none of the 2 rows could be answered" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr and "terminate called" not in p.stderr
+
+
+def test_enumerated_flags_list_their_choices_and_trace_html_is_a_command(tmp_path) -> None:
+    p = _vqa(tmp_path, "batch", "--help")
+    assert "[qwen|evidence|openai]" in p.stdout and "[rules|escalate|vlm]" in p.stdout
+    csv, images = _csv(tmp_path, ["what?"])
+    assert _vqa(tmp_path, "batch", str(csv), "--images", str(images), "--reasoner", "evidence", "--tools", "none",
+                "--out", str(tmp_path / "sub.csv"), "--run-dir", str(tmp_path / "run")).returncode == 0
+    p = _vqa(tmp_path, "trace", "html", str(tmp_path / "run"))
+    assert p.returncode == 0 and (tmp_path / "run" / "trace.html").read_text(encoding="utf-8").startswith("<!")

@@ -40,7 +40,8 @@ def batch(
     show: Annotated[bool, Opt("--show", help="Print a per-question table of tools and evidence.")] = False,
     force: Annotated[bool, Opt("--force", help="Answer again when the run directory holds answers made with other "
                                 "settings (they are set aside, not deleted).")] = False,
-    strict: Annotated[bool, Opt("--strict", help="Exit 1 when any tool failed on any question (for CI).")] = False,
+    strict: Annotated[bool, Opt("--strict", help="Exit 1 when any row failed or any tool failed on any question "
+                                "(for CI); without it, exit 1 only when no row could be answered.")] = False,
     ray: RayAddress = None, workers: Workers = 1, gpus_per_worker: GpusPerWorker = 0.0,
     cpus_per_worker: CpusPerWorker = 1.0,
     limit: Limit = None, quiet: Quiet = False,
@@ -65,7 +66,11 @@ def batch(
     _print_summary(summary, run_dir, out_path, quiet=quiet)
     if interrupted():  # every row was done before the stop took effect: the submission is written
         raise typer.Exit(130)
-    if strict and summary.tool_failures:
+    if summary.rows and not summary.answered:  # every row got a fallback: the submission is guesses
+        err.print(f"error: none of the {summary.rows} rows could be answered (see {run_dir / 'failed.csv'}); "
+                  "check --images and the CSV's paths", highlight=False)
+        raise typer.Exit(1)
+    if strict and (summary.tool_failures or summary.failed):
         raise typer.Exit(1)
 
 
