@@ -47,8 +47,22 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _options(version: Annotated[bool, Opt("--version", callback=_print_version, is_eager=True,
-                                          help="Print the version (and git commit) and exit.")] = False) -> None:
+                                          help="Print the version (and git commit) and exit.")] = False,
+             verbose: Annotated[bool, Opt("--verbose", help="Keep third-party progress bars and warnings "
+                                          "(weight loading).")] = False) -> None:
     """Answer multiple-choice questions about images with tools and a local Qwen-VL."""
+    if not verbose:
+        quiet_third_parties()
+
+
+def quiet_third_parties() -> None:
+    """Third-party progress bars and chatter off (set before those libraries load; a variable already set wins):
+    a run's own progress and warnings are what the user reads."""
+    import os
+
+    for var, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                       ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"), ("TQDM_DISABLE", "1")):
+        os.environ.setdefault(var, value)
 
 
 flags_as_flags(app)
