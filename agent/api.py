@@ -368,7 +368,10 @@ class Orchestrator:
         if self.cluster is not None and (planners or (ablate and self.settings.planner != "rules")):
             raise ConfigError("planner arms do not run on Ray workers yet (each worker keeps the run's planner); "
                               "drop --ray, or run the tool ablation with --planner rules on it")
-        made = self.provenance(None, limit=limit)
+        if self.tools is not None and (ablate or planners):
+            raise ConfigError("--tools forces the tools of every question, the ablation compares tool sets with the "
+                              "router: drop --tools, or drop --ablate/--ablate-planners")
+        made = self.provenance(self.tools, limit=limit)
         s = self.settings
         with locked(run, "vqa eval"):
             record(run, made["identity"], made["provenance"])
@@ -379,7 +382,7 @@ class Orchestrator:
                                 ablate_planners=planners, circular=circular, debias=s.debias,
                                 temperature=s.temperature, batch_size=s.batch_size, csv_path=csv_path, on_arm=on_arm,
                                 on_done=on_done, trace=trace_writer(run), identity=made["identity"],
-                                provenance=made["provenance"])
+                                provenance=made["provenance"], forced_tools=self.tools)
 
 
 def _first(rows: list, limit: int | None) -> list:

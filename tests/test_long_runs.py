@@ -466,3 +466,25 @@ def test_enumerated_flags_list_their_choices_and_trace_html_is_a_command(tmp_pat
                 "--out", str(tmp_path / "sub.csv"), "--run-dir", str(tmp_path / "run")).returncode == 0
     p = _vqa(tmp_path, "trace", "html", str(tmp_path / "run"))
     assert p.returncode == 0 and (tmp_path / "run" / "trace.html").read_text(encoding="utf-8").startswith("<!")
+
+
+# ---------------------------------------------------------------- 7. front-end gaps
+
+
+def test_vqa_eval_takes_tools_and_refuses_ablate_tools_without_the_ablation(tmp_path) -> None:
+    import json
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(images / "g.png")
+    csv = tmp_path / "l.csv"
+    csv.write_text("id,path,question,a,b,c,d,answer\nQ0,g.png,What is it?,x,y,z,w,a\nQ1,g.png,Colour?,x,y,z,w,b\n",
+                   encoding="utf-8")
+    cfg = tmp_path / "vqa.toml"
+    cfg.write_text('reasoner = "evidence"\n[tools.register]\nhang = "hang_tool:HangTool"\n', encoding="utf-8")
+    base = ["eval", str(csv), "--images", str(images), "--config", str(cfg)]
+    p = _vqa(tmp_path, *base, "--run-dir", str(tmp_path / "run"), "--tools", "hang", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["tool_runs"] == {"hang": {"called": 2, "ran": 2, "cached": 0, "failed": 0}}
+    p = _vqa(tmp_path, *base, "--run-dir", str(tmp_path / "run2"), "--ablate-tools", "none")
+    assert p.returncode == 2 and "add --ablate" in p.stderr and "Traceback" not in p.stderr

@@ -9,7 +9,19 @@ import typer
 from rich.table import Table
 
 from agent.cli.cluster import CpusPerWorker, GpusPerWorker, RayAddress, Workers, cluster
-from agent.cli.common import RUN_FLAGS, Limit, Opt, Quiet, SettingsFlags, fail, orchestrator, out, settings_flags
+from agent.cli.common import (
+    RUN_FLAGS,
+    Limit,
+    Opt,
+    Quiet,
+    SettingsFlags,
+    Tools,
+    fail,
+    orchestrator,
+    out,
+    settings_flags,
+    tools as parse_tools_flag,
+)
 from agent.cli.progress import row_progress
 
 if TYPE_CHECKING:
@@ -30,6 +42,7 @@ def eval_cmd(
     circular: Annotated[bool, Opt("--circular", help="Ask every rotation of the options: circular accuracy and "
                                   "position bias.")] = False,
     as_json: Annotated[bool, Opt("--json", help="Print metrics.json instead of tables.")] = False,
+    tools: Tools = None,
     ray: RayAddress = None, workers: Workers = 1, gpus_per_worker: GpusPerWorker = 0.0,
     cpus_per_worker: CpusPerWorker = 1.0,
     limit: Limit = None, quiet: Quiet = False,
@@ -42,12 +55,16 @@ def eval_cmd(
         fail(f"--images {images} is not a folder")
     on = cluster(ray, workers, gpus_per_worker, cpus_per_worker)
     settings = opts.settings()
-    try:  # after the settings: the config file may register plug-in tools
-        tools = parse_tool_list(ablate_tools or "all")
+    forced = parse_tools_flag(tools)  # after the settings: the config file may register plug-in tools
+    try:
+        varied = parse_tool_list(ablate_tools or "all")
     except ValueError as exc:
         fail(f"--ablate-tools: {exc}")
-    with orchestrator(settings, cluster=on) as vqa, row_progress("router", quiet=quiet, transient=True) as bar:
-        metrics = vqa.eval(csv_path, images, run_dir, ablate=ablate, ablate_tools=tools,
+    if ablate_tools is not None and not (ablate or ablate_planners):
+        fail("--ablate-tools names the tools the ablation varies: add --ablate (or use --tools to force tools "
+             "on every question)")
+    with orchestrator(settings, forced, cluster=on) as vqa, row_progress("router", quiet=quiet, transient=True) as bar:
+        metrics = vqa.eval(csv_path, images, run_dir, ablate=ablate, ablate_tools=varied,
                            ablate_planners=ablate_planners, circular=circular, limit=limit, on_start=bar.start,
                            on_arm=bar.arm, on_done=bar.done)
     if as_json:
