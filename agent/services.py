@@ -87,6 +87,21 @@ class Services:
         except VqaError:  # bad settings: reported when the tool runs, like any tool failure
             return None
 
+    def cannot_run(self, name: str) -> str | None:
+        """Why the tool cannot run now, trying its load (which its run would do anyway) if not yet tried: its load
+        failed (no weights, no knowledge base), or its timed-out calls pile up; ``None``: it can run."""
+        try:
+            tool = self.tool(name)
+        except VqaError as exc:
+            return str(exc)
+        if self.pool.abandoned(name) >= self.pool.max_abandoned:
+            return f"{self.pool.abandoned(name)} earlier calls timed out and are still running"
+        try:
+            tool.setup()
+        except VqaError:
+            return tool.unavailable or "could not load"
+        return None
+
     def run_tool(self, tool: Tool, image: LoadedImage, question: Question,
                  peers: dict[str, Tool] | None = None, args: NoArgs | None = None) -> ToolResult:
         """``tool.run`` on the working image, through the tool cache when there is one; ``args``: the tool's
