@@ -488,3 +488,12 @@ def test_vqa_eval_takes_tools_and_refuses_ablate_tools_without_the_ablation(tmp_
     assert json.loads(p.stdout)["tool_runs"] == {"hang": {"called": 2, "ran": 2, "cached": 0, "failed": 0}}
     p = _vqa(tmp_path, *base, "--run-dir", str(tmp_path / "run2"), "--ablate-tools", "none")
     assert p.returncode == 2 and "add --ablate" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_vqa_ask_shows_the_planner_and_its_rounds(tmp_path) -> None:
+    img = tmp_path / "g.png"
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(img)
+    p = _vqa(tmp_path, "ask", str(img), "What is it?", "-c", "x", "-c", "y", "--reasoner", "evidence",
+             "--planner", "escalate", "--max-rounds", "1", "--tools", "none")
+    assert p.returncode == 0, p.stderr
+    assert "planner: escalate" in p.stdout and "round 1 (" in p.stdout, p.stdout

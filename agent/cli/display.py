@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from agent.schema import Answer
+from agent.schema import Answer, brief_error
 
 
 def answer_panel(a: Answer) -> Panel:
@@ -24,9 +24,17 @@ def answer_panel(a: Answer) -> Panel:
                       Text(bar, style="green" if letter == a.answer else "dim"))
     rows = [Text(a.question, style="bold"), probs]
     route = a.route.method if a.route else "?"
-    rows.append(Text(f"tools: {', '.join(a.tools) or 'none'}   (route: {route})   method: {a.method}", style="cyan"))
+    planner = a.rounds[0].planner if a.rounds else "rules"
+    rows.append(Text(f"tools: {', '.join(a.tools) or 'none'}   (planner: {planner}, route: {route})   "
+                     f"method: {a.method}", style="cyan"))
     for t, why in (a.route.skipped if a.route else {}).items():
-        rows.append(Text(f"  {t}: skipped, {why}", style="yellow"))
+        rows.append(Text(f"  {t}: skipped, {brief_error(why)}", style="yellow"))
+    if len(a.rounds) > 1 or planner != "rules":  # the planner's rounds: what each added and what it decided
+        for r in a.rounds:
+            calls = ", ".join(c.tool + ("" if c.ok else " (failed)") for c in r.calls) or "no tools"
+            rows.append(Text(f"  round {r.index} ({r.why or r.planner}): {calls}"
+                             + (f" → {r.answer} ({r.confidence:.0%})" if r.answer and r.confidence is not None
+                                else ""), style="dim"))
     for r in a.evidence:
         rows.append(Text(f"  {r.tool}: {r.summary()}  [{r.seconds:.2f}s]"))
     for e in a.errors:
