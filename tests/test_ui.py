@@ -145,6 +145,20 @@ def test_the_runs_tab_shows_the_ablation_table_and_plot_when_the_run_has_them(tm
     assert apply_filters(rows, False, True, 0, "any tool")[0] == []
 
 
+def test_the_runs_tab_opens_an_eval_run_and_recovers_from_a_bad_path(tmp_path: Path) -> None:
+    from agent.ui.runs_tab import open_run
+
+    for arm, letter in (("none", "a"), ("router", "b")):  # as vqa eval --ablate lays them out
+        (tmp_path / "arms" / arm).mkdir(parents=True)
+        ResultsLog(tmp_path / "arms" / arm / "results.jsonl").append(answer("q1", gold="b", probs={letter: 1.0}))
+    (tmp_path / "ablation.csv").write_text("arm,n,accuracy\nnone,1,0.0\nrouter,1,1.0\n", encoding="utf-8")
+    _, summary, table, *_, box, ablation, _ = open_run(str(tmp_path / "missing"))
+    assert summary.startswith("**error:**") and "results.jsonl" in summary and table == [] and box["visible"] is False
+    _, summary, table, *_, box, ablation, _ = open_run(str(tmp_path))  # the next path opens as if nothing happened
+    assert "accuracy 100.0% (1/1)" in summary and table[0][:4] == ["q1", "b", "b", "yes"]
+    assert box["visible"] is True and ablation["value"][1] == ["router", "1", "1.0"]
+
+
 def run_vqa(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*VQA, *args], capture_output=True, text=True, timeout=300, cwd=ROOT,
                           env={**os.environ, **(env or {})})
