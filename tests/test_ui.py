@@ -304,3 +304,18 @@ def test_the_ask_endpoint_answers_like_vqa_ask(server: str, ui_home: Path) -> No
     assert record["probs"] == pytest.approx(cli["probs"], abs=1e-6)
     with pytest.raises(Exception, match="expected 2-5 options, one per line, found 1"):
         client.predict(handle_file(str(SIGN)), SIGN_QUESTION, "행복분식", api_name="/ask")
+
+
+def test_a_chat_error_keeps_the_conversation_and_the_line(tmp_path: Path) -> None:
+    from agent.api import Orchestrator
+    from agent.ui.chat_tab import ChatHandlers
+
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (64, 32), (200, 20, 20)).save(photo)
+    with Orchestrator(reasoner="evidence", tools="none") as engine:
+        h = ChatHandlers(engine, tmp_path / "chat.db", tmp_path / "images", {})
+        name, shown, box, _ = h.send("What colour? | red | blue", str(photo), None)
+        assert box == "" and len(shown) == 2
+        name2, after, box, _ = h.send("What colour, without options?", None, name)
+        assert name2 == name and after[:2] == shown and box == "What colour, without options?"
+        assert after[2]["role"] == "assistant" and after[2]["content"].startswith("⚠ error: ")
