@@ -93,8 +93,8 @@ class Question(BaseModel):
 
 def brief_error(error: str | None, limit: int = 100) -> str:
     """A failure as one short line for views that show it per question: a tool unavailable for the whole run
-    reads ``unavailable`` (its full text, with the fix, is shown once: in the run's summary, the first row of
-    ``tool_failures.csv`` for that tool and ``vqa doctor``); anything else its first line, cut to ``limit``."""
+    reads ``unavailable: <what is missing>`` (its full text, with the fix, is shown once: in the run's summary and
+    on the first row of ``tool_failures.csv`` for that tool); anything else its first line, cut to ``limit``."""
     text = (error or "failed").strip() or "failed"
     first = text.splitlines()[0]
     for prefix in ("ToolUnavailable: ", "unavailable: "):
