@@ -220,11 +220,12 @@ class Orchestrator:
 
     def ask(self, image: ImageInput | Image.Image, question: str, options: Options, *,
             tools: str | Sequence[str] | None = None, run_dir: str | os.PathLike | None = None,
-            id: str = "ask") -> Answer:
+            id: str = "ask", on_step: Callable[[str, dict], None] | None = None) -> Answer:
         """Answer one question about one image (a path, a PIL image or the file's bytes) with 2-5 options (a
         list, or ``{letter: text}``). ``tools``: force tools for this call (default: the orchestrator's). With
         ``run_dir``: the trace, the tool images, the tool cache, ``run.json`` and the record in
-        ``results.jsonl`` go there. A bad image gives a fallback answer (``answer.failed``), as in a batch."""
+        ``results.jsonl`` go there. A bad image gives a fallback answer (``answer.failed``), as in a batch.
+        ``on_step(node, update)``: called as each step of the graph finishes (a status line)."""
         from agent.rundir import identity, provenance, record
         from agent.runner import ResultsLog, ask as run_ask
 
@@ -234,9 +235,9 @@ class Orchestrator:
         forced = tool_list(tools) if tools is not None else self.tools
         services = self.services(run, cache=run is not None)
         if run is None:
-            return run_ask(services, q, forced_tools=forced)
+            return run_ask(services, q, forced_tools=forced, on_step=on_step)
         record(run, identity(self.settings, forced), provenance(self.settings, command=self.command))
-        answer = run_ask(services, q, forced_tools=forced, trace=trace_writer(run))
+        answer = run_ask(services, q, forced_tools=forced, trace=trace_writer(run), on_step=on_step)
         ResultsLog(run / "results.jsonl").append(answer)
         return answer
 
@@ -303,12 +304,13 @@ class Orchestrator:
     def batch(self, csv: str | os.PathLike, images: str | os.PathLike, run_dir: str | os.PathLike | None = None,
               out: str | os.PathLike | None = None, *, tools: str | Sequence[str] | None = None,
               force: bool = False, limit: int | None = None, on_start: Callable[[int], None] | None = None,
-              on_done: Callable[[Answer], None] | None = None) -> BatchSummary:
+              on_done: Callable[[Answer], None] | None = None, stop: threading.Event | None = None) -> BatchSummary:
         """Answer a competition CSV (``id,path,question,a,b,c,d``) into ``out`` (default ``RUN/submission.csv``),
         resumably through ``run_dir`` (default ``runs/batch-<csv name>``); ``summary.answers`` holds one answer
         per row. ``limit``: only the first N rows. ``force``: set aside answers made with other settings.
         ``on_start(rows)`` is called once the model is loaded, ``on_done(answer)`` once per row, bad rows and
-        rows finished in an earlier run first."""
+        rows finished in an earlier run first. ``stop``: set it (from a signal handler) to stop taking rows; the
+        summary then says ``interrupted`` unless every row was done."""
         from agent.data import read_questions
         from agent.rundir import check_output, identity, locked, provenance, remember
         from agent.runner import run_batch
@@ -330,7 +332,7 @@ class Orchestrator:
                     on_start(len(rows))
                 return run_batch(rows, services, run, batch_size=s.batch_size, forced_tools=forced, out=out_path,
                                  on_done=on_done, trace=trace_writer(run), debias=s.debias,
-                                 temperature=s.temperature)
+                                 temperature=s.temperature, stop=stop)
 
     def eval(self, csv: str | os.PathLike, images: str | os.PathLike, run_dir: str | os.PathLike, *,
              ablate: bool = False, ablate_tools: str | Sequence[str] | None = None,
@@ -359,7 +361,10 @@ class Orchestrator:
         if self.cluster is not None and (planners or (ablate and self.settings.planner != "rules")):
             raise ConfigError("planner arms do not run on Ray workers yet (each worker keeps the run's planner); "
                               "drop --ray, or run the tool ablation with --planner rules on it")
-        made = self.provenance(None, limit=limit)
+        if self.tools is not None and (ablate or planners):
+            raise ConfigError("--tools forces the tools of every question, the ablation compares tool sets with the "
+                              "router: drop --tools, or drop --ablate/--ablate-planners")
+        made = self.provenance(self.tools, limit=limit)
         s = self.settings
         with locked(run, "vqa eval"):
             record(run, made["identity"], made["provenance"])
@@ -370,7 +375,7 @@ class Orchestrator:
                                 ablate_planners=planners, circular=circular, debias=s.debias,
                                 temperature=s.temperature, batch_size=s.batch_size, csv_path=csv_path, on_arm=on_arm,
                                 on_done=on_done, trace=trace_writer(run), identity=made["identity"],
-                                provenance=made["provenance"])
+                                provenance=made["provenance"], forced_tools=self.tools)
 
 
 def _first(rows: list, limit: int | None) -> list:

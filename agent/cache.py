@@ -152,6 +152,17 @@ class ToolCache:
                 self.put(key, result, parts)
             return result
 
+    def lookup(self, tool: Tool, image: LoadedImage, question: Question, workdir: Path | None = None,
+               peers: dict[str, Tool] | None = None, args: NoArgs | None = None) -> ToolResult | None:
+        """``run``'s cached result, or ``None`` (nothing is computed): a hit needs no tool slot and no weights."""
+        t0 = time.perf_counter()
+        hit = self.get(cache_key(key_parts(tool, image, question, peers, args)), workdir)
+        if hit is None:
+            return None
+        with self._guard:
+            self.served += 1
+        return hit.model_copy(update={"seconds": time.perf_counter() - t0})
+
     def get(self, key: str, workdir: Path | None = None) -> ToolResult | None:
         """The stored result (``cached=True``, artifacts copied into ``workdir``), or ``None`` on a miss."""
         path = self._entry(key)

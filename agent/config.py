@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     device: str = "auto"
     batch_size: int = Field(8, ge=1)
     tool_timeout: float = Field(120.0, gt=0)
+    tool_concurrency: int | None = Field(None, ge=1)  # calls of one tool at once (default: agent.toolpool, per cores/GPUs)
     image_max_pixels: int = Field(4_000_000, ge=1)  # the working copy every tool sees
     hard_cap_pixels: int = Field(400_000_000, ge=1)  # images larger than this are refused, not decoded
     ocr_engine: str | None = None  # the ocr tool's engine (its own default: auto)

@@ -196,9 +196,17 @@ def next_tools(state: VQAState, s: Services) -> tuple[str | None, list[str]]:
 def escalate_node(state: VQAState, runtime: Runtime[Services]) -> NodeOutput:
     s = runtime.context
     why, order = next_tools(state, s)
-    add = order[:ADD_PER_ROUND]
+    add, cannot = [], {}
+    for t in order:  # a tool that cannot run (no weights, no knowledge base, stuck) does not cost a round
+        if len(add) >= ADD_PER_ROUND:
+            break
+        reason = s.cannot_run(t)
+        if reason is None:
+            add.append(t)
+        else:
+            cannot[t] = reason
     return NodeOutput({"round_tools": add, "why": why or "", "round_started": time.time()},
-                      detail={"why": why, "add": add, "candidates": order,
+                      detail={"why": why, "add": add, "candidates": order, "cannot_run": cannot,
                               "cost_s": {t: round(s.costs.estimate(t), 4) for t in order}})
 
 

@@ -5,8 +5,9 @@ written through as each finishes, fsynced at most once a second and at the end: 
 a machine crash at most the last second's, answered again on resume), ``failed.csv`` (rows that got a fallback
 answer, with the reason), ``artifacts/<id>/`` (images the tools made) and
 ``trace.jsonl`` (every node of every attempt, appended as it finishes; see
-``agent.trace.events``). A rerun with the same directory skips finished ids; failed
-rows are retried.
+``agent.trace.events``). A rerun with the same directory skips finished ids; failed rows, and rows answered while
+a tool timed out or the run was stopped (``Answer.incomplete``), are answered again (the tool cache keeps what
+did succeed); a tool that is unavailable (weights missing) is not retried.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from agent.fileio import JsonlLog, atomic_open
 from agent.graph import build_graph, final_answer
 from agent.probs import one_hot
 from agent.redact import redact, redact_deep
-from agent.schema import Answer, Question
+from agent.schema import Answer, Question, brief_error
 from agent.services import Services
 from agent.trace.events import TRACE_FILE, TraceWriter
 
@@ -74,6 +75,10 @@ class BatchSummary:
     seconds: float
     new: int  # answered in this run
     no_evidence: int = 0  # answered with uniform probabilities: the evidence reasoner had nothing to go on
+    incomplete: int = 0  # answered while a tool timed out or was stopped: a rerun answers them again
+    retried: int = 0  # rows an earlier run left incomplete, answered again in this run
+    interrupted: bool = False  # stopped (Ctrl-C) before every row was answered: no submission was written
+    unanswered: int = 0  # rows left for the resume
     batch_sizes: list[int] = field(default_factory=list)
     tool_failures: dict[str, int] = field(default_factory=dict)  # per tool: questions answered while it failed
     tool_errors: dict[str, str] = field(default_factory=dict)  # per tool: its most common error
@@ -86,27 +91,35 @@ class BatchSummary:
 
 
 def ask(services: Services, question: Question, *, forced_tools: list[str] | None = None,
-        history: list[tuple[str, str]] | None = None, graph=None, trace: TraceWriter | None = None) -> Answer:
+        history: list[tuple[str, str]] | None = None, graph=None, trace: TraceWriter | None = None,
+        on_step: Callable[[str, dict], None] | None = None) -> Answer:
     """Answer one question (the graph never raises for bad images or failing tools); with ``trace``, each node's
-    event is appended as the node finishes."""
+    event is appended as the node finishes; ``on_step(node, update)`` is called as each node finishes."""
     graph = graph or build_graph()
     inputs = {"question": question, "forced_tools": forced_tools, "history": history or [], "results": [],
               "steps": [], "errors": []}
-    if trace is None:
+    if trace is None and on_step is None:
         return final_answer(graph.invoke(inputs, context=services))
-    qt = trace.question(question, forced_tools=forced_tools, reasoner=getattr(services.reasoner, "name", None))
+    qt = trace.question(question, forced_tools=forced_tools, reasoner=getattr(services.reasoner, "name", None)) \
+        if trace is not None else None
     state: dict = {}
     try:
         for mode, chunk in graph.stream(inputs, context=services, stream_mode=["updates", "values"]):
             if mode == "updates":
-                qt.update(chunk)
+                if qt is not None:
+                    qt.update(chunk)
+                if on_step is not None:
+                    for node, update in chunk.items():
+                        on_step(node, update if isinstance(update, dict) else {})
             else:
                 state = chunk
     except BaseException as exc:
-        qt.error(f"internal error: {type(exc).__name__}: {exc}")
+        if qt is not None:
+            qt.error(f"internal error: {type(exc).__name__}: {exc}")
         raise
     finally:
-        qt.close()
+        if qt is not None:
+            qt.close()
     return final_answer(state)
 
 
@@ -128,6 +141,7 @@ class Job:
     batch_size: int = 8
     debias: bool = False
     temperature: float | None = None
+    stop: threading.Event | None = None  # set: start no more questions, cancel running tool calls
 
 
 class RowExecutor(Protocol):
@@ -155,9 +169,14 @@ class LocalExecutor:
         batcher = BatchingReasoner(adjusted(services.reasoner, debias=job.debias, temperature=job.temperature,
                                             on_rotations=job.trace.rotations), job.batch_size)
         services = services.replace(reasoner=batcher, executor=None)
+        if job.stop is not None:
+            services = services.replace(pool=services.pool.stopping(job.stop))
         graph = build_graph()
 
         def work(q: Question) -> None:
+            if job.stop is not None and job.stop.is_set():  # stopping: not started, left for the resume
+                batcher.leave(q.id)
+                return
             try:
                 a = ask(services, q, forced_tools=job.forced_tools, graph=graph, trace=job.trace)
             except Exception as exc:  # noqa: BLE001 - one broken question must not stop the batch
@@ -186,7 +205,8 @@ class LocalExecutor:
 def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path, *, batch_size: int = 8,
               forced_tools: list[str] | None = None, out: Path | None = None,
               on_done: Callable[[Answer], None] | None = None, trace: TraceWriter | None = None,
-              debias: bool = False, temperature: float | None = None) -> BatchSummary:
+              debias: bool = False, temperature: float | None = None,
+              stop: threading.Event | None = None) -> BatchSummary:
     """Answer every row not yet finished in ``run_dir``; write the submission (one row per input row) to ``out``.
 
     ``trace``: where node events go (default ``run_dir/trace.jsonl`` without export sinks; the command line passes
@@ -194,10 +214,14 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
     every rotation of the options; ``temperature``: apply a fitted temperature (``agent.calibration``).
     ``on_done``: called once per input row with its answer: bad rows and rows finished in an earlier run first.
     Questions are answered by ``services.executor`` (default: ``LocalExecutor``); only this function writes
-    ``run_dir``'s logs.
+    ``run_dir``'s logs. ``stop`` (Ctrl-C): once set, no more questions start and running tool calls are cancelled
+    (those questions are recorded incomplete); the submission is written only when every row is done, and the
+    summary says ``interrupted``.
     """
     log = ResultsLog(run_dir / "results.jsonl")
     done = log.load()
+    earlier = {k: a for k, a in done.items() if a.incomplete}  # answered again; kept if this run gets no further
+    done = {k: a for k, a in done.items() if not a.incomplete}
     trace = trace if trace is not None else TraceWriter(run_dir / TRACE_FILE)
     todo = [r for r in rows if isinstance(r, Question) and r.id not in done]
     if forced_tools is None:  # routing's e5 stage embeds these a chunk per call
@@ -224,12 +248,20 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
     executor: RowExecutor = services.executor or LocalExecutor()
     try:
         batch_sizes = executor.run(todo, services, Job(trace=trace, forced_tools=forced_tools, batch_size=batch_size,
-                                                       debias=debias, temperature=temperature), settle)
+                                                       debias=debias, temperature=temperature, stop=stop),
+                                   settle)
     finally:  # the logs sync at most once a second while answering (agent.fileio): once more now
         log.sync()
         trace.sync()
     seconds = time.perf_counter() - t0
-    final = [_final(r, done, failures) for r in rows]
+    final = [_final(r, {**earlier, **done}, failures) for r in rows]
+    unanswered = sum(isinstance(r, Question) and r.id not in done and r.id not in failures for r in rows)
+    interrupted = bool(stop is not None and stop.is_set() and unanswered)
+    if interrupted:  # what is done is in results.jsonl; a submission of guesses for the rest would mislead
+        return BatchSummary(rows=len(rows), answered=len(done), failed=len(failures), skipped=len(rows) - len(todo) - sum(
+            isinstance(r, RowError) for r in rows), seconds=seconds, new=len(todo) - len(failures) - unanswered,
+            incomplete=sum(a.incomplete for a in done.values()), interrupted=True, unanswered=unanswered,
+            damaged_lines=log.damaged)
     _write_failures(run_dir / "failed.csv", rows, final)
     failures_by_tool, errors_by_tool = tool_failures(final)
     _write_tool_failures(run_dir / TOOL_FAILURES, final)
@@ -239,7 +271,9 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
                         failed=sum(a.failed for a in final), skipped=len(rows) - len(todo) - sum(
                             isinstance(r, RowError) for r in rows), seconds=seconds, new=len(todo) - len(failures),
                         batch_sizes=batch_sizes,
-                        no_evidence=sum("no_evidence" in a.flags for a in final), tool_failures=failures_by_tool,
+                        no_evidence=sum("no_evidence" in a.flags for a in final),
+                        incomplete=sum(a.incomplete for a in final), retried=sum(r.id in earlier for r in todo),
+                        tool_failures=failures_by_tool,
                         tool_errors=errors_by_tool, damaged_lines=log.damaged, answers=final)
 
 
@@ -269,6 +303,11 @@ def _write_tool_failures(path: Path, final: list[Answer]) -> None:
     rows = [[a.id, r.tool, r.error or "failed"] for a in final for r in a.evidence if not r.ok]
     rows += [[a.id, t, why] for a in final for t, why in (a.route.skipped.items() if a.route else ())
              if why.startswith("unavailable")]
+    told: set[str] = set()  # an unavailable tool's full reason once, on its first row; then one short word
+    for row in rows:
+        if brief_error(row[2]) != row[2] and row[2].startswith(("ToolUnavailable:", "unavailable")):
+            row[2] = row[2] if row[1] not in told else brief_error(row[2])
+            told.add(row[1])
     if not rows:
         path.unlink(missing_ok=True)
         return

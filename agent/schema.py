@@ -98,6 +98,18 @@ class Question(BaseModel):
         return list(self.options)
 
 
+def brief_error(error: str | None, limit: int = 100) -> str:
+    """A failure as one short line for views that show it per question: a tool unavailable for the whole run
+    reads ``unavailable: <what is missing>`` (its full text, with the fix, is shown once: in the run's summary and
+    on the first row of ``tool_failures.csv`` for that tool); anything else its first line, cut to ``limit``."""
+    text = (error or "failed").strip() or "failed"
+    first = text.splitlines()[0]
+    for prefix in ("ToolUnavailable: ", "unavailable: "):
+        if first.startswith(prefix):  # what is missing, without the long how-to that follows it
+            first = "unavailable: " + first.removeprefix(prefix).split(" (")[0].split(": ")[0]
+    return first if len(first) <= limit else first[: limit - 1] + "…"
+
+
 class ToolResult(BaseModel):
     """What one tool produced for one question. ``ok=False`` always carries ``error``.
 
@@ -112,6 +124,7 @@ class ToolResult(BaseModel):
     seconds: float = 0.0
     settings: dict[str, Any] = Field(default_factory=dict)
     cached: bool = False
+    transient: bool = False  # the failure may not recur (a timeout, a stopped run): a rerun calls the tool again
 
     @field_validator("evidence", mode="before")
     @classmethod
@@ -130,7 +143,8 @@ class ToolResult(BaseModel):
 
     def summary(self, limit: int = 6) -> str:
         """One line: what the tool found, or why it failed."""
-        return self.evidence.summary(limit) if self.ok and self.evidence is not None else f"failed: {self.error}"
+        return self.evidence.summary(limit) if self.ok and self.evidence is not None else \
+            f"failed: {brief_error(self.error)}"
 
 
 class Route(BaseModel):
@@ -242,3 +256,9 @@ class Answer(BaseModel):
     def failed(self) -> bool:
         """A fallback answer: no reasoner decided it (a bad image or row, a reasoner failure)."""
         return self.method == "fallback"
+
+    @property
+    def incomplete(self) -> bool:
+        """Answered while a tool failed for a reason that may pass (it timed out, the run was stopped): a rerun of
+        the run directory answers it again; a tool that is unavailable (weights missing) is not such a reason."""
+        return any(not r.ok and r.transient for r in self.evidence)

@@ -28,7 +28,7 @@ from agent.planners.costs import ToolCosts
 from agent.reasoners.base import Reasoner
 from agent.router import Router
 from agent.schema import Question, ToolResult
-from agent.toolpool import ToolPool, ToolStuck, ToolTimeout
+from agent.toolpool import ToolCancelled, ToolPool, ToolStuck, ToolTimeout
 from tools import load_tool
 from tools.base import NoArgs, Tool
 
@@ -90,6 +90,21 @@ class Services:
         except VqaError:  # bad settings: reported when the tool runs, like any tool failure
             return None
 
+    def cannot_run(self, name: str) -> str | None:
+        """Why the tool cannot run now, trying its load (which its run would do anyway) if not yet tried: its load
+        failed (no weights, no knowledge base), or its timed-out calls pile up; ``None``: it can run."""
+        try:
+            tool = self.tool(name)
+        except VqaError as exc:
+            return str(exc)
+        if self.pool.abandoned(name) >= self.pool.max_abandoned:
+            return f"{self.pool.abandoned(name)} earlier calls timed out and are still running"
+        try:
+            tool.setup()
+        except VqaError:
+            return tool.unavailable or "could not load"
+        return None
+
     def run_tool(self, tool: Tool, image: LoadedImage, question: Question,
                  peers: dict[str, Tool] | None = None, args: NoArgs | None = None) -> ToolResult:
         """``tool.run`` on the working image, through the tool cache when there is one; ``args``: the tool's
@@ -103,16 +118,26 @@ class Services:
                   peers: dict[str, Tool] | None = None, args: NoArgs | None = None) -> ToolResult:
         """``run_tool`` in the tool's pool slot with the tool timeout; a failure, a timeout or a full pool is a failed
         ``ToolResult``, never an exception. A result computed now is added to ``costs``."""
+        if self.cache is not None:  # a stored result needs no slot, no weights and no clock
+            hit = self.cache.lookup(tool, image, question, self.workdir(question.id), peers, args)
+            if hit is not None:
+                return hit
+        try:
+            tool.setup()  # weights load once, outside the timed call (a failure is reported by run, at once)
+        except VqaError:
+            pass
         try:
             result = self.pool.call(tool.name, lambda: self.run_tool(tool, image, question, peers, args),
                                     timeout=self.tool_timeout)
         except VqaError as exc:  # a bad tool setting fails this tool for this question, like any tool failure
             return ToolResult(tool=tool.name, ok=False, error=f"{type(exc).__name__}: {exc}")
         except ToolTimeout as exc:  # the call is abandoned: it holds no slot, and the process can still exit
-            return ToolResult(tool=tool.name, ok=False, seconds=self.tool_timeout,
-                              error=f"{exc} (raise --tool-timeout to wait longer)")
+            return ToolResult(tool=tool.name, ok=False, seconds=self.tool_timeout, transient=True,
+                              error=f"{exc} of running (raise --tool-timeout to wait longer)")
         except ToolStuck as exc:
-            return ToolResult(tool=tool.name, ok=False, error=f"not run: {exc} (raise --tool-timeout)")
+            return ToolResult(tool=tool.name, ok=False, transient=True, error=f"not run: {exc} (raise --tool-timeout)")
+        except ToolCancelled as exc:  # Ctrl-C: the question is recorded incomplete and answered again on resume
+            return ToolResult(tool=tool.name, ok=False, transient=True, error=f"not run: {exc}")
         if result.ok and not result.cached:  # what computing it costs, for the planners that order tools by cost
             self.costs.add(result.tool, result.seconds)
         return result
@@ -146,10 +171,12 @@ def open_services(settings: Settings) -> Services:
     model or tool setting fails here, before any question. Seeds ``random``, numpy and torch when ``seed`` is set."""
     from agent.planners import check_planner
     from agent.reasoners import load_reasoner
+    from agent.toolpool import configure as configure_pool
     from tools import plugin_routing, tool_names
 
     s = settings
     check_planner(s.planner)  # a planner this install lacks fails before any work
+    configure_pool(s.tool_concurrency, s.device)  # tool slots and thread pools sized to the machine
     rules, examples = plugin_routing()  # keywords and example questions of plug-in tools
     reasoner = load_reasoner(s.reasoner, **s.reasoner_kwargs())
     services = Services(reasoner=reasoner, router=Router(rules=rules, examples=examples),

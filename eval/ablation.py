@@ -31,7 +31,7 @@ from agent.trace.events import TraceWriter
 from eval.metrics import accuracy, paired_comparison, wilson_interval
 
 COLUMNS = ["arm", "n", "accuracy", "ci_low", "ci_high", "delta_vs_router", "mcnemar_p", "s_per_q", "calls_per_q",
-           "tool_s_per_q"]
+           "tool_s_per_q", "cached", "unavailable"]
 PLANNER_ARM = "planner:"
 
 
@@ -59,6 +59,14 @@ class ArmRun:
     seconds: float
     same_as: str | None = None  # answered by an earlier arm with the same tool set
     tool_runs: dict[str, dict[str, int]] = field(default_factory=dict)
+    unavailable: list[str] = field(default_factory=list)  # its tools that could not run (not measured)
+
+    @property
+    def cached_share(self) -> float:
+        """Share of the successful tool calls served from the tool cache (an earlier arm or run computed them):
+        the seconds of an arm with a high share are lookups, not tool work."""
+        ran = sum(c["ran"] for c in self.tool_runs.values())
+        return sum(c["cached"] for c in self.tool_runs.values()) / ran if ran else 0.0
 
     @property
     def s_per_q(self) -> float:
@@ -80,15 +88,24 @@ class ArmRun:
 
 
 def count_tool_runs(answers: Sequence[Answer]) -> dict[str, dict[str, int]]:
-    """Per tool: questions it ran on, of which served from the cache, and failed."""
+    """Per tool: calls made (``called``), calls that succeeded (``ran``: a failed call did not run the tool in any
+    sense that matters to the answer), of those served from the cache, and failed calls."""
     out: dict[str, dict[str, int]] = {}
     for a in answers:
         for r in a.evidence:
-            c = out.setdefault(r.tool, {"ran": 0, "cached": 0, "failed": 0})
-            c["ran"] += 1
-            c["cached"] += int(r.cached)
+            c = out.setdefault(r.tool, {"called": 0, "ran": 0, "cached": 0, "failed": 0})
+            c["called"] += 1
+            c["ran"] += int(r.ok)
+            c["cached"] += int(r.ok and r.cached)
             c["failed"] += int(not r.ok)
     return out
+
+
+def unavailable_tools(arm: ArmRun, services: Services) -> list[str]:
+    """The arm's tools that could not run in this process (their load failed: weights missing, no knowledge
+    base): an arm that forces them did not measure them."""
+    named = arm.tools if arm.tools is not None else sorted(arm.tool_runs)
+    return [t for t in named if services.unavailable(t) is not None]
 
 
 def arm_dir(run_dir: Path, name: str) -> Path:
@@ -118,7 +135,9 @@ def run_arm(name: str, tools: list[str] | None, questions: list[Question], servi
               forced_tools=tools, on_done=done, trace=trace.tagged(arm=name), debias=debias)
     seconds = time.perf_counter() - t0
     answers = {q.id: got.get(q.id) or fallback_answer(q, "not answered") for q in questions}
-    return ArmRun(name, tools, answers, seconds, tool_runs=count_tool_runs(list(answers.values())))
+    run = ArmRun(name, tools, answers, seconds, tool_runs=count_tool_runs(list(answers.values())))
+    run.unavailable = unavailable_tools(run, services)
+    return run
 
 
 def run_ablation(questions: list[Question], services: Services, run_dir: Path, trace: TraceWriter,
@@ -136,7 +155,8 @@ def run_ablation(questions: list[Question], services: Services, run_dir: Path, t
         key = tuple(sorted(forced)) if forced is not None else None
         if key is not None and key in by_tools:
             src = by_tools[key]
-            runs.append(ArmRun(name, forced, src.answers, src.seconds, same_as=src.name, tool_runs=src.tool_runs))
+            runs.append(ArmRun(name, forced, src.answers, src.seconds, same_as=src.name, tool_runs=src.tool_runs,
+                               unavailable=src.unavailable))
             continue
         if on_arm:
             on_arm(name)
@@ -150,7 +170,10 @@ def run_ablation(questions: list[Question], services: Services, run_dir: Path, t
 
 def table_rows(arms: Sequence[ArmRun], questions: Sequence[Question], tools: Sequence[str]) -> list[dict[str, Any]]:
     """One row per arm, compared with ``router`` on the same questions. The ``ran:<tool>`` columns after
-    ``COLUMNS`` give the share of questions each tool ran on (served from the cache or not)."""
+    ``COLUMNS`` give the share of questions each tool ran on successfully (served from the cache or not).
+    ``unavailable`` names the arm's tools that could not run: such an arm is not compared (``delta_vs_router`` and
+    ``mcnemar_p`` empty), as it did not measure what its name says. ``cached`` is the share of its tool results
+    served from the cache: its seconds are then lookups, not tool work."""
     router = next(a for a in arms if a.name == "router").correct(questions)
     rows = []
     for a in arms:
@@ -160,7 +183,10 @@ def table_rows(arms: Sequence[ArmRun], questions: Sequence[Question], tools: Seq
         _, _, p = paired_comparison(correct, router)
         row: dict[str, Any] = {"arm": a.name, "n": n, "accuracy": accuracy(correct), "ci_low": lo, "ci_high": hi,
                                "delta_vs_router": accuracy(correct) - accuracy(router), "mcnemar_p": p,
-                               "s_per_q": a.s_per_q, "calls_per_q": a.calls_per_q, "tool_s_per_q": a.tool_s_per_q}
+                               "s_per_q": a.s_per_q, "calls_per_q": a.calls_per_q, "tool_s_per_q": a.tool_s_per_q,
+                               "cached": a.cached_share, "unavailable": ",".join(a.unavailable)}
+        if a.unavailable and a.name != "router":
+            row["delta_vs_router"] = row["mcnemar_p"] = None
         for t in tools:
             row[f"ran:{t}"] = a.tool_runs.get(t, {}).get("ran", 0) / n if n else 0.0
         rows.append(row)
@@ -195,7 +221,8 @@ def plot_table(rows: list[dict[str, Any]], path: Path, title: str = "tool ablati
                                    gridspec_kw={"width_ratios": [3, 1.4]})
     ax1.barh(y, acc, xerr=err, color=colors, capsize=3, alpha=0.9)
     for yi, r in zip(y, rows):
-        note = "baseline" if r["arm"] == "router" else f"Δ {r['delta_vs_router']:+.1%}  p={r['mcnemar_p']:.3g}"
+        note = "baseline" if r["arm"] == "router" else f"not run: {r['unavailable']} unavailable" \
+            if r.get("unavailable") else f"Δ {r['delta_vs_router']:+.1%}  p={r['mcnemar_p']:.3g}"
         ax1.text(min(r["ci_high"] + 0.02, 1.02), yi, note, va="center", fontsize=8)
     ax1.set_yticks(y, names)
     ax1.set_xlim(0, 1.35)

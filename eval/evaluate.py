@@ -113,14 +113,15 @@ def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: P
              temperature: float | None = None, batch_size: int = 8, csv_path: Path | None = None,
              on_arm: Callable[[str], None] | None = None, on_done: Callable[[Answer], None] | None = None,
              trace: TraceWriter | None = None, identity: dict[str, Any] | None = None,
-             provenance: dict[str, Any] | None = None) -> Metrics:
+             provenance: dict[str, Any] | None = None, forced_tools: list[str] | None = None) -> Metrics:
     """Run the evaluation and write ``metrics.json`` (plus the ablation table and plot); returns the metrics.
 
     ``trace``: where node events go (default ``run_dir/trace.jsonl``, no export sinks). The metrics are those of
     the run's own planner: the ``router`` arm for ``rules``, else ``planner:<name>`` (also an ablation arm, beside
     ``router`` and the ``ablate_planners`` arms).
     ``identity`` and ``provenance`` (``agent.rundir``): what produced the run, recorded in ``metrics.json`` as in
-    ``run.json``.
+    ``run.json``. ``forced_tools``: the main arm runs these tools on every question instead of the router's choice
+    (``--tools``; not with the ablation, whose arms compare with the router).
     """
     run_dir = Path(run_dir)
     questions, row_errors, unlabelled = labelled(rows, csv_path)
@@ -142,7 +143,7 @@ def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: P
                                                                      on_rotations=keep))
     if on_arm:
         on_arm(main)
-    router = run_arm(main, None, questions, router_services, run_dir, trace, batch_size=batch_size,
+    router = run_arm(main, forced_tools, questions, router_services, run_dir, trace, batch_size=batch_size,
                      debias=debias and not circular, on_done=on_done)
     correct = router.correct(questions)
     source, cats = categories(questions, router.answers)

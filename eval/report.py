@@ -40,8 +40,9 @@ class Summary(_Record):
 
 
 class ToolRuns(_Record):
-    """Questions a tool ran on, of which served from the cache, and failed."""
+    """Calls of a tool: made, succeeded (``ran``), of those served from the cache, and failed."""
 
+    called: int = 0
     ran: int = 0
     cached: int = 0
     failed: int = 0

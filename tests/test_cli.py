@@ -395,7 +395,7 @@ def test_batch_limit_quiet_and_what_produced_the_run(tmp_path: Path) -> None:
     assert p.returncode == 2 and "--limit" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_progress_rate_and_time_left_start_at_the_first_row_answered_now() -> None:
+def test_progress_rate_counts_only_rows_answered_now_and_resumed_rows_apart() -> None:
     import io
     import threading
 
@@ -406,23 +406,24 @@ def test_progress_rate_and_time_left_start_at_the_first_row_answered_now() -> No
 
     now = [0.0]  # Rich's clock, moved by hand
     progress = Progress(RateColumn(), console=Console(file=io.StringIO()), get_time=lambda: now[0])
-    bar = RowProgress(progress, "answering")
+    bar = RowProgress(progress, "answering", clock=lambda: now[0])
     bar.start(10)
     for _ in range(3):  # bad rows and rows resumed from an earlier run: reported at once, on the calling thread
         now[0] += 0.25
         bar.done()
     task = progress.tasks[0]
-    assert task.completed == 3 and task.speed == 4  # what the rate would be without the restart
+    assert task.completed == 3 and (bar.resumed, bar.answered) == (3, 0)
+    assert str(RateColumn().render(task)) == "- rows/s"  # no rate from resumed rows
     worker = threading.Thread(target=bar.done)
     worker.start()
     worker.join()
-    assert task.completed == 4 and task.speed is None  # the clock restarted: no rate from resumed rows
-    assert str(RateColumn().render(task)) == "- rows/s"
-    for _ in range(2):  # answered rows, two a second: the rate counts only them
+    assert task.completed == 4 and (bar.resumed, bar.answered) == (3, 1)
+    for _ in range(2):  # answered rows, two a second after the first: the rate counts only this run's rows
         now[0] += 0.5
         bar.done()
-    assert task.completed == 6 and task.speed == 2
-    assert str(RateColumn().render(task)) == "2.00 rows/s"
+    assert task.completed == 6 and bar.rate() == 3.0  # 3 answered rows in the 1 s since answering began
+    assert str(RateColumn().render(task)) == "3.00 rows/s"
+    assert bar.clock_text() == "2s elapsed, about 1s left"  # from the command's start (1.75 s); 4 rows at 3/s
 
 
 def test_eval_tables_never_cut_arm_or_category_names(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -478,7 +479,8 @@ def test_piped_output_keeps_a_wide_table_row_on_one_line(monkeypatch: pytest.Mon
 
 
 def test_progress_without_a_terminal_prints_plain_lines(capsys) -> None:
-    """A log file or a notebook cell gets a line now and then and one at the end, never a bar drawn only at exit."""
+    """A log file or a notebook cell gets a line when a pass ends (and every 30 s from the start, see
+    tests/test_long_runs.py), never a bar drawn only at exit."""
     import threading
 
     from rich.progress import Progress
@@ -486,14 +488,11 @@ def test_progress_without_a_terminal_prints_plain_lines(capsys) -> None:
     from agent.cli.progress import RowProgress
 
     bar = RowProgress(Progress(disable=True), "answering", lines_every=3600)
-    bar.start(3)
+    bar.start(4)
+    bar.done()  # resumed
     for _ in range(3):
         worker = threading.Thread(target=bar.done)
         worker.start()
         worker.join()
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("answering: 3/3 rows, ") and "rows/s" in lines[0], lines
-    bar = RowProgress(Progress(disable=True), "router", lines_every=0)
-    bar.start(2)
-    bar.done()
-    assert capsys.readouterr().err.splitlines() == ["router: 1/2 rows"]
+    assert len(lines) == 1 and lines[0].startswith("answering: 4/4 rows, 1 resumed, ") and "elapsed" in lines[0], lines

@@ -175,7 +175,7 @@ def test_eval_with_ablation_twice_computes_every_tool_output_once(tmp_path: Path
     correct = [router[i].answer == gold[i] for i in ids]
     assert m2["n"] == 5 and m2["accuracy"] == sum(correct) / 5 and m2["category_source"] == "column"
     assert m2["per_category"]["general"]["n"] == 2 and m2["per_category"]["sign"]["n"] == 2
-    assert m2["tool_runs"] == {"ocr": {"ran": 2, "cached": 2, "failed": 0}}
+    assert m2["tool_runs"] == {"ocr": {"called": 2, "ran": 2, "cached": 2, "failed": 0}}
 
     table = list(csv.DictReader(open(run / "ablation.csv", encoding="utf-8")))
     assert list(table[0])[: len(COLUMNS)] == COLUMNS

@@ -127,9 +127,12 @@ def test_max_rounds_bounds_escalation_and_no_tool_runs_twice(tmp_path: Path, max
     Image.new("RGB", (320, 240), "white").save(blank)  # nothing to read or find: every round stays unsure
     s = services(max_rounds=max_rounds)
     a = ask(s, Question(id="b", image=blank, text=NO_KEYWORD, options=OPTIONS))
-    assert len(a.rounds) == max_rounds and a.flags == ["no_evidence"]
+    # ocr is the only tool that can run here (detect and som cannot load, retrieve has no knowledge base): a
+    # tool that cannot run costs no round, so escalation ends when ocr has been added
+    assert len(a.rounds) == min(max_rounds, 2) and a.flags == ["no_evidence"]
     added = [c.tool for r in a.rounds[1:] for c in r.calls]
-    assert len(added) == max_rounds - 1 and len(set(added)) == len(added)
+    assert len(added) == min(max_rounds, 2) - 1 and len(set(added)) == len(added)
+    assert all(c.ok for r in a.rounds for c in r.calls)
     assert tool_steps(a) == added  # each tool called once, in the round that added it
     if max_rounds > 1:
         assert added[0] == "ocr"  # the router's best near miss comes first
@@ -207,7 +210,7 @@ def test_the_ablation_table_has_cost_columns_per_question() -> None:
     esc = ArmRun("planner:escalate", None, {f"q{i}": cost_answer(f"q{i}", ["ocr", "detect"] if i < 3 else ["ocr"],
                                                                  [1.0, 2.0]) for i in range(4)}, 8.0)
     rows = {r["arm"]: r for r in table_rows([router, esc], qs, ["ocr"])}
-    assert COLUMNS[-3:] == ["s_per_q", "calls_per_q", "tool_s_per_q"]
+    assert COLUMNS[-5:] == ["s_per_q", "calls_per_q", "tool_s_per_q", "cached", "unavailable"]
     assert (rows["router"]["calls_per_q"], rows["router"]["tool_s_per_q"], rows["router"]["s_per_q"]) == (0.5, 0.25,
                                                                                                          0.5)
     assert (rows["planner:escalate"]["calls_per_q"], rows["planner:escalate"]["tool_s_per_q"]) == (7 / 4, 10 / 4)

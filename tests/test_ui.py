@@ -145,6 +145,20 @@ def test_the_runs_tab_shows_the_ablation_table_and_plot_when_the_run_has_them(tm
     assert apply_filters(rows, False, True, 0, "any tool")[0] == []
 
 
+def test_the_runs_tab_opens_an_eval_run_and_recovers_from_a_bad_path(tmp_path: Path) -> None:
+    from agent.ui.runs_tab import open_run
+
+    for arm, letter in (("none", "a"), ("router", "b")):  # as vqa eval --ablate lays them out
+        (tmp_path / "arms" / arm).mkdir(parents=True)
+        ResultsLog(tmp_path / "arms" / arm / "results.jsonl").append(answer("q1", gold="b", probs={letter: 1.0}))
+    (tmp_path / "ablation.csv").write_text("arm,n,accuracy\nnone,1,0.0\nrouter,1,1.0\n", encoding="utf-8")
+    _, summary, table, *_, box, ablation, _ = open_run(str(tmp_path / "missing"))
+    assert summary.startswith("**error:**") and "results.jsonl" in summary and table == [] and box["visible"] is False
+    _, summary, table, *_, box, ablation, _ = open_run(str(tmp_path))  # the next path opens as if nothing happened
+    assert "accuracy 100.0% (1/1)" in summary and table[0][:4] == ["q1", "b", "b", "yes"]
+    assert box["visible"] is True and ablation["value"][1] == ["router", "1", "1.0"]
+
+
 def run_vqa(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*VQA, *args], capture_output=True, text=True, timeout=300, cwd=ROOT,
                           env={**os.environ, **(env or {})})
@@ -296,3 +310,18 @@ def test_the_ask_endpoint_answers_like_vqa_ask(server: str, ui_home: Path) -> No
     assert record["probs"] == pytest.approx(cli["probs"], abs=1e-6)
     with pytest.raises(Exception, match="expected 2-5 options, one per line, found 1"):
         client.predict(handle_file(str(SIGN)), SIGN_QUESTION, "행복분식", api_name="/ask")
+
+
+def test_a_chat_error_keeps_the_conversation_and_the_line(tmp_path: Path) -> None:
+    from agent.api import Orchestrator
+    from agent.ui.chat_tab import ChatHandlers
+
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (64, 32), (200, 20, 20)).save(photo)
+    with Orchestrator(reasoner="evidence", tools="none") as engine:
+        h = ChatHandlers(engine, tmp_path / "chat.db", tmp_path / "images", {})
+        name, shown, box, _ = h.send("What colour? | red | blue", str(photo), None)
+        assert box == "" and len(shown) == 2
+        name2, after, box, _ = h.send("What colour, without options?", None, name)
+        assert name2 == name and after[:2] == shown and box == "What colour, without options?"
+        assert after[2]["role"] == "assistant" and after[2]["content"].startswith("⚠ error: ")

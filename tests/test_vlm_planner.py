@@ -250,3 +250,16 @@ def test_with_no_tools_given_there_is_nothing_to_plan(sign, config) -> None:
         assert tool_requests(srv) == []
     assert [r["why"] for r in rec["rounds"]] == ["decision after planning"]
     assert rec["errors"] == [] and rec["tools"] == [] and rec["answer"] == "b"
+
+
+def test_the_tools_the_model_called_are_in_the_trace_with_their_evidence(sign, config, tmp_path) -> None:
+    from agent.trace.read import questions, read_trace
+
+    script = Script(turns=[Turn([("ocr", "{}")], "I will read the sign."), Turn([], "b")])
+    with FakeOpenAIServer(script) as srv:
+        ask_server(srv, sign, config, "--max-steps", "4", "--run-dir", tmp_path / "run")
+    (view,) = questions(read_trace(tmp_path / "run" / "trace.jsonl"))
+    (call,) = view.nodes("run_tool")  # as a router-picked tool's: spans and boxes for the trace page
+    r = call.tool_result()
+    assert call.tool == "ocr" and call.inputs["planner"] == "vlm" and r is not None and r.ok
+    assert SIGN_TEXT in r.summary()

@@ -22,6 +22,7 @@ from agent.cli.common import Opt, err, flags_as_flags
 from agent.cli.dev import bench, dev
 from agent.cli.doctor import doctor_cmd
 from agent.cli.eval import eval_cmd
+from agent.cli.interrupt import exit_now, install as install_interrupts, interrupted, stopped_cleanly
 from agent.cli.kb import kb_app
 from agent.cli.trace import trace_app
 from agent.cli.train import train_cmd
@@ -59,13 +60,36 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _options(version: Annotated[bool, Opt("--version", callback=_print_version, is_eager=True,
-                                          help="Print the version (and git commit) and exit.")] = False) -> None:
+                                          help="Print the version (and git commit) and exit.")] = False,
+             verbose: Annotated[bool, Opt("--verbose", help="Keep third-party progress bars and warnings "
+                                          "(weight loading).")] = False) -> None:
     """Answer multiple-choice questions about images with tools and a local Qwen-VL."""
+    if not verbose:
+        quiet_third_parties()
+
+
+def quiet_third_parties() -> None:
+    """Third-party progress bars and chatter off (set before those libraries load; a variable already set wins):
+    a run's own progress and warnings are what the user reads."""
+    import os
+
+    for var, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                       ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"), ("TQDM_DISABLE", "1")):
+        os.environ.setdefault(var, value)
 
 
 flags_as_flags(app)
 
 def main() -> None:
+    install_interrupts()
+    try:
+        _main()
+    except SystemExit as exc:
+        exit_now(exc.code)  # without C++ teardown under tool calls still running (abandoned after a timeout)
+    exit_now(0)
+
+
+def _main() -> None:
     try:
         app()
     except VqaError as exc:
@@ -74,6 +98,11 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted: finished questions are kept in the run directory; rerun the same command to resume")
         sys.exit(130)
+    except SystemExit as exc:  # Typer turns Ctrl-C into a silent exit 130 before the handler above could speak
+        if exc.code == 130 and interrupted() and not stopped_cleanly():
+            err.print("interrupted: finished questions are kept in the run directory; rerun the same command to "
+                      "resume", highlight=False)
+        raise
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def ask(
     settings = opts.settings()
     forced = parse_tools(tools)  # after the settings: the config file may register plug-in tools
     with orchestrator(settings, forced) as vqa:
-        answer = vqa.ask(image, question, choice, run_dir=run_dir)
+        answer = vqa.ask(image, question, choice, run_dir=run_dir, on_step=None if as_json else step_line)
     if as_json:
         print(answer.model_dump_json(indent=2))
     else:
@@ -52,6 +52,36 @@ def ask(
         out.print(answer_panel(answer))
     if answer.failed:
         raise typer.Exit(1)
+
+
+def step_line(node: str, update: dict) -> None:
+    """One status line on stderr as each step of the graph finishes (tools may take a minute on a CPU)."""
+    from rich.markup import escape
+
+    from agent.cli.common import err
+
+    if node == "route" and update.get("route") is not None:
+        r = update["route"]
+        line = f"route ({update.get('why', 'router')}): {', '.join(r.run) or 'no tools'}"
+        line += "".join(f"; {t} skipped ({why.split(':')[0]})" for t, why in r.skipped.items())
+    elif node == "run_tool":
+        line = "; ".join(f"{r.tool}: " + (f"done in {r.seconds:.1f}s" + (" (cached)" if r.cached else "")
+                                           if r.ok else f"failed ({(r.error or '').splitlines()[0][:80]})")
+                         for r in update.get("results", []))
+    elif node == "reason":
+        rounds = update.get("rounds") or []
+        rnd = rounds[-1] if rounds else None
+        line = f"reasoned (round {rnd.index}, {rnd.planner})" + (f": {rnd.answer}" if rnd.answer else "") \
+            if rnd is not None else "reasoned"
+    elif node == "escalate":
+        line = f"escalate: adding {', '.join(update.get('round_tools') or []) or 'nothing'}"
+    elif node == "vlm_plan":
+        line = f"vlm planner: {len(update.get('rounds') or [])} step(s), {len(update.get('results') or [])} tool call(s)"
+    elif node == "load_image":
+        line = "image loaded"
+    else:
+        return
+    err.print(f"[dim]… {escape(line)}[/]", highlight=False)
 
 
 def route(

@@ -17,7 +17,7 @@ import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import typer
 from rich.console import Console
@@ -101,13 +101,16 @@ class Flag:
         kind = Settings.model_fields[self.setting].annotation
         if get_origin(kind) in (Union, types.UnionType):
             kind = next(a for a in get_args(kind) if a is not type(None))
+        choices = get_args(kind) if get_origin(kind) is Literal else ()
         kind = kind if kind in (bool, int, float) else str
-        return Annotated[Optional[kind], Opt(self.decl, help=self.help, rich_help_panel=self.panel)]
+        metavar = "[" + "|".join(choices) + "]" if choices else None  # an enumerated setting lists its choices
+        return Annotated[Optional[kind], Opt(self.decl, help=self.help, rich_help_panel=self.panel, metavar=metavar)]
 
 
 MODEL, TOOLS, PLAN, RUN = "Model", "Tools", "Planner", "Run"
 FLAGS: tuple[Flag, ...] = (
-    Flag("reasoner", "--reasoner", "qwen (a Qwen-VL checkpoint), or evidence (model-free, multiple choice only).",
+    Flag("reasoner", "--reasoner", "qwen (a Qwen-VL checkpoint), evidence (model-free, multiple choice only), or "
+         "openai (qwen on an OpenAI-compatible server, as --backend openai).",
          MODEL),
     Flag("backend", "--backend", "Where qwen runs: transformers (in-process) or openai (an OpenAI-compatible server: "
          "vLLM, LMDeploy, llama.cpp, Ollama).", MODEL),
@@ -124,7 +127,9 @@ FLAGS: tuple[Flag, ...] = (
          "the next-token logits.", MODEL),
     Flag("device", "--device", "auto, cpu, cuda, cuda:1 ...", MODEL),
     Flag("ocr_engine", "--ocr-engine", "auto, easyocr or tesseract (default: the ocr tool's, auto).", TOOLS),
-    Flag("tool_timeout", "--tool-timeout", "Seconds before a tool is given up on.", TOOLS),
+    Flag("tool_timeout", "--tool-timeout", "Seconds a tool call may run (waiting for a free slot not counted).", TOOLS),
+    Flag("tool_concurrency", "--tool-concurrency", "Calls of one tool at once; CPU tools also share this many "
+         "(default: one per 4 cores, two per GPU).", TOOLS),
     Flag("detector", "--detector", "Grounding DINO hub id or path (the detect tool).", TOOLS),
     Flag("segmenter", "--segmenter", "SAM hub id or path (the som tool).", TOOLS),
     Flag("planner", "--planner", "Who picks the tools: rules (the router, one round), escalate (add tools while the "

@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from agent.schema import Answer
+from agent.schema import Answer, brief_error
 from agent.textsafe import clean
 
 
@@ -30,9 +30,17 @@ def answer_panel(a: Answer) -> Panel:
                       _text(bar, style="green" if letter == a.answer else "dim"))
     rows = [_text(a.question, style="bold"), probs]
     route = a.route.method if a.route else "?"
-    rows.append(_text(f"tools: {', '.join(a.tools) or 'none'}   (route: {route})   method: {a.method}", style="cyan"))
+    planner = a.rounds[0].planner if a.rounds else "rules"
+    rows.append(_text(f"tools: {', '.join(a.tools) or 'none'}   (planner: {planner}, route: {route})   "
+                     f"method: {a.method}", style="cyan"))
     for t, why in (a.route.skipped if a.route else {}).items():
-        rows.append(_text(f"  {t}: skipped, {why}", style="yellow"))
+        rows.append(_text(f"  {t}: skipped, {brief_error(why)}", style="yellow"))
+    if len(a.rounds) > 1 or planner != "rules":  # the planner's rounds: what each added and what it decided
+        for r in a.rounds:
+            calls = ", ".join(c.tool + ("" if c.ok else " (failed)") for c in r.calls) or "no tools"
+            rows.append(_text(f"  round {r.index} ({r.why or r.planner}): {calls}"
+                             + (f" → {r.answer} ({r.confidence:.0%})" if r.answer and r.confidence is not None
+                                else ""), style="dim"))
     for r in a.evidence:
         rows.append(_text(f"  {r.tool}: {r.summary()}  [{r.seconds:.2f}s]"))
     for e in a.errors:
@@ -54,7 +62,9 @@ def print_batch_table(console: Console, answers: list[Answer]) -> None:
         ev = "; ".join(f"{r.tool}: {r.summary(3)}" for r in a.evidence) or "-"
         if a.errors:
             ev = (ev + "; " if ev != "-" else "") + "; ".join(a.errors)
-        tools = ",".join(a.tools + [f"{t} (unavailable)" for t in (a.route.skipped if a.route else {})]) or "-"
+        skipped = a.route.skipped if a.route else {}
+        tools = ",".join(a.tools + [f"{t} (unavailable)" for t, why in skipped.items()
+                                    if why.startswith("unavailable")]) or "-"
         t.add_row(_text(a.id), _text(a.answer), f"{a.probs.get(a.answer, 0.0):.2f}", _text(a.method), _text(tools),
                   _text(ev))
     console.print(t)

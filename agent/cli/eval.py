@@ -9,7 +9,19 @@ import typer
 from rich.table import Table
 
 from agent.cli.cluster import CpusPerWorker, GpusPerWorker, Oversubscribe, RayAddress, Workers, cluster
-from agent.cli.common import RUN_FLAGS, Limit, Opt, Quiet, SettingsFlags, fail, orchestrator, out, settings_flags
+from agent.cli.common import (
+    RUN_FLAGS,
+    Limit,
+    Opt,
+    Quiet,
+    SettingsFlags,
+    Tools,
+    fail,
+    orchestrator,
+    out,
+    settings_flags,
+    tools as parse_tools_flag,
+)
 from agent.cli.progress import row_progress
 
 if TYPE_CHECKING:
@@ -35,6 +47,7 @@ def eval_cmd(
                              "candidates (a JSON file; writes ranks.json).")] = "mc",
     dense: Annotated[Optional[Path], Opt("--dense", help="VisDial dense annotations (gt_relevance): adds NDCG.")] = None,
     rank_score: Annotated[str, Opt("--rank-score", help="visdial: rank by mean or sum log-likelihood.")] = "mean",
+    tools: Tools = None,
     ray: RayAddress = None, workers: Workers = 1, gpus_per_worker: GpusPerWorker = None,
     cpus_per_worker: CpusPerWorker = 1.0, oversubscribe: Oversubscribe = False,
     limit: Limit = None, quiet: Quiet = False,
@@ -56,12 +69,16 @@ def eval_cmd(
         fail(f"--task must be 'mc' or 'visdial', found {task!r}")
     on = cluster(ray, workers, gpus_per_worker, cpus_per_worker, oversubscribe)
     settings = opts.settings()
-    try:  # after the settings: the config file may register plug-in tools
-        tools = parse_tool_list(ablate_tools or "all")
+    forced = parse_tools_flag(tools)  # after the settings: the config file may register plug-in tools
+    try:
+        varied = parse_tool_list(ablate_tools or "all")
     except ValueError as exc:
         fail(f"--ablate-tools: {exc}")
-    with orchestrator(settings, cluster=on) as vqa, row_progress("router", quiet=quiet, transient=True) as bar:
-        metrics = vqa.eval(csv_path, images, run_dir, ablate=ablate, ablate_tools=tools,
+    if ablate_tools is not None and not (ablate or ablate_planners):
+        fail("--ablate-tools names the tools the ablation varies: add --ablate (or use --tools to force tools "
+             "on every question)")
+    with orchestrator(settings, forced, cluster=on) as vqa, row_progress("router", quiet=quiet, transient=True) as bar:
+        metrics = vqa.eval(csv_path, images, run_dir, ablate=ablate, ablate_tools=varied,
                            ablate_planners=ablate_planners, circular=circular, limit=limit, on_start=bar.start,
                            on_arm=bar.arm, on_done=bar.done)
     if as_json:
@@ -117,9 +134,17 @@ def print_metrics(m: Metrics) -> None:
         rows = m.ablation.rows
         extra = [k for k in rows[0] if k.startswith("ran:")] if rows else []
         t = _table("tool ablation (Δ and McNemar p vs router)", ["arm", "n", "accuracy", "95% CI", "Δ", "p", "s/q",
-                                                                  "calls/q", "tool s/q", *extra], [r["arm"] for r in rows])
+                                                                  "cached", "calls/q", "tool s/q", *extra],
+                   [r["arm"] for r in rows])
+        t.caption = ("ran:<tool>: share of questions on which the tool succeeded. s/q: wall seconds per question; "
+                     "'cached' is the share of tool results served from the tool cache (filled by the first arm "
+                     "or an earlier run), so those arms' seconds are lookups. An arm marked 'not run' forced a tool "
+                     "that is unavailable here: it is not compared.")
         for r in rows:
-            t.add_row(r["arm"], str(r["n"]), _pct(r["accuracy"]), f"{_pct(r['ci_low'])}–{_pct(r['ci_high'])}",
-                      f"{r['delta_vs_router']:+.1%}", f"{r['mcnemar_p']:.3g}", f"{r['s_per_q']:.3f}",
-                      f"{r['calls_per_q']:.2f}", f"{r['tool_s_per_q']:.3f}", *[_pct(r[k]) for k in extra])
+            skip = r.get("unavailable") and r["arm"] != "router"
+            t.add_row(r["arm"] + (f" [yellow](not run: {r['unavailable']} unavailable)[/]" if skip else ""),
+                      str(r["n"]), _pct(r["accuracy"]), f"{_pct(r['ci_low'])}–{_pct(r['ci_high'])}",
+                      "-" if skip else f"{r['delta_vs_router']:+.1%}", "-" if skip else f"{r['mcnemar_p']:.3g}",
+                      f"{r['s_per_q']:.3f}", _pct(r.get("cached", 0.0)), f"{r['calls_per_q']:.2f}",
+                      f"{r['tool_s_per_q']:.3f}", *[_pct(r[k]) for k in extra])
         out.print(t)

@@ -41,3 +41,19 @@ def show(
         out.print(render_question(v))
     if total > len(views):
         out.print(f"[dim]… {total - len(views)} more (raise --limit, or pick one with --id)[/]")
+
+
+@trace_app.command("html")
+def html_cmd(
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder (or its trace.jsonl).")],
+    out_path: Annotated[Optional[Path], Opt("--out", help="The page to write (default: RUN/trace.html).")] = None,
+    qid: Annotated[Optional[str], Opt("--id", help="Only this question.")] = None,
+    arm: Annotated[Optional[str], Opt("--arm", help="Only this ablation arm (e.g. router, only:ocr).")] = None,
+    all_runs: Annotated[bool, Opt("--all-runs", help="Every attempt, not only each question's latest.")] = False,
+    limit: Annotated[int, Opt("--limit", help="At most this many questions.")] = 200,
+) -> None:
+    """Write the trace as a self-contained HTML page (``vqa trace show --html PAGE`` does the same)."""
+    from agent.trace.read import trace_path
+
+    page = out_path or trace_path(run).parent / "trace.html"
+    show(run, qid=qid, arm=arm, all_runs=all_runs, html=page, limit=limit)

@@ -213,6 +213,17 @@ class QuestionTrace:
                 self.write("node", node=step.node, tool=step.tool, start=step.started,
                            end=step.started + step.seconds, ok=step.ok, error=step.error, cached=cached,
                            inputs=inputs, outputs=outputs)
+                if step.node == "vlm_plan":  # the tools the model called: events like run_tool's (spans, boxes,
+                    self._tool_calls(step.started, upd.get("results") or [])  # errors on the trace page)
+
+    def _tool_calls(self, start: float, results: list[Any]) -> None:
+        for r in results:
+            out = r.model_dump(mode="json", exclude={"settings"})
+            out["artifacts"] = {k: self.writer.relative(v) for k, v in r.artifacts.items()}
+            self.write("node", node="run_tool", tool=r.tool, start=start, end=start + r.seconds, ok=r.ok,
+                       error=r.error, cached=r.cached, outputs=out,
+                       inputs={"tool": r.tool, "image_sha256": self._image_sha, "settings": r.settings,
+                               "planner": "vlm"})
 
     def _summarise(self, node: str, tool: str | None, upd: dict[str, Any],
                    detail: dict[str, Any]) -> tuple[dict, dict, bool | None]:

@@ -74,6 +74,17 @@ class ChatHandlers:
         return name, _messages(state.get("turns", [])), shown
 
     def send(self, line: str, image: str | None, name: str | None) -> tuple:
+        """Ask; an error keeps the conversation on the page (and the line in the box), with one error line under
+        it, instead of replacing it."""
+        try:
+            return self._send(line, image, name)
+        except gr.Error as exc:
+            state = self.store.state(name) if name else None
+            shown = _messages(state.get("turns", [])) if state else []
+            note = {"role": "assistant", "content": f"⚠ error: {exc.message}"}
+            return name, [*shown, note], line, gr.update(choices=self.store.sessions(), value=name)
+
+    def _send(self, line: str, image: str | None, name: str | None) -> tuple:
         from agent.chat import ChatSession
 
         text, options = parse_line(line or "")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from agent.errors import VqaError
 from agent.runner import ResultsLog
-from agent.schema import Answer
+from agent.schema import Answer, brief_error
 
 COLUMNS = ["id", "answer", "gold", "correct", "confidence", "tools", "failed"]
 
@@ -31,18 +31,28 @@ class Row:
 
 
 def _row(a: Answer) -> Row:
-    failed = [f"{r.tool}: {r.error}" for r in a.evidence if not r.ok]
-    failed += [f"{t}: {why}" for t, why in (a.route.skipped.items() if a.route else ())]
+    failed = [f"{r.tool}: {brief_error(r.error)}" for r in a.evidence if not r.ok]
+    failed += [f"{t}: {brief_error(why)}" for t, why in (a.route.skipped.items() if a.route else ())]
     failed += [f"question: {e}" for e in a.errors] if a.failed else []
     gold = a.gold or ""
     return Row(a.id, a.answer, gold, ("yes" if a.answer == gold else "no") if gold else "",
                a.probs.get(a.answer, 0.0), ", ".join(a.tools), "; ".join(failed))
 
 
+def answers_dir(run_dir: Path) -> Path:
+    """Where a run's answers are: the run directory (``vqa batch``), or for a ``vqa eval`` run the folder of its
+    main arm (``arms/router``, or ``arms/planner-<name>`` when it ran another planner; else the first arm)."""
+    if (run_dir / "results.jsonl").is_file() or not (run_dir / "arms").is_dir():
+        return run_dir
+    arms = sorted(p.parent for p in (run_dir / "arms").glob("*/results.jsonl"))
+    main = [a for a in arms if a.name == "router"] or [a for a in arms if a.name.startswith("planner-")] or arms
+    return main[0] if main else run_dir
+
+
 def load_run(run_dir: Path) -> list[Row]:
     """Every question of the run: the answered ones (``results.jsonl``) and the rows that got a fallback
     (``failed.csv``), in file order."""
-    run_dir = Path(run_dir).expanduser()
+    run_dir = answers_dir(Path(run_dir).expanduser())
     results = run_dir / "results.jsonl"
     if not results.is_file():
         raise VqaError(f"expected a run directory with results.jsonl, found none in {run_dir}; make one with "

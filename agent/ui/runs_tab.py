@@ -23,8 +23,9 @@ def open_run(run_dir: str) -> tuple:
     try:
         rows = runs.load_run(Path(run_dir.strip()))
         table, header, plot = runs.ablation(Path(run_dir.strip()))
-    except Exception as exc:  # noqa: BLE001 - one line in the page
-        raise user_error(exc) from None
+    except Exception as exc:  # noqa: BLE001 - one line in the page; every widget stays usable for the next path
+        return ([], f"**error:** {user_error(exc).message}", [], gr.update(choices=[ANY], value=ANY),
+                gr.update(choices=[], value=None), "", gr.update(visible=False), gr.update(value=[]), None)
     wrong = sum(r.correct == "no" for r in rows)
     graded = sum(bool(r.correct) for r in rows)
     summary = (f"**{len(rows)} questions** · {sum(bool(r.failed) for r in rows)} with a failure"

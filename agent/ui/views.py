@@ -15,7 +15,7 @@ import numpy as np
 import supervision as sv
 from PIL import Image
 
-from agent.schema import Answer, RetrieveEvidence, ToolResult
+from agent.schema import Answer, RetrieveEvidence, ToolResult, brief_error
 from tools.marks import text_color_for
 from tools.ocr import hangul_font
 
@@ -112,7 +112,7 @@ def route_text(answer: Answer) -> str:
         return "**Route:** not routed (the image did not load)"
     lines = [f"**Route** ({route.method}): {', '.join(route.run) or 'no tools'}"]
     lines += [f"- `{t}`: {why}" for t, why in route.reasons.items()]
-    lines += [f"- `{t}` skipped: {why}" for t, why in route.skipped.items()]
+    lines += [f"- `{t}` skipped: {brief_error(why)}" for t, why in route.skipped.items()]
     lines += ["", "**Tools**"] if answer.evidence else []
     lines += [f"- `{r.tool}` {'✔' if r.ok else '✘'} {first_line(r.summary(4))} ({r.seconds:.2f}s)" for r in answer.evidence]
     return "\n".join(lines)
@@ -120,8 +120,8 @@ def route_text(answer: Answer) -> str:
 
 def tool_failures(answer: Answer) -> list[str]:
     """One line per tool that failed or could not run, and per error of the question."""
-    lines = [f"{r.tool} failed: {first_line(r.error)}" for r in answer.evidence if not r.ok]
-    lines += [f"{t} skipped: {first_line(why)}" for t, why in (answer.route.skipped.items() if answer.route else ())]
+    lines = [f"{r.tool} failed: {brief_error(r.error)}" for r in answer.evidence if not r.ok]
+    lines += [f"{t} skipped: {brief_error(why)}" for t, why in (answer.route.skipped.items() if answer.route else ())]
     return lines + [first_line(e) for e in answer.errors]
 
 
