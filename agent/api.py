@@ -158,13 +158,12 @@ class Orchestrator:
         from agent.reasoners import load_reasoner
         from agent.router import Router
         from agent.services import Services
-        from tools import plugin_routing, tool_names
+        from tools import tool_names
 
         s = self.settings
         check_planner(s.planner)  # a planner this install lacks fails before any work
-        rules, examples = plugin_routing()  # keywords and example questions of plug-in tools
         reasoner = load_reasoner(s.reasoner, **s.reasoner_kwargs())
-        services = Services(reasoner=reasoner, router=Router(rules=rules, examples=examples),
+        services = Services(reasoner=reasoner, router=Router(),
                             tool_settings=s.tool_settings(), max_pixels=s.image_max_pixels,
                             hard_cap_pixels=s.hard_cap_pixels, decode_budget=s.image_decode_budget,
                             tool_timeout=s.tool_timeout, planner=PlannerSettings.from_settings(s))
