@@ -32,6 +32,7 @@ BUILTIN: dict[str, str] = {
     "detect": "tools.detect:DetectTool",
     "ocr": "tools.ocr:OcrTool",
     "retrieve": "tools.retrieve.tool:RetrieveTool",
+    "anomaly": "tools.anomaly.tool:AnomalyTool",
 }
 ENTRY_POINT_GROUP = "vqa.tools"
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -197,6 +198,16 @@ def tool_flags() -> dict[str, tuple[str, str]]:
 def prior_seconds(name: str, default: float) -> float:
     """A tool's stated cost (rough CPU seconds per image), or ``default`` for a name that is not registered."""
     return float(REGISTRY.tool_class(name).cost) if name in REGISTRY else default
+
+
+def tool_commands() -> dict[str, Any]:
+    """Tool name -> its own CLI (a Typer app or a command function, ``Tool.commands``), for the tools that have one."""
+    out = {}
+    for name in tool_names():
+        spec = REGISTRY.tool_class(name).commands
+        if spec:
+            out[name] = import_spec(spec)
+    return out
 
 
 def langchain_tools(names: Sequence[str] | None = None, *, runner: Any = None,

@@ -33,10 +33,17 @@ def eval_cmd(
     ray: RayAddress = None, workers: Workers = 1, gpus_per_worker: GpusPerWorker = 0.0,
     cpus_per_worker: CpusPerWorker = 1.0,
     limit: Limit = None, quiet: Quiet = False,
+    task: Annotated[Optional[str], Opt("--task", help="A task a tool brings (anomaly ...): runs `vqa TASK eval` "
+                                       "with the other arguments, e.g. --task anomaly LABELS.csv --normal DIR.")] = None,
+    task_args: Annotated[Optional[list[str]], typer.Argument(hidden=True, help="The task's own options (--task).")
+                         ] = None,
     *, opts: SettingsFlags,
 ) -> None:
     """Accuracy with 95% intervals (overall, per category), calibration, and optionally the tool ablation."""
     from tools import parse_tool_list
+
+    if task is not None or task_args:
+        return run_task(task, [str(csv_path), "--images", str(images), "--run-dir", str(run_dir), *(task_args or [])])
 
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
@@ -58,6 +65,20 @@ def eval_cmd(
         out.print(f"metrics: {run_dir / 'metrics.json'}" + (f"   ablation: {run_dir / 'ablation.csv'}, "
                                                              f"{run_dir / 'ablation.png'}" if ablate or ablate_planners else "")
                   + f"   trace: vqa trace show {run_dir}")
+
+
+def run_task(task: str | None, args: list[str]) -> None:
+    """``vqa eval --task NAME ...``: the ``eval`` command of the tool ``NAME``'s own CLI (``Tool.commands``)."""
+    from tools import tool_commands
+
+    if task is None:
+        fail(f"unexpected arguments {' '.join(args[5:])}: vqa eval takes them only with --task (one of "
+             f"{', '.join(tool_commands()) or 'none'}); see vqa eval --help")
+    cli = tool_commands().get(task)
+    if not isinstance(cli, typer.Typer) or "eval" not in {c.name for c in cli.registered_commands}:
+        tasks = [n for n, c in tool_commands().items() if isinstance(c, typer.Typer)]
+        fail(f"--task {task!r}: expected a tool with an eval command, one of {tasks}")
+    typer.main.get_command(cli).main(["eval", *args], prog_name=f"vqa eval --task {task}", standalone_mode=False)
 
 
 def _pct(x: float) -> str:
