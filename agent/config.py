@@ -133,9 +133,10 @@ class Settings(BaseSettings):
         out = {name: dict(table) for name, table in self.tools.settings.items()}
         for name, table in self.tool_tables.items():
             out[name] = {**out.get(name, {}), **table}
-        for setting, (tool, key) in tool_flags().items():
+        for setting, (tool, key) in tool_flags().items():  # a setting left at its default leaves the tool's own
             value = getattr(self, setting, None)
-            if value is not None:
+            field = type(self).model_fields.get(setting)
+            if value is not None and (field is None or value != field.default):
                 out.setdefault(tool, {})[key] = value
         return {k: v for k, v in out.items() if v}
 

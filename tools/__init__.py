@@ -33,6 +33,7 @@ BUILTIN: dict[str, str] = {
     "ocr": "tools.ocr:OcrTool",
     "retrieve": "tools.retrieve.tool:RetrieveTool",
     "anomaly": "tools.anomaly.tool:AnomalyTool",
+    "caption": "tools.caption.tool:CaptionTool",
 }
 ENTRY_POINT_GROUP = "vqa.tools"
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -208,6 +209,11 @@ def tool_commands() -> dict[str, Any]:
         if spec:
             out[name] = import_spec(spec)
     return out
+
+
+def eval_tasks() -> dict[str, str]:
+    """Tool name -> its ``vqa eval --task`` command (``Tool.eval_task``, ``"module:function"``), for those with one."""
+    return {name: spec for name in tool_names() if (spec := REGISTRY.tool_class(name).eval_task)}
 
 
 def langchain_tools(names: Sequence[str] | None = None, *, runner: Any = None,

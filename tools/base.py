@@ -12,8 +12,9 @@ A tool is a class whose class attributes say everything the orchestrator needs w
 - ``Config``: its settings model (the config file's ``[name]`` table, or ``[tools.settings.name]``), checked
   before the tool is built; ``flags``: which top-level settings (CLI flags) fill which of its keys
   (``{"kb": "kb"}``); ``cost``: rough CPU seconds per image, the planners' prior until a run measures it;
-- ``commands``: ``"module:app"``, a Typer app of the tool's own commands, mounted as ``vqa NAME`` (its ``eval``
-  command is also ``vqa eval --task NAME``), or a Typer command function, mounted as the command ``vqa NAME``;
+- ``commands``: ``"module:app"``, a Typer app of the tool's own commands, mounted as ``vqa NAME``, or a Typer
+  command function, mounted as the command ``vqa NAME``; ``eval_task``: ``"module:function"``, a Typer command
+  function that ``vqa eval --task NAME CSV --images DIR --run-dir RUN [its options]`` runs;
 - ``Args``: the optional arguments a planner may pass besides the image and the question (``detect``: the
   phrases to find; ``ocr``: the language; ``retrieve``: the query), a pydantic model whose fields all default to
   ``None`` and arrive as keyword arguments of ``apply`` (none by default); ``tools.langchain`` shows them;
@@ -99,6 +100,7 @@ class Tool(ABC):
     flags: ClassVar[Mapping[str, str]] = {}
     cost: ClassVar[float] = 5.0
     commands: ClassVar[str | None] = None
+    eval_task: ClassVar[str | None] = None
     Args: ClassVar[type[NoArgs]] = NoArgs
     version: ClassVar[str] = "1"
     fingerprint: str = ""  # a property where it is computed (e.g. a digest of helper modules)

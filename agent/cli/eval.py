@@ -43,7 +43,8 @@ def eval_cmd(
     from tools import parse_tool_list
 
     if task is not None or task_args:
-        return run_task(task, [str(csv_path), "--images", str(images), "--run-dir", str(run_dir), *(task_args or [])])
+        return run_task(task, [str(csv_path), "--images", str(images), "--run-dir", str(run_dir), *(task_args or [])],
+                        dict(opts.given))
 
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
@@ -67,18 +68,25 @@ def eval_cmd(
                   + f"   trace: vqa trace show {run_dir}")
 
 
-def run_task(task: str | None, args: list[str]) -> None:
-    """``vqa eval --task NAME ...``: the ``eval`` command of the tool ``NAME``'s own CLI (``Tool.commands``)."""
-    from tools import tool_commands
+def run_task(task: str | None, args: list[str], given: dict) -> None:
+    """``vqa eval --task NAME ...``: the command the tool ``NAME`` declares for it (``Tool.eval_task``); the
+    settings flags typed on the command line (``--model``, ``--seed`` ...) reach it where it takes them."""
+    import inspect
 
+    from tools import eval_tasks, import_spec
+
+    tasks = eval_tasks()
     if task is None:
         fail(f"unexpected arguments {' '.join(args[5:])}: vqa eval takes them only with --task (one of "
-             f"{', '.join(tool_commands()) or 'none'}); see vqa eval --help")
-    cli = tool_commands().get(task)
-    if not isinstance(cli, typer.Typer) or "eval" not in {c.name for c in cli.registered_commands}:
-        tasks = [n for n, c in tool_commands().items() if isinstance(c, typer.Typer)]
-        fail(f"--task {task!r}: expected a tool with an eval command, one of {tasks}")
-    typer.main.get_command(cli).main(["eval", *args], prog_name=f"vqa eval --task {task}", standalone_mode=False)
+             f"{', '.join(tasks) or 'none'}); see vqa eval --help")
+    if task not in tasks:
+        fail(f"--task {task!r}: expected one of {list(tasks)} (tools that declare an eval task)")
+    fn = import_spec(tasks[task])
+    args += [a for k, v in given.items() if k in inspect.signature(fn).parameters
+             for a in (f"--{k.replace('_', '-')}", str(v))]
+    cli = typer.Typer(add_completion=False)
+    cli.command()(fn)
+    typer.main.get_command(cli).main(args, prog_name=f"vqa eval --task {task}", standalone_mode=False)
 
 
 def _pct(x: float) -> str:

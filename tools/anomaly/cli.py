@@ -62,7 +62,8 @@ def eval_cmd(
     images: Annotated[Path, typer.Option("--images", help="Root folder the paths are relative to.")],
     run_dir: Annotated[Path, typer.Option("--run-dir", help="Where metrics.json and scores.png go.")],
     normal: Annotated[Optional[Path], typer.Option("--normal", help="Folder of normal photos to fit on.")] = None,
-    model_path: Annotated[Optional[Path], typer.Option("--model", help="A fitted model instead of --normal.")] = None,
+    model_path: Annotated[Optional[Path], typer.Option("--anomaly-model", help="A model from vqa anomaly fit "
+                                                       "instead of --normal.")] = None,
     backbone: Annotated[str, typer.Option("--backbone", help="As for fit (with --normal).")] = "filters",
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
@@ -71,7 +72,8 @@ def eval_cmd(
     from tools.anomaly.patchcore import AnomalyModel
 
     if (normal is None) == (model_path is None):
-        raise ConfigError("vqa eval --task anomaly needs exactly one of --normal NORMAL_DIR (fit now) or --model MODEL")
+        raise ConfigError("vqa eval --task anomaly needs exactly one of --normal NORMAL_DIR (fit now) or "
+                          "--anomaly-model MODEL")
     if not images.is_dir():
         raise ConfigError(f"--images {images} is not a folder")
     rows = ev.read_labels(labels, images)

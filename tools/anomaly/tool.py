@@ -124,6 +124,7 @@ class AnomalyTool(Tool):
     evidence = AnomalyEvidence
     Config = AnomalyConfig
     commands = "tools.anomaly.cli:app"  # vqa anomaly fit / eval / textures
+    eval_task = "tools.anomaly.cli:eval_cmd"  # vqa eval --task anomaly
     cost = 0.5  # the offline backbone: filters and a nearest-neighbour search, well under a second per image
     routing = Routing(
         keywords=(r"결함|불량|흠집|긁힘|스크래치|파손|찍힘|하자|비정상",
