@@ -144,3 +144,12 @@ def make_tiny_blip(out: Path) -> Path:
     BlipForConditionalGeneration(cfg).save_pretrained(out)
     BlipProcessor(BlipImageProcessor(size={"height": 32, "width": 32}), tok).save_pretrained(out)
     return out
+
+
+def test_the_reasoner_checkpoint_is_the_default_captioner() -> None:
+    from agent.config import DEFAULT_MODEL, load_settings
+    from tools.caption.tool import DEFAULT_MODEL as CAPTION_DEFAULT
+
+    assert CAPTION_DEFAULT == DEFAULT_MODEL  # left alone, both are the project's default checkpoint
+    assert load_settings(None, {}).tool_settings() == {}  # a flag at its default fills no tool's settings
+    assert load_settings(None, {"model": "/m/qwen"}).tool_settings() == {"caption": {"model": "/m/qwen"}}

@@ -20,6 +20,8 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 
+from agent.errors import ConfigError
+
 HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 TOKEN = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]|[^\W_\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]+")
 
@@ -40,9 +42,12 @@ def tokenize(captions: Mapping[str, Sequence[str]], lang: str) -> dict[str, list
 
 def score(refs: Mapping[str, Sequence[str]], hyps: Mapping[str, str], lang: str) -> dict:
     """Corpus BLEU-4, METEOR, ROUGE-L and CIDEr of ``hyps`` against ``refs`` (same ids)."""
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
+    try:
+        from pycocoevalcap.bleu.bleu import Bleu
+        from pycocoevalcap.cider.cider import Cider
+        from pycocoevalcap.rouge.rouge import Rouge
+    except ImportError:
+        raise ConfigError("caption metrics need pycocoevalcap: pip install 'vqa-orchestrator[caption]'") from None
 
     if set(refs) != set(hyps):
         missing = sorted(set(refs) ^ set(hyps))[:5]
