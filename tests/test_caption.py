@@ -153,3 +153,23 @@ def test_the_reasoner_checkpoint_is_the_default_captioner() -> None:
     assert CAPTION_DEFAULT == DEFAULT_MODEL  # left alone, both are the project's default checkpoint
     assert load_settings(None, {}).tool_settings() == {}  # a flag at its default fills no tool's settings
     assert load_settings(None, {"model": "/m/qwen"}).tool_settings() == {"caption": {"model": "/m/qwen"}}
+
+
+def test_retrieve_searches_with_the_caption_when_caption_is_routed(tiny_dir: Path, tmp_path: Path) -> None:
+    """"caption → retrieval": with the caption tool as its peer, retrieve searches the question and the caption."""
+    from agent.images import load_image
+    from agent.kb.build import build_kb
+
+    kb = tmp_path / "kb"
+    build_kb(Path(__file__).resolve().parents[1] / "examples" / "train.csv", kb, clip="e5")
+    caption = load_tool("caption", model=str(tiny_dir / "vlm-qwen3-vl"), max_new_tokens=8)
+    retrieve = load_tool("retrieve", kb=str(kb), k=3)
+    image = load_image(EXAMPLES / "chelsea.jpg").image
+    q = Question(id="TEST_X", image=EXAMPLES / "chelsea.jpg", text="고양이 눈은 무슨 색인가요?",
+                 options={"a": "파란색", "b": "노란색"})
+    alone = retrieve.run(image, q)
+    both = retrieve.run(image, q, peers={"caption": caption})
+    assert alone.ok and both.ok, (alone.error, both.error)
+    said = caption.describe(image, "ko")[0]
+    assert said and [e.score for e in both.evidence.entries] != [e.score for e in alone.evidence.entries]
+    assert caption.run(image, q).evidence.caption == said  # one generation, read by both

@@ -12,7 +12,9 @@ Evidence: the caption, its language and the model; it goes into the answer promp
 
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -91,6 +93,8 @@ class CaptionTool(Tool):
         super().__init__(model=model, captioner=captioner, max_new_tokens=int(max_new_tokens), max_side=int(max_side),
                          device=device)
         self._backend: Any = None
+        self._memo: dict[tuple, tuple[str, str]] = {}  # (image digest, language) -> caption: one generation each
+        self._memo_lock = threading.Lock()
 
     @property
     def checkpoint(self) -> str:
@@ -141,7 +145,28 @@ class CaptionTool(Tool):
         new = out[:, inputs["input_ids"].shape[1]:] if kind not in ("blip", "blip-2") else out
         return clean_caption(processor.batch_decode(new, skip_special_tokens=True)[0]), said
 
+    def describe(self, image: Image.Image, language: str) -> tuple[str, str]:
+        """``generate``, once per image and language in this process (``retrieve`` reads it as a peer)."""
+        key = (hashlib.sha1(image.tobytes()).hexdigest(), image.size, language)
+        with self._memo_lock:
+            hit = self._memo.get(key)
+        if hit is None:
+            self.setup()
+            hit = self.generate(image, language)
+            with self._memo_lock:
+                if len(self._memo) >= 256:
+                    self._memo.pop(next(iter(self._memo)))
+                self._memo[key] = hit
+        return hit
+
+    def caption_text(self, image: Image.Image, question: Question) -> str | None:
+        """The caption to search a knowledge base with, or ``None`` when the captioner cannot run."""
+        try:
+            return self.describe(image, question_language(question))[0] or None
+        except Exception:  # noqa: BLE001 - the caption's own node records why; the search goes on without it
+            return None
+
     def apply(self, image: Image.Image, question: Question, workdir: Path | None,
               peers: Mapping[str, Tool]) -> tuple[CaptionEvidence, dict[str, str]]:
-        caption, language = self.generate(image, question_language(question))
+        caption, language = self.describe(image, question_language(question))
         return CaptionEvidence(caption=caption, language=language, model=Path(self.checkpoint).name), {}

@@ -63,6 +63,7 @@ class RetrieveTool(Tool):
     cost = 0.5  # rough CPU seconds per image: the planners' prior
     Args = RetrieveArgs
     evidence = RetrieveEvidence
+    uses = ("caption",)  # a routed caption is searched with the question
     description = ("Finds the k entries of a knowledge base (vqa kb build) most similar to the image and the "
                    "question: solved questions with their options and answers, captioned images, or passages, "
                    "each with a similarity score and id.")
@@ -103,8 +104,11 @@ class RetrieveTool(Tool):
         s = self.settings
         guard = Guard(mode=s["leakage_guard"], query_id=question.id, image_sha256=file_sha256(question.image),
                       text=question.text, exclude_ids=frozenset(s["exclude_ids"]))
-        hits, excluded = self._kb.search(self._embedder, image=image,
-                                         text=query or question_text(question.text, question.options), k=s["k"],
+        text = query or question_text(question.text, question.options)
+        caption = peers["caption"].caption_text(image, question) if query is None and "caption" in peers else None
+        if caption:  # a routed caption searches too: "caption → retrieval"
+            text = f"{text}\n{caption}"
+        hits, excluded = self._kb.search(self._embedder, image=image, text=text, k=s["k"],
                                          guard=guard, image_weight=s["image_weight"])
         return RetrieveEvidence(kb=str(self._kb.root), embedder=self._kb.embedder.name,
                                 entries=[to_entry(h) for h in hits], excluded=[i for i, _ in excluded]), {}
