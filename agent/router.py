@@ -171,7 +171,7 @@ class Router:
                 learned.append(tool)
                 reasons[tool] = self._explain(model, j, probs[j], inputs, fired, nearest)
         for tool, why in self._plugin_examples(vec).items():
-            if tool not in reasons:
+            if tool not in reasons and tool not in model.tools:  # a tool the learned stage knows is decided by it
                 learned.append(tool)
                 reasons[tool] = why
         tools = _ordered(reasons)
