@@ -66,6 +66,8 @@ def test_one_langchain_tool_per_registered_tool_with_its_card_and_schema(with_pl
                      "detect": {"question": shown["som"]["question"], "phrases": shown["detect"]["phrases"]},
                      "ocr": {"question": shown["som"]["question"], "language": shown["ocr"]["language"]},
                      "retrieve": {"question": shown["som"]["question"], "query": shown["retrieve"]["query"]},
+                     "anomaly": {"question": shown["som"]["question"]},
+                     "caption": {"question": shown["som"]["question"]},
                      "mean_color": {"question": shown["som"]["question"]}}
     assert shown["ocr"]["language"]["anyOf"][0]["enum"] == ["en", "ko"]
     assert [t.name for t in tools.langchain_tools(["ocr", "som"])] == ["som", "ocr"]  # registry order
