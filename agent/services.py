@@ -172,14 +172,13 @@ def open_services(settings: Settings) -> Services:
     from agent.planners import check_planner
     from agent.reasoners import load_reasoner
     from agent.toolpool import configure as configure_pool
-    from tools import plugin_routing, tool_names
+    from tools import tool_names
 
     s = settings
     check_planner(s.planner)  # a planner this install lacks fails before any work
     configure_pool(s.tool_concurrency, s.device)  # tool slots and thread pools sized to the machine
-    rules, examples = plugin_routing()  # keywords and example questions of plug-in tools
     reasoner = load_reasoner(s.reasoner, **s.reasoner_kwargs())
-    services = Services(reasoner=reasoner, router=Router(rules=rules, examples=examples),
+    services = Services(reasoner=reasoner, router=Router(),
                         tool_settings=s.tool_settings(), max_pixels=s.image_max_pixels,
                         hard_cap_pixels=s.hard_cap_pixels, decode_budget=s.image_decode_budget,
                         tool_timeout=s.tool_timeout, planner=PlannerSettings.from_settings(s))

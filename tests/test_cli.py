@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import tools
+
 VQA = str(Path(sys.executable).parent / "vqa")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PHOTO = EXAMPLES / "images" / "coffee.jpg"
@@ -48,7 +50,7 @@ def test_route_explains_each_tools_score() -> None:
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
     assert r["tools"] == ["ocr"] and r["method"] == "e5"
-    assert set(r["scores"]) == set(r["thresholds"]) == {"som", "detect", "ocr", "retrieve"}
+    assert set(r["scores"]) == set(r["thresholds"]) == set(tools.tool_names())
     assert "options look like text to read" in r["reasons"]["ocr"] and r["features"]["text"] == ["3,000원", "3,500원",
                                                                                              "4,000원"]
     assert len(r["nearest"]) == 3 and {"question", "tools", "cos"} <= set(r["nearest"][0])
@@ -69,7 +71,7 @@ def test_eval_router_prints_metrics_with_intervals_and_timing(tmp_path: Path) ->
     p = vqa("dev", "eval-router", "--bank", bank, "--json")
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
-    assert r["split"] == "test" and r["n"] == 6 and set(r["per_tool"]) == {"som", "detect", "ocr", "retrieve"}
+    assert r["split"] == "test" and r["n"] == 6 and set(r["per_tool"]) == set(tools.tool_names())
     lo, hi = r["exact"]["ci"]
     assert 0.0 <= lo <= r["exact"]["value"] <= hi <= 1.0 and r["exact"]["n"] == 6
     assert r["timing"]["median_ms"] > 0 and r["timing"]["p95_ms"] >= r["timing"]["median_ms"]
@@ -330,17 +332,19 @@ def test_progress_bar_counts_bad_rows_and_failed_csv_has_their_lines(tmp_path: P
     failed = {r["id"]: r["line"] for r in csv.DictReader(open(tmp_path / "run" / "failed.csv", encoding="utf-8"))}
     assert failed == {"gone": "4", "gap": "5", "short": "6"}
 def test_train_router_writes_a_model_that_eval_router_scores(tmp_path: Path) -> None:
-    from agent.routing.bank import load_bank, split
+    from agent.routing.bank import TOOL_NAMES, load_bank, split
 
     items = load_bank()
     picked = [it for name, n in (("train", 40), ("val", 16)) for it in split(items, name)[::8][:n]]
+    for tool in TOOL_NAMES:  # every tool has training questions with it (tools added late sit at the bank's end)
+        picked += [it for it in split(items, "train") if tool in it.tools and it not in picked][:2]
     bank = tmp_path / "bank.jsonl"
     bank.write_text("".join(it.model_dump_json() + "\n" for it in picked), encoding="utf-8")
     p = vqa("dev", "train-router", "--bank", bank, "--out", tmp_path / "m.npz", "--json")
     assert p.returncode == 0, p.stderr
     report = json.loads(p.stdout)
     assert report["out"] == str(tmp_path / "m.npz") and (tmp_path / "m.npz").is_file()
-    assert set(report["thresholds"]) == {"som", "detect", "ocr", "retrieve"} and "log_loss" in report["val"]
+    assert set(report["thresholds"]) == set(TOOL_NAMES) and "log_loss" in report["val"]
     p = vqa("dev", "eval-router", "--bank", bank, "--split", "val", "--model", tmp_path / "m.npz", "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["n"] == sum(it.split == "val" for it in picked)

@@ -15,7 +15,7 @@ def test_flags_override_the_config_file(tmp_path: Path) -> None:
     cfg = tmp_path / "vqa.toml"
     cfg.write_text('reasoner = "evidence"\nbatch_size = 4\ndetector = "/m/gd"\n[ocr]\nengine = "tesseract"\n')
     s = load_settings(cfg, {"batch_size": 16, "model": None})
-    assert (s.reasoner, s.batch_size, s.ocr) == ("evidence", 16, {"engine": "tesseract"})
+    assert (s.reasoner, s.batch_size, s.tool_tables) == ("evidence", 16, {"ocr": {"engine": "tesseract"}})
     assert s.tool_settings() == {"ocr": {"engine": "tesseract"}, "detect": {"model": "/m/gd"}}
 
 

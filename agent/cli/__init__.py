@@ -30,6 +30,7 @@ from agent.cli.ui import ui_cmd
 from agent.cli.visdial import rank_cmd
 from agent.errors import VqaError
 from agent.textsafe import clean
+from tools import tool_commands
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
                   help="Answer multiple-choice questions about images with tools and a local Qwen-VL.")
@@ -38,7 +39,7 @@ app.command()(route)
 app.command()(batch)
 app.command()(bench)
 app.command("chat")(chat_cmd)
-app.command("eval")(eval_cmd)
+app.command("eval", context_settings={"ignore_unknown_options": True})(eval_cmd)  # --task's options pass on
 app.command("train")(train_cmd)
 app.command("ui")(ui_cmd)
 app.command("bundle")(bundle_cmd)
@@ -47,6 +48,11 @@ app.command("rank")(rank_cmd)
 app.add_typer(trace_app, name="trace")
 app.add_typer(kb_app, name="kb")
 app.add_typer(dev, name="dev")
+for _name, _cli in tool_commands().items():  # each tool's own commands (Tool.commands): vqa anomaly fit ...
+    if isinstance(_cli, typer.Typer):
+        app.add_typer(_cli, name=_name)
+    else:
+        app.command(_name)(_cli)
 
 
 def _print_version(value: bool) -> None:

@@ -91,10 +91,8 @@ def route(
 ) -> None:
     """Show which tools the router picks for a question, each tool's score and why (no VLM or tool is loaded)."""
     from agent.router import Router
-    from tools import plugin_routing
 
-    rules, examples = plugin_routing()  # plug-ins installed as vqa.tools entry points
-    r = Router(rules=rules, examples=examples).route(question, choice or [])
+    r = Router().route(question, choice or [])  # every registered tool's rules and examples, plug-ins' included
     if as_json:
         print(json.dumps(r.as_dict(), ensure_ascii=False))
     else:

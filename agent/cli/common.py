@@ -26,6 +26,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from agent.config import Settings, load_settings
 from agent.textsafe import clean
+from tools import BUILTIN
 
 if TYPE_CHECKING:
     from agent.api import Orchestrator
@@ -154,7 +155,7 @@ BY_SETTING = {f.setting: f for f in FLAGS + RUN_FLAGS}
 
 Config = Annotated[Optional[Path], Opt("--config", help="TOML file of settings keyed by the flag names (max-pixels or "
                                        "max_pixels); flags win over it, it wins over VQA_<NAME> variables.")]
-Tools = Annotated[Optional[str], Opt("--tools", help="Override the router: comma list of som,detect,ocr,retrieve "
+Tools = Annotated[Optional[str], Opt("--tools", help=f"Override the router: comma list of {','.join(BUILTIN)} "
                                      "(and plug-in tools); 'all' or 'none'.")]
 RunDir = Annotated[Optional[Path], Opt("--run-dir", help="Keep every question's full record and images here.")]
 AsJson = Annotated[bool, Opt("--json", help="Print the machine-readable record.")]

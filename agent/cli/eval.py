@@ -43,18 +43,26 @@ def eval_cmd(
     circular: Annotated[bool, Opt("--circular", help="Ask every rotation of the options: circular accuracy and "
                                   "position bias.")] = False,
     as_json: Annotated[bool, Opt("--json", help="Print metrics.json instead of tables.")] = False,
-    task: Annotated[str, Opt("--task", help="mc: lettered multiple choice (a CSV); visdial: rank VisDial v1.0 "
-                             "candidates (a JSON file; writes ranks.json).")] = "mc",
+    task: Annotated[Optional[str], Opt("--task", help="mc (the default): lettered multiple choice (a CSV); visdial: "
+                                       "rank VisDial v1.0 candidates (a JSON file; writes ranks.json); a task a tool "
+                                       "brings (anomaly, caption): runs that tool's eval with the other arguments, "
+                                       "e.g. --task anomaly LABELS.csv --normal DIR.")] = None,
     dense: Annotated[Optional[Path], Opt("--dense", help="VisDial dense annotations (gt_relevance): adds NDCG.")] = None,
     rank_score: Annotated[str, Opt("--rank-score", help="visdial: rank by mean or sum log-likelihood.")] = "mean",
     tools: Tools = None,
     ray: RayAddress = None, workers: Workers = 1, gpus_per_worker: GpusPerWorker = None,
     cpus_per_worker: CpusPerWorker = 1.0, oversubscribe: Oversubscribe = False,
     limit: Limit = None, quiet: Quiet = False,
+    task_args: Annotated[Optional[list[str]], typer.Argument(hidden=True, help="The task's own options (--task).")
+                         ] = None,
     *, opts: SettingsFlags,
 ) -> None:
     """Accuracy with 95% intervals (overall, per category), calibration, and optionally the tool ablation."""
     from tools import parse_tool_list
+
+    if task not in (None, "mc", "visdial") or task_args:
+        return run_task(task, [str(csv_path), "--images", str(images), "--run-dir", str(run_dir), *(task_args or [])],
+                        dict(opts.given))
 
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
@@ -65,8 +73,6 @@ def eval_cmd(
 
         return eval_visdial_cli(csv_path, images, run_dir, dense=dense, rank_score=rank_score, limit=limit,
                                 quiet=quiet, as_json=as_json, settings=opts.settings())
-    if task != "mc":
-        fail(f"--task must be 'mc' or 'visdial', found {task!r}")
     on = cluster(ray, workers, gpus_per_worker, cpus_per_worker, oversubscribe)
     settings = opts.settings()
     forced = parse_tools_flag(tools)  # after the settings: the config file may register plug-in tools
@@ -89,6 +95,27 @@ def eval_cmd(
         out.print(f"metrics: {run_dir / 'metrics.json'}" + (f"   ablation: {run_dir / 'ablation.csv'}, "
                                                              f"{run_dir / 'ablation.png'}" if ablate or ablate_planners else "")
                   + f"   trace: vqa trace show {run_dir}")
+
+
+def run_task(task: str | None, args: list[str], given: dict) -> None:
+    """``vqa eval --task NAME ...``: the command the tool ``NAME`` declares for it (``Tool.eval_task``); the
+    settings flags typed on the command line (``--model``, ``--seed`` ...) reach it where it takes them."""
+    import inspect
+
+    from tools import eval_tasks, import_spec
+
+    tasks = eval_tasks()
+    if task is None:
+        fail(f"unexpected arguments {' '.join(args[5:])}: vqa eval takes them only with --task (one of "
+             f"{', '.join(tasks) or 'none'}); see vqa eval --help")
+    if task not in tasks:
+        fail(f"--task {task!r}: expected mc, visdial or one of {list(tasks)} (tools that declare an eval task)")
+    fn = import_spec(tasks[task])
+    args += [a for k, v in given.items() if k in inspect.signature(fn).parameters
+             for a in (f"--{k.replace('_', '-')}", str(v))]
+    cli = typer.Typer(add_completion=False)
+    cli.command()(fn)
+    typer.main.get_command(cli).main(args, prog_name=f"vqa eval --task {task}", standalone_mode=False)
 
 
 def _pct(x: float) -> str:

@@ -1,8 +1,8 @@
 """Measured tool costs for one run: mean seconds per tool, fed by every successful tool run the graph computes.
 
 ``escalate`` orders the tools it may add cheapest first by these means. A tool not yet measured in the run is
-placed by ``PRIOR_SECONDS`` (rough CPU seconds per image; an unknown plug-in counts as ``DEFAULT_PRIOR``), so the
-order is stated, not guessed anew, until the run has measured it. Results served from the tool cache are not
+placed by its stated cost (``Tool.cost``, rough CPU seconds per image; a name not registered counts as
+``DEFAULT_PRIOR``), so the order is stated, not guessed anew, until the run has measured it. Results served from the tool cache are not
 counted: a cache lookup says nothing about what computing the tool costs on the next image.
 """
 
@@ -11,7 +11,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-PRIOR_SECONDS: dict[str, float] = {"retrieve": 0.5, "ocr": 2.0, "detect": 4.0, "som": 8.0}
+from tools import prior_seconds
+
 DEFAULT_PRIOR = 5.0
 
 
@@ -37,7 +38,7 @@ class ToolCosts:
     def estimate(self, tool: str) -> float:
         """The measured mean, else the stated prior."""
         m = self.mean(tool)
-        return m if m is not None else PRIOR_SECONDS.get(tool, DEFAULT_PRIOR)
+        return m if m is not None else prior_seconds(tool, DEFAULT_PRIOR)
 
     def cheapest_first(self, tools: list[str]) -> list[str]:
         return sorted(tools, key=lambda t: (self.estimate(t), t))

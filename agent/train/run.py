@@ -27,6 +27,7 @@ from agent.schema import Question
 from agent.train import logbook
 from agent.train.manifest import template_versions, write_manifest
 from agent.train.options import TrainOptions
+from tools import tool_flags
 
 CHECKPOINTS, CONFIG, EVIDENCE = "checkpoints", "train_config.json", "evidence.jsonl"
 
@@ -102,8 +103,8 @@ def run_config(settings: Settings, options: TrainOptions, forced: list[str] | No
     """What determines the run; ``--resume`` refuses to continue a run started with anything else."""
     rows = hashlib.sha256(json.dumps([[q.id, q.answer] for q in train] + [["val"]] + [[q.id, q.answer] for q in val])
                           .encode()).hexdigest()[:16]
-    keep = ("model", "quant", "dtype", "min_pixels", "max_pixels", "image_max_pixels", "detector", "segmenter", "kb",
-            "ocr", "detect", "som", "retrieve")
+    keep = ("model", "quant", "dtype", "min_pixels", "max_pixels", "image_max_pixels", "tool_tables",
+            *tool_flags())  # every tool's settings: its table and the flags it declares (Tool.flags)
     return {"options": options.model_dump(mode="json"), "settings": settings.model_dump(mode="json", include=set(keep)),
             "tools": "router" if forced is None else forced, "rows": rows}
 

@@ -19,7 +19,7 @@ from pydantic import Field
 from agent.errors import ConfigError, ImageError
 from agent.images import file_sha256 as safe_file_sha256
 from agent.schema import Question, RetrievedEntry, RetrieveEvidence
-from tools.base import NoArgs, Tool, ToolError
+from tools.base import NoArgs, Routing, Tool, ToolError
 from tools.retrieve.kb import GUARDS, Guard, Hit, check_weight, question_text
 
 NO_KB = "no knowledge base: pass --kb DIR (build one with vqa kb build)"
@@ -51,8 +51,19 @@ class RetrieveArgs(NoArgs):
 
 class RetrieveTool(Tool):
     name = "retrieve"
+    routing = Routing(
+        keywords=(  # searched in the lower-cased question; high precision
+            r"전통|유래|문화재|역사|명절|궁궐|사찰|유적|기념일|무엇이라고\s*부르|뭐라고\s*부르|"
+            r"(?:음식|요리|건물|건축물|악기|놀이|옷|의상|도구)의?\s*(?:이름|명칭)",
+            r"\b(?:traditional|traditionally|history|historical|origin|festival|heritage|dynasty|landmark|"
+            r"cuisine|used for|what is this (?:food|building|place|dish))\b",
+        ),
+        why="asks for knowledge beyond the picture")
+    flags = {"kb": "kb"}  # top-level settings (CLI flags) -> constructor keys
+    cost = 0.5  # rough CPU seconds per image: the planners' prior
     Args = RetrieveArgs
     evidence = RetrieveEvidence
+    uses = ("caption",)  # a routed caption is searched with the question
     description = ("Finds the k entries of a knowledge base (vqa kb build) most similar to the image and the "
                    "question: solved questions with their options and answers, captioned images, or passages, "
                    "each with a similarity score and id.")
@@ -93,8 +104,11 @@ class RetrieveTool(Tool):
         s = self.settings
         guard = Guard(mode=s["leakage_guard"], query_id=question.id, image_sha256=file_sha256(question.image),
                       text=question.text, exclude_ids=frozenset(s["exclude_ids"]))
-        hits, excluded = self._kb.search(self._embedder, image=image,
-                                         text=query or question_text(question.text, question.options), k=s["k"],
+        text = query or question_text(question.text, question.options)
+        caption = peers["caption"].caption_text(image, question) if query is None and "caption" in peers else None
+        if caption:  # a routed caption searches too: "caption → retrieval"
+            text = f"{text}\n{caption}"
+        hits, excluded = self._kb.search(self._embedder, image=image, text=text, k=s["k"],
                                          guard=guard, image_weight=s["image_weight"])
         return RetrieveEvidence(kb=str(self._kb.root), embedder=self._kb.embedder.name,
                                 entries=[to_entry(h) for h in hits], excluded=[i for i, _ in excluded]), {}
