@@ -38,6 +38,19 @@ def options(cmd: object) -> set[str]:
     return out
 
 
+def task_options(words: list[str]) -> set[str]:
+    """``vqa eval --task NAME``: the options of the eval command the tool ``NAME`` declares (they pass on)."""
+    from tools import eval_tasks, import_spec
+
+    name = words[words.index("--task") + 1] if "--task" in words[:-1] else None
+    tasks = eval_tasks()
+    if name not in tasks:
+        return set()
+    cli = typer.Typer()
+    cli.command()(import_spec(tasks[name]))
+    return options(typer.main.get_command(cli))
+
+
 def vqa_calls(text: str) -> list[list[str]]:
     """The token lists after each ``vqa`` in shell text (continuation lines joined, comments dropped)."""
     calls = []
@@ -73,9 +86,10 @@ def check_call(tree: object, tokens: list[str]) -> list[str]:
         leaves = [c.commands[n] for c in leaves for n in names]
         i += 1
     wrong = []
+    extra = task_options(words)
     for w in words[i:]:
         flag = w.split("=", 1)[0]
-        if re.fullmatch(r"--?[a-zA-Z][\w-]*", flag) and any(flag not in options(c) for c in leaves):
+        if re.fullmatch(r"--?[a-zA-Z][\w-]*", flag) and any(flag not in options(c) | extra for c in leaves):
             wrong.append(f"vqa {' '.join(tokens)}: {flag} is not an option of that command")
     return wrong
 
