@@ -14,9 +14,11 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import supervision as sv
 
-IOS = sv.OverlapMetric.IOS  # intersection over the smaller box: 1.0 when one box lies inside the other
+from tools.imports import lazy
+
+sv = lazy("supervision")
+
 
 
 def empty_detections() -> sv.Detections:
@@ -81,7 +83,7 @@ def remove_group_boxes(det: sv.Detections, contain: float = 0.9, min_members: in
     """
     if len(det) < min_members + 1:
         return det
-    ios = sv.box_iou_batch(det.xyxy, det.xyxy, overlap_metric=IOS)  # ios[i, j]: overlap over the smaller of i, j
+    ios = sv.box_iou_batch(det.xyxy, det.xyxy, overlap_metric=sv.OverlapMetric.IOS)  # ios[i, j]: overlap over the smaller of i, j
     area = _areas(det.xyxy)
     same = det.class_id[:, None] == det.class_id[None, :]
     member = (ios >= contain) & same & (area[None, :] <= max_member_area * area[:, None])  # member[i, j]: j in i
@@ -96,7 +98,7 @@ def dedupe(det: sv.Detections, nms_iou: float = 0.5, contain: float = 0.9, cross
         return det
     det = det.with_nms(threshold=nms_iou, class_agnostic=False)
     det = remove_group_boxes(det, contain=contain)
-    det = det.with_nms(threshold=contain, class_agnostic=False, overlap_metric=IOS)
+    det = det.with_nms(threshold=contain, class_agnostic=False, overlap_metric=sv.OverlapMetric.IOS)
     return det.with_nms(threshold=cross_iou, class_agnostic=True)
 
 
@@ -111,7 +113,7 @@ def count_boxes(det: sv.Detections, box_threshold: float, *, near: float = 0.1, 
     if len(kept) and len(rest):
         same = rest.class_id[:, None] == kept.class_id[None, :]
         iou = sv.box_iou_batch(rest.xyxy, kept.xyxy)
-        ios = sv.box_iou_batch(rest.xyxy, kept.xyxy, overlap_metric=IOS)
+        ios = sv.box_iou_batch(rest.xyxy, kept.xyxy, overlap_metric=sv.OverlapMetric.IOS)
         rest = rest[~(same & ((iou >= nms_iou) | (ios >= contain))).any(1)]
     return kept, rest
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import supervision as sv
 from PIL import Image
 from pydantic import Field
 
@@ -33,7 +32,10 @@ from agent.schema import DetectedBox, DetectEvidence, Question
 from tools.base import NoArgs, Routing, Tool, ToolError
 from tools.boxes import count_boxes, count_distribution, grounded_detections, merge_tiles, tile_grid
 from tools.device import half_dtype, resolve_device
+from tools.imports import lazy
 from tools.phrases import Target, asked_target, parse_count, target
+
+sv = lazy("supervision")
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"
 DETECTOR_CLASSES = {"grounding-dino": "GroundingDinoForObjectDetection",

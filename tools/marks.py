@@ -13,10 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
-import supervision as sv
 from PIL import Image
+
+from tools.imports import lazy
+
+sv = lazy("supervision")
+cv2 = lazy("cv2")
 
 # Saturated, mutually distinct fills (Kelly's colours of maximum contrast, minus white/black/greys).
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -25,7 +28,6 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (179, 40, 81), (244, 200, 0), (127, 24, 13), (147, 170, 0), (89, 51, 21), (241, 58, 19), (35, 44, 22),
 )
 BLACK, WHITE = (0, 0, 0), (255, 255, 255)
-FONT = cv2.FONT_HERSHEY_SIMPLEX  # supervision's LabelAnnotator font
 LABEL_GAP = 2  # px kept free between two labels
 MAX_CANDIDATES = 20_000  # interior points tried per region, best first
 
@@ -61,7 +63,7 @@ class LabelStyle:
         return cls(scale=round(scale, 2), thickness=max(1, round(scale * 2)), padding=max(3, round(5 * scale)))
 
     def size(self, text: str) -> tuple[int, int]:
-        (w, h), _ = cv2.getTextSize(text, FONT, self.scale, self.thickness)
+        (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, self.scale, self.thickness)
         return w + 2 * self.padding, h + 2 * self.padding
 
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
-import supervision as sv
 from PIL import Image
 from pydantic import Field
 
@@ -31,7 +30,10 @@ from agent.schema import OcrEvidence, OcrRead, Question, TextSpan
 from tools.base import NoArgs, Routing, Tool, ToolError
 from tools.device import cuda_available
 from tools.imaging import fit_within
+from tools.imports import lazy
 from tools.ocr_merge import merge_spans, native_scripts, plan_engines
+
+sv = lazy("supervision")
 
 ENGINES = ("auto", "easyocr", "tesseract")
 TESSERACT_BOXES = ("craft", "tesseract")

@@ -16,9 +16,11 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
-import supervision as sv
 
 from agent.schema import Question
+from tools.imports import lazy
+
+sv = lazy("supervision")
 
 OVERLAP = 0.5  # box IoU from which spans of two engines are one place
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")

@@ -9,11 +9,13 @@ import threading
 from typing import Any
 
 import numpy as np
-import supervision as sv
 from PIL import Image
 
 from tools.detect import load_checkpoint
 from tools.device import half_dtype, resolve_device
+from tools.imports import lazy
+
+sv = lazy("supervision")
 
 SEGMENTER_CLASSES = {"sam": "SamModel"}  # config.model_type -> transformers class
 

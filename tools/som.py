@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import supervision as sv
 from PIL import Image
 
 from agent.errors import ConfigError, brief
@@ -32,8 +31,11 @@ from agent.schema import Mark, Question, SomEvidence
 from tools.base import Routing, Tool
 from tools.detect import DetectTool, Grounded, sources_digest
 from tools.imaging import fit_within
+from tools.imports import lazy
 from tools.marks import LabelStyle, assign_colors, disjoint_regions, draw_marks, place_labels, reading_order
 from tools.phrases import target
+
+sv = lazy("supervision")
 
 DEFAULT_SEGMENTER = "facebook/sam-vit-base"
 BACKENDS = {"transformers": "tools.sam_transformers:TransformersSam",  # lazy, like the tool registry

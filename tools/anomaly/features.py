@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import cv2
 import numpy as np
 from PIL import Image
 
 from agent.errors import ConfigError
+from tools.imports import lazy
+
+cv2 = lazy("cv2")
 
 
 class Backbone(Protocol):

@@ -18,12 +18,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
 from agent.errors import ConfigError
 from tools.anomaly.features import Backbone, backbone
+from tools.imports import lazy
+
+cv2 = lazy("cv2")
 
 FORMAT = "vqa-anomaly-patchcore/1"
 

@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-import cv2
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
@@ -27,6 +26,9 @@ from agent.evidence import Evidence, quote_json
 from agent.images import encode_jpeg
 from agent.schema import Question
 from tools.base import Routing, Tool, ToolUnavailable
+from tools.imports import lazy
+
+cv2 = lazy("cv2")
 
 # Words that say an option (or the question) is about a defect, and words that say "normal"; yes/no words.
 DEFECT = re.compile(r"결함|불량|흠집?|긁힘|스크래치|파손|손상|얼룩|찍힘|하자|이상(?!\s*없)|비정상|defect|damage|"
