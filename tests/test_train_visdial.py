@@ -56,6 +56,10 @@ def test_training_raises_the_ground_truth_score_on_its_round(tiny_dir: Path, tmp
         "task"] == "visdial"
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 6 and log[-1]["loss"] < log[0]["loss"]
+    # train = infer: the first step's loss (LoRA B starts at zero) is the ranker's summed score of the ground truth
+    # over its number of reply tokens, on the same token ids
+    tokens = -before / log[0]["loss"]
+    assert tokens == pytest.approx(round(tokens), abs=1e-3) and round(tokens) >= 2
     after, others_after = gt_score(model, images / "3.png", out)
     assert after > before + 1.0  # the ground truth's log-likelihood, as the ranker computes it, went up
     assert others_after != others_before
