@@ -219,8 +219,9 @@ def test_chat_ranks_each_turn_over_the_candidates_file(tmp_path: Path) -> None:
     cands.write_text("a cup\n\nyes\na white cup of coffee\n")
     args = ["chat", IMAGES / "coffee.jpg", "--session", "r", "--run-dir", tmp_path, "--reasoner", "evidence",
             "--tools", "none", "--candidates", cands, "--top", "2"]
-    p = vqa(args, "what is it?\nIs it white? | yes | no\n/trace\n")
+    p = vqa(args, "what is it?\n/trace\nIs it white? | yes | no\n")
     assert p.returncode == 0, p.stderr
+    assert "3. yes  0" in p.stderr and "tools: none · evidence · by mean score · flags: no_evidence" in p.stderr
     # no evidence: every score ties at 0, broken by the stated rule (more words first, then the file's order)
     assert p.stdout.splitlines() == ["1. a white cup of coffee  0", "2. a cup  0", "a. yes  (50%)"]
     p = vqa(["chat", "--resume", "r", "--run-dir", tmp_path, "--candidates", cands], "/trace\n")
