@@ -72,6 +72,8 @@ class ChatRuntime:
     services: Services
     vqa_graph: Any = field(default_factory=build_graph)
     history_turns: int = HISTORY_TURNS
+    candidates: tuple[str, ...] = ()  # ``vqa chat --candidates``: a question without options is ranked over these
+    rank_score: str = "mean"
 
 
 def parse_line(line: str) -> tuple[str, dict[str, str]]:
@@ -103,6 +105,8 @@ def history(turns: list[Turn], image: str, limit: int = HISTORY_TURNS) -> list[t
 def answer_node(state: ChatState, runtime: Runtime[ChatRuntime]) -> dict:
     ctx, req, turns = runtime.context, state["request"], state.get("turns", [])
     qid = re.sub(r"[^\w.-]", "_", f"turn-{len(turns) + 1}")
+    if req.get("rank"):
+        return {"turns": [rank_turn(ctx, state, req["text"], qid, turns)], "request": None}
     q = Question(id=qid, image=Path(state["image"]), text=req["text"], options=req.get("options") or {})
     # A fresh context: nested in this node, LangGraph would run the VQA graph as a checkpointed subgraph.
     a = contextvars.Context().run(ask, ctx.services, q, forced_tools=state.get("tools"), graph=ctx.vqa_graph,
@@ -110,6 +114,26 @@ def answer_node(state: ChatState, runtime: Runtime[ChatRuntime]) -> dict:
     turn = Turn(image=state["image"], question=q.text, options=q.options, answer=a.answer, text=a.text,
                 failed=a.failed, record=a.model_dump(mode="json"))
     return {"turns": [turn], "request": None}
+
+
+def rank_turn(ctx: ChatRuntime, state: ChatState, text: str, qid: str, turns: list[Turn]) -> Turn:
+    """Rank ``ctx.candidates`` for ``text`` as ``vqa rank`` does (``agent.visdial.rank.Ranker``: the graph, the
+    router's tools, the reasoner's candidate scorer), the session's earlier turns as the history. The turn's
+    ``text`` is the best candidate (what later turns' history shows); ``record["ranking"]`` the ``RankRecord``."""
+    from agent.visdial.rank import Ranker, RankFailure, RankTask
+
+    task = RankTask(id=qid, image=Path(state["image"]), question=text, candidates=tuple(ctx.candidates),
+                    history=tuple(history(turns, state["image"], ctx.history_turns)))
+    ranker = Ranker(ctx.services, rank_score=ctx.rank_score, forced_tools=state.get("tools"))  # type: ignore[arg-type]
+    try:
+        rec = contextvars.Context().run(ranker.rank, task)
+    except RankFailure as exc:
+        return Turn(image=state["image"], question=text, options={}, answer="", text=None, failed=True,
+                    record={"ranking": None, "rank_score": ctx.rank_score, "errors": [str(exc)], "tools": []})
+    best = rec.top(ctx.rank_score, 1)[0]["text"]  # type: ignore[arg-type]
+    return Turn(image=state["image"], question=text, options={}, answer="", text=best, failed=False,
+                record={"ranking": rec.model_dump(mode="json"), "rank_score": ctx.rank_score, "errors": [],
+                        "tools": rec.tools})
 
 
 def has_question(state: ChatState) -> str:
@@ -209,6 +233,14 @@ class ChatSession:
         state = self.store.run(self.name, {"request": {"text": text, "options": options or {}}}, self.runtime)
         return state["turns"][-1]
 
+    def rank(self, text: str) -> Turn:
+        """Rank the runtime's candidates for ``text`` (``rank_turn``); persisted like ``ask``."""
+        Question(id="check", text=text, options={})
+        state = self.store.run(self.name, {"request": {"text": text, "rank": True}}, self.runtime)
+        return state["turns"][-1]
+
     def last_answer(self) -> Answer | None:
         turns = self.turns
-        return Answer.model_validate(turns[-1]["record"]) if turns else None
+        if not turns or "ranking" in turns[-1]["record"]:  # a ranked turn keeps a RankRecord, not an Answer
+            return None
+        return Answer.model_validate(turns[-1]["record"])

@@ -212,3 +212,40 @@ def test_a_damaged_chat_store_is_a_one_line_error(tmp_path: Path, damage) -> Non
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert "chat session store" in p.stderr and "move it aside" in p.stderr
     assert len([line for line in p.stderr.splitlines() if line.strip()]) == 1
+
+
+def test_chat_ranks_each_turn_over_the_candidates_file(tmp_path: Path) -> None:
+    cands = tmp_path / "answers.txt"
+    cands.write_text("a cup\n\nyes\na white cup of coffee\n")
+    args = ["chat", IMAGES / "coffee.jpg", "--session", "r", "--run-dir", tmp_path, "--reasoner", "evidence",
+            "--tools", "none", "--candidates", cands, "--top", "2"]
+    p = vqa(args, "what is it?\n/trace\nIs it white? | yes | no\n")
+    assert p.returncode == 0, p.stderr
+    assert "3. yes  0" in p.stderr and "tools: none · evidence · by mean score · flags: no_evidence" in p.stderr
+    # no evidence: every score ties at 0, broken by the stated rule (more words first, then the file's order)
+    assert p.stdout.splitlines() == ["1. a white cup of coffee  0", "2. a cup  0", "a. yes  (50%)"]
+    p = vqa(["chat", "--resume", "r", "--run-dir", tmp_path, "--candidates", cands], "/trace\n")
+    assert p.returncode == 0, p.stderr
+    assert "you> what is it?" in p.stderr and "3. yes  0" in p.stderr  # the ranked turn is replayed in full
+    empty = tmp_path / "one.txt"
+    empty.write_text("only one\n")
+    p = vqa(["chat", IMAGES / "coffee.jpg", "--run-dir", tmp_path, "--candidates", empty])
+    assert p.returncode == 2 and "at least 2 candidates" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.slow
+def test_chat_ranking_uses_the_tools_and_the_earlier_turns(tmp_path: Path) -> None:
+    """Real OCR (Tesseract): the written answer ranks first; asked again, the earlier turn is its history and the
+    evidence scorer halves the support of a candidate that repeats an earlier answer."""
+    config = tmp_path / "vqa.toml"
+    config.write_text('[ocr]\nengine = "tesseract"\ntesseract_boxes = "tesseract"\n')
+    cands = tmp_path / "answers.txt"
+    cands.write_text("bus stop\nyes\nno parking\ntow away zone\n")
+    p = vqa(["chat", IMAGES / "no_parking.jpg", "--run-dir", tmp_path, "--config", config, "--reasoner", "evidence",
+             "--tools", "ocr", "--candidates", cands, "--top", "1"],
+            "what does the sign say?\nwhat does the sign say?\n")
+    assert p.returncode == 0, p.stderr
+    first, second = p.stdout.splitlines()
+    assert first.startswith("1. no parking ") and second.startswith("1. no parking ")
+    score = [float(line.rsplit(" ", 1)[1]) for line in (first, second)]
+    assert score[0] > 0 and score[1] == pytest.approx(score[0] / 2, abs=1e-3)

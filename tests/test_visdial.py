@@ -153,7 +153,7 @@ def test_cli_bad_file_is_one_line(tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr + p.stdout
     assert "dialog 0 (image_id 7), round 1" in p.stderr
     p = vqa("eval", path, "--task", "nope", "--images", images, "--run-dir", tmp_path / "run")
-    assert p.returncode == 2 and "--task must be" in p.stderr
+    assert p.returncode == 2 and "--task 'nope': expected mc, visdial" in p.stderr
 
 
 def test_cli_rank(tmp_path):

@@ -37,6 +37,12 @@ def chat_cmd(
     tools: Tools = None,
     run_dir: Annotated[Optional[Path], Opt("--run-dir", help="Keep the session (chat.sqlite) and tool images here "
                                            "instead of the user data directory.")] = None,
+    candidates: Annotated[Optional[Path], Opt("--candidates", help="A text file, one candidate answer per line: "
+                                              "each question without options is ranked over them (as vqa rank, "
+                                              "the earlier turns as its history).")] = None,
+    rank_score: Annotated[str, Opt("--rank-score", help="With --candidates: rank by the mean (length-normalised) "
+                                   "or summed log-likelihood.")] = "mean",
+    top: Annotated[int, Opt("--top", min=1, help="With --candidates: show the N best of each turn.")] = 5,
     *, opts: SettingsFlags,
 ) -> None:
     """Chat about an image: follow-up questions with or without options; resumable sessions."""
@@ -47,6 +53,12 @@ def chat_cmd(
         fail("give the photo to talk about: vqa chat IMAGE (or continue a session with --resume NAME)")
     if image is not None and not image.is_file():
         fail(f"image {image} does not exist or is not a file")
+    ranked: list[str] = []
+    if candidates is not None:
+        from agent.cli.visdial import _read_candidates, check_rank_score
+
+        check_rank_score(rank_score)
+        ranked = _read_candidates(candidates, None)
     from agent.chat import ChatRuntime, ChatSession, ChatStore, default_db  # langgraph: after the cheap checks
     from agent.errors import DataError
 
@@ -75,20 +87,32 @@ def chat_cmd(
         settings = SettingsFlags(Path(flags["config"]) if flags.get("config") else None, {**given, **key}).settings()
         forced = parse_tools(tools)  # after the settings: the config file may register plug-in tools
         with orchestrator(settings, forced) as vqa:
-            chat = ChatSession(store, name, ChatRuntime(vqa.services(run_dir, cache=False)))
+            services = vqa.services(run_dir, cache=False)
+            if ranked:
+                from agent.errors import ConfigError
+                from agent.visdial.registry import scorer_for
+
+                try:  # a reasoner that cannot rank stops here, before the first turn
+                    scorer_for(services.reasoner)
+                except ConfigError as exc:
+                    fail(str(exc))
+            chat = ChatSession(store, name, ChatRuntime(services, candidates=tuple(ranked), rank_score=rank_score))
             if resume:
                 chat.update(settings=flags, **({"tools": forced} if tools is not None else {}))
                 info.print(f"[bold]resuming {escape(name)}[/] ({len(chat.turns)} earlier turns, image "
                            f"{escape(chat.state['image'])})")
                 for turn in chat.turns:
                     info.print(Text("you> ", style="bold cyan") + Text(clean(_question(turn))))
-                    _show(info, turn, interactive=True)
+                    if "ranking" in turn["record"]:
+                        _show_ranking(info, turn, True, top)
+                    else:
+                        _show(info, turn, interactive=True)
             else:
                 chat.start(image.resolve(), flags, forced)
                 info.print(f"[bold]session {escape(name)}[/] about {escape(str(image))} (saved in "
                            f"{escape(str(store.path))})\n{HELP}", soft_wrap=True)
             try:
-                _loop(chat, out, info, interactive, settings.reasoner)
+                _loop(chat, out, info, interactive, settings.reasoner, top)
             finally:
                 again = f"vqa chat --resume {name}" + (f" --run-dir {run_dir}" if run_dir else "")
                 info.print(Text(f"session {name} saved; continue it with: {again}"), soft_wrap=True)
@@ -96,7 +120,7 @@ def chat_cmd(
         store.close()
 
 
-def _loop(chat: Any, out: Console, info: Console, interactive: bool, reasoner: str) -> None:
+def _loop(chat: Any, out: Console, info: Console, interactive: bool, reasoner: str, top: int = 5) -> None:
     from pydantic import ValidationError
 
     from agent.chat import parse_line
@@ -123,6 +147,19 @@ def _loop(chat: Any, out: Console, info: Console, interactive: bool, reasoner: s
                 return
             continue
         text, options = parse_line(line)
+        if not options and chat.runtime.candidates:
+            try:
+                turn = chat.rank(text)
+            except ValidationError as exc:
+                info.print(Text("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors()), style="red"))
+                continue
+            except KeyboardInterrupt:
+                info.print("[yellow]interrupted: this turn was not saved[/]")
+                if not interactive:
+                    return
+                continue
+            _show_ranking(out, turn, interactive, top)
+            continue
         if not options and reasoner == "evidence":
             info.print("[yellow]the evidence reasoner answers multiple-choice questions only: add options after "
                        "'|', or use a model (--reasoner qwen, or --backend openai)[/]")
@@ -160,7 +197,11 @@ def _command(chat: Any, line: str, info: Console) -> str | None:
                    markup=False)
     elif cmd == "/trace":
         answer = chat.last_answer()
-        info.print(_trace(answer) if answer else "no turn yet")
+        turns = chat.turns if answer is None else []
+        if turns:  # a ranked turn: its tools and every candidate's score
+            _show_ranking(info, turns[-1], True, len(chat.runtime.candidates) or 100)
+        else:
+            info.print(_trace(answer) if answer else "no turn yet")
     elif cmd == "/image":
         path = Path(arg).expanduser()
         if not arg or not path.is_file():
@@ -204,6 +245,23 @@ def _show(console: Console, turn: dict, interactive: bool) -> None:
         seconds = max(s["started"] + s["seconds"] for s in steps) - min(s["started"] for s in steps) if steps else 0.0
         meta = f"     tools: {tools} · {rec['method']} · {seconds:.2f}s (/trace for details)"
         console.print(Text(meta, style="dim"))
+
+
+def _show_ranking(console: Console, turn: dict, interactive: bool, top: int) -> None:
+    """A ranked turn: the ``top`` best candidates with their scores, one per line (``rank. text  score``)."""
+    rec = turn["record"]
+    if turn["failed"]:
+        line = Text("vqa> ", style="bold green") if interactive else Text()
+        console.print(line + Text(clean(f"no ranking: {'; '.join(rec['errors'])}"), style="red"), soft_wrap=True)
+        return
+    from agent.visdial.rank import RankRecord
+
+    ranking = RankRecord.model_validate(rec["ranking"])
+    for i, c in enumerate(ranking.top(rec["rank_score"], top), 1):
+        console.print(Text(clean(f"{i}. {c['text']}  {c['score']:.4g}")), soft_wrap=not interactive)
+    if interactive:
+        meta = f"     tools: {', '.join(ranking.tools) or 'none'} · {ranking.method} · by {rec['rank_score']} score"
+        console.print(Text(meta + (f" · flags: {', '.join(ranking.flags)}" if ranking.flags else ""), style="dim"))
 
 
 def _trace(a: Any) -> Table:

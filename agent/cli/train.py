@@ -61,17 +61,35 @@ def train_cmd(
     eval_batch_size: Annotated[Optional[int], Opt("--eval-batch-size", help="Rows per scoring pass in the "
                                                   "per-epoch accuracy. Default: 8.")] = None,
     resume: Annotated[bool, Opt("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+    task: Annotated[str, Opt("--task", help="mc (a labelled CSV of lettered questions) or visdial (a VisDial v1.0 "
+                             "JSON: LoRA on the ground-truth answers in the ranking prompt).")] = "mc",
 ) -> None:
     """Fine-tune a LoRA (or QLoRA) adapter on a labelled CSV with the same prompt and tool evidence as inference."""
     from agent.data import read_questions
     from agent.train.options import train_options
     from eval.evaluate import labelled
 
+    if task not in ("mc", "visdial"):
+        fail(f"--task must be mc or visdial, found {task!r}")
     if not images.is_dir():
         fail(f"--images {images} is not a folder")
     if out_dir.exists() and not out_dir.is_dir():
         fail(f"--out {out_dir} is a file; expected a folder for the adapter (it is created when missing): choose "
              f"another path, e.g. {out_dir.with_suffix('')}-adapter")
+    if task == "visdial":
+        if val is not None or val_frac or resume:
+            fail("--val, --val-frac and --resume are for --task mc; --task visdial trains on every round of FILE")
+        opts = train_options(rank=rank, alpha=alpha, dropout=dropout, train_vision=train_vision, lr=lr,
+                             warmup=warmup, weight_decay=weight_decay, epochs=epochs, max_steps=max_steps,
+                             batch_size=batch_size, grad_accum=grad_accum, seed=seed,
+                             target_modules=[m.strip() for m in target_modules.split(",") if m.strip()]
+                             if target_modules is not None else None)
+        given = dict(model=model, quant=quant, dtype=dtype, device=device, min_pixels=min_pixels,
+                     max_pixels=max_pixels, ocr_engine=ocr_engine, tool_timeout=tool_timeout, detector=detector,
+                     segmenter=segmenter, kb=kb, cache=cache)
+        settings = SettingsFlags(config, {k: v for k, v in given.items() if v is not None}).settings()
+        _train_visdial(csv_path, images, out_dir, settings, opts, parse_tools(tools))
+        return
     if val is not None and val_frac:
         fail("give --val CSV or --val-frac, not both")
     opts = train_options(rank=rank, alpha=alpha, dropout=dropout, train_vision=train_vision, lr=lr, warmup=warmup,
@@ -126,6 +144,35 @@ def train_cmd(
     for qid, reason in result.skipped[:5]:
         err.print(f"skipped {qid}: {reason}", highlight=False)
     out.print(f"adapter: {out_dir}   log: {out_dir / 'train_log.jsonl'}   plot: {out_dir / 'train_plot.png'}")
+
+
+def _train_visdial(file: Path, images: Path, out_dir: Path, settings, opts, forced) -> None:
+    """``--task visdial``: read the rounds (a bad file stops before any model loads), train, print the summary."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from agent.train.visdial import train_visdial
+    from agent.visdial.data import read_dialogs
+
+    rounds = read_dialogs(file, images)
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=err)
+    bars: dict[str, int] = {}
+
+    def tick(name: str, done: int, total: int, info: str = "") -> None:
+        if name not in bars:
+            bars[name] = progress.add_task(name, total=total, info="")
+        progress.update(bars[name], completed=done, info=info)
+
+    with progress:
+        res = train_visdial(rounds, settings, opts, out_dir, images, forced_tools=forced,
+                            on_evidence=lambda d, t: tick("tool evidence", d, t),
+                            on_step=lambda s, t, loss: tick("training", s, t, f"loss={loss:.4f}"))
+    write_skipped(out_dir, res["skipped"])
+    out.print(f"[bold]rounds[/] train {res['train_rows']}, skipped {len(res['skipped'])}   [bold]steps[/] "
+              f"{res['steps']} ({res['seconds']:.1f}s)   [bold]loss[/] {_f(res['first_loss'])} -> "
+              f"{_f(res['last_loss'])}")
+    out.print(f"adapter: {out_dir}   log: {out_dir / 'train_log.jsonl'}   (use it: vqa rank/eval --task visdial "
+              f"--adapter {out_dir})")
 
 
 SKIPPED_FILE = "skipped_rows.csv"  # in --out: every row left out of training, with the reason
