@@ -523,6 +523,24 @@ def test_enumerated_flags_list_their_choices_and_trace_html_is_a_command(tmp_pat
     assert p.returncode == 0 and (tmp_path / "run" / "trace.html").read_text(encoding="utf-8").startswith("<!")
 
 
+@pytest.mark.slow
+def test_third_party_progress_bars_print_only_with_verbose(tiny_dir: Path, tmp_path: Path) -> None:
+    """transformers' "Loading weights" bar (stderr) on every model load: off unless ``--verbose``."""
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(tmp_path / "g.png")
+    env = {k: v for k, v in _vqa_env(tmp_path).items()
+           if k not in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")}
+    err = {}
+    for flag in ([], ["--verbose"]):
+        p = subprocess.run([str(Path(sys.executable).parent / "vqa"), *flag, "ask", str(tmp_path / "g.png"), "Q?",
+                            "-c", "x", "-c", "y", "--tools", "none", "--model", str(tiny_dir / "vlm-qwen3-vl"),
+                            "--run-dir", str(tmp_path / f"run{len(flag)}")],
+                           capture_output=True, text=True, timeout=600, env=env)
+        assert p.returncode == 0, p.stderr
+        err[bool(flag)] = p.stderr
+    assert "Loading weights" not in err[False] and "it/s]" not in err[False], err[False]
+    assert "Loading weights" in err[True], err[True]
+
+
 # ---------------------------------------------------------------- 7. front-end gaps
 
 
