@@ -110,8 +110,8 @@ def _evaluate(vqa_args: dict, settings: object, forced: list[str] | None, on: ob
 
     def say(arm: str, done: int, rows: int, cut: int = 0) -> None:
         err.print(f"interrupted: {done} of {rows} rows of arm {arm} done" + (f", {cut} cut short" if cut else "")
-                  + f" (kept in {run_dir}/arms/{arm.replace(':', '-')}/results.jsonl; a rerun answers every row again, with the tool "
-                  "results from the cache); resume with:", highlight=False, markup=False)
+                  + f" (kept in {run_dir}/arms/{arm.replace(':', '-')}/results.jsonl; a rerun answers every row "
+                  "again, with the tool results from the cache); resume with:", highlight=False, markup=False)
         err.print("  " + resume_command(), highlight=False, markup=False)
 
     with orchestrator(settings, forced, cluster=on) as vqa, row_progress("router", quiet=quiet, transient=True) as bar:
