@@ -338,13 +338,14 @@ class Orchestrator:
              ablate: bool = False, ablate_tools: str | Sequence[str] | None = None,
              ablate_planners: str | Sequence[str] | None = None, circular: bool = False, limit: int | None = None, on_start: Callable[[int], None] | None = None,
              on_arm: Callable[[str], None] | None = None,
-             on_done: Callable[[Answer], None] | None = None) -> Metrics:
+             on_done: Callable[[Answer], None] | None = None, stop: threading.Event | None = None) -> Metrics:
         """Accuracy with 95% intervals, calibration, and optionally circular evaluation and the tool ablation
         (``ablate_tools``: the tools the arms vary, default every available one; ``ablate_planners``: planners
         compared as ``planner:<name>`` arms, implying the ablation) on a labelled CSV; writes
         ``RUN/metrics.json`` (with what produced it) and returns it. ``limit``: only the first N rows.
         ``on_start(questions)`` once the model is loaded, ``on_arm(name)`` as each arm starts, ``on_done`` per
-        answer."""
+        answer. ``stop``: set it (Ctrl-C) to stop taking rows; an unfinished arm then raises
+        ``eval.ablation.ArmStopped`` and no metrics are written."""
         from agent.data import read_questions
         from agent.rundir import locked, record
         from eval.evaluate import evaluate, labelled
@@ -375,7 +376,7 @@ class Orchestrator:
                                 ablate_planners=planners, circular=circular, debias=s.debias,
                                 temperature=s.temperature, batch_size=s.batch_size, csv_path=csv_path, on_arm=on_arm,
                                 on_done=on_done, trace=trace_writer(run), identity=made["identity"],
-                                provenance=made["provenance"], forced_tools=self.tools)
+                                provenance=made["provenance"], forced_tools=self.tools, stop=stop)
 
 
 def _first(rows: list, limit: int | None) -> list:

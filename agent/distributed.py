@@ -47,6 +47,17 @@ from agent.toolpool import ToolPool
 from agent.trace.events import TRACE_FILE, TraceEvent, TraceWriter
 
 INSTALL_HINT = "pip install -e '.[ray]'"
+
+
+def ray_log_level() -> int:
+    """The driver's level for Ray's own log lines: ``RAY_LOGGER_LEVEL`` (Ray's setting) when set, else warnings;
+    the ``vqa`` command sets it to ``error`` unless ``--verbose``, so Ray's notices (the token-authentication
+    warning on every local start) do not print on every run."""
+    name = os.environ.get("RAY_LOGGER_LEVEL", "warning").upper()
+    level = logging.getLevelName(name)
+    return level if isinstance(level, int) else logging.WARNING
+
+
 DIE_AFTER_ENV = "VQA_TEST_RAY_DIE_AFTER"  # test hook: worker 0's first process exits after answering K questions
 LOCAL_OBJECT_STORE = 128 * 1024**2  # bytes: only questions and answers travel through it
 CHUNKS_AHEAD = 2  # chunks queued on each worker, so it never waits for the driver between two
@@ -308,14 +319,14 @@ class RayExecutor:
                 try:
                     ray.init(address="local", num_cpus=c.local_cpus(), num_gpus=c.local_gpus,
                              include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE,
-                             logging_level=logging.WARNING, log_to_driver=False)
+                             logging_level=ray_log_level(), log_to_driver=False)
                 except (OSError, RuntimeError, ValueError) as exc:  # e.g. a RAY_TMPDIR too deep for Unix sockets
                     raise ConfigError(f"--ray local: cannot start a local Ray cluster ({exc}); with a long RAY_TMPDIR "
                                       "path, point it at a short folder (e.g. RAY_TMPDIR=/tmp/ray)") from None
             else:
                 check_reachable(c.address)
                 try:
-                    ray.init(address=c.address, logging_level=logging.WARNING, log_to_driver=False)
+                    ray.init(address=c.address, logging_level=ray_log_level(), log_to_driver=False)
                 except (ConnectionError, ValueError, RuntimeError) as exc:
                     raise ConfigError(f"--ray {c.address}: cannot join the Ray cluster ({exc}); start one with "
                                       "'ray start --head' or use --ray local") from None

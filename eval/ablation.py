@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,15 @@ def arm_specs(tools: Sequence[str], planners: Sequence[str] = ()) -> list[tuple[
 def arm_planner(name: str) -> str:
     """The planner an arm runs: ``planner:<name>``'s, else ``rules``."""
     return name.removeprefix(PLANNER_ARM) if name.startswith(PLANNER_ARM) else "rules"
+
+
+class ArmStopped(Exception):
+    """The run was stopped (Ctrl-C) before every row of ``arm`` was answered: ``done`` of ``rows`` are in its
+    ``results.jsonl`` (beside the ``cut`` short, recorded incomplete); no metrics are written."""
+
+    def __init__(self, arm: str, done: int, rows: int, cut: int = 0) -> None:
+        super().__init__(f"stopped in arm {arm}: {done} of {rows} rows done")
+        self.arm, self.done, self.rows, self.cut = arm, done, rows, cut
 
 
 @dataclass
@@ -114,9 +124,9 @@ def arm_dir(run_dir: Path, name: str) -> Path:
 
 def run_arm(name: str, tools: list[str] | None, questions: list[Question], services: Services, run_dir: Path,
             trace: TraceWriter, *, batch_size: int = 8, debias: bool = False,
-            on_done: Callable[[Answer], None] | None = None) -> ArmRun:
+            on_done: Callable[[Answer], None] | None = None, stop: threading.Event | None = None) -> ArmRun:
     """Answer every question afresh with ``tools`` forced (``None``: the router) in ``RUN/arms/<arm>/``, with the
-    arm's planner (``arm_planner``)."""
+    arm's planner (``arm_planner``). ``stop`` set (Ctrl-C) before every row is answered: ``ArmStopped``."""
     folder = arm_dir(run_dir, name)
     folder.mkdir(parents=True, exist_ok=True)
     for stale in ("results.jsonl", "failed.csv"):  # each invocation answers every row again
@@ -131,8 +141,11 @@ def run_arm(name: str, tools: list[str] | None, questions: list[Question], servi
     t0 = time.perf_counter()
     arm = services.replace(artifacts_dir=folder / "artifacts", pool=ToolPool(),  # its own slots: arms never share
                            planner=dataclasses.replace(services.planner, name=arm_planner(name)))
-    run_batch(list(questions), arm, folder, batch_size=batch_size,  # calls still stuck from an earlier arm
-              forced_tools=tools, on_done=done, trace=trace.tagged(arm=name), debias=debias)
+    summary = run_batch(list(questions), arm, folder, batch_size=batch_size,  # calls still stuck from an earlier arm
+                        forced_tools=tools, on_done=done, trace=trace.tagged(arm=name), debias=debias, stop=stop)
+    if summary.interrupted or (stop is not None and stop.is_set() and summary.incomplete):  # no metrics over cut rows
+        raise ArmStopped(name, summary.rows - summary.unanswered - summary.incomplete, summary.rows,
+                         summary.incomplete)
     seconds = time.perf_counter() - t0
     answers = {q.id: got.get(q.id) or fallback_answer(q, "not answered") for q in questions}
     run = ArmRun(name, tools, answers, seconds, tool_runs=count_tool_runs(list(answers.values())))
@@ -143,7 +156,8 @@ def run_arm(name: str, tools: list[str] | None, questions: list[Question], servi
 def run_ablation(questions: list[Question], services: Services, run_dir: Path, trace: TraceWriter,
                  tools: Sequence[str], *, router: ArmRun | None = None, planners: Sequence[str] = (),
                  batch_size: int = 8, debias: bool = False, on_arm: Callable[[str], None] | None = None,
-                 on_done: Callable[[Answer], None] | None = None) -> list[ArmRun]:
+                 on_done: Callable[[Answer], None] | None = None,
+                 stop: threading.Event | None = None) -> list[ArmRun]:
     """Every arm of ``arm_specs(tools, planners)``; ``router`` reuses an already answered arm of its name (the
     ``router`` arm, or the ``planner:<name>`` arm of the run's own planner)."""
     runs: list[ArmRun] = []
@@ -161,7 +175,7 @@ def run_ablation(questions: list[Question], services: Services, run_dir: Path, t
         if on_arm:
             on_arm(name)
         arm = run_arm(name, forced, questions, services, run_dir, trace, batch_size=batch_size, debias=debias,
-                      on_done=on_done)
+                      on_done=on_done, stop=stop)
         runs.append(arm)
         if key is not None:
             by_tools[key] = arm

@@ -18,6 +18,7 @@ only the reasoner; every node lands in ``RUN/trace.jsonl`` tagged with its arm.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -113,7 +114,8 @@ def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: P
              temperature: float | None = None, batch_size: int = 8, csv_path: Path | None = None,
              on_arm: Callable[[str], None] | None = None, on_done: Callable[[Answer], None] | None = None,
              trace: TraceWriter | None = None, identity: dict[str, Any] | None = None,
-             provenance: dict[str, Any] | None = None, forced_tools: list[str] | None = None) -> Metrics:
+             provenance: dict[str, Any] | None = None, forced_tools: list[str] | None = None,
+             stop: threading.Event | None = None) -> Metrics:
     """Run the evaluation and write ``metrics.json`` (plus the ablation table and plot); returns the metrics.
 
     ``trace``: where node events go (default ``run_dir/trace.jsonl``, no export sinks). The metrics are those of
@@ -122,6 +124,8 @@ def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: P
     ``identity`` and ``provenance`` (``agent.rundir``): what produced the run, recorded in ``metrics.json`` as in
     ``run.json``. ``forced_tools``: the main arm runs these tools on every question instead of the router's choice
     (``--tools``; not with the ablation, whose arms compare with the router).
+    ``stop`` (Ctrl-C): set, no more rows start; an arm left unfinished raises ``eval.ablation.ArmStopped`` and no
+    metrics are written.
     """
     run_dir = Path(run_dir)
     questions, row_errors, unlabelled = labelled(rows, csv_path)
@@ -144,7 +148,7 @@ def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: P
     if on_arm:
         on_arm(main)
     router = run_arm(main, forced_tools, questions, router_services, run_dir, trace, batch_size=batch_size,
-                     debias=debias and not circular, on_done=on_done)
+                     debias=debias and not circular, on_done=on_done, stop=stop)
     correct = router.correct(questions)
     source, cats = categories(questions, router.answers)
     per_cat = {c: summary([ok for q, ok in zip(questions, correct) if cats[q.id] == c])
@@ -161,7 +165,7 @@ def evaluate(rows: Sequence[Question | RowError], services: Services, run_dir: P
     if ablate:
         planners = list(dict.fromkeys([*ablate_planners] + ([services.planner.name] if main != "router" else [])))
         arms = run_ablation(questions, services, run_dir, trace, ablate_tools, router=router, planners=planners,
-                            batch_size=batch_size, debias=debias, on_arm=on_arm, on_done=on_done)
+                            batch_size=batch_size, debias=debias, on_arm=on_arm, on_done=on_done, stop=stop)
         rows_ = table_rows(arms, questions, ablate_tools)
         write_table(rows_, run_dir / "ablation.csv")
         plot_table(rows_, run_dir / "ablation.png", title=f"tool ablation · {metrics.reasoner} · n={len(questions)}")

@@ -348,6 +348,61 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path) -> None:
     del trace
 
 
+@pytest.mark.slow
+def test_ctrl_c_in_vqa_eval_stops_taking_rows_says_how_far_it_got_and_how_to_resume(tmp_path) -> None:
+    import signal
+
+    from agent.schema import Answer
+
+    csv, images = _csv(tmp_path, ["fast one", "slow one", "slow two", "slow three"])
+    labelled = tmp_path / "l.csv"
+    lines = csv.read_text(encoding="utf-8").splitlines()
+    labelled.write_text("\n".join([lines[0] + ",answer", *(line + ",a" for line in lines[1:])]) + "\n",
+                        encoding="utf-8")
+    batch = _batch_args(tmp_path, labelled, images)
+    args = [batch[0], "eval", *batch[2:5], *batch[7:]]  # no --out: eval writes metrics into --run-dir
+    p = subprocess.Popen(args, env=_vqa_env(tmp_path, HANG_CLOSED="1"), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    results = tmp_path / "run" / "arms" / "router" / "results.jsonl"
+    _until(lambda: results.is_file() and results.read_text().count("\n") >= 1 or p.poll() is not None, 300)
+    assert p.poll() is None, p.communicate()
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "interrupted: 1 of 4 rows of arm router done, 2 cut short" in err and "resume with:" in err, err
+    resume = err.split("resume with:", 1)[1].strip().splitlines()[0]
+    assert resume.startswith("vqa eval") and "--run-dir" in resume
+    kept = [Answer.model_validate_json(line) for line in results.read_text().splitlines()]
+    assert [a.id for a in kept if not a.incomplete] == ["Q0"]  # the row done is kept
+    assert not (tmp_path / "run" / "metrics.json").exists()  # no metrics over the rows not done
+    again = subprocess.run(args, env=_vqa_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_in_vqa_eval_exits_at_once(tmp_path) -> None:
+    import signal
+
+    csv, images = _csv(tmp_path, ["slow one", "slow two"])
+    labelled = tmp_path / "l.csv"
+    lines = csv.read_text(encoding="utf-8").splitlines()
+    labelled.write_text("\n".join([lines[0] + ",answer", *(line + ",a" for line in lines[1:])]) + "\n",
+                        encoding="utf-8")
+    batch = _batch_args(tmp_path, labelled, images)
+    p = subprocess.Popen([batch[0], "eval", *batch[2:5], *batch[7:]], env=_vqa_env(tmp_path, HANG_CLOSED="1"),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    trace = tmp_path / "run" / "trace.jsonl"
+    _until(lambda: trace.is_file() and "hang" in trace.read_text() or p.poll() is not None, 300)
+    p.send_signal(signal.SIGINT)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and not (tmp_path / "run" / "metrics.json").exists()
+
+
 # ---------------------------------------------------------------- 4. progress
 
 
@@ -466,6 +521,24 @@ def test_enumerated_flags_list_their_choices_and_trace_html_is_a_command(tmp_pat
                 "--out", str(tmp_path / "sub.csv"), "--run-dir", str(tmp_path / "run")).returncode == 0
     p = _vqa(tmp_path, "trace", "html", str(tmp_path / "run"))
     assert p.returncode == 0 and (tmp_path / "run" / "trace.html").read_text(encoding="utf-8").startswith("<!")
+
+
+@pytest.mark.slow
+def test_third_party_progress_bars_print_only_with_verbose(tiny_dir: Path, tmp_path: Path) -> None:
+    """transformers' "Loading weights" bar (stderr) on every model load: off unless ``--verbose``."""
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(tmp_path / "g.png")
+    env = {k: v for k, v in _vqa_env(tmp_path).items()
+           if k not in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")}
+    err = {}
+    for flag in ([], ["--verbose"]):
+        p = subprocess.run([str(Path(sys.executable).parent / "vqa"), *flag, "ask", str(tmp_path / "g.png"), "Q?",
+                            "-c", "x", "-c", "y", "--tools", "none", "--model", str(tiny_dir / "vlm-qwen3-vl"),
+                            "--run-dir", str(tmp_path / f"run{len(flag)}")],
+                           capture_output=True, text=True, timeout=600, env=env)
+        assert p.returncode == 0, p.stderr
+        err[bool(flag)] = p.stderr
+    assert "Loading weights" not in err[False] and "it/s]" not in err[False], err[False]
+    assert "Loading weights" in err[True], err[True]
 
 
 # ---------------------------------------------------------------- 7. front-end gaps

@@ -316,3 +316,22 @@ def test_an_address_where_nothing_listens_is_refused_at_once() -> None:
         listening.listen()
         check_reachable(f"127.0.0.1:{listening.getsockname()[1]}")  # something answers: no error
     check_reachable("auto")  # left to Ray
+
+
+@pytest.mark.slow
+def test_rays_notices_print_only_with_verbose(tmp_path: Path, tmp_path_factory) -> None:
+    """Ray warns on every local start that token authentication is on (its mode left unset, as a user leaves it):
+    ``vqa`` keeps that off stderr unless ``--verbose``."""
+    data = rows_csv(tmp_path / "two.csv", 2)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_LOGGER_LEVEL")}
+    env.update(COLUMNS="200", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **ray_env(tmp_path_factory))
+    err = {}
+    for flag in ([], ["--verbose"]):
+        p = subprocess.run([VQA, *flag, "batch", str(data), "--images", str(EXAMPLES), "--out",
+                            str(tmp_path / f"sub{len(flag)}.csv"), "--run-dir", str(tmp_path / f"run{len(flag)}"),
+                            "--reasoner", "evidence", "--tools", "none", "--ray", "local", "--workers", "1"],
+                           capture_output=True, text=True, timeout=400, env=env)
+        assert p.returncode == 0, p.stderr
+        err[bool(flag)] = p.stderr
+    assert "Token authentication" not in err[False] and "WARNING" not in err[False], err[False]
+    assert "Token authentication is enabled" in err[True], err[True]

@@ -80,7 +80,8 @@ def quiet_third_parties() -> None:
     import os
 
     for var, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
-                       ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"), ("TQDM_DISABLE", "1")):
+                       ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"), ("TQDM_DISABLE", "1"),
+                       ("RAY_LOGGER_LEVEL", "error")):  # Ray's driver-side notices (the token warning)
         os.environ.setdefault(var, value)
 
 

@@ -16,12 +16,14 @@ from agent.cli.common import (
     Quiet,
     SettingsFlags,
     Tools,
+    err,
     fail,
     orchestrator,
     out,
     settings_flags,
     tools as parse_tools_flag,
 )
+from agent.cli.interrupt import interrupted, resume_command, stopping
 from agent.cli.progress import row_progress
 
 if TYPE_CHECKING:
@@ -83,18 +85,58 @@ def eval_cmd(
     if ablate_tools is not None and not (ablate or ablate_planners):
         fail("--ablate-tools names the tools the ablation varies: add --ablate (or use --tools to force tools "
              "on every question)")
-    with orchestrator(settings, forced, cluster=on) as vqa, row_progress("router", quiet=quiet, transient=True) as bar:
-        metrics = vqa.eval(csv_path, images, run_dir, ablate=ablate, ablate_tools=varied,
-                           ablate_planners=ablate_planners, circular=circular, limit=limit, on_start=bar.start,
-                           on_arm=bar.arm, on_done=bar.done)
+    metrics = _evaluate(vqa_args=dict(csv=csv_path, images=images, run_dir=run_dir, ablate=ablate,
+                                      ablate_tools=varied, ablate_planners=ablate_planners, circular=circular,
+                                      limit=limit), settings=settings, forced=forced, on=on, quiet=quiet)
     if as_json:
         print(metrics.model_dump_json(indent=2))
-        return
-    print_metrics(metrics)
-    if not quiet:
+    else:
+        print_metrics(metrics)
+    if not quiet and not as_json:
         out.print(f"metrics: {run_dir / 'metrics.json'}" + (f"   ablation: {run_dir / 'ablation.csv'}, "
                                                              f"{run_dir / 'ablation.png'}" if ablate or ablate_planners else "")
                   + f"   trace: vqa trace show {run_dir}")
+    if interrupted():  # every row was done before the stop took effect: the metrics are written
+        raise typer.Exit(130)
+
+
+def _evaluate(vqa_args: dict, settings: object, forced: list[str] | None, on: object, *, quiet: bool) -> Metrics:
+    """``vqa.eval`` under the batch's Ctrl-C (``agent.cli.interrupt``): the first stops taking rows, says how many
+    rows of which arm are done and the command to run again, and exits 130."""
+    from eval.ablation import ArmStopped
+
+    count = {"arm": "router", "rows": 0, "done": 0}
+    run_dir = vqa_args["run_dir"]
+
+    def say(arm: str, done: int, rows: int, cut: int = 0) -> None:
+        err.print(f"interrupted: {done} of {rows} rows of arm {arm} done" + (f", {cut} cut short" if cut else "")
+                  + f" (kept in {run_dir}/arms/{arm.replace(':', '-')}/results.jsonl; a rerun answers every row "
+                  "again, with the tool results from the cache); resume with:", highlight=False, markup=False)
+        err.print("  " + resume_command(), highlight=False, markup=False)
+
+    with orchestrator(settings, forced, cluster=on) as vqa, row_progress("router", quiet=quiet, transient=True) as bar:
+        def start(rows: int) -> None:
+            count["rows"] = rows
+            bar.start(rows)
+
+        def arm(name: str) -> None:
+            count.update(arm=name, done=0)
+            bar.arm(name)
+
+        def done(a: object) -> None:
+            count["done"] += not getattr(a, "incomplete", False)
+            bar.done(a)
+
+        def on_stop() -> None:
+            err.print("\nstopping: no new rows; running ones are cut short (Ctrl-C again to quit at once)",
+                      highlight=False)
+
+        try:
+            with stopping(on_stop, lambda: say(count["arm"], count["done"], count["rows"])) as stop:
+                return vqa.eval(**vqa_args, on_start=start, on_arm=arm, on_done=done, stop=stop)
+        except ArmStopped as exc:
+            say(exc.arm, exc.done, exc.rows, exc.cut)
+            raise typer.Exit(130) from None
 
 
 def run_task(task: str | None, args: list[str], given: dict) -> None:
