@@ -118,6 +118,7 @@ class Settings(BaseSettings):
 
         names = set(tool_names())
         tables = {k: data.pop(k) for k in [k for k, v in data.items() if k in names and isinstance(v, dict)]}
+        tables = {**_env_tables(names), **tables}  # VQA_OCR='{"engine": "tesseract"}', under the file's [ocr]
         if tables:
             data["tool_tables"] = {**data.get("tool_tables", {}), **tables}
         return data
@@ -241,6 +242,27 @@ def _explain_source(exc: SettingsError, config: Path | None) -> str:
         return (f"environment variable {var}: expected JSON for the {name} setting (a table such as "
                 f"'{{\"key\": \"value\"}}'), found {found[:80]!r}; fix it, or unset it")
     return f"setting {name}{f' in {config}' if config else ''} could not be read: {brief(exc.__cause__ or exc)}"
+
+
+def _env_tables(names: set[str]) -> dict[str, dict[str, Any]]:
+    """``VQA_<TOOL>`` variables: a tool's settings as a JSON table; anything else is one line naming the variable."""
+    import json
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(names):
+        var = f"VQA_{name.upper()}"
+        raw = os.environ.get(var)
+        if not raw:
+            continue
+        try:
+            table = json.loads(raw)
+        except ValueError:
+            table = None
+        if not isinstance(table, dict):
+            raise ConfigError(f"environment variable {var}: expected JSON for the {name} settings (a table such as "
+                              f"'{{\"key\": \"value\"}}'), found {redact(raw)[:80]!r}; fix it, or unset it")
+        out[name] = table
+    return out
 
 
 def _tool_names() -> list[str]:

@@ -91,7 +91,7 @@ def test_config_paths_starting_with_dot_are_relative_to_the_file(tmp_path: Path,
     s = load_settings(None, {})
     assert s.detector == str(tmp_path / "b" / "models" / "dino") and s.model == str(tmp_path / "qwen")
     assert s.segmenter == "facebook/sam-vit-base"  # a hub id is not a path
-    assert s.ocr == {"easyocr_model_dir": str(tmp_path / "b" / "easyocr")}
+    assert s.tool_tables["ocr"] == {"easyocr_model_dir": str(tmp_path / "b" / "easyocr")}
     monkeypatch.setenv("VQA_CONFIG", str(tmp_path / "gone.toml"))
     with pytest.raises(Exception, match=r"gone.toml \(from VQA_CONFIG\) does not exist"):
         load_settings(None, {})

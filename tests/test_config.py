@@ -82,3 +82,11 @@ def test_tool_tables_and_plug_in_registrations_pass_through(tmp_path: Path) -> N
     cfg.write_text("[tools]\nplugins = 1\n")
     with pytest.raises(ConfigError, match="'tools.plugins'.*tools.register"):
         load_settings(cfg, {})
+
+
+def test_a_tool_table_from_the_environment_sits_under_the_config_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("VQA_OCR", '{"engine": "tesseract", "min_confidence": 0.2}')
+    assert load_settings(None, {}).tool_settings()["ocr"] == {"engine": "tesseract", "min_confidence": 0.2}
+    config = tmp_path / "vqa.toml"
+    config.write_text('[ocr]\nengine = "easyocr"\n', encoding="utf-8")
+    assert load_settings(config, {}).tool_settings()["ocr"] == {"engine": "easyocr"}  # the file's table wins
