@@ -275,6 +275,8 @@ class HangTool(Tool):
 
     def apply(self, image, question, workdir, peers):
         if os.environ.get("HANG_CLOSED") and "slow" in question.text:
+            if os.environ.get("HANG_STARTED"):  # a folder: one file per call now hanging (the tests wait for them)
+                open(os.path.join(os.environ["HANG_STARTED"], question.id), "w").close()
             threading.Event().wait()
         return HangEvidence(seen="done"), {}
 '''
@@ -312,11 +314,14 @@ def test_ctrl_c_stops_taking_rows_keeps_what_is_done_says_how_to_resume_and_the_
 
     csv, images = _csv(tmp_path, ["fast one", "slow one", "slow two", "slow three"])
     args = _batch_args(tmp_path, csv, images)
-    p = subprocess.Popen(args, env=_vqa_env(tmp_path, HANG_CLOSED="1"), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True,
+    hanging = tmp_path / "hanging"
+    hanging.mkdir()
+    p = subprocess.Popen(args, env=_vqa_env(tmp_path, HANG_CLOSED="1", HANG_STARTED=str(hanging)),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     results = tmp_path / "run" / "results.jsonl"
-    _until(lambda: results.is_file() and results.read_text().count("\n") >= 1 or p.poll() is not None, 300)
+    _until(lambda: results.is_file() and results.read_text().count("\n") >= 1 and len(list(hanging.iterdir())) >= 2
+           or p.poll() is not None, 300)  # the fast row written, two slow ones running
     assert p.poll() is None, p.communicate()
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
@@ -361,11 +366,14 @@ def test_ctrl_c_in_vqa_eval_stops_taking_rows_says_how_far_it_got_and_how_to_res
                         encoding="utf-8")
     batch = _batch_args(tmp_path, labelled, images)
     args = [batch[0], "eval", *batch[2:5], *batch[7:]]  # no --out: eval writes metrics into --run-dir
-    p = subprocess.Popen(args, env=_vqa_env(tmp_path, HANG_CLOSED="1"), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True,
+    hanging = tmp_path / "hanging"
+    hanging.mkdir()
+    p = subprocess.Popen(args, env=_vqa_env(tmp_path, HANG_CLOSED="1", HANG_STARTED=str(hanging)),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     results = tmp_path / "run" / "arms" / "router" / "results.jsonl"
-    _until(lambda: results.is_file() and results.read_text().count("\n") >= 1 or p.poll() is not None, 300)
+    _until(lambda: results.is_file() and results.read_text().count("\n") >= 1 and len(list(hanging.iterdir())) >= 2
+           or p.poll() is not None, 300)  # the fast row written, two slow ones running
     assert p.poll() is None, p.communicate()
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
