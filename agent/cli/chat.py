@@ -154,8 +154,7 @@ def _loop(chat: Any, out: Console, info: Console, interactive: bool, reasoner: s
                 info.print(Text("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors()), style="red"))
                 continue
             except KeyboardInterrupt:
-                info.print("[yellow]interrupted: this turn was not saved[/]")
-                if not interactive:
+                if _turn_interrupted(info, interactive):
                     return
                 continue
             _show_ranking(out, turn, interactive, top)
@@ -171,8 +170,7 @@ def _loop(chat: Any, out: Console, info: Console, interactive: bool, reasoner: s
             info.print(Text(why, style="red") + Text(" (a question, then 2-5 options after '|')"))
             continue
         except KeyboardInterrupt:
-            info.print("[yellow]interrupted: this turn was not saved[/]")
-            if not interactive:
+            if _turn_interrupted(info, interactive):
                 return
             continue
         _show(out, turn, interactive)
@@ -284,3 +282,9 @@ def _trace(a: Any) -> Table:
     for name, value in rows:  # Text: tool output and prompts are data, never Rich markup
         t.add_row(Text(clean(name)), Text(clean(value)))  # and no terminal escapes (agent.textsafe)
     return t
+
+
+def _turn_interrupted(info: Console, interactive: bool) -> bool:
+    """Ctrl-C during a turn: nothing of it is saved; a piped session ends (``True``), a terminal one goes on."""
+    info.print("[yellow]interrupted: this turn was not saved[/]")
+    return not interactive
