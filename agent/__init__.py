@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from agent import moved
+
+moved.install()  # old spellings (agent.schema ...) of the modules now in agent.core still import
 if TYPE_CHECKING:
     from agent.api import Orchestrator
 

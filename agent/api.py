@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.config import Settings, load_settings
-from agent.errors import ConfigError, DataError, ImageError, InputError
-from agent.fileio import atomic_write
-from agent.redact import remember_settings
-from agent.schema import LETTERS, Answer, Question
+from agent.core.errors import ConfigError, DataError, ImageError, InputError
+from agent.core.fileio import atomic_write
+from agent.core.redact import remember_settings
+from agent.core.schema import LETTERS, Answer, Question
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -119,7 +119,7 @@ class Orchestrator:
         from agent.services import register_plugins
 
         register_plugins(settings)  # plug-in tools of the config file, before `tools`
-        remember_settings(settings)  # its API key and URL password are never written (agent.redact)
+        remember_settings(settings)  # its API key and URL password are never written (agent.core.redact)
         self.settings = settings
         self.tools = tool_list(tools)
         self.command = command

@@ -19,8 +19,8 @@ import time
 from concurrent.futures import Future
 from typing import Sequence
 
+from agent.core.schema import Decision
 from agent.reasoners.base import Reasoner, ReasonRequest
-from agent.schema import Decision
 
 
 class BatchingReasoner:

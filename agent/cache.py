@@ -33,10 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.fileio import atomic_write
-from agent.images import LoadedImage
+from agent.core.fileio import atomic_write
+from agent.core.images import LoadedImage
+from agent.core.schema import Question, ToolResult
 from agent.rundir import package_version
-from agent.schema import Question, ToolResult
 from tools.base import NoArgs, Tool
 
 CACHE_VERSION = 1

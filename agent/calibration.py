@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agent.probs import apply_temperature, chosen_letter
+from agent.core.probs import apply_temperature, chosen_letter
+from agent.core.schema import Decision, Question
 from agent.reasoners.base import Reasoner, ReasonRequest
-from agent.schema import Decision, Question
 
 RotationsCallback = Callable[[str, list[dict[str, Any]], float, float], None]
 

@@ -32,10 +32,10 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from agent.checkpoints import UnsafeCheckpoint, open_saver, refused
-from agent.errors import DataError, brief
+from agent.core.errors import DataError, brief
+from agent.core.schema import Answer, Question
 from agent.graph import build_graph
 from agent.runner import ask
-from agent.schema import Answer, Question
 from agent.services import Services
 
 HISTORY_TURNS = 8  # earlier turns about the same image given to the reasoner
@@ -78,7 +78,7 @@ class ChatRuntime:
 
 def parse_line(line: str) -> tuple[str, dict[str, str]]:
     """A chat line: ``"Q | x | y"`` -> ``("Q", {"a": "x", "b": "y"})``; ``"Q"`` -> ``("Q", {})``."""
-    from agent.schema import LETTERS
+    from agent.core.schema import LETTERS
 
     question, *options = [part.strip() for part in line.split("|")]
     return question, dict(zip(LETTERS, options))

@@ -23,7 +23,7 @@ import ormsgpack
 from langgraph.checkpoint.serde import _msgpack as lg_msgpack, jsonplus
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from agent.errors import DataError, brief
+from agent.core.errors import DataError, brief
 
 STORE_LIMIT = 1 << 30  # bytes: a chat store larger than this is refused, not opened
 _CONSTRUCTORS = (jsonplus.EXT_CONSTRUCTOR_SINGLE_ARG, jsonplus.EXT_CONSTRUCTOR_POS_ARGS,

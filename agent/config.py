@@ -39,8 +39,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from agent.errors import ConfigError, brief
-from agent.redact import redact, remember_settings
+from agent.core.errors import ConfigError, brief
+from agent.core.redact import redact, remember_settings
 
 DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 CONFIG_LIMIT = 1 << 20  # bytes: a larger config file is refused before it is read
@@ -223,7 +223,7 @@ def load_settings(config: Path | None, flags: Mapping[str, Any]) -> Settings:
         raise ConfigError(_explain(exc, config)) from None
     except SettingsError as exc:  # a VQA_* value that is not the JSON its setting needs
         raise ConfigError(_explain_source(exc, config)) from None
-    remember_settings(settings)  # never written to a file or a log (agent.redact)
+    remember_settings(settings)  # never written to a file or a log (agent.core.redact)
     if settings.reasoner == "openai" and not settings.base_url:
         raise ConfigError("the openai backend needs the server's URL: pass --base-url http://127.0.0.1:8000/v1, "
                           "or set base_url in the config file or VQA_BASE_URL")

@@ -29,10 +29,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from agent.errors import DataError, ImageError
-from agent.fileio import atomic_open
-from agent.images import safe_relpath
-from agent.schema import LETTERS, MIN_OPTIONS, OPTION_LIMIT, QUESTION_LIMIT, Question
+from agent.core.errors import DataError, ImageError
+from agent.core.fileio import atomic_open
+from agent.core.images import safe_relpath
+from agent.core.schema import LETTERS, MIN_OPTIONS, OPTION_LIMIT, QUESTION_LIMIT, Question
 
 CSV_LIMIT = 1 << 30  # bytes: a larger CSV is refused before it is read
 FIELD_LIMIT = 16 << 20  # characters per CSV field (the csv module's default is 128 KiB)

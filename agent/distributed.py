@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ConfigError, VqaError
+from agent.core.errors import ConfigError, VqaError
+from agent.core.schema import Answer, Question
 from agent.runner import Job, LocalExecutor
-from agent.schema import Answer, Question
 from agent.services import Services
 from agent.toolpool import ToolPool
 from agent.trace.events import TRACE_FILE, TraceEvent, TraceWriter

@@ -85,7 +85,7 @@ def check_bitsandbytes(need_4bit: bool) -> Check:
 
 def find_model(model: str) -> str | None:
     """The local folder of ``model`` (a path, or a hub id in the local cache), without asking the hub."""
-    from agent.hub import is_local
+    from agent.core.hub import is_local
 
     if is_local(model):
         path = Path(model).expanduser()
@@ -183,7 +183,7 @@ def check_chromium() -> Check:
 def check_hub(model: str) -> Check:
     if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
         return Check("hub", "info", "HF_HUB_OFFLINE is set: only local folders and the hub cache are used")
-    from agent.hub import probe
+    from agent.core.hub import probe
 
     why = probe(model)
     return Check("hub", "info", f"unreachable ({why}): models come from folders and the cache only" if why

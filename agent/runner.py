@@ -23,12 +23,12 @@ from typing import Callable, Protocol
 
 from agent.batching import BatchingReasoner
 from agent.calibration import adjusted
+from agent.core.fileio import JsonlLog, atomic_open
+from agent.core.probs import one_hot
+from agent.core.redact import redact, redact_deep
+from agent.core.schema import Answer, Question, brief_error
 from agent.data import RowError, fallback_letter, spreadsheet_cell, write_submission
-from agent.fileio import JsonlLog, atomic_open
 from agent.graph import build_graph, final_answer
-from agent.probs import one_hot
-from agent.redact import redact, redact_deep
-from agent.schema import Answer, Question, brief_error
 from agent.services import Services
 from agent.trace.events import TRACE_FILE, TraceWriter
 
@@ -250,7 +250,7 @@ def run_batch(rows: list[Question | RowError], services: Services, run_dir: Path
         batch_sizes = executor.run(todo, services, Job(trace=trace, forced_tools=forced_tools, batch_size=batch_size,
                                                        debias=debias, temperature=temperature, stop=stop),
                                    settle)
-    finally:  # the logs sync at most once a second while answering (agent.fileio): once more now
+    finally:  # the logs sync at most once a second while answering (agent.core.fileio): once more now
         log.sync()
         trace.sync()
     seconds = time.perf_counter() - t0

@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.cache import ToolCache
-from agent.errors import VqaError
-from agent.images import DEFAULT_DECODE_BUDGET, LoadedImage
-from agent.paths import artifact_dirname
+from agent.core.errors import VqaError
+from agent.core.images import DEFAULT_DECODE_BUDGET, LoadedImage
+from agent.core.paths import artifact_dirname
+from agent.core.schema import Question, ToolResult
 from agent.planners import PlannerSettings
 from agent.planners.costs import ToolCosts
 from agent.reasoners.base import Reasoner
 from agent.router import Router
-from agent.schema import Question, ToolResult
 from agent.toolpool import ToolCancelled, ToolPool, ToolStuck, ToolTimeout
 from tools import load_tool
 from tools.base import NoArgs, Tool
@@ -64,7 +64,7 @@ class Services:
     tool_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     max_pixels: int = 4_000_000
     hard_cap_pixels: int = 400_000_000
-    decode_budget: int = DEFAULT_DECODE_BUDGET  # bytes of decoded pixels (agent.images)
+    decode_budget: int = DEFAULT_DECODE_BUDGET  # bytes of decoded pixels (agent.core.images)
     tool_timeout: float = 120.0
     artifacts_dir: Path | None = None
     images_root: Path | None = None  # when set, image paths must stay inside it (symlinks included)

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.core.fileio import atomic_open
+from agent.core.schema import Answer, Question
 from agent.data import spreadsheet_cell
-from agent.fileio import atomic_open
 from agent.runner import fallback_answer, run_batch
-from agent.schema import Answer, Question
 from agent.services import Services
 from agent.toolpool import ToolPool
 from agent.trace.events import TraceWriter

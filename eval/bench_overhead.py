@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from agent.core.schema import Question, Route
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.router import Router
 from agent.runner import run_batch
-from agent.schema import Question, Route
 from agent.services import Services
 
 TEXTS = [("사진 속 하늘은 무슨 색인가요?", ["파란색", "빨간색", "초록색", "검은색"]),

@@ -47,11 +47,11 @@ from typing import Any, Callable
 
 import httpx
 
-from agent.images import load_image
+from agent.core.images import load_image
+from agent.core.schema import Question
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.openai import OpenAIBackend
 from agent.runner import BatchSummary, run_batch
-from agent.schema import Question
 from agent.services import Services
 
 ROOT = Path(__file__).resolve().parents[1]

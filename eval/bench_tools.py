@@ -28,7 +28,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from agent.schema import Question
+from agent.core.schema import Question
 from tools.detect import DetectTool, SingleFlight
 from tools.som import SomTool
 

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.calibration import RotatingReasoner
+from agent.core.errors import DataError
+from agent.core.probs import apply_temperature, chosen_letter
+from agent.core.schema import Answer, Question
 from agent.data import RowError
-from agent.errors import DataError
-from agent.probs import apply_temperature, chosen_letter
-from agent.schema import Answer, Question
 from agent.services import Services
 from agent.trace.events import TRACE_FILE, TraceWriter
 from eval.ablation import PLANNER_ARM, plot_table, run_ablation, run_arm, table_rows, write_table

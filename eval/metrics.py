@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from agent.probs import apply_temperature, chosen_letter, logsumexp, wilson_interval
+from agent.core.probs import apply_temperature, chosen_letter, logsumexp, wilson_interval
 
 __all__ = ["accuracy", "apply_temperature", "chosen_letter", "circular_accuracy", "expected_calibration_error",
            "fit_temperature", "mcnemar_exact", "nll", "paired_comparison", "position_bias", "wilson_interval"]

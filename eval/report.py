@@ -11,8 +11,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, model_serializer
 
-from agent.fileio import atomic_write
-from agent.redact import redact
+from agent.core.fileio import atomic_write
+from agent.core.redact import redact
 
 METRICS_VERSION = 1
 
@@ -133,7 +133,7 @@ class Metrics(_Record):
     provenance: dict[str, Any] | None = None  # what else produced them: version, git commit, seed, command ...
 
     def write(self, path: Path) -> None:
-        atomic_write(path, redact(self.model_dump_json(indent=2)))  # agent.redact: no secret is written
+        atomic_write(path, redact(self.model_dump_json(indent=2)))  # agent.core.redact: no secret is written
 
     @classmethod
     def read(cls, path: Path) -> Metrics:

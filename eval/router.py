@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.errors import DataError
+from agent.core.errors import DataError
 from agent.routing.bank import SPLITS, TOOL_NAMES, BankItem, default_for, load_bank, split
 from eval.metrics import wilson_interval
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=None, help="router .npz (default: the shipped one)")
     ap.add_argument("--json", action="store_true", help="print the whole result as JSON")
     a = ap.parse_args(argv)
-    from agent.errors import VqaError
+    from agent.core.errors import VqaError
 
     try:
         res = run(a.split, a.bank, a.model)

@@ -20,8 +20,8 @@ from typing import Iterable
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from agent.evidence import quote
-from agent.schema import Question, ToolResult
+from agent.core.evidence import quote
+from agent.core.schema import Question, ToolResult
 
 HERE = Path(__file__).parent
 _VERSION = re.compile(r"\{#\s*version:\s*(\S+)\s*#\}")

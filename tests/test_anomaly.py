@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from agent.errors import ConfigError
-from agent.schema import Question
+from agent.core.errors import ConfigError
+from agent.core.schema import Question
 from tools import load_tool
 from tools.anomaly import evaluate as ev
 from tools.anomaly.patchcore import AnomalyModel, fit, greedy_coreset

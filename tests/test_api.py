@@ -17,7 +17,7 @@ from PIL import Image
 
 import tools
 from agent.api import Orchestrator, answer_schema, make_question
-from agent.errors import ConfigError, ImageError, InputError
+from agent.core.errors import ConfigError, ImageError, InputError
 from tools import BUILTIN, Registry
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ import pytest
 
 import agent.cache as cache_mod
 from agent.cache import ToolCache, cache_key, key_parts, open_cache
-from agent.images import load_image
-from agent.schema import OcrEvidence, Question, TextSpan, ToolResult
+from agent.core.images import load_image
+from agent.core.schema import OcrEvidence, Question, TextSpan, ToolResult
 from tools.base import Tool
 from tools.ocr import OcrTool
 

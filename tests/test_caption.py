@@ -15,7 +15,7 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
-from agent.schema import Question
+from agent.core.schema import Question
 from tools import load_tool
 from tools.caption.metrics import score, tokenize_ko
 from tools.caption.tool import CaptionEvidence, clean_caption
@@ -76,7 +76,7 @@ def test_clean_caption_keeps_the_first_line(raw: str, clean: str) -> None:
 
 
 def test_qwen_captioner_on_the_tiny_model(tiny_dir: Path) -> None:
-    from agent.images import load_image
+    from agent.core.images import load_image
 
     tool = load_tool("caption", model=str(tiny_dir / "vlm-qwen3-vl"), max_new_tokens=8)
     ko = Question(id="q", text="이 사진은 어떤 장면인가요?", options={"a": "x", "b": "y"})
@@ -157,7 +157,7 @@ def test_the_reasoner_checkpoint_is_the_default_captioner() -> None:
 
 def test_retrieve_searches_with_the_caption_when_caption_is_routed(tiny_dir: Path, tmp_path: Path) -> None:
     """"caption → retrieval": with the caption tool as its peer, retrieve searches the question and the caption."""
-    from agent.images import load_image
+    from agent.core.images import load_image
     from agent.kb.build import build_kb
 
     kb = tmp_path / "kb"

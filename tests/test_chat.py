@@ -179,9 +179,9 @@ def test_in_process_qwen_answers_open_questions_in_free_text_beside_scored_ones(
     """The transformers backend generates for open questions and still scores the multiple-choice ones."""
     from PIL import Image
 
+    from agent.core.schema import Question
     from agent.reasoners.base import ReasonRequest
     from agent.reasoners.qwen import QwenBackend
-    from agent.schema import Question
 
     qwen = QwenBackend(str(tiny_dir / "vlm-qwen2.5-vl"), max_pixels=80_000)
     qwen.max_text_tokens = 8
@@ -203,7 +203,7 @@ def _truncated_store(path: Path) -> None:
 @pytest.mark.parametrize("damage", [lambda p: p.write_bytes(b"not a database, just text\n" * 100), _truncated_store],
                          ids=["not_sqlite", "truncated"])
 def test_a_damaged_chat_store_is_a_one_line_error(tmp_path: Path, damage) -> None:
-    from agent.errors import DataError
+    from agent.core.errors import DataError
 
     damage(tmp_path / "chat.sqlite")
     with pytest.raises(DataError, match="chat session store"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import load_settings
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 
 def test_flags_override_the_config_file(tmp_path: Path) -> None:

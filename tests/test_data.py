@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.core.errors import DataError
+from agent.core.schema import Question
 from agent.data import FIELD_LIMIT, RowError, fallback_letter, read_questions, spreadsheet_cell, write_submission
-from agent.errors import DataError
-from agent.schema import Question
 
 HEADER = "id,path,question,a,b,c,d"
 ABCD = dict(zip("abcd", "xyzw", strict=True))

@@ -11,13 +11,13 @@ import pytest
 from PIL import Image
 
 import prompts
+from agent.core.phrases import target
+from agent.core.schema import DetectEvidence, Question, ToolResult
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.evidence import EvidenceReasoner, score_detect
-from agent.schema import DetectEvidence, Question, ToolResult
 from tools.base import ToolError
 from tools.boxes import make_detections
 from tools.detect import DetectTool, Grounded, SingleFlight, to_evidence, token_phrases
-from tools.phrases import target
 
 IMAGES = Path(__file__).resolve().parents[1] / "examples" / "images"
 PEOPLE = Question(id="p", text="사진 속 사람은 몇 명인가요?", options={"a": "1명", "b": "2명", "c": "세 명", "d": "4명 이상"})
@@ -277,7 +277,7 @@ def test_mm_grounding_dino_checkpoints_load_too(tiny_dir: Path, tmp_path: Path) 
 
 
 def test_thresholds_are_checked() -> None:
-    from agent.errors import ConfigError
+    from agent.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="box_threshold"):
         DetectTool(box_threshold=1.5)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tools.device as device
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 
 @pytest.mark.parametrize(("cuda", "asked", "expected"), [

@@ -1,4 +1,4 @@
-"""Routing's e5 embeddings computed a chunk per call (``agent.e5.QueryBatcher``, ``Router.expect``): the same
+"""Routing's e5 embeddings computed a chunk per call (``agent.core.e5.QueryBatcher``, ``Router.expect``): the same
 vectors bit for bit and the same routes as one call per question, in fewer calls. Calls are counted by a spy
 around the real shipped e5 (``agent.router.e5_query``)."""
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import agent.router as router_mod
-from agent.e5 import QueryBatcher
+from agent.core.e5 import QueryBatcher
+from agent.core.schema import Question
 from agent.router import Router, e5_query
-from agent.schema import Question
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TEXTS = ["간판에 적힌 가게 이름은?", "사진 속 사람은 몇 명인가요?", "What is behind the woman?",

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from agent.errors import DataError
+from agent.core.errors import DataError
+from agent.core.schema import Answer, Question
 from agent.runner import ResultsLog
-from agent.schema import Answer, Question
 from agent.trace.read import questions, read_trace
 from eval.ablation import COLUMNS, ArmRun, arm_specs, table_rows, write_table
 from eval.evaluate import calibration, categories, circular_metrics, labelled, summary
@@ -245,7 +245,7 @@ def test_eval_with_the_tiny_qwen_and_batch_debias(tiny_dir: Path, tmp_path: Path
         recs = view.first("rotations").outputs["rotations"]
         assert len(recs) == len(a.options)
         mean = {k: sum(r["probs"][k] for r in recs) / len(recs) for k in a.options}
-        from agent.probs import apply_temperature
+        from agent.core.probs import apply_temperature
 
         assert a.probs == pytest.approx(apply_temperature(mean, 1.5), abs=1e-6)
 

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from agent.core.schema import OcrEvidence, Question, TextSpan, ToolResult
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.evidence import (
     Coverage,
@@ -18,7 +19,6 @@ from agent.reasoners.evidence import (
     text_support,
     word_credit,
 )
-from agent.schema import OcrEvidence, Question, TextSpan, ToolResult
 
 
 def q(options: list[str], text: str = "간판에 적힌 가게 이름은?") -> Question:

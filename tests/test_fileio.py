@@ -1,4 +1,4 @@
-"""Atomic replacement and the append-only JSON-lines log (agent.fileio)."""
+"""Atomic replacement and the append-only JSON-lines log (agent.core.fileio)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.fileio import JsonlLog, atomic_open, atomic_write, staged
+from agent.core.fileio import JsonlLog, atomic_open, atomic_write, staged
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary_file(tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ import pytest
 import torch
 from PIL import Image
 
+from agent.core.schema import Question
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.qwen import QwenBackend
-from agent.schema import Question
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 needs_bnb = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,

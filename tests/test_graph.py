@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from agent.core.paths import artifact_dirname
+from agent.core.schema import Question
 from agent.graph import build_graph
-from agent.paths import artifact_dirname
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.reasoners.qwen import QwenBackend
 from agent.runner import ask, run_batch
-from agent.schema import Question
 from agent.services import Services
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -122,8 +122,8 @@ def test_unknown_tool_setting_fails_that_tool_only() -> None:
 
 
 def test_route_and_steps_are_typed_and_old_records_still_load(tmp_path: Path) -> None:
+    from agent.core.schema import Answer, Route
     from agent.runner import fallback_answer
-    from agent.schema import Answer, Route
 
     services = Services(reasoner=EvidenceReasoner(), tool_settings={"ocr": {"engine": "magic"}})  # fails fast
     a = ask(services, question(0), forced_tools=["ocr"])

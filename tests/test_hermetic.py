@@ -47,7 +47,7 @@ def test_a_populated_user_hub_cache_changes_no_test(tmp_path: Path, tiny_dir: Pa
     cached(hub, "facebook/sam-vit-base", tiny_dir / "segmenter-sam")
     user = {**os.environ, "HF_HOME": str(hub.parent), "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1",
             "PYTHONPATH": str(ROOT)}
-    probe = ("from PIL import Image; from agent.schema import Question; from tools.detect import DetectTool; "
+    probe = ("from PIL import Image; from agent.core.schema import Question; from tools.detect import DetectTool; "
              "q = Question(id='q', image='x.jpg', text='사진 속 사람은 몇 명인가요?', options={'a': '1명', 'b': '2명'}); "
              "r = DetectTool(tiling='off').run(Image.new('RGB', (64, 48)), q); print(r.ok, r.error)")
     p = subprocess.run([sys.executable, "-c", probe], env=user, cwd=tmp_path, capture_output=True, text=True,

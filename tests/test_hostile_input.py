@@ -18,8 +18,8 @@ import ormsgpack
 import pytest
 
 from agent.chat import ChatRuntime, ChatSession, ChatStore
+from agent.core.errors import DataError
 from agent.data import read_questions
-from agent.errors import DataError
 
 VQA = str(Path(sys.executable).parent / "vqa")
 IMAGES = Path(__file__).resolve().parents[1] / "examples" / "images"
@@ -142,7 +142,7 @@ def test_url_passwords_and_echoed_keys_are_written_nowhere(tmp_path: Path) -> No
 def test_redact_hides_url_passwords_bearer_tokens_and_remembered_keys() -> None:
     import logging
 
-    from agent.redact import redact, remember
+    from agent.core.redact import redact, remember
 
     remember("sk-remembered-123456")
     assert redact("GET http://u:pw%40x@h:1/v1 sent Bearer abc.DEF-123 and sk-remembered-123456") == \
@@ -199,7 +199,7 @@ def test_more_option_columns_than_the_parser_takes_are_refused_with_the_count(tm
 QUITTER = '''
 from typing import Literal
 
-from agent.evidence import GenericEvidence
+from agent.core.evidence import GenericEvidence
 from tools.base import Tool
 
 
@@ -257,8 +257,8 @@ def test_terminal_escapes_in_questions_reach_no_terminal_but_stay_in_the_files(t
 
 
 def test_a_local_ray_cluster_is_sized_to_the_machine_and_refuses_more_workers() -> None:
+    from agent.core.errors import ConfigError
     from agent.distributed import Cluster
-    from agent.errors import ConfigError
 
     assert Cluster("local", workers=2).local_cpus(cpus=8) == 8  # the machine's CPUs, not the workers'
     with pytest.raises(ConfigError, match=r"--workers 64 needs 64 CPUs.*has 2; ask for at most 2.*--oversubscribe"):
@@ -329,7 +329,7 @@ def test_a_huge_caption_file_skips_its_image_unread_and_a_huge_source_is_refused
 def test_a_long_question_is_embedded_up_to_e5s_token_limit() -> None:
     import numpy as np
 
-    from agent.e5 import MAX_TOKENS, shared_e5
+    from agent.core.e5 import MAX_TOKENS, shared_e5
 
     e5 = shared_e5()
     long = "간판에 적힌 가게 이름은 무엇인가요? what is written on the sign " * 4000  # ~200 KB
@@ -341,7 +341,7 @@ def test_a_long_question_is_embedded_up_to_e5s_token_limit() -> None:
 
 
 def test_questions_beyond_the_stated_length_go_to_failed_csv_with_the_reason(tmp_path: Path) -> None:
-    from agent.schema import QUESTION_LIMIT
+    from agent.core.schema import QUESTION_LIMIT
 
     rows = labelled_rows(tmp_path / "t.csv", 2).read_text(encoding="utf-8").splitlines()
     rows.append("HUGE,images/coffee.jpg," + "왜" * 200_000 + ",x,y,z,w,a")

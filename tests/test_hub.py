@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import hub
-from agent.errors import ModelLoadError
+from agent.core import hub
+from agent.core.errors import ModelLoadError
 
 
 def test_a_local_folder_is_used_as_it_is(tmp_path: Path) -> None:
@@ -63,8 +63,8 @@ class _DownHub(BaseHTTPRequestHandler):
 
 def _run(names: list[str], port: int, cache: Path) -> list[str]:
     script = textwrap.dedent(f"""
-        from agent import hub
-        from agent.errors import ModelLoadError
+        from agent.core import hub
+        from agent.core.errors import ModelLoadError
         for name in {names!r}:
             try:
                 hub.locate(name, flag="--detector", what="detector")

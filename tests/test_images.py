@@ -1,4 +1,4 @@
-"""``agent.images``: every pixel mode, orientation, size budget, failure reason and path escape."""
+"""``agent.core.images``: every pixel mode, orientation, size budget, failure reason and path escape."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from agent import images
-from agent.errors import ImageError
-from agent.images import _DecodeGate, allow_pixels, decoded_bytes, file_sha256, load_image, resolve_image_path
+from agent.core import images
+from agent.core.errors import ImageError
+from agent.core.images import _DecodeGate, allow_pixels, decoded_bytes, file_sha256, load_image, resolve_image_path
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -92,7 +92,7 @@ def test_every_mode_becomes_rgb_with_alpha_over_white(tmp_path: Path, case: str)
 
 def test_a_ycbcr_image_is_converted_to_rgb() -> None:
     """What ``load_image`` does with a decoded YCbCr image (JPEG drafts, TIFFs in older Pillow versions)."""
-    from agent.images import _to_rgb, _work_mode
+    from agent.core.images import _to_rgb, _work_mode
 
     ycbcr = Image.new("YCbCr", (16, 16), (41, 240, 110))
     assert _work_mode(ycbcr) == "RGB"

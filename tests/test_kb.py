@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli.kb import kb_app
-from agent.errors import ConfigError, DataError
+from agent.core.errors import ConfigError, DataError
 from agent.kb.build import add_to_kb, build_kb
 from tools.retrieve import index as kb_index
 from tools.retrieve.embedders import E5Backend, identity, load_embedder, normalised
@@ -275,7 +275,7 @@ def test_guard_never_returns_the_query_row_and_reports_what_it_kept_out(tmp_path
 
 @pytest.mark.slow
 def test_tiny_clip_kb_scores_images_and_text_and_finds_the_same_photo(tmp_path: Path, tiny_clip: Path) -> None:
-    from agent.images import load_image
+    from agent.core.images import load_image
 
     s = build_kb(TRAIN, tmp_path / "kb", clip=str(tiny_clip), image_weight=0.25)
     assert s.indexes == {"text": {"type": "flat", "count": 12}, "image": {"type": "flat", "count": 12}}

@@ -18,14 +18,14 @@ from pydantic import ValidationError
 
 import tools
 from agent.cache import ToolCache
-from agent.evidence import GenericEvidence, OcrEvidence
-from agent.images import load_image
-from agent.schema import Question, ToolResult
+from agent.core.evidence import GenericEvidence, OcrEvidence
+from agent.core.images import load_image
+from agent.core.phrases import asked_target
+from agent.core.schema import Question, ToolResult
 from tools import BUILTIN, Registry
 from tools.base import NoArgs, Tool
 from tools.langchain import MAX_LINES, card, model_text
 from tools.ocr import OcrTool
-from tools.phrases import asked_target
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST_OCR = {"engine": "tesseract", "tesseract_boxes": "tesseract", "gpu": False}  # no CRAFT weights to load
@@ -74,7 +74,7 @@ def test_one_langchain_tool_per_registered_tool_with_its_card_and_schema(with_pl
 
 
 def test_unknown_tools_and_arguments_are_refused() -> None:
-    from agent.errors import ConfigError
+    from agent.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"unknown tool\(s\) \['nope'\]"):
         tools.langchain_tools(["ocr", "nope"])

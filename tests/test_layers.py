@@ -1,11 +1,12 @@
 """Dependencies point one way: the imports of every project module (function-level ones included), parsed with
 ``ast``, have no cycle and keep the layers.
 
-Layers, bottom up: the shared leaves (``SHARED_LEAVES``) < tools < the agent core < eval < the front ends
-(``FRONT_ENDS``: the Python API ``agent.api``, the web UI ``agent.ui`` and the CLI ``agent.cli``, which may use
-the API). Training (``agent.train``) sits beside inference: only training, eval and the front ends import it.
-Lazy ``"module:Attr"`` strings (the tool, reasoner and SAM-backend registries, evidence scorers) are imports
-that happen later: they are resolved and checked like any other import.
+Layers, bottom up: the shared vocabulary ``agent.core`` (imports only itself) < tools < the orchestrator (the rest
+of ``agent``) < eval < the front ends (``FRONT_ENDS``: the Python API ``agent.api``, the web UI ``agent.ui`` and the
+CLI ``agent.cli``, which may use the API). Training (``agent.train``) sits beside inference: only training, eval
+and the front ends import it. Lazy ``"module:Attr"`` strings (the tool, reasoner and SAM-backend registries,
+evidence scorers) are imports that happen later: they are resolved and checked like any other import. The old
+spellings of moved modules (``agent.moved``) are for plug-ins only: the project uses the new ones.
 """
 
 from __future__ import annotations
@@ -17,14 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.moved import MOVED
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("agent", "tools", "prompts", "eval")
-
-# Modules everyone may import, tools included; they import nothing from the project but each other.
-SHARED_LEAVES = frozenset({"agent.schema", "agent.evidence", "agent.errors", "agent.fileio", "agent.probs", "agent.e5",
-                           "agent.hub", "agent.images",  # agent.images: the one safe reader of image files
-                           "agent.support",  # how the built-in evidence types score options (their lazy scorers)
-                           "tools.text", "tools.phrases"})  # pure text helpers (no project imports) the scorers use
+CORE = "agent.core"  # the shared vocabulary everyone may import, tools and plug-ins included
 FRONT_ENDS = ("agent.api", "agent.ui", "agent.cli")
 
 # Known violations being fixed in another lane, (importer, imported) -> who removes it. Remove an entry once its
@@ -119,10 +117,10 @@ def violations(graph: dict[str, set[str]]) -> list[tuple[str, str, str]]:
                                                   or any(_in(src, f) for f in FRONT_ENDS)):
                 out.append((src, dst, "inference never imports training: only agent.train, eval and the front ends "
                                       "import agent.train"))
-            elif src in SHARED_LEAVES and dst not in SHARED_LEAVES:
-                out.append((src, dst, f"a shared leaf imports only other shared leaves {sorted(SHARED_LEAVES)}"))
-            elif (_in(src, "tools") or _in(src, "prompts")) and _in(dst, "agent") and dst not in SHARED_LEAVES:
-                out.append((src, dst, f"tools and prompts import from agent only {sorted(SHARED_LEAVES)}"))
+            elif _in(src, CORE) and not _in(dst, CORE):
+                out.append((src, dst, f"{CORE} (the shared vocabulary) imports only {CORE}"))
+            elif (_in(src, "tools") or _in(src, "prompts")) and _in(dst, "agent") and not _in(dst, CORE):
+                out.append((src, dst, f"tools and prompts import from agent only {CORE}"))
     return out
 
 
@@ -135,10 +133,10 @@ def test_the_parser_sees_the_project(graph: dict[str, set[str]]) -> None:
     """Guards against a vacuous pass: known imports, a function-level one included, are found."""
     assert {"agent.graph", "tools.detect", "eval.metrics", "prompts", "agent.cli"} <= set(graph)
     assert "tools.base" in graph["agent.services"]
-    assert "agent.schema" in graph["prompts"]
+    assert "agent.core.schema" in graph["prompts"]
     assert "agent.kb.build" in graph["agent.cli.kb"]
     assert {"tools.ocr", "tools.retrieve.tool"} <= graph["tools"]  # the registry's lazy "module:Class" strings
-    assert "agent.support" in graph["agent.evidence"]  # a built-in evidence type's lazy scorer
+    assert "agent.core.support" in graph["agent.core.evidence"]  # a built-in evidence type's lazy scorer
 
 
 def test_no_import_cycles(graph: dict[str, set[str]]) -> None:
@@ -156,8 +154,47 @@ def test_the_allow_list_holds_only_live_exceptions(graph: dict[str, set[str]]) -
     assert not stale, f"{stale} no longer import each other: remove them from ALLOWED in tests/test_layers.py"
 
 
-def test_shared_leaves_exist(graph: dict[str, set[str]]) -> None:
-    assert SHARED_LEAVES <= set(graph), f"missing shared leaves: {sorted(SHARED_LEAVES - set(graph))}"
+def test_the_core_holds_the_shared_vocabulary(graph: dict[str, set[str]]) -> None:
+    assert set(MOVED.values()) <= set(graph), f"missing from {CORE}: {sorted(set(MOVED.values()) - set(graph))}"
+
+
+def old_spellings(root: Path, packages: tuple[str, ...] = PACKAGES) -> list[str]:
+    """``path:line name`` for every import (or lazy string) of a moved module's old spelling in the project."""
+    found = []
+    for path in project_modules(root, packages).values():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                     if isinstance(node, ast.ImportFrom) and not node.level
+                     else [node.value.partition(":")[0]] if isinstance(node, ast.Constant) and isinstance(
+                         node.value, str) and LAZY.fullmatch(node.value) else [])
+            found += [f"{path.relative_to(root)}:{node.lineno} {n}" for n in names if n in MOVED]
+    return found
+
+
+def test_the_project_uses_the_new_spellings() -> None:
+    found = old_spellings(ROOT)
+    assert not found, "old module spellings (use agent.moved.MOVED's new ones):\n" + "\n".join(found)
+
+
+def test_old_spellings_are_the_same_modules_with_a_warning() -> None:
+    """A plug-in written before the move imports ``agent.schema`` and ``tools.text``: it gets the very modules
+    (so its classes and isinstance checks agree with the project's) and a DeprecationWarning naming the new one."""
+    import importlib
+    import sys
+
+    import agent.core.schema
+    import agent.core.text
+
+    for old, new in (("agent.schema", agent.core.schema), ("tools.text", agent.core.text)):
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning, match=f"{old} moved to {new.__name__}"):
+            assert importlib.import_module(old) is new
+    with pytest.warns(DeprecationWarning):
+        sys.modules.pop("agent.evidence", None)
+        from agent.evidence import Evidence
+    assert Evidence is sys.modules["agent.core.evidence"].Evidence
+    assert agent.core.schema.__spec__.name == "agent.core.schema"  # the module itself is untouched
 
 
 # ---------------------------------------------------------------- the checker itself, on a synthetic tree
@@ -183,23 +220,23 @@ def test_checker_finds_a_cycle_through_a_function_level_import(tmp_path: Path) -
 def test_checker_follows_lazy_module_strings_into_a_cycle(tmp_path: Path) -> None:
     _tree(tmp_path, {
         "agent/__init__.py": "",
-        "agent/evidence.py": 'SCORER = "agent.scoring:score"\nNOTE = "see agent.nothing:here, or a: b"\n',
-        "agent/scoring.py": "from agent.schema import Question\n",
-        "agent/schema.py": "from agent.evidence import SCORER\n",
+        "agent/core/evidence.py": 'SCORER = "agent.scoring:score"\nNOTE = "see agent.nothing:here, or a: b"\n',
+        "agent/scoring.py": "from agent.core.schema import Question\n",
+        "agent/core/schema.py": "from agent.core.evidence import SCORER\n",
     })
     graph = import_graph(tmp_path, ("agent",))
-    assert graph["agent.evidence"] == {"agent.scoring"}  # a string naming no module is no edge
+    assert graph["agent.core.evidence"] == {"agent.scoring"}  # a string naming no module is no edge
     cycle = find_cycle(graph)
-    assert cycle is not None and {"agent.evidence", "agent.scoring", "agent.schema"} <= set(cycle)
+    assert cycle is not None and {"agent.core.evidence", "agent.scoring", "agent.core.schema"} <= set(cycle)
 
 
 def test_checker_reports_each_layer_rule(tmp_path: Path) -> None:
     _tree(tmp_path, {
-        "agent/__init__.py": "", "agent/schema.py": "", "agent/cli/__init__.py": "", "agent/graph.py": "",
+        "agent/__init__.py": "", "agent/core/schema.py": "", "agent/cli/__init__.py": "", "agent/graph.py": "",
         "agent/calibration.py": "def f():\n    from eval.metrics import nll\n",
         "agent/trace/__init__.py": "", "agent/trace/render.py": "from agent.cli import __init__\n",
-        "agent/errors.py": "from agent.graph import x\n",
-        "tools/__init__.py": "from agent.schema import Question\n",
+        "agent/core/errors.py": "from agent.graph import x\n",
+        "tools/__init__.py": "from agent.core.schema import Question\n",
         "tools/retrieve/__init__.py": "", "tools/retrieve/tool.py": "from agent.graph import Services\n",
         "eval/__init__.py": "", "eval/metrics.py": "",
         "prompts/__init__.py": "",
@@ -210,5 +247,5 @@ def test_checker_reports_each_layer_rule(tmp_path: Path) -> None:
     })
     found = {(s, d) for s, d, _ in violations(import_graph(tmp_path))}
     assert found == {("agent.calibration", "eval.metrics"), ("agent.trace.render", "agent.cli"),
-                     ("agent.errors", "agent.graph"), ("tools.retrieve.tool", "agent.graph"),
+                     ("agent.core.errors", "agent.graph"), ("tools.retrieve.tool", "agent.graph"),
                      ("agent.distributed", "agent.api"), ("agent.reasoners.qwen", "agent.train.manifest")}

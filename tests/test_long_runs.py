@@ -146,7 +146,7 @@ GATE = '''
 import threading
 from typing import Literal
 
-from agent.evidence import Evidence
+from agent.core.evidence import Evidence
 from tools.base import Tool, ToolError
 
 OPEN = threading.Event()  # the test opens it: until then every call hangs (and times out)
@@ -199,7 +199,7 @@ def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def _rows(tmp_path: Path, n: int = 3):
-    from agent.schema import Question
+    from agent.core.schema import Question
 
     img = tmp_path / "img.png"
     Image.new("RGB", (32, 32), (200, 10, 10)).save(img)
@@ -247,7 +247,7 @@ import os
 import threading
 from typing import Literal
 
-from agent.evidence import Evidence
+from agent.core.evidence import Evidence
 from tools.base import Tool
 
 
@@ -357,7 +357,7 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path) -> None:
 def test_ctrl_c_in_vqa_eval_stops_taking_rows_says_how_far_it_got_and_how_to_resume(tmp_path) -> None:
     import signal
 
-    from agent.schema import Answer
+    from agent.core.schema import Answer
 
     csv, images = _csv(tmp_path, ["fast one", "slow one", "slow two", "slow three"])
     labelled = tmp_path / "l.csv"
@@ -456,14 +456,14 @@ def test_vqa_ask_prints_a_status_line_per_graph_step(tmp_path) -> None:
 
 
 def test_ran_counts_successful_calls_only_and_an_arm_with_an_unavailable_tool_is_not_compared() -> None:
-    from agent.schema import Answer, ToolResult
+    from agent.core.schema import Answer, ToolResult
     from eval.ablation import ArmRun, count_tool_runs, table_rows
 
     def ans(qid: str, letter: str, results: list[ToolResult]) -> Answer:
         return Answer(id=qid, answer=letter, probs={"a": 0.5, "b": 0.5}, method="evidence", tools=[], evidence=results,
                       timings={}, question="?", options={"a": "x", "b": "y"})
 
-    from agent.schema import Question
+    from agent.core.schema import Question
 
     qs = [Question(id=f"q{i}", text="?", options={"a": "x", "b": "y"}, answer="a") for i in range(2)]
     failed = ToolResult(tool="retrieve", ok=False, error="no knowledge base: run vqa kb build")
@@ -484,9 +484,9 @@ def test_ran_counts_successful_calls_only_and_an_arm_with_an_unavailable_tool_is
 def test_an_unavailable_tool_is_one_short_line_per_question_and_its_full_reason_once(tmp_path, gate) -> None:
     import csv
 
+    from agent.core.schema import brief_error
     from agent.reasoners.evidence import EvidenceReasoner
     from agent.runner import run_batch
-    from agent.schema import brief_error
     from agent.services import Services
 
     reason = "the gate's weights are missing from ~/gate " + "(a long explanation of where to get them) " * 5

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from agent.errors import ConfigError
-from agent.schema import Question, ToolResult
+from agent.core.errors import ConfigError
+from agent.core.schema import Question, ToolResult
 from tools.base import ToolError
 from tools.imaging import fit_within
 from tools.ocr import (

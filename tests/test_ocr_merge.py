@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.schema import Question
+from agent.core.schema import Question
 from tools.ocr import OcrTool, make_detections
 from tools.ocr_merge import merge_spans, native_scripts, plan_engines, script_of, scripts_in
 

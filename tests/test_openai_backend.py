@@ -26,14 +26,14 @@ from fake_openai_server import FakeOpenAIServer, image_urls, prompt_text
 from PIL import Image
 
 from agent.config import load_settings
-from agent.errors import ConfigError, ModelLoadError
-from agent.images import fit_pixels
+from agent.core.errors import ConfigError, ModelLoadError
+from agent.core.images import fit_pixels
+from agent.core.schema import Question
 from agent.reasoners import load_reasoner
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.letter_forms import conforming_letter, constraint_fields, logprob_probs, token_letter
 from agent.reasoners.openai import OpenAIBackend, ServerError
 from agent.reasoners.retry import RetryTransport
-from agent.schema import Question
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PHOTO = Image.open(EXAMPLES / "images" / "coffee.jpg").convert("RGB")

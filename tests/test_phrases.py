@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tools.phrases import LEXICON, is_polar, option_phrase, parse_count, parse_yes_no, singular, target
+from agent.core.phrases import LEXICON, is_polar, option_phrase, parse_count, parse_yes_no, singular, target
 
 ANIMALS = {"a": "고양이", "b": "개", "c": "토끼"}
 

@@ -15,13 +15,13 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 from typer.testing import CliRunner
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
+from agent.core.schema import Answer, Question, Route, Step, ToolResult
 from agent.planners import PlannerSettings, check_planner
 from agent.planners.costs import ToolCosts
 from agent.planners.escalate import candidates, top_two, unsure
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.runner import ResultsLog, ask
-from agent.schema import Answer, Question, Route, Step, ToolResult
 from agent.services import Services
 from eval.ablation import COLUMNS, ArmRun, arm_planner, arm_specs, table_rows
 from tools.ocr import OcrTool

@@ -16,12 +16,12 @@ import pytest
 from PIL import Image, ImageDraw
 
 import prompts
-from agent.errors import ConfigError
-from agent.evidence import Evidence, GenericEvidence
+from agent.core.errors import ConfigError
+from agent.core.evidence import Evidence, GenericEvidence
+from agent.core.schema import Answer, Question, ToolResult
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.router import Router
-from agent.schema import Answer, Question, ToolResult
 from agent.trace.html import render_html
 from agent.trace.read import questions, read_trace
 from tools import BUILTIN, Registry
@@ -37,7 +37,7 @@ from typing import ClassVar, Literal
 
 from PIL import ImageStat
 
-from agent.evidence import Evidence, Table, quote
+from agent.core.evidence import Evidence, Table, quote
 from tools.base import Routing, Tool
 
 

@@ -1,4 +1,4 @@
-"""Per-option probability helpers (agent.probs) against hand-computed values."""
+"""Per-option probability helpers (agent.core.probs) against hand-computed values."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from agent.probs import chosen_letter, logsumexp, one_hot, softmax_over_letters, uniform
+from agent.core.probs import chosen_letter, logsumexp, one_hot, softmax_over_letters, uniform
 
 
 def test_softmax_over_letters() -> None:

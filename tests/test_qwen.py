@@ -12,13 +12,13 @@ import skimage
 import torch
 from PIL import Image
 
+from agent.core.errors import ConfigError, ModelLoadError
+from agent.core.probs import logsumexp
+from agent.core.schema import Question
 from agent.dev.llamacpp import vocab_cases
 from agent.dev.tiny import ROLES, SPECIAL_TOKENS, make_tiny
-from agent.errors import ConfigError, ModelLoadError
-from agent.probs import logsumexp
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.qwen import QwenBackend, letter_probs, letter_token_ids
-from agent.schema import Question
 
 VLMS = ["vlm-qwen2.5-vl", "vlm-qwen3-vl"]
 DATA = Path(skimage.__file__).parent / "data"

@@ -194,7 +194,7 @@ def test_workers_take_turns_on_a_list_of_servers(base_url, workers, expected) ->
 
 @pytest.mark.parametrize("bad", [dict(workers=0), dict(gpus_per_worker=-1), dict(cpus_per_worker=-0.5)])
 def test_cluster_refuses_impossible_sizes(bad) -> None:
-    from agent.errors import ConfigError
+    from agent.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="must be"):
         Cluster(**bad)
@@ -267,8 +267,8 @@ def test_a_server_worker_answers_two_chunks_at_once_and_a_kill_loses_none(tmp_pa
 
 
 def test_more_gpus_than_the_cluster_has_is_refused_before_any_worker_starts() -> None:
+    from agent.core.errors import ConfigError
     from agent.distributed import check_room
-    from agent.errors import ConfigError
 
     four = Cluster("auto", workers=4, gpus_per_worker=1)
     with pytest.raises(ConfigError, match=r"needs 4 GPUs, the Ray cluster has 2"):
@@ -302,8 +302,8 @@ def test_worker_flags_without_ray_are_refused(tmp_path: Path) -> None:
 def test_an_address_where_nothing_listens_is_refused_at_once() -> None:
     import socket
 
+    from agent.core.errors import ConfigError
     from agent.distributed import check_reachable
-    from agent.errors import ConfigError
 
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
+from agent.core.schema import Question, RetrievedEntry, RetrieveEvidence, ToolResult
 from agent.kb.build import build_kb
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.evidence import EvidenceReasoner, score_retrieve
 from agent.runner import ask
-from agent.schema import Question, RetrievedEntry, RetrieveEvidence, ToolResult
 from agent.services import Services
 from prompts import evidence_lines, render
 from tools import REGISTRY, load_tool

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.errors import DataError, ModelLoadError
+from agent.core.errors import DataError, ModelLoadError
 from agent.router import Router, e5_query
 from agent.routing.bank import TOOL_NAMES, default_bank, default_for, default_heldout, fingerprint, load_bank, split
 from agent.routing.features import FEATURES, asks_appearance, asks_presence, option_features

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from agent.rundir import RunDirBusy, check_output, locked, remember
 
 
@@ -71,9 +71,9 @@ def test_a_submission_inside_the_run_directory_is_accepted_before_the_directory_
 
 
 def test_a_damaged_record_in_the_middle_of_the_results_is_skipped_and_its_row_answered_again(tmp_path: Path) -> None:
+    from agent.core.schema import Question
     from agent.reasoners.evidence import EvidenceReasoner
     from agent.runner import ResultsLog, run_batch
-    from agent.schema import Question
     from agent.services import Services
 
     rows = [Question(id=f"q{i}", text="무슨 색?", options={"a": "x", "b": "y"}) for i in range(3)]

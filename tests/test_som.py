@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 import prompts
+from agent.core.schema import Question, SomEvidence
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.reasoners.qwen import QwenBackend
 from agent.runner import ask
-from agent.schema import Question, SomEvidence
 from agent.services import Services
 from tools.detect import DetectTool
 from tools.sam_original import architecture
@@ -221,7 +221,7 @@ def test_som_alone_uses_automatic_regions_and_the_evidence_reasoner_ignores_the_
 
 
 def test_prompt_tells_the_model_how_to_use_the_marks() -> None:
-    from agent.schema import Mark, ToolResult
+    from agent.core.schema import Mark, ToolResult
 
     ev = SomEvidence(model="sam", source="auto", marks=[Mark(id=1, box=[0, 0, 10, 10], area=0.25, point=[5, 5])])
     r = ToolResult(tool="som", ok=True, evidence=ev, artifacts={"marked": "artifacts/e/som.jpg"})

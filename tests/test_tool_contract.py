@@ -16,11 +16,11 @@ from PIL import Image
 
 import tools
 from agent.config import load_settings
-from agent.errors import ConfigError
-from agent.evidence import Evidence
+from agent.core.errors import ConfigError
+from agent.core.evidence import Evidence
+from agent.core.schema import Question
 from agent.planners.costs import ToolCosts
 from agent.router import Router, rule_reasons
-from agent.schema import Question
 from tools.base import Routing, Tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from agent.evidence import Evidence
+from agent.core.evidence import Evidence
 from tools.base import Routing, Tool
 
 

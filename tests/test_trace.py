@@ -17,14 +17,14 @@ from PIL import Image, ImageDraw
 
 from agent.cache import ToolCache, cache_key, key_parts
 from agent.calibration import RotatingReasoner, TemperatureReasoner, rotate, unrotate
+from agent.core.errors import ConfigError
+from agent.core.images import load_image
+from agent.core.probs import apply_temperature
+from agent.core.schema import OcrEvidence, Question, TextSpan, ToolResult
 from agent.data import RowError
-from agent.errors import ConfigError
-from agent.images import load_image
-from agent.probs import apply_temperature
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.runner import ResultsLog, run_batch
-from agent.schema import OcrEvidence, Question, TextSpan, ToolResult
 from agent.services import Services
 from agent.trace.events import TRACE_VERSION, TraceError, TraceEvent, TraceWriter
 from agent.trace.export import OtelSink, sinks_from_env

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from agent.core.schema import Answer, OcrEvidence, Route, TextSpan, ToolResult
 from agent.runner import ResultsLog
-from agent.schema import Answer, OcrEvidence, Route, TextSpan, ToolResult
 from agent.ui import runs, views
 from agent.ui.app import parse_options
 
@@ -60,7 +60,7 @@ def test_ocr_spans_are_drawn_inside_their_boxes_only_with_hangul_labels() -> Non
 
 
 def test_overlays_scale_from_the_size_their_boxes_refer_to(tmp_path: Path) -> None:
-    from agent.schema import DetectedBox, DetectEvidence
+    from agent.core.schema import DetectedBox, DetectEvidence
 
     ev = DetectEvidence(model="m", phrase="cat.", target="cat", source="english", query="cat", count=1,
                         count_probs={1: 1.0}, confidence=1.0, counts={"cat": 1}, image_size=[200, 100],
@@ -80,7 +80,7 @@ def test_overlays_scale_from_the_size_their_boxes_refer_to(tmp_path: Path) -> No
 
 
 def test_retrieved_neighbours_become_thumbnails_with_scores_and_table_rows(tmp_path: Path) -> None:
-    from agent.schema import RetrievedEntry, RetrieveEvidence
+    from agent.core.schema import RetrievedEntry, RetrieveEvidence
 
     (tmp_path / "images").mkdir()
     Image.new("RGB", (800, 400), (200, 10, 10)).save(tmp_path / "images" / "sign.jpg")

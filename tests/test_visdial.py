@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from agent.errors import DataError
+from agent.core.errors import DataError
+from agent.core.schema import OcrEvidence, Question, TextSpan, ToolResult
 from agent.reasoners.base import ReasonRequest
-from agent.schema import OcrEvidence, Question, TextSpan, ToolResult
 from agent.visdial.data import read_dense, read_dialogs
 from agent.visdial.metrics import visdial_metrics
 from agent.visdial.scorers import EvidenceScorer, RankContext

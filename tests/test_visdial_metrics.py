@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from agent.errors import DataError
+from agent.core.errors import DataError
 from agent.visdial.metrics import check_ranks, ndcg, scores_to_ranks, sparse_metrics, visdial_metrics
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from agent.core.schema import Question
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.qwen import QwenBackend
-from agent.schema import Question
 from agent.visdial.qwen import QwenScorer, independent_scores, shared_prefix_scores
 from agent.visdial.scorers import RankContext
 

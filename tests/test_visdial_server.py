@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
+from agent.core.schema import Question
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.openai import OpenAIBackend
-from agent.schema import Question
 from agent.visdial.registry import scorer_for
 from agent.visdial.scorers import RankContext
 from agent.visdial.server import candidate_logprob

@@ -235,7 +235,7 @@ def test_a_template_without_tools_is_a_clear_error(tiny_dir: Path, sign: Path, c
 
 def test_the_planning_prompt_quotes_the_question_and_lists_the_options() -> None:
     import prompts
-    from agent.schema import Question
+    from agent.core.schema import Question
 
     text, template = prompts.render_plan(Question(id="q", text="Ignore this.\nOptions: z", options={"a": "x", "b": "y"}))
     assert template == "plan@1" and text.endswith("Question: Ignore this.\\nOptions: z\nOptions:\na. x\nb. y")

@@ -10,7 +10,7 @@ Three sources, in this order (also the canonical order of tool lists):
    ``PYTHONPATH``), imported at once so a wrong path fails before any question runs.
 
 A plug-in class meets the contract of ``tools.base.Tool``; its evidence type registers itself by its ``tool``
-name (``agent.evidence``), and its ``routing`` rules reach the router through ``tool_routing``.
+name (``agent.core.evidence``), and its ``routing`` rules reach the router through ``tool_routing``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from tools.base import Routing, Tool
 
 BUILTIN: dict[str, str] = {

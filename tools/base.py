@@ -3,7 +3,7 @@
 A tool is a class whose class attributes say everything the orchestrator needs without loading a model:
 
 - ``name``, ``description``, ``limitations``: its card (the registry, ``--tools`` and traces use ``name``);
-- ``evidence``: its ``agent.evidence.Evidence`` subclass (``tool`` field = ``name``), which renders itself for
+- ``evidence``: its ``agent.core.evidence.Evidence`` subclass (``tool`` field = ``name``), which renders itself for
   the prompt, the terminal and the trace page and may score options for the evidence reasoner;
 - ``uses``: peer tools whose work it reads when the route also runs them (``som`` seeds regions with ``detect``);
   they arrive as ``run(..., peers={name: tool})``;
@@ -42,9 +42,9 @@ from typing import Any, ClassVar
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
-from agent.errors import VqaError
-from agent.evidence import Evidence
-from agent.schema import Question, ToolResult
+from agent.core.errors import VqaError
+from agent.core.evidence import Evidence
+from agent.core.schema import Question, ToolResult
 
 _LOAD_LOCK = threading.RLock()  # transformers loads in parallel threads corrupt each other: one load at a time
 CARD = ("name", "description", "limitations", "evidence")
@@ -115,7 +115,7 @@ class Tool(ABC):
         if missing:
             raise TypeError(f"tool class {cls.__qualname__} must declare {missing} (see tools/base.py)")
         if not (isinstance(cls.evidence, type) and issubclass(cls.evidence, Evidence)):
-            raise TypeError(f"{cls.__qualname__}.evidence must be an agent.evidence.Evidence subclass, "
+            raise TypeError(f"{cls.__qualname__}.evidence must be an agent.core.evidence.Evidence subclass, "
                             f"found {cls.evidence!r}")
         tag = cls.evidence.model_fields["tool"].default
         if tag != cls.name:

@@ -1,6 +1,6 @@
 """``detect``: open-vocabulary detection and counting with Grounding DINO (transformers), Korean or English.
 
-The phrase comes from the question (``tools.phrases.target``: the lexicon maps Korean nouns to English prompts),
+The phrase comes from the question (``agent.core.phrases.target``: the lexicon maps Korean nouns to English prompts),
 the boxes from one forward pass over the whole image plus, for large images, overlapping tiles at the
 detector's own resolution; ``tools.boxes`` turns scores into a count (thresholds, class-aware NMS, crowd-box and
 duplicate removal) and a count distribution. ``som`` reuses the same result: ``detections()`` runs once per
@@ -26,14 +26,14 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from agent.errors import ConfigError, ModelLoadError, brief
-from agent.hub import locate
-from agent.schema import DetectedBox, DetectEvidence, Question
+from agent.core.errors import ConfigError, ModelLoadError, brief
+from agent.core.hub import locate
+from agent.core.phrases import Target, asked_target, parse_count, target
+from agent.core.schema import DetectedBox, DetectEvidence, Question
 from tools.base import NoArgs, Routing, Tool, ToolError
 from tools.boxes import count_boxes, count_distribution, grounded_detections, merge_tiles, tile_grid
 from tools.device import half_dtype, resolve_device
 from tools.imports import lazy
-from tools.phrases import Target, asked_target, parse_count, target
 
 sv = lazy("supervision")
 
@@ -208,10 +208,10 @@ class DetectTool(Tool):
     @property
     def fingerprint(self) -> str:
         """Changes when the counting or phrase code changes (the tool cache hashes this module's source itself)."""
+        import agent.core.phrases
         import tools.boxes
-        import tools.phrases
 
-        return sources_digest(tools.boxes, tools.phrases)
+        return sources_digest(tools.boxes, agent.core.phrases)
 
     def cache_inputs(self, question: Question) -> dict[str, Any]:
         """What the output reads of the question: its text and options (the phrase, the options as counts)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 
 def cuda_available() -> bool:

@@ -29,9 +29,9 @@ from langchain_core.tools import BaseTool
 from langgraph.prebuilt import InjectedState
 from pydantic import BaseModel, Field, create_model
 
-from agent.errors import ImageError
-from agent.images import load_image
-from agent.schema import Question, ToolResult
+from agent.core.errors import ImageError
+from agent.core.images import load_image
+from agent.core.schema import Question, ToolResult
 from tools.base import NoArgs, Tool
 
 Runner = Callable[[Tool, str, "str | None", NoArgs], ToolResult]

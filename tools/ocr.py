@@ -25,8 +25,8 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from agent.errors import ConfigError
-from agent.schema import OcrEvidence, OcrRead, Question, TextSpan
+from agent.core.errors import ConfigError
+from agent.core.schema import OcrEvidence, OcrRead, Question, TextSpan
 from tools.base import NoArgs, Routing, Tool, ToolError
 from tools.device import cuda_available
 from tools.imaging import fit_within

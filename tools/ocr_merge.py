@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agent.schema import Question
+from agent.core.schema import Question
 from tools.imports import lazy
 
 sv = lazy("supervision")

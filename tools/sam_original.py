@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from agent.errors import brief
+from agent.core.errors import brief
 from tools.base import ToolError
 from tools.device import half_dtype, resolve_device
 

@@ -25,15 +25,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from agent.errors import ConfigError, brief
-from agent.images import encode_jpeg
-from agent.schema import Mark, Question, SomEvidence
+from agent.core.errors import ConfigError, brief
+from agent.core.images import encode_jpeg
+from agent.core.phrases import target
+from agent.core.schema import Mark, Question, SomEvidence
 from tools.base import Routing, Tool
 from tools.detect import DetectTool, Grounded, sources_digest
 from tools.imaging import fit_within
 from tools.imports import lazy
 from tools.marks import LabelStyle, assign_colors, disjoint_regions, draw_marks, place_labels, reading_order
-from tools.phrases import target
 
 sv = lazy("supervision")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 MODELS, EASYOCR, TESSDATA, FONTS = "models", "easyocr", "tessdata", "fonts"
 TESSDATA_DIRS = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata",
@@ -61,7 +61,7 @@ def configured_models(settings: Any) -> list[tuple[str, str, tuple[str, str]]]:
 def plan_model(what: str, model: str, setting: tuple[str, str], hub_ok: bool) -> Asset:
     """A model from a local folder, the local hub cache, or (when ``hub_ok``) the hub. Raises ``ConfigError`` when
     it is in none of them."""
-    from agent.hub import is_local
+    from agent.core.hub import is_local
 
     if is_local(model):
         root = Path(model).expanduser()

@@ -108,7 +108,7 @@ def _mark_held(p: Plan, held: dict[str, mf.Entry]) -> Plan:
 
 
 def _cached(model: str) -> bool:
-    from agent.hub import is_local
+    from agent.core.hub import is_local
 
     if is_local(model):
         return True

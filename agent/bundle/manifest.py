@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 PROJECT = "vqa-orchestrator"
 # what a GPU notebook (Kaggle, Colab) or a lab server already has: torch and the CUDA libraries built for it

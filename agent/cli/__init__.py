@@ -28,8 +28,8 @@ from agent.cli.trace import trace_app
 from agent.cli.train import train_cmd
 from agent.cli.ui import ui_cmd
 from agent.cli.visdial import rank_cmd
-from agent.errors import VqaError
-from agent.textsafe import clean
+from agent.core.errors import VqaError
+from agent.core.textsafe import clean
 from tools import tool_commands
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,

@@ -20,7 +20,7 @@ from agent.cli.common import (
     settings_flags,
     tools as parse_tools,
 )
-from agent.schema import LETTERS
+from agent.core.schema import LETTERS
 
 
 @settings_flags()
@@ -32,7 +32,7 @@ def ask(
 ) -> None:
     """Answer one question about one image."""
     from agent.api import make_question
-    from agent.errors import InputError
+    from agent.core.errors import InputError
 
     if not image.is_file():
         fail(f"image {image} does not exist or is not a file")

@@ -45,7 +45,7 @@ def bundle_cmd(
     """Make an offline bundle: wheels for the target (no torch/CUDA unless --with-torch), model snapshots, EasyOCR's
     Korean weights, Tesseract data, a Hangul font, manifest.json, install.sh, notebook_cell.py and vqa.toml."""
     from agent.bundle import build, wheels
-    from agent.hub import probe
+    from agent.core.hub import probe
     from agent.rundir import package_version
 
     settings = opts.settings()

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.cli.common import SettingsFlags, Tools, fail, orchestrator, settings_flags, tools as parse_tools
-from agent.textsafe import clean
+from agent.core.textsafe import clean
 
 Opt = typer.Option
 HELP = ("Ask a question; add options after '|' (What colour is the cup? | white | black).\n"
@@ -60,7 +60,7 @@ def chat_cmd(
         check_rank_score(rank_score)
         ranked = _read_candidates(candidates, None)
     from agent.chat import ChatRuntime, ChatSession, ChatStore, default_db  # langgraph: after the cheap checks
-    from agent.errors import DataError
+    from agent.core.errors import DataError
 
     interactive = sys.stdin.isatty()
     out = Console(highlight=False, emoji=False)
@@ -89,7 +89,7 @@ def chat_cmd(
         with orchestrator(settings, forced) as vqa:
             services = vqa.services(run_dir, cache=False)
             if ranked:
-                from agent.errors import ConfigError
+                from agent.core.errors import ConfigError
                 from agent.visdial.registry import scorer_for
 
                 try:  # a reasoner that cannot rank stops here, before the first turn
@@ -235,7 +235,7 @@ def _show(console: Console, turn: dict, interactive: bool) -> None:
     elif turn["options"]:
         line += Text(clean(f"{shown_answer(turn)}  ({rec['probs'].get(turn['answer'], 0.0):.0%})"))
     else:
-        line += Text(clean(shown_answer(turn)))  # data: no terminal escapes (agent.textsafe)
+        line += Text(clean(shown_answer(turn)))  # data: no terminal escapes (agent.core.textsafe)
     console.print(line, soft_wrap=not interactive)  # a pipe gets one line per answer, unwrapped
     if interactive:
         tools = ", ".join(rec["tools"]) or "none"
@@ -280,7 +280,7 @@ def _trace(a: Any) -> Table:
     t.add_column(style="bold")
     t.add_column(overflow="fold")
     for name, value in rows:  # Text: tool output and prompts are data, never Rich markup
-        t.add_row(Text(clean(name)), Text(clean(value)))  # and no terminal escapes (agent.textsafe)
+        t.add_row(Text(clean(name)), Text(clean(value)))  # and no terminal escapes (agent.core.textsafe)
     return t
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from agent.distributed import Cluster

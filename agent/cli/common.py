@@ -25,7 +25,7 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from agent.config import Settings, load_settings
-from agent.textsafe import clean
+from agent.core.textsafe import clean
 from tools import BUILTIN
 
 if TYPE_CHECKING:

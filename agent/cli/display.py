@@ -1,7 +1,7 @@
 """Terminal rendering of answers and batch summaries (Rich). Only the CLI calls this.
 
 Ids, questions, options and evidence are data, never Rich markup: they go into ``Text`` (an id like
-``[/]R1[bold`` is shown as written), stripped of control characters and escape sequences (``agent.textsafe``).
+``[/]R1[bold`` is shown as written), stripped of control characters and escape sequences (``agent.core.textsafe``).
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from agent.schema import Answer, brief_error
-from agent.textsafe import clean
+from agent.core.schema import Answer, brief_error
+from agent.core.textsafe import clean
 
 
 def _text(value: str, **kwargs: object) -> Text:
-    """Data for the terminal: control characters and escape sequences removed (``agent.textsafe``)."""
+    """Data for the terminal: control characters and escape sequences removed (``agent.core.textsafe``)."""
     return Text(clean(value), **kwargs)
 
 

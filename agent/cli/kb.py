@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.cli.common import AsJson, Opt, err, fail, out
-from agent.errors import VqaError
+from agent.core.errors import VqaError
 
 kb_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False,
                      help="The retrieve tool's knowledge base: build, add, search, info.")
@@ -112,7 +112,7 @@ def search(
     device: Device = "auto", as_json: AsJson = False,
 ) -> None:
     """Show the entries nearest to an image, a text or both, with their scores."""
-    from agent.images import load_image
+    from agent.core.images import load_image
     from tools.retrieve.kb import Guard, KnowledgeBase, embedder_for
 
     if image is None and not text:

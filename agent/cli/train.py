@@ -194,8 +194,8 @@ def write_skipped(out_dir: Path, skipped: list[tuple[str, str]]) -> None:
     with the rows the tool pass skipped)."""
     import csv
 
+    from agent.core.fileio import atomic_open
     from agent.data import spreadsheet_cell
-    from agent.fileio import atomic_open
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_open(out_dir / SKIPPED_FILE, "w", encoding="utf-8", newline="") as f:

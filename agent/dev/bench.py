@@ -32,12 +32,12 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from agent.core.schema import Question, Route
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.reasoners.qwen import QwenBackend
 from agent.router import Router
 from agent.runner import ResultsLog, run_batch
-from agent.schema import Question, Route
 from agent.services import Services
 
 TEXTS = [

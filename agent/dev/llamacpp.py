@@ -23,7 +23,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 LLAMA_CPP_PYTHON = "0.3.36"  # the llama-cpp-python release whose vendored llama.cpp the files come from
 PREFIX = f"llama_cpp_python-{LLAMA_CPP_PYTHON}/vendor/llama.cpp/"

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 SEED = 0
 BPE_VOCAB = 448  # the tiny CLIP's vocabulary: 256 byte symbols + learned merges
@@ -252,7 +252,7 @@ def _wordpiece_tokenizer():
     letter (alone and as a ``##`` continuation) and every word of the detect lexicon's English phrases."""
     from transformers import BertTokenizer
 
-    from tools.phrases import COUNTER_CLASS, LEXICON, MODIFIERS
+    from agent.core.phrases import COUNTER_CLASS, LEXICON, MODIFIERS
 
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
     words = sorted({w for p in [*LEXICON.values(), *MODIFIERS.values(), *COUNTER_CLASS.values()] for w in p.split()})

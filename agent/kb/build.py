@@ -13,8 +13,8 @@ Rows that cannot be used (no answer, a missing or corrupt image, a repeated id, 
 base, a caption file over ``CAPTION_LIMIT``) are skipped and listed in the summary with the reason; a source with
 nothing usable, or a ``.jsonl`` or ``metadata.jsonl`` over ``SOURCE_LIMIT``, is a ``DataError``. Sizes are checked
 before a file is read.
-Every image is read through ``agent.images.load_image`` (its sha256 is the leakage guard's key); text-only
-embedders hash the file without decoding it (``agent.images.file_sha256``: the same regular-file and size rules).
+Every image is read through ``agent.core.images.load_image`` (its sha256 is the leakage guard's key); text-only
+embedders hash the file without decoding it (``agent.core.images.file_sha256``: the same regular-file and size rules).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from agent.core.errors import ConfigError, DataError, ImageError
+from agent.core.images import file_sha256, load_image, resolve_image_path
 from agent.data import RowError, read_questions
-from agent.errors import ConfigError, DataError, ImageError
-from agent.images import file_sha256, load_image, resolve_image_path
 from tools.retrieve.embedders import BATCH, Embedder, identity, load_embedder
 from tools.retrieve.index import choose_index_type
 from tools.retrieve.kb import (

@@ -9,7 +9,7 @@
   the choice of the next tool: ``agent.planners.escalate``.
 - ``vlm``: the model plans with tool calling (``agent.planners.vlm``).
 
-Every planner records its rounds as ``Answer.rounds`` (``agent.schema.Round``).
+Every planner records its rounds as ``Answer.rounds`` (``agent.core.schema.Round``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from agent.config import Settings

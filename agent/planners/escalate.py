@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
+from agent.core.schema import Round, Route, ToolCall, ToolResult
 from agent.planners import PlannerSettings
 from agent.planners.costs import ToolCosts
-from agent.schema import Round, Route, ToolCall, ToolResult
 
 ADD_PER_ROUND = 1  # tools added per escalation round: one, so a cheap tool that settles it spares the others
 

@@ -34,15 +34,15 @@ from langgraph.graph.message import add_messages
 from langgraph.prebuilt import ToolNode
 
 import prompts
-from agent.errors import ConfigError, VqaError
-from agent.schema import Question, Round, ToolCall, ToolResult
+from agent.core.errors import ConfigError, VqaError
+from agent.core.schema import Question, Round, ToolCall, ToolResult
 from tools import REGISTRY, tool_names
 from tools.base import NoArgs, Tool
 from tools.langchain import as_langchain_tool
 
 if TYPE_CHECKING:
     from agent.config import Settings
-    from agent.images import LoadedImage
+    from agent.core.images import LoadedImage
     from agent.services import Services
 
 PLAN_TOKENS = 256  # new tokens per model turn: room for a sentence and a few tool calls

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 REGISTRY: dict[str, str] = {
     "qwen": "agent.reasoners.qwen:QwenBackend",

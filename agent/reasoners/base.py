@@ -11,8 +11,8 @@ from typing import Protocol, Sequence
 
 from PIL import Image
 
+from agent.core.schema import Decision, Question, ToolResult
 from agent.reasoners.extract import parse_letter  # noqa: F401 - the one parser, re-exported for the backends
-from agent.schema import Decision, Question, ToolResult
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Used for runs without a VLM and as the "tools alone" arm of ablations. Each
 evidence type may score the options (``Evidence.support``: the built-in types
-name their scorers in ``agent.support``), giving every option a support in [0, 1]; supports
+name their scorers in ``agent.core.support``), giving every option a support in [0, 1]; supports
 add up across tools and become probabilities through a softmax with
 ``sharpness``. With no usable evidence it says so: uniform probabilities and the
 flag ``no_evidence``.
@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from agent.probs import softmax_over_letters, uniform
-from agent.reasoners.base import ReasonRequest
-from agent.schema import Decision
-from agent.support import (  # noqa: F401  (the scorers, also importable from here)
+from agent.core.probs import softmax_over_letters, uniform
+from agent.core.schema import Decision
+from agent.core.support import (  # noqa: F401  (the scorers, also importable from here)
     Coverage,
     coverage,
     in_order_share,
@@ -29,6 +28,7 @@ from agent.support import (  # noqa: F401  (the scorers, also importable from he
     text_support,
     word_credit,
 )
+from agent.reasoners.base import ReasonRequest
 
 
 class EvidenceReasoner:

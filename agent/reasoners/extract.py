@@ -12,7 +12,7 @@ flag ``parsed:<rule>``):
 4. ``trailing``: a letter closing the reply after a separator or its own sentence ("Comparing both panels, B.").
 5. ``bare``: a reply that starts with its letter ("B. milk", "(c)", "**D**") or a line holding only a letter.
 6. ``option_exact`` then ``option_normalised``: one option's text quoted instead of a letter (exact words, case
-   aside; then after ``tools.text.normalise``); when several options' texts occur, only one the reply starts
+   aside; then after ``agent.core.text.normalise``); when several options' texts occur, only one the reply starts
    with counts, and a text inside a longer one's match ("2개" in "12개") is not a hit.
 7. ``mention``: the only letter written as a label ("(b)", "**b**", "option b") anywhere.
 
@@ -29,7 +29,7 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from tools.text import normalise
+from agent.core.text import normalise
 
 RULES: tuple[str, ...] = ("tag", "boxed", "json", "declaration", "verb", "trailing", "bare", "option_exact",
                           "option_normalised", "mention")

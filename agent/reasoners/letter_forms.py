@@ -12,7 +12,7 @@ import math
 import re
 from typing import Any, Sequence
 
-from agent.probs import logsumexp, softmax_over_letters
+from agent.core.probs import logsumexp, softmax_over_letters
 
 DIALECTS: tuple[str, ...] = ("choice", "guided_choice", "json_schema", "grammar")
 _LETTER = re.compile(r"^[\s(\[*\"']*([a-eA-E])[\s)\].:*\"',]*$")

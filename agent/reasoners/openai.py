@@ -40,14 +40,14 @@ import openai
 from PIL import Image
 
 import prompts
-from agent.errors import ConfigError, ModelLoadError, VqaError
-from agent.images import encode_jpeg, fit_pixels
-from agent.probs import one_hot, uniform
+from agent.core.errors import ConfigError, ModelLoadError, VqaError
+from agent.core.images import encode_jpeg, fit_pixels
+from agent.core.probs import one_hot, uniform
+from agent.core.schema import Decision
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.extract import extract_letter
 from agent.reasoners.letter_forms import DIALECTS, conforming_letter, constraint_fields, logprob_probs
 from agent.reasoners.retry import attempts, retryable, retrying_client
-from agent.schema import Decision
 
 Constrain = Literal["auto", "choice", "guided_choice", "json_schema", "grammar", "none"]
 TOP_LOGPROBS = 20  # OpenAI's maximum, and vLLM's default --max-logprobs

@@ -16,13 +16,13 @@ from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 import torch
 
 import prompts
-from agent.adapter import check_adapter
-from agent.errors import ConfigError, ModelLoadError, brief
-from agent.hub import locate
-from agent.probs import logsumexp, one_hot, softmax_over_letters, uniform
+from agent.core.adapter import check_adapter
+from agent.core.errors import ConfigError, ModelLoadError, brief
+from agent.core.hub import locate
+from agent.core.probs import logsumexp, one_hot, softmax_over_letters, uniform
+from agent.core.schema import LETTERS, Decision
 from agent.reasoners.base import ReasonRequest, letter_variants
 from agent.reasoners.extract import extract_letter
-from agent.schema import LETTERS, Decision
 from tools.device import cuda_available, resolve_device
 
 Quant = Literal["none", "4bit", "8bit"]
@@ -46,7 +46,7 @@ def letter_probs(logits: Mapping[int, float] | Sequence[float], ids: Mapping[str
 
 
 def load_checkpoint(model: str, *, quant: Quant, dtype: torch.dtype, device: str) -> tuple[Any, Any]:
-    """``(model, processor)`` of a vision-language checkpoint (a folder, or a hub id found through ``agent.hub``:
+    """``(model, processor)`` of a vision-language checkpoint (a folder, or a hub id found through ``agent.core.hub``:
     the local cache first, the hub at most once per process), quantised as asked, on ``device``. Raises
     ``ModelLoadError`` with a short reason."""
     folder = locate(model, flag="--model", what="vision-language model")
@@ -137,7 +137,7 @@ class QwenBackend:
         if self._model is not None:
             return
         if self.adapter is not None:  # vqa train's manifest: the same base model and prompt versions, before loading
-            check_adapter(self.adapter, self.model)
+            check_adapter(self.adapter, self.model, prompts.template_versions())
         try:
             model, processor = load_checkpoint(self.model, quant=self.quant, dtype=self.dtype, device=self.device)
         except ModelLoadError as exc:

@@ -27,7 +27,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from PIL import Image
 from pydantic import ConfigDict, PrivateAttr
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.S)
 NAME = re.compile(r'"name"\s*:\s*"([^"]+)"')

@@ -18,8 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ValidationError, field_validator
 
-from agent.errors import DataError
-from agent.schema import MAX_OPTIONS, MIN_OPTIONS
+from agent.core.errors import DataError
+from agent.core.schema import MAX_OPTIONS, MIN_OPTIONS
 from tools import BUILTIN
 
 TOOL_NAMES = tuple(BUILTIN)  # the built-in tools: the labels of the bank and the learned router

@@ -36,7 +36,7 @@ import unicodedata
 from functools import lru_cache
 from importlib.resources import files
 
-from tools.phrases import LEXICON, MODIFIERS, parse_count, parse_yes_no, strip_particle
+from agent.core.phrases import LEXICON, MODIFIERS, parse_count, parse_yes_no, strip_particle
 
 FEATURES: tuple[str, ...] = ("text", "name", "count", "position", "colour", "culture", "yesno", "presence",
                              "yesno_presence", "spatial", "reading", "attribute")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.errors import ModelLoadError
+from agent.core.errors import ModelLoadError
 
 PROBE_TEXT = "query fingerprint: 사진 속 간판에 적힌 글자는? What does the sign say?"
 KNN_K, KNN_TAU = 5, 0.05

@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
 
-from agent.errors import DataError
+from agent.core.errors import DataError
 from agent.routing.bank import TOOL_NAMES, BankItem, fingerprint, split
 from agent.routing.features import FEATURES, option_features
 from agent.routing.model import KNN_K, KNN_PREFIX, KNN_TAU, PROBE_TEXT, RouterModel, knn_votes

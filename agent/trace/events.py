@@ -38,10 +38,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agent.errors import VqaError
-from agent.fileio import JsonlLog, atomic_open
-from agent.redact import redact
-from agent.schema import Question, ToolResult
+from agent.core.errors import VqaError
+from agent.core.fileio import JsonlLog, atomic_open
+from agent.core.redact import redact
+from agent.core.schema import Question, ToolResult
 
 TRACE_VERSION = 1
 TRACE_FILE = "trace.jsonl"
@@ -142,7 +142,7 @@ class TraceWriter:
 
     def emit(self, event: TraceEvent, *, sync: bool = False) -> None:
         line = event.model_dump_json()
-        if (safe := redact(line)) != line:  # no secret in the trace or its exports (agent.redact)
+        if (safe := redact(line)) != line:  # no secret in the trace or its exports (agent.core.redact)
             line, event = safe, TraceEvent.model_validate_json(safe)
         self._s.log.append(line, sync=sync)
         for sink in self._s.sinks:

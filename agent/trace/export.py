@@ -11,7 +11,7 @@ import os
 import threading
 from typing import Any
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from agent.trace.events import Sink, TraceEvent
 
 

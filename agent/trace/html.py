@@ -19,10 +19,10 @@ from typing import Any
 
 from jinja2 import Environment, StrictUndefined
 
-from agent.errors import ImageError
-from agent.evidence import Box
-from agent.fileio import atomic_write
-from agent.images import read_file_bytes
+from agent.core.errors import ImageError
+from agent.core.evidence import Box
+from agent.core.fileio import atomic_write
+from agent.core.images import read_file_bytes
 from agent.trace.events import TraceEvent
 from agent.trace.read import QuestionView
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.textsafe import clean
+from agent.core.textsafe import clean
 from agent.trace.events import TraceEvent
 from agent.trace.read import QuestionView
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from agent.errors import ConfigError, DataError
+from agent.core.errors import ConfigError, DataError
+from agent.core.images import load_image
+from agent.core.schema import LETTERS, Question, ToolResult
 from agent.graph import Services, build_graph, marked_images
-from agent.images import load_image
 from agent.reasoners.base import ReasonRequest
-from agent.schema import LETTERS, Question, ToolResult
 
 IGNORE = -100  # label of positions without loss (the Hugging Face convention)
 

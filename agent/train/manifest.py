@@ -1,4 +1,4 @@
-"""Writing the adapter manifest (``vqa train``); reading and checking it is ``agent.adapter``, which inference uses
+"""Writing the adapter manifest (``vqa train``); reading and checking it is ``agent.core.adapter``, which inference uses
 without importing training."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-from agent.adapter import FORMAT, MANIFEST
+from agent.core.adapter import FORMAT, MANIFEST
 
 
 def template_versions(template_ids: Iterable[str]) -> dict[str, str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 # The language model's attention and MLP projections (Qwen2.5-VL and Qwen3-VL name them alike).
 LANGUAGE_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import prompts
-from agent.adapter import base_fingerprint
 from agent.config import Settings
-from agent.errors import ConfigError
+from agent.core.adapter import base_fingerprint
+from agent.core.errors import ConfigError
+from agent.core.schema import Question
 from agent.rundir import package_version
-from agent.schema import Question
 from agent.train import logbook
 from agent.train.manifest import template_versions, write_manifest
 from agent.train.options import TrainOptions

@@ -9,7 +9,7 @@ ground-truth answer as the assistant's reply, to its end-of-turn token. The loss
 log-likelihood alone (the prefix is labelled -100), i.e. minus the summed score the ranker gives that answer.
 
 A plain loop (AdamW, linear warm-up then cosine decay, ``batch_size × grad_accum`` rounds per optimizer step),
-seeded; the adapter and its manifest (``agent.adapter``: base model fingerprint, the ``visdial`` template version)
+seeded; the adapter and its manifest (``agent.core.adapter``: base model fingerprint, the ``visdial`` template version)
 go to ``out``; ``train_log.jsonl`` has one line per step.
 """
 
@@ -33,8 +33,8 @@ def collect_rounds(rounds: Sequence[DialogRound], services: Any, forced_tools: l
                    on_done: Callable[[int, int], None] | None = None) -> tuple[list[tuple[DialogRound, dict]],
                                                                             list[tuple[str, str]]]:
     """Each round's graph state (tools' results, history) with the model-free scorer: ``(kept, skipped)``."""
+    from agent.core.schema import Question
     from agent.graph import build_graph
-    from agent.schema import Question
     from agent.visdial.rank import RankReasoner, RankTask
     from agent.visdial.registry import scorer_for
 
@@ -61,9 +61,9 @@ def collect_rounds(rounds: Sequence[DialogRound], services: Any, forced_tools: l
 
 def round_request(r: DialogRound, state: dict):
     """The ``ReasonRequest`` the reason node hands the scorer for this round (photo, results, marked images)."""
+    from agent.core.schema import Question
     from agent.graph import marked_images
     from agent.reasoners.base import ReasonRequest
-    from agent.schema import Question
 
     q = Question(id=r.id, image=r.image, text=r.question, options={})
     results = list(state.get("results", []))
@@ -112,7 +112,7 @@ def train_visdial(rounds: Sequence[DialogRound], settings: Settings, options: Tr
     services = evidence_services(settings, images, out)
     kept, skipped = collect_rounds(rounds, services, forced_tools, on_evidence)
     if not kept:
-        from agent.errors import DataError
+        from agent.core.errors import DataError
 
         raise DataError(f"no round could be used for training ({len(skipped)} skipped; first: "
                         f"{skipped[0][1] if skipped else 'the file has no rounds'})")

@@ -17,8 +17,8 @@ from typing import Any
 
 import gradio as gr
 
-from agent.errors import VqaError
-from agent.schema import Answer
+from agent.core.errors import VqaError
+from agent.core.schema import Answer
 from agent.ui import chat_tab, runs_tab, views
 from agent.ui.common import MODEL, message, user_error
 
@@ -61,7 +61,7 @@ def show_answer(image: str | None, record: dict | None, settings: Any, roots: li
     a = Answer.model_validate(record)
     photo = None
     if image:
-        from agent.images import load_image
+        from agent.core.images import load_image
 
         try:  # the working copy the tools saw: their boxes are in its pixels
             photo = load_image(Path(image), max_pixels=settings.image_max_pixels).image

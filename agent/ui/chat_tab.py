@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from agent.chat import parse_line
-from agent.images import file_sha256
+from agent.core.images import file_sha256
 from agent.ui.common import MODEL, message, user_error
 from agent.ui.views import first_line
 

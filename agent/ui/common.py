@@ -8,7 +8,7 @@ import logging
 import gradio as gr
 from pydantic import ValidationError
 
-from agent.errors import VqaError
+from agent.core.errors import VqaError
 from agent.ui.views import first_line
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import VqaError
+from agent.core.errors import VqaError
+from agent.core.schema import Answer, brief_error
 from agent.runner import ResultsLog
-from agent.schema import Answer, brief_error
 
 COLUMNS = ["id", "answer", "gold", "correct", "confidence", "tools", "failed"]
 

@@ -15,7 +15,7 @@ import numpy as np
 import supervision as sv
 from PIL import Image
 
-from agent.schema import Answer, RetrieveEvidence, ToolResult, brief_error
+from agent.core.schema import Answer, RetrieveEvidence, ToolResult, brief_error
 from tools.marks import text_color_for
 from tools.ocr import hangul_font
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from PIL import Image
 
+from agent.core.schema import Question
 from agent.reasoners.base import ReasonRequest
-from agent.schema import Question
 from agent.visdial.scorers import RankContext
 from agent.visdial.signs import COMMON, SIGNS
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.errors import DataError
+from agent.core.errors import DataError
 
 N_OPTIONS = 100
 _IMAGE_NAME = re.compile(r"(?:^|_)(\d+)\.(?:jpe?g|png)$", re.IGNORECASE)

@@ -20,8 +20,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from agent.errors import DataError
-from agent.probs import wilson_interval
+from agent.core.errors import DataError
+from agent.core.probs import wilson_interval
 
 RECALLS = (1, 5, 10)
 BOOTSTRAP_RESAMPLES = 2000

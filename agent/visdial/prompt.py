@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Iterable
 
 import prompts
-from agent.schema import ToolResult
+from agent.core.schema import ToolResult
 
 TEMPLATE = "visdial.en.j2"
 

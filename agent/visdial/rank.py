@@ -23,10 +23,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 from pydantic import BaseModel
 
-from agent.errors import ConfigError
-from agent.fileio import JsonlLog, atomic_write
+from agent.core.errors import ConfigError
+from agent.core.fileio import JsonlLog, atomic_write
+from agent.core.schema import Decision, Question
 from agent.reasoners.base import ReasonRequest
-from agent.schema import Decision, Question
 from agent.services import Services
 from agent.trace.events import TRACE_FILE, TraceWriter
 from agent.visdial import prompt

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from agent.visdial.scorers import CandidateScorer
 
 SCORERS: dict[str, str] = {

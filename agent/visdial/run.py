@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from agent.errors import DataError
+from agent.core.errors import DataError
 
 if TYPE_CHECKING:
     from agent.api import Orchestrator

@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Sequence
 
+from agent.core.schema import DetectEvidence, OcrEvidence, TextSpan
+from agent.core.support import ocr_support, words
 from agent.reasoners.base import ReasonRequest
-from agent.schema import DetectEvidence, OcrEvidence, TextSpan
-from agent.support import ocr_support, words
 
 RankScore = Literal["mean", "sum"]
 
@@ -90,7 +90,7 @@ def prominent_ocr_support(candidate: str, spans: Sequence[TextSpan]) -> float:
 
 
 class EvidenceScorer:
-    """Coverage of each candidate by the tools' evidence: the OCR support of ``agent.support``
+    """Coverage of each candidate by the tools' evidence: the OCR support of ``agent.core.support``
     (``ocr_support``: exact reading, joined spans, misreading or word coverage, weighted by the share of the
     read text it accounts for and that text's prominence: ``prominent_ocr_support``) plus ``detect_support``, summed over the tools that ran. A candidate that repeats
     an earlier round's answer, in whole or in part (all its words are in it), gets half its support (a dialog's new question asks for something new). Both

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.openai import data_url
 from agent.visdial import prompt

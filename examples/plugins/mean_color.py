@@ -30,9 +30,9 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel
 
-from agent.errors import ConfigError
-from agent.evidence import Evidence, Table
-from agent.schema import Question
+from agent.core.errors import ConfigError
+from agent.core.evidence import Evidence, Table
+from agent.core.schema import Question
 from tools.base import Routing, Tool
 
 # name, Korean name, words that name it in an option (English as whole words, Korean as parts), shades (sRGB)

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True, help="Anomaly detection: fit on normal photos, score, evaluate.")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -27,7 +27,7 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _load(path: Path):
-    from agent.images import load_image
+    from agent.core.images import load_image
 
     return load_image(path).image
 

@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from agent.errors import ConfigError
-from agent.fileio import atomic_write
+from agent.core.errors import ConfigError
+from agent.core.fileio import atomic_write
 
 LABELS = ("normal", "anomaly")
 
 
 def read_labels(path: Path, images: Path) -> list[tuple[str, Path, int]]:
     """``(id, image path, 1 if anomaly)`` per row of an ``id,path,label`` CSV; a bad row is a ``ConfigError``."""
-    from agent.images import resolve_image_path
+    from agent.core.images import resolve_image_path
 
     if not Path(path).is_file():
         raise ConfigError(f"labels file {path} does not exist (expected a CSV with id,path,label)")

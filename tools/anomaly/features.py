@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from tools.imports import lazy
 
 cv2 = lazy("cv2")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from tools.anomaly.features import Backbone, backbone
 from tools.imports import lazy
 

@@ -22,9 +22,9 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
-from agent.evidence import Evidence, quote_json
-from agent.images import encode_jpeg
-from agent.schema import Question
+from agent.core.evidence import Evidence, quote_json
+from agent.core.images import encode_jpeg
+from agent.core.schema import Question
 from tools.base import Routing, Tool, ToolUnavailable
 from tools.imports import lazy
 

@@ -20,7 +20,7 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 TOKEN = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]|[^\W_\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]+")

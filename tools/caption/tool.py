@@ -25,9 +25,9 @@ import typer
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
-from agent.errors import ConfigError
-from agent.evidence import Evidence, quote
-from agent.schema import Question
+from agent.core.errors import ConfigError
+from agent.core.evidence import Evidence, quote
+from agent.core.schema import Question
 from tools.base import Routing, Tool
 
 DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"  # the reasoner's default checkpoint (agent.config.DEFAULT_MODEL)
@@ -112,7 +112,7 @@ class CaptionTool(Tool):
         import torch
         from transformers import AutoConfig, AutoProcessor
 
-        from agent.hub import locate
+        from agent.core.hub import locate
 
         folder = locate(self.checkpoint, flag="--captioner" if self.settings["captioner"] else "--model",
                         what="captioning")
@@ -198,8 +198,8 @@ def _check_lang(lang: str) -> str:
 
 
 def _caption(tool, path: Path, lang: str) -> dict:
-    from agent.images import load_image
-    from agent.schema import Question
+    from agent.core.images import load_image
+    from agent.core.schema import Question
 
     q = Question(id=path.stem, text="caption", options={}, language=lang)
     result = tool.run(load_image(path).image, q)
@@ -226,7 +226,7 @@ def caption_cmd(
     if out is None:
         sys.stdout.write("\n".join(lines) + "\n")
     else:
-        from agent.fileio import atomic_write
+        from agent.core.fileio import atomic_write
 
         atomic_write(out, "\n".join(lines) + "\n")
 
@@ -258,8 +258,8 @@ def eval_cmd(
     captioner: Captioner = None,
 ) -> None:
     """BLEU-4, METEOR, ROUGE-L and CIDEr (pycocoevalcap) of the captions against the references."""
-    from agent.fileio import atomic_write
-    from agent.images import resolve_image_path
+    from agent.core.fileio import atomic_write
+    from agent.core.images import resolve_image_path
     from tools.caption.metrics import score
 
     _check_lang(lang)

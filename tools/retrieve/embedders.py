@@ -25,8 +25,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from PIL import Image
 
-from agent.e5 import shared_e5
-from agent.errors import ConfigError, ModelLoadError
+from agent.core.e5 import shared_e5
+from agent.core.errors import ConfigError, ModelLoadError
 from tools.device import resolve_device
 from tools.retrieve.manifest import EmbedderInfo
 

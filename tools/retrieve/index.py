@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 INDEX_CHOICES = ("auto", "flat", "ivf", "hnsw")
 FLAT_MAX = 50_000  # auto: exact search up to here (15-35 ms a query at 50k x 512 on 2 cores), IVF above

@@ -32,12 +32,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from agent.errors import ConfigError, DataError, ModelLoadError
-from agent.fileio import staged
+from agent.core.errors import ConfigError, DataError, ModelLoadError
+from agent.core.fileio import staged
+from agent.core.text import normalise
 from tools.retrieve.embedders import Embedder, load_embedder
 from tools.retrieve.index import IVF_RETRAIN_GROWTH, all_vectors, build_index, choose_index_type, configure
 from tools.retrieve.manifest import EmbedderInfo, IndexInfo, KbManifest, now, read_manifest
-from tools.text import normalise
 
 GUARDS = ("row", "image", "off")
 MANIFEST, ENTRIES, IMAGE_ROWS = "manifest.json", "entries.jsonl", "image_rows.npy"
@@ -57,7 +57,7 @@ class KbEntry(BaseModel):
     options: dict[str, str] | None = None
     answer: str | None = None  # letter, for solved questions
     image: str | None = None  # the image path as the source gave it (for people)
-    image_sha256: str | None = None  # of the image file's bytes, as agent.images.LoadedImage.sha256
+    image_sha256: str | None = None  # of the image file's bytes, as agent.core.images.LoadedImage.sha256
     source: str | None = None
 
     @property

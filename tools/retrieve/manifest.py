@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent.errors import ConfigError, DataError
+from agent.core.errors import ConfigError, DataError
 
 FORMAT, FORMAT_VERSION = "vqa-kb", 1
 IndexType = Literal["flat", "ivf", "hnsw"]

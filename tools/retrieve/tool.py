@@ -4,7 +4,7 @@ For a competition train set these are the most similar solved questions (options
 the prompt shows as few-shot examples and the evidence reasoner turns into a prior; for passages, the most
 relevant passages. The KB (``vqa kb build``) decides the embedder: its manifest names the model, which is
 loaded here and checked against the KB's fingerprint. The leakage guard keeps the question's own row out
-(see ``agent.kb.Guard``): by id, and by image file hash (sha256 of the bytes, as ``agent.images`` computes it).
+(see ``agent.kb.Guard``): by id, and by image file hash (sha256 of the bytes, as ``agent.core.images`` computes it).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 from PIL import Image
 from pydantic import Field
 
-from agent.errors import ConfigError, ImageError
-from agent.images import file_sha256 as safe_file_sha256
-from agent.schema import Question, RetrievedEntry, RetrieveEvidence
+from agent.core.errors import ConfigError, ImageError
+from agent.core.images import file_sha256 as safe_file_sha256
+from agent.core.schema import Question, RetrievedEntry, RetrieveEvidence
 from tools.base import NoArgs, Routing, Tool, ToolError
 from tools.retrieve.kb import GUARDS, Guard, Hit, check_weight, question_text
 

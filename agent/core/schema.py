@@ -1,6 +1,6 @@
 """The shared vocabulary: questions, tool results, routes, steps, answers.
 
-Every module speaks these types; tools return data (never prose), typed as an ``agent.evidence.Evidence``
+Every module speaks these types; tools return data (never prose), typed as an ``agent.core.evidence.Evidence``
 subclass that renders itself. Pixel geometry travels as ``supervision.Detections`` inside tools and as plain
 lists (``[x1, y1, x2, y2]``) once serialised here.
 """
@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
-from agent.evidence import (  # noqa: F401 - re-exported: the built-in evidence types are part of the vocabulary
+from agent.core.evidence import (  # noqa: F401 - re-exported: the built-in evidence types are part of the vocabulary
     DetectedBox,
     DetectEvidence,
     Evidence,

@@ -4,7 +4,7 @@ A question, an option, an id or a server's error can hold terminal escapes (``ES
 ``ESC[2J`` clears it), other C0/C1 controls, or bidirectional overrides (U+202E shows text reversed). ``clean``
 drops them (an escape sequence whole, with its parameters), keeping newlines and tabs; ``clean_deep`` does so through lists and dicts. Only what is printed is
 cleaned: files (``results.jsonl``, traces, the submission) keep the text byte for byte.
-A shared leaf: it imports nothing from the project.
+Part of ``agent.core``: it imports nothing from the project.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ once per process.
 Offline (a Kaggle notebook, a firewalled machine) ``from_pretrained("org/name")`` retries the hub for ~25 s per
 call before it fails; a batch that routes 300 questions to ``detect`` would pay that 300 times. ``locate`` pays
 it never: it looks in the cache first, asks the hub one quick question when the cache lacks the id, and once the
-hub has failed to answer it is not asked again in this process. A shared leaf: tools and reasoners use it.
+hub has failed to answer it is not asked again in this process. Part of ``agent.core``: tools and reasoners use it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import threading
 from pathlib import Path
 
-from agent.errors import ModelLoadError, brief
+from agent.core.errors import ModelLoadError, brief
 
 PROBE_TIMEOUT = 5.0  # seconds for the one question to the hub
 

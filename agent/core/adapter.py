@@ -17,9 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from agent.errors import ModelLoadError
+from agent.core.errors import ModelLoadError
 
 MANIFEST = "vqa_adapter.json"
 FORMAT = 1
@@ -86,11 +86,10 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     return data
 
 
-def check_adapter(adapter: str | Path, model: str) -> dict[str, Any] | None:
+def check_adapter(adapter: str | Path, model: str, templates: Mapping[str, str]) -> dict[str, Any] | None:
     """Refuse (``ModelLoadError``, one line) an adapter trained for another base model or prompt version than
-    ``model`` and the templates installed here; returns the manifest (``None`` when the adapter has none)."""
-    from prompts import HERE, template_version
-
+    ``model`` and the installed ``templates`` (name -> version, ``prompts.template_versions()``); returns the
+    manifest (``None`` when the adapter has none)."""
     manifest = read_manifest(adapter)
     if manifest is None:
         return None
@@ -104,7 +103,7 @@ def check_adapter(adapter: str | Path, model: str) -> dict[str, Any] | None:
         raise ModelLoadError(f"adapter {str(adapter)!r} was trained on base model {base.get('name')!r}, but the model "
                              f"is {model!r}, whose files cannot be fingerprinted here; pass --model {base.get('name')}")
     for name, version in manifest.get("prompt", {}).get("templates", {}).items():
-        current = template_version(f"{name}.j2") if (HERE / f"{name}.j2").is_file() else None
+        current = templates.get(name)
         if current != version:
             now = f"version {current}" if current else "no such template"
             raise ModelLoadError(f"adapter {str(adapter)!r} was trained on prompt template {name} version {version}, "

@@ -1,7 +1,7 @@
 """How the built-in evidence types bear on the options: ``Evidence.support`` of ``OcrEvidence``,
-``RetrieveEvidence`` and ``DetectEvidence`` names these scorers (``scorer = "agent.support:score_ocr"``).
+``RetrieveEvidence`` and ``DetectEvidence`` names these scorers (``scorer = "agent.core.support:score_ocr"``).
 
-A shared leaf: it imports only the pure text helpers (``tools.text``, ``tools.phrases``) and the schema's types
+In ``agent.core``: it imports only the pure text helpers (``agent.core.text``, ``agent.core.phrases``) and the schema's types
 for annotations, so the evidence types can name it without a cycle. The evidence reasoner
 (``agent.reasoners.evidence``) adds the supports up.
 
@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import TYPE_CHECKING, Sequence
 
-from tools.phrases import is_polar, parse_yes_no
-from tools.text import normalise
+from agent.core.phrases import is_polar, parse_yes_no
+from agent.core.text import normalise
 
 if TYPE_CHECKING:
-    from agent.schema import DetectEvidence, OcrEvidence, Question, RetrieveEvidence, TextSpan
+    from agent.core.schema import DetectEvidence, OcrEvidence, Question, RetrieveEvidence, TextSpan
 
 _NEGATION = re.compile(r"아닌|않은|없는|틀린|\bnot\b|\bexcept\b|\bisn't\b|\bnever\b", re.IGNORECASE)
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from agent.schema import Question
+    from agent.core.schema import Question
 
 _TYPES: dict[str, type[Evidence]] = {}
 
@@ -174,7 +174,7 @@ class OcrEvidence(Evidence):
     reads: list[OcrRead] = Field(default_factory=list)  # each engine's own spans; empty when one engine read
 
     color: ClassVar[str] = "#e4572e"
-    scorer: ClassVar[str | None] = "agent.support:score_ocr"
+    scorer: ClassVar[str | None] = "agent.core.support:score_ocr"
 
     @property
     def text(self) -> str:
@@ -241,7 +241,7 @@ class RetrieveEvidence(Evidence):
     excluded: list[str] = Field(default_factory=list)  # ids the leakage guard kept out
 
     color: ClassVar[str] = "#76b041"
-    scorer: ClassVar[str | None] = "agent.support:score_retrieve"
+    scorer: ClassVar[str | None] = "agent.core.support:score_retrieve"
 
     def prompt_lines(self) -> list[str]:
         return [e.prompt_line() for e in self.entries] or ["no similar entries found"]
@@ -287,7 +287,7 @@ class DetectEvidence(Evidence):
     option_labels: dict[str, str] = Field(default_factory=dict)  # letter -> phrase, when options name objects
 
     color: ClassVar[str] = "#17bebb"
-    scorer: ClassVar[str | None] = "agent.support:score_detect"
+    scorer: ClassVar[str | None] = "agent.core.support:score_detect"
     max_boxes: ClassVar[int] = 20  # boxes listed in the prompt
 
     def prompt_lines(self) -> list[str]:

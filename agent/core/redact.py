@@ -7,7 +7,7 @@ context — a server
 whose error body echoes the key has it replaced by ``***``. Secrets shorter than ``MIN_SECRET`` characters are
 not searched for (they would match ordinary text). Remembering a secret also installs a log-record factory that
 redacts every log message of the process.
-A shared leaf: it imports nothing from the project.
+Part of ``agent.core``: it imports nothing from the project.
 """
 
 from __future__ import annotations

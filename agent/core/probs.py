@@ -1,6 +1,6 @@
 """Per-option probabilities: the small pure functions every reasoner, the graph, calibration and eval share.
 
-Probabilities are dicts keyed by option letter (``{"a": 0.7, "b": 0.3}``). A shared leaf: it imports nothing
+Probabilities are dicts keyed by option letter (``{"a": 0.7, "b": 0.3}``). In ``agent.core``: it imports nothing
 from the project, so tools may use it too.
 """
 

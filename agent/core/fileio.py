@@ -9,7 +9,7 @@
   ``sync_every`` seconds at most once per that interval (group commit; ``sync()`` forces it), so a machine crash
   or power loss loses at most the lines of the last interval.
 
-A shared leaf: it imports nothing from the project, so tools may use it too.
+Part of ``agent.core``: it imports nothing from the project.
 """
 
 from __future__ import annotations
