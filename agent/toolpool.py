@@ -28,6 +28,7 @@ import threading
 import time
 from collections import defaultdict
 from concurrent.futures import Future, TimeoutError as FutureTimeout
+from pathlib import Path
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -55,9 +56,18 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def _no_gpu_device() -> bool:
+    """True on a Linux machine with no NVIDIA or AMD GPU device node: torch could find no GPU there, so it need
+    not be imported to ask (a server-backed run without tools never imports it)."""
+    dev = Path("/dev")
+    return (sys.platform == "linux" and dev.is_dir() and not any(dev.glob("nvidia[0-9]*"))
+            and not (dev / "kfd").exists())
+
+
 def gpu_count(device: str = "auto") -> int:
-    """GPUs the tools run on: 0 with ``device="cpu"`` or without CUDA (torch is asked only if it is installed)."""
-    if device == "cpu":
+    """GPUs the tools run on: 0 with ``device="cpu"`` or without CUDA (torch is asked only if it is installed,
+    and only where a GPU device exists)."""
+    if device == "cpu" or ("torch" not in sys.modules and _no_gpu_device()):
         return 0
     try:
         import torch

@@ -61,3 +61,15 @@ def test_the_process_exits_with_an_abandoned_call_still_running(tmp_path: Path) 
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert (p.returncode, p.stdout.strip()) == (0, "timed out")
+
+
+@pytest.mark.skipif(sys.platform != "linux" or any(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/kfd").exists(),
+                    reason="needs a Linux machine without a GPU device node")
+def test_sizing_the_pool_on_a_machine_without_a_gpu_does_not_import_torch() -> None:
+    """A server-backed run without tools never needs torch: sizing the tool pool must not import it (about 3 s
+    of every such process's start), yet finds no GPU, as torch would."""
+    code = ("import sys\nfrom agent.toolpool import configure, gpu_count_cached\n"
+            "slots = configure(None, 'auto')\nprint('torch' in sys.modules, gpu_count_cached(), slots)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["False", "0", str(max(1, len(__import__("os").sched_getaffinity(0)) // 4))]

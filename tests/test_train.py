@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import prompts
 from agent.core.adapter import MANIFEST, base_fingerprint, check_adapter
 from agent.core.errors import ConfigError, ModelLoadError
 from agent.core.schema import Question
@@ -305,8 +306,8 @@ def test_the_adapter_manifest_and_what_it_refuses(trained, tiny_dir, tmp_path, m
     assert m["tools"]["mode"] == "router" and m["tools"]["ran"]["ocr"]["ok"] >= 3
     assert m["pixels"]["max_pixels"] == int(SMALL) and m["training"]["epochs"] == int(EPOCHS)
     assert (m["lora"]["rank"], m["lora"]["alpha"]) == (TrainOptions().rank, TrainOptions().alpha)
-    assert check_adapter(out, model, template_versions()) == m
-    assert check_adapter(out, str(shutil.copytree(model, tmp_path / "moved")), template_versions()) == m  # same weights elsewhere: fine
+    assert check_adapter(out, model, prompts.template_versions()) == m
+    assert check_adapter(out, str(shutil.copytree(model, tmp_path / "moved")), prompts.template_versions()) == m  # same weights elsewhere: fine
 
     other = tiny_dir / next(r for r in VLMS if r != trained["role"])
     code, err = run_main(monkeypatch, capsys, "eval", trained["csv"], "--images", EXAMPLES, "--run-dir",
