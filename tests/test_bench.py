@@ -1,4 +1,4 @@
-"""``vqa bench``: generation held to a fixed answer length, and a report with every arm's median and minimum.
+"""``vqa bench mc``: generation held to a fixed answer length, and a report with every arm's median and minimum.
 No timing is asserted: only what was run and that the numbers are there and consistent."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from agent.dev.bench import make_questions, run_bench
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.qwen import QwenBackend
+from eval.bench.mc import run_bench
+from eval.bench.overhead import make_questions
 
 SMALL = 64 * 28 * 28
 
@@ -63,10 +64,10 @@ def test_the_report_has_every_arm_with_median_and_minimum(tiny_dir: Path) -> Non
 
 @pytest.mark.slow
 def test_bench_server_reports_every_arm_against_the_test_double(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``python -m eval.bench_server --ray-workers 2`` on a tiny run: every arm answers every question, each keeps
+    """``vqa bench server --ray-workers 2`` on a tiny run: every arm answers every question, each keeps
     more than one request in flight (the server holds a request until a second one arrives: shown, not timed),
     and the shares are the ratios of the reported rates within their rounding (no timing asserted)."""
-    from eval.bench_server import bench
+    from eval.bench.server import bench
 
     ray_dir = tempfile.mkdtemp(prefix="vqa-ray-", dir="/tmp")  # Ray's socket paths must stay short
     for k, v in {"RAY_TMPDIR": ray_dir, "HF_HUB_OFFLINE": "1"}.items():
