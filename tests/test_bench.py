@@ -1,9 +1,14 @@
-"""``vqa bench mc``: generation held to a fixed answer length, and a report with every arm's median and minimum.
+"""``vqa bench``: one command per benchmark (and the spelling from before they had names); ``mc``: generation held
+to a fixed answer length, and a report with every arm's median and minimum; ``server`` against the test double.
 No timing is asserted: only what was run and that the numbers are there and consistent."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -16,6 +21,79 @@ from eval.bench.mc import run_bench
 from eval.bench.overhead import make_questions
 
 SMALL = 64 * 28 * 28
+VQA = str(Path(sys.executable).parent / "vqa")
+BENCHMARKS = ("mc", "visdial", "tools", "kb", "server", "train", "overhead")
+
+
+def vqa(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([VQA, *map(str, args)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def test_bench_lists_every_benchmark() -> None:
+    for args in (["bench", "--help"], ["bench"]):
+        p = vqa(*args)
+        assert p.returncode in (0, 2) and "Traceback" not in p.stderr, p.stderr
+        listed = {line.split()[1] for line in p.stdout.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
+        assert set(BENCHMARKS) <= listed, p.stdout
+    assert "Usage: vqa bench kb" in vqa("bench", "kb", "--help").stdout
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    (["--model", "m"], ["mc", "--model", "m"]),
+    (["--model", "m", "--task", "visdial", "--json"], ["visdial", "--model", "m", "--json"]),
+    (["--task=visdial", "--model=m", "--repeats", "1"], ["visdial", "--model=m", "--repeats", "1"]),
+    (["--json", "--task", "mc", "--model", "m"], ["mc", "--json", "--model", "m"]),
+    (["mc", "--model", "m"], ["mc", "--model", "m"]),  # the new spelling is left alone
+    (["--help"], ["--help"]),
+    ([], []),
+])
+def test_the_old_spelling_becomes_the_new(old: list[str], new: list[str]) -> None:
+    from agent.cli.bench import new_spelling
+
+    assert new_spelling(old) == new
+
+
+def test_the_old_spelling_runs_the_named_benchmark_and_says_the_new_one() -> None:
+    p = vqa("bench", "--task", "visdial", "--model", "m", "--help")
+    assert p.returncode == 0 and "Usage: vqa bench visdial" in p.stdout, p.stdout + p.stderr
+    assert "`vqa bench --task visdial --model m --help` is now spelled `vqa bench visdial --model m --help`" in p.stderr
+    p = vqa("bench", "--model", "/nope", "--questions", "0")  # mc's own check answers: the command ran
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.splitlines() == [
+        "note: `vqa bench --model /nope --questions 0` is now spelled `vqa bench mc --model /nope --questions 0`",
+        "error: --questions and --batch-size must be at least 1, found 0 and 8"]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["bench", "--task", "nope", "--model", "m"], "--task: expected mc or visdial, found 'nope'"),
+    (["bench", "tools"], "give --tiny DIR, or both --detector and --segmenter"),
+    (["bench", "tools", "--tiny", "/nope/tiny"], "vqa dev make-tiny /nope/tiny"),
+    (["bench", "tools", "--detector", "d", "--segmenter", "s", "--images", "/nope.jpg"], "no such file: /nope.jpg"),
+    (["bench", "kb", "--sizes", "10,x"], "--sizes: expected a comma list"),
+    (["bench", "server", "--concurrency", "0"], "every --concurrency >= 1"),
+    (["bench", "train", "--checkpointing", "maybe"], "--checkpointing: expected auto, on or off, found 'maybe'"),
+])
+def test_bad_input_is_one_line(args: list[str], needle: str) -> None:
+    p = vqa(*args)
+    assert p.returncode == 2 and needle in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
+
+
+def test_the_old_module_paths_name_the_new_commands() -> None:
+    for module, new in (("eval.router", "vqa dev eval-router"), ("agent.visdial.signs", "vqa dev make-signs")):
+        p = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=120,
+                           cwd=Path(__file__).resolve().parents[1])
+        assert p.returncode == 1 and len(p.stderr.splitlines()) == 1 and new in p.stderr, p.stderr
+
+
+def test_bench_kb_reports_every_index_type() -> None:
+    p = vqa("bench", "kb", "--sizes", "2000", "--dim", "64", "--queries", "20", "--singles", "5", "-k", "5")
+    assert p.returncode == 0, p.stderr
+    (res,) = json.loads(p.stdout)["results"]
+    assert (res["n"], res["dim"], res["queries"], res["auto_picks"]) == (2000, 64, 20, "flat")
+    for kind in ("ivf", "hnsw"):
+        assert 0 <= res[kind]["recall@5"] <= 1 and res[kind]["sweep"], res[kind]
+        assert all(row["single_query_ms"] > 0 for row in res[kind]["sweep"])
 
 
 @pytest.mark.slow
