@@ -165,3 +165,11 @@ def test_bench_server_reports_every_arm_against_the_test_double(monkeypatch: pyt
         rate, ref_rate = run[f"{arm}_q_per_s"], run[f"{ref}_q_per_s"]
         low, high = 100 * (rate - 0.05) / (ref_rate + 0.05), 100 * (rate + 0.05) / (ref_rate - 0.05)
         assert low - 0.05 <= run[f"{arm}_vs_{ref}_pct"] <= high + 0.05, (arm, ref, run)
+
+
+def test_no_argparse_in_the_project() -> None:
+    """Every command line is Typer's: the benchmarks, the test double's server and the developer utilities."""
+    root = Path(__file__).resolve().parents[1]
+    found = [str(p.relative_to(root)) for pkg in ("agent", "tools", "eval", "prompts", "tests", "examples")
+             for p in sorted((root / pkg).rglob("*.py")) if "import " + "argparse" in p.read_text(encoding="utf-8")]
+    assert not found, found
