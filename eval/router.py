@@ -1,9 +1,7 @@
 """How well the router picks tools, on the held-out ``test`` set (``agent/routing/data/heldout_v2.jsonl``) or a
-split of the bank (``val``, ``train``).
+split of the bank (``val``, ``train``): ``vqa dev eval-router [--split test] [--bank PATH] [--model PATH] [--json]``.
 
-    python -m eval.router [--split test] [--bank PATH] [--model PATH] [--json]    (same as ``vqa dev eval-router``)
-
-Prints exact-set accuracy (the routed set equals the gold set), per-tool precision / recall / F1 and micro-F1, each
+It reports exact-set accuracy (the routed set equals the gold set), per-tool precision / recall / F1 and micro-F1, each
 with a 95% interval — Wilson for the proportions (accuracy, precision, recall), a percentile bootstrap over
 questions (scipy, 2,000 resamples, fixed seed) for the F1 scores — and the routing time per question after the
 model is loaded (median and p95; the first call, which loads e5 and the model, is timed apart).
@@ -11,8 +9,6 @@ model is loaded (median and p95; the first call, which loads e5 and the model, i
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -116,24 +112,5 @@ def run(split_name: str = "test", bank: Path | None = None, model: Path | None =
     return {"split": split_name, **evaluate_router(Router(model_path=model), items)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m eval.router", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--split", default="test", choices=SPLITS)
-    ap.add_argument("--bank", type=Path, default=None,
-                    help="questions JSONL (default: the held-out set for test, the bank for val and train)")
-    ap.add_argument("--model", type=Path, default=None, help="router .npz (default: the shipped one)")
-    ap.add_argument("--json", action="store_true", help="print the whole result as JSON")
-    a = ap.parse_args(argv)
-    from agent.core.errors import VqaError
-
-    try:
-        res = run(a.split, a.bank, a.model)
-    except (VqaError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(res, ensure_ascii=False) if a.json else format_report(res, f"router on the {a.split} split"))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the old spelling: one line naming the new one
+    sys.exit("python -m eval.router is now: vqa dev eval-router [--split test] [--bank PATH] [--model PATH] [--json]")

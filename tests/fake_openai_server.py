@@ -20,7 +20,7 @@ TCP connections (``connections`` opened, ``open_connections`` not yet closed by 
 its connections alive and never closes them leaves them open);
 ``GET /_stats`` returns the counters and ``POST /_stats/reset`` clears them (for a server in another process).
 
-Standalone, in its own process (as ``eval/bench_server.py`` runs it, or to try ``vqa chat`` without a GPU)::
+Standalone, in its own process (as ``vqa bench server`` runs it, or to try ``vqa chat`` without a GPU)::
 
     .venv/bin/python tests/fake_openai_server.py --port 8001 --delay 0.05   # prints its base URL
 """
@@ -34,7 +34,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Annotated, Any, Callable, Optional
+
+import typer
 
 TOKEN = re.compile(r"\s*[^\W_]+|\s*[^\w\s]+|\s+")
 LETTER_TOKEN = re.compile(r"^\W*([a-eA-E])\W*$")
@@ -308,17 +310,16 @@ def _send(h: BaseHTTPRequestHandler, status: int, payload: dict) -> None:
         h.close_connection = True
 
 
-def main() -> None:
-    import argparse
-
-    ap = argparse.ArgumentParser(description="TEST DOUBLE of an OpenAI-compatible VLM server (scripted, no model).")
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--delay", type=float, default=0.0, help="seconds before each chat answer")
-    ap.add_argument("--model", action="append", help="served model name (repeatable; default fake-qwen)")
-    ap.add_argument("--gather", type=int, default=0,
-                    help="hold each request until this many have been in flight at once (tests of concurrency)")
-    args = ap.parse_args()
-    srv = FakeOpenAIServer(Script(delay=args.delay, gather=args.gather, models=args.model or ["fake-qwen"]), port=args.port)
+def main(
+    port: Annotated[int, typer.Option("--port")] = 0,
+    delay: Annotated[float, typer.Option("--delay", help="Seconds before each chat answer.")] = 0.0,
+    model: Annotated[Optional[list[str]], typer.Option("--model", help="Served model name (repeat the flag; default "
+                                                       "fake-qwen).")] = None,
+    gather: Annotated[int, typer.Option("--gather", help="Hold each request until this many have been in flight at "
+                                        "once (tests of concurrency).")] = 0,
+) -> None:
+    """TEST DOUBLE of an OpenAI-compatible VLM server (scripted, no model); prints its base URL."""
+    srv = FakeOpenAIServer(Script(delay=delay, gather=gather, models=model or ["fake-qwen"]), port=port)
     print(srv.url, flush=True)
     try:
         srv._httpd.serve_forever(0.05)
@@ -327,4 +328,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    typer.run(main)

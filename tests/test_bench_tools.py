@@ -1,4 +1,4 @@
-"""``python -m eval.bench_tools``: per-image seconds for detect (with and without tiling) and som, on tiny models."""
+"""``vqa bench tools``: per-image seconds for detect (with and without tiling) and som, on tiny models."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.bench_tools import run_bench
+from eval.bench.tools import run_bench
 
 IMAGES = Path(__file__).resolve().parents[1] / "examples" / "images"
 

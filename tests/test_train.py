@@ -397,7 +397,7 @@ def test_retrieve_never_returns_the_trained_row_nor_a_validation_row(tmp_path, t
 
 @pytest.mark.slow
 def test_the_benchmark_reports_step_time_and_peak_memory():
-    from eval.bench_train import run
+    from eval.bench.train import run
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

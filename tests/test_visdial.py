@@ -185,6 +185,16 @@ def test_signs_rank_the_written_answer_first_with_real_ocr(tmp_path):
     assert m["mrr"] >= 0.8, m
 
 
+def test_make_signs_writes_a_visdial_set_the_readers_accept(tmp_path):
+    p = vqa("dev", "make-signs", tmp_path / "signs", "--dialogs", "1")
+    assert p.returncode == 0, p.stderr
+    main, dense = (Path(line) for line in p.stdout.split())
+    assert (main.name, dense.name) == ("visdial_signs.json", "visdial_signs_dense.json")
+    rounds = read_dialogs(main, tmp_path / "signs" / "images")
+    assert len(rounds) == 2 and all(len(r.options) == 100 and r.image.is_file() for r in rounds)
+    assert len(read_dense(dense)) == 2
+
+
 def test_prompt_quotes_untrusted_text():
     from agent.visdial import prompt
 

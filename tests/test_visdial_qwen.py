@@ -73,7 +73,7 @@ def test_rank_through_the_graph(tiny_dir, tmp_path):
 
 @pytest.mark.slow
 def test_rank_bench_reports_every_arm(tiny_dir):
-    from agent.visdial.bench import run_rank_bench
+    from eval.bench.visdial import run_rank_bench
 
     res = run_rank_bench(str(tiny_dir / "vlm-qwen2.5-vl"), candidates=4, repeats=1, chunk=3, device="cpu",
                          max_pixels=SMALL)

@@ -16,10 +16,11 @@ from rich.markup import escape
 
 from agent.cli.ask import ask, route
 from agent.cli.batch import batch
+from agent.cli.bench import bench_app
 from agent.cli.bundle import bundle_cmd
 from agent.cli.chat import chat_cmd
 from agent.cli.common import Opt, err, flags_as_flags
-from agent.cli.dev import bench, dev
+from agent.cli.dev import dev
 from agent.cli.doctor import doctor_cmd
 from agent.cli.eval import eval_cmd
 from agent.cli.interrupt import exit_now, install as install_interrupts, interrupted, stopped_cleanly
@@ -37,7 +38,6 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 app.command()(ask)
 app.command()(route)
 app.command()(batch)
-app.command()(bench)
 app.command("chat")(chat_cmd)
 app.command("eval", context_settings={"ignore_unknown_options": True})(eval_cmd)  # --task's options pass on
 app.command("train")(train_cmd)
@@ -47,6 +47,7 @@ app.command("doctor")(doctor_cmd)
 app.command("rank")(rank_cmd)
 app.add_typer(trace_app, name="trace")
 app.add_typer(kb_app, name="kb")
+app.add_typer(bench_app, name="bench")
 app.add_typer(dev, name="dev")
 for _name, _cli in tool_commands().items():  # each tool's own commands (Tool.commands): vqa anomaly fit ...
     if isinstance(_cli, typer.Typer):

@@ -1,5 +1,5 @@
-"""``vqa dev``: developer utilities (tiny random-weight checkpoints, training and scoring the router) and
-``vqa bench``."""
+"""``vqa dev``: developer utilities (tiny random-weight checkpoints and the sign photos, llama.cpp serving, the answer
+schema, training and scoring the router)."""
 
 from __future__ import annotations
 
@@ -9,45 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from agent.cli.common import AsJson, Device, Opt, fail, out
+from agent.cli.common import AsJson, Opt, fail, out
 
 dev = typer.Typer(no_args_is_help=True, help="Developer utilities.")
-
-
-def bench(
-    model: Annotated[Path, Opt("--model", help="Local Qwen-VL checkpoint (e.g. from `vqa dev make-tiny`).")],
-    questions: Annotated[int, Opt("--questions", help="How many questions to time.")] = 16,
-    batch_size: Annotated[int, Opt("--batch-size")] = 8,
-    repeats: Annotated[int, Opt("--repeats", min=1, help="Timed runs of each arm, taken in turns (median and "
-                                "minimum reported).")] = 5,
-    new_tokens: Annotated[int, Opt("--new-tokens", min=1, help="Exact answer length of the generate arm, in "
-                                   "tokens.")] = 8,
-    as_json: AsJson = False, device: Device = None,
-    task: Annotated[str, Opt("--task", help="mc: letter scoring vs generation; visdial: ranking 100 candidates "
-                             "with a shared prefix vs one pass each (docs/visdial.md).")] = "mc",
-    candidates: Annotated[int, Opt("--candidates", min=1, help="visdial: candidates to rank.")] = 100,
-) -> None:
-    """Time logit scoring vs generation (a fixed answer length), and the graph's own overhead per question, the
-    arms taking turns; see docs/benchmarks.md for what each number includes. ``--task visdial``: candidate
-    ranking with a shared prefix vs one pass per candidate."""
-    from agent.dev.bench import run_bench
-
-    if task == "visdial":
-        from agent.visdial.bench import run_rank_bench
-
-        res = run_rank_bench(str(model), candidates=candidates, repeats=repeats, device=device or "auto")
-    elif task != "mc":
-        fail(f"--task must be 'mc' or 'visdial', found {task!r}")
-    elif questions < 1 or batch_size < 1:
-        fail(f"--questions and --batch-size must be at least 1, found {questions} and {batch_size}")
-    else:
-        res = run_bench(str(model), n=questions, batch_size=batch_size, device=device or "auto", repeats=repeats,
-                        new_tokens=new_tokens)
-    if as_json:
-        print(json.dumps(res))
-    else:
-        for k, v in res.items():
-            out.print(f"{k:>26}: {v}", highlight=False)
 
 
 @dev.command("schema")
@@ -84,6 +48,20 @@ def make_tiny_cmd(
 
     for role, path in make_tiny(out_dir, vocab_gguf=vocab_gguf).items():
         out.print(f"{role}: {path}")
+
+
+@dev.command("make-signs")
+def make_signs_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the photos and the two JSON files into.")],
+    dialogs: Annotated[int, Opt("--dialogs", min=1, help="Sign photos (one dialog of two rounds each).")] = 20,
+) -> None:
+    """Write a VisDial-format set of sign photos whose answers are written in them.
+
+    The check that ranking through the tools works, with real OCR and no model (docs/visdial.md)."""
+    from agent.visdial.signs import make_signs
+
+    for path in make_signs(out_dir, dialogs):
+        out.print(str(path), highlight=False)
 
 
 @dev.command("serve-tiny")

@@ -6,7 +6,7 @@ several threads at once. Every user (the router's e5 stage, the ``retrieve`` too
 ``QueryBatcher`` embeds query texts known in advance (a batch's questions) a chunk per e5 call: the same vectors,
 bit for bit, as one call per text, through far fewer OpenMP parallel regions, whose barriers are what a busy CPU
 makes expensive. On this project's shared 2-core machine a 16-question ``run_batch`` with routing took 22-24 ms
-per question in chunks against 39-43 ms one call each (``eval/bench_overhead.py``, before/after alternating).
+per question in chunks against 39-43 ms one call each (``vqa bench overhead``, before/after alternating).
 Part of ``agent.core``: it imports nothing from the project but ``agent.core.errors``.
 """
 

@@ -114,7 +114,7 @@ class QwenBackend:
         self.model, self.quant, self.adapter = model, quant, adapter
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
         self.generate, self.max_new_tokens = generate, max_new_tokens
-        self.min_new_tokens = min_new_tokens  # > 0: no end of answer before that many tokens (``vqa bench``)
+        self.min_new_tokens = min_new_tokens  # > 0: no end of answer before that many tokens (``vqa bench mc``)
         self._model: Any = None
         self._processor: Any = None
         self._letter_ids: dict[str, list[int]] = {}

@@ -10,7 +10,7 @@ positions continuing the prefix's (Qwen's multimodal rotary positions: the prefi
 candidate: the sum of its tokens' log-probabilities, and that sum over its number of tokens (``mean``).
 
 ``independent_scores`` scores the same token ids with one full forward pass per candidate: the reference the
-test and ``vqa bench --task visdial`` compare with.
+test and ``vqa bench visdial`` compare with.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""A VisDial-format set of sign photos whose answers are written in the photo (``python -m agent.visdial.signs
-OUT [--dialogs N]``): the check that ranking through the tools works, with real OCR and no model.
+"""A VisDial-format set of sign photos whose answers are written in the photo (``vqa dev make-signs OUT [--dialogs
+N]``): the check that ranking through the tools works, with real OCR and no model.
 
 Each photo is a sign we render with PIL (DejaVu Sans Bold, or Nanum Gothic Bold when DejaVu is absent): a title
 line and a smaller second line, on a coloured card, slightly rotated, on a noisy background, saved as
@@ -111,12 +111,5 @@ def make_signs(out: Path, dialogs: int = 20, seed: int = 0) -> tuple[Path, Path]
     return main, dense_path
 
 
-if __name__ == "__main__":
-    import argparse
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("out", type=Path)
-    p.add_argument("--dialogs", type=int, default=20)
-    a = p.parse_args()
-    for f in make_signs(a.out, a.dialogs):
-        print(f)
+if __name__ == "__main__":  # the old spelling: one line naming the new one
+    raise SystemExit("python -m agent.visdial.signs is now: vqa dev make-signs OUT [--dialogs N]")

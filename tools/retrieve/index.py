@@ -3,7 +3,7 @@
 All indexes use inner product over L2-normalised vectors (cosine similarity). ``flat`` is exact; ``ivf``
 (``IndexIVFFlat``: about 4 sqrt(n) k-means lists, a tenth of them probed) and ``hnsw`` (``IndexHNSWFlat``) are
 approximate. ``auto`` picks flat up to ``FLAT_MAX`` vectors and IVF above: on 2 CPU cores with 512-d vectors
-(``python -m eval.bench_kb``), flat costs 27 ms a query batched and ~70 ms alone at 100k, IVF ~4 ms with
+(``vqa bench kb``), flat costs 27 ms a query batched and ~70 ms alone at 100k, IVF ~4 ms with
 recall@10 0.99 after a ~25 s build, and HNSW (efSearch 128) ~3-5 ms with recall@10 0.986 after a 70-140 s
 build. All three keep their vectors, so hits are rescored exactly and an index can be rebuilt as another type.
 """
@@ -35,7 +35,7 @@ def ivf_lists(n: int) -> int:
 
 
 def ivf_probes(nlist: int) -> int:
-    """A tenth of the lists, at least 32: recall@10 about 0.97 at 10k and 0.99 at 100k (eval/bench_kb.py)."""
+    """A tenth of the lists, at least 32: recall@10 about 0.97 at 10k and 0.99 at 100k (eval/bench/kb.py)."""
     return min(nlist, max(32, nlist // 10))
 
 

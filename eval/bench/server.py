@@ -26,14 +26,12 @@ requests the server saw in flight per arm, and this process's CPU milliseconds p
 is where the gap comes from on a machine whose CPUs, not the server, set the pace (for ``batch_ray`` only the
 driver's: the workers are other processes). ``ideal_q_per_s`` is C / latency.
 
-    .venv/bin/python -m eval.bench_server [--questions 96] [--latency 0.05] [--concurrency 1 4 16] [--repeats 3]
-                                          [--ray-workers 2]
+    vqa bench server [--questions 96] [--latency 0.05] [--concurrency 1 --concurrency 4 ...] [--repeats 3]
+                     [--ray-workers 2]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -54,7 +52,7 @@ from agent.reasoners.openai import OpenAIBackend
 from agent.runner import BatchSummary, run_batch
 from agent.services import Services
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IMAGES = sorted((ROOT / "examples" / "images").glob("*.jpg"))
 
 
@@ -171,24 +169,3 @@ def _summary(c: int, n: int, latency: float, runs: dict[str, Runs], max_in_fligh
     out |= {f"{arm}_cpu_ms_per_q": round(med(1000 * cpu / n for _, cpu in r), 2) for arm, r in runs.items()}
     out |= {f"{arm}_q_per_s_runs": [round(n / s, 1) for s, _ in r] for arm, r in runs.items()}
     return out | {"max_in_flight": max_in_flight, "batch_sizes": batch_sizes}
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--questions", type=int, default=96)
-    ap.add_argument("--latency", type=float, default=0.05, help="seconds the test server waits per request")
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every arm per concurrency")
-    ap.add_argument("--max-pixels", type=int, default=1_003_520)
-    ap.add_argument("--ray-workers", type=int, default=0,
-                    help="also run vqa batch on a local Ray cluster of this many workers (needs .[ray]); 0: not")
-    args = ap.parse_args()
-    if (args.questions < 1 or args.repeats < 1 or min(args.concurrency) < 1 or args.latency < 0
-            or args.ray_workers < 0):
-        ap.error("expected --questions, --repeats and every --concurrency >= 1, --latency and --ray-workers >= 0")
-    print(json.dumps(bench(args.questions, args.latency, args.concurrency, args.max_pixels, args.repeats,
-                           args.ray_workers), indent=2))
-
-
-if __name__ == "__main__":
-    main()

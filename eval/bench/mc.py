@@ -1,4 +1,4 @@
-"""``vqa bench``: logit scoring vs generation, and the graph's own overhead, measured in one run, fairly.
+"""``vqa bench mc``: logit scoring vs generation, and the graph's own overhead, measured in one run, fairly.
 
 Every arm goes through ``run_batch`` exactly as ``vqa batch`` does (dynamic batching, results log, trace,
 submission) into a fresh run folder, and the arms take turns: each repeat runs every arm once, in an order
@@ -29,45 +29,15 @@ from contextlib import closing
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from PIL import Image
 
-from agent.core.schema import Question, Route
+from agent.core.schema import Question
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.evidence import EvidenceReasoner
 from agent.reasoners.qwen import QwenBackend
-from agent.router import Router
 from agent.runner import ResultsLog, run_batch
 from agent.services import Services
-
-TEXTS = [
-    ("사진 속 하늘은 무슨 색인가요?", ["파란색", "빨간색", "초록색", "검은색"]),
-    ("What is the mood of this photo?", ["calm", "busy", "scary"]),
-    ("이 사진은 어떤 계절에 찍은 것 같나요?", ["봄", "여름", "가을", "겨울"]),
-    ("Is this photo taken indoors or outdoors?", ["indoors", "outdoors"]),
-]
-
-
-class RouteOnly(Router):
-    """Routes every question in full (rules, e5, the learned model) but hands the graph no tool to run."""
-
-    def route(self, question: str, options: list[str] | None = None) -> Route:
-        return super().route(question, options).model_copy(update={"tools": [], "reasons": {}})
-
-
-def make_questions(folder: Path, n: int, size: tuple[int, int] = (448, 336), tag: str = "") -> list[Question]:
-    """``n`` questions, each on its own photo-sized JPEG; ``tag`` makes the texts new (and the ids unique)."""
-    rng = np.random.default_rng(0)
-    qs = []
-    for i in range(n):
-        path = folder / f"q{i}.jpg"
-        if not path.exists():
-            arr = (rng.random((size[1] // 8, size[0] // 8, 3)) * 255).astype("uint8")
-            Image.fromarray(arr).resize(size, Image.BILINEAR).save(path, quality=90)
-        text, opts = TEXTS[i % len(TEXTS)]
-        text = f"{text} ({tag} {i})" if tag else text
-        qs.append(Question(id=f"bench{tag}-{i}", image=path, text=text, options=dict(zip("abcde", opts))))
-    return qs
+from eval.bench.overhead import RouteOnly, make_questions
 
 
 def _timed(services: Services, qs: list[Question], run_dir: Path, batch_size: int,
@@ -102,6 +72,7 @@ def prompt_tokens(backend: QwenBackend, requests: list[ReasonRequest]) -> dict[s
 
 def run_bench(model: str, n: int = 16, batch_size: int = 8, device: str = "auto", repeats: int = 5,
               new_tokens: int = 8) -> dict:
+    """Every arm's median and minimum per question, the overhead per node and the prompt's tokens."""
     with tempfile.TemporaryDirectory(prefix="vqa-bench-") as tmp:
         root = Path(tmp)
         qs = make_questions(root, n)

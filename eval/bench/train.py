@@ -1,4 +1,4 @@
-"""Benchmark ``vqa train``: ``python -m eval.bench_train`` prints JSON.
+"""Benchmark ``vqa train``: ``vqa bench train`` prints JSON.
 
 Run (default): a short LoRA training of a tiny random-weight Qwen-VL (``agent.dev.tiny``; or ``--model``) on
 labelled rows made from ``examples/`` through ``agent.train.run.train`` — the code ``vqa train`` runs — with no
@@ -14,16 +14,14 @@ length and were not measured here (no GPU).
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import re
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 # Published configuration values (config.json of each Instruct checkpoint); the totals they give match the
@@ -133,26 +131,3 @@ def run(model: str | None, rows: int, steps: int, batch_size: int, max_pixels: i
             "rows_per_s": round(batch_size / statistics.median(later), 2),
             "train_s": round(result.seconds, 2), "first_loss": result.first_loss, "last_loss": result.last_loss,
             "peak_memory_mib": round(result.peak_memory_bytes / (1 << 20), 1), "memory_kind": result.memory_kind}
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", help="checkpoint to train (default: a tiny random Qwen2.5-VL built here)")
-    ap.add_argument("--rows", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--batch-size", type=int, default=2)
-    ap.add_argument("--max-pixels", type=int, default=50_000)
-    ap.add_argument("--checkpointing", choices=["auto", "on", "off"], default="auto",
-                    help="gradient checkpointing (auto: vqa train's default, on with a GPU, off on CPU)")
-    ap.add_argument("--estimate", action="store_true", help="print the memory table of the real checkpoints instead")
-    ap.add_argument("--rank", type=int, default=16)
-    a = ap.parse_args()
-    if a.estimate:
-        print(json.dumps([estimate(name, a.rank) for name in ARCHITECTURES], indent=2))
-        return
-    checkpointing = {"auto": None, "on": True, "off": False}[a.checkpointing]
-    print(json.dumps(run(a.model, a.rows, a.steps, a.batch_size, a.max_pixels, checkpointing), indent=2))
-
-
-if __name__ == "__main__":
-    main()

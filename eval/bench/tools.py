@@ -1,4 +1,4 @@
-"""Benchmark ``detect`` and ``som`` per image: ``python -m eval.bench_tools --tiny DIR`` prints JSON.
+"""Benchmark ``detect`` and ``som`` per image: ``vqa bench tools --tiny DIR`` prints JSON.
 
 Times each tool's ``run`` on the example photos (or ``--images``), after one warm-up image that is not counted:
 
@@ -19,8 +19,6 @@ real checkpoints pass ``--detector`` and ``--segmenter`` and the tools' defaults
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import time
@@ -32,7 +30,7 @@ from agent.core.schema import Question
 from tools.detect import DetectTool, SingleFlight
 from tools.som import SomTool
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
 QUESTION = Question(id="bench", text="사진 속 사람은 몇 명인가요?", options={"a": "1명", "b": "2명", "c": "3명"})
 
 
@@ -116,26 +114,3 @@ def run_bench(detector: str, segmenter: str, images: list[Path], repeat: int = 1
     for key in ("detect_s_per_image", "detect_tiled_s_per_image", "som_auto_s_per_image", "som_seeded_s_per_image"):
         out[key] = round(out[key], 4)
     return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiny", type=Path, help="folder from `vqa dev make-tiny` (random weights)")
-    ap.add_argument("--detector", help="Grounding DINO hub id or folder (default: TINY/detector-grounding-dino)")
-    ap.add_argument("--segmenter", help="SAM hub id or folder (default: TINY/segmenter-sam)")
-    ap.add_argument("--images", type=Path, nargs="*", help="photos to time (default: examples/images/*.jpg)")
-    ap.add_argument("--repeat", type=int, default=1, help="timed passes over the images (median reported)")
-    ap.add_argument("--device", default="auto")
-    args = ap.parse_args(argv)
-    if not args.tiny and not (args.detector and args.segmenter):
-        ap.error("give --tiny DIR, or both --detector and --segmenter")
-    detector = args.detector or str(args.tiny / "detector-grounding-dino")
-    segmenter = args.segmenter or str(args.tiny / "segmenter-sam")
-    images = args.images or sorted(EXAMPLES.glob("*.jpg"))
-    out = run_bench(detector, segmenter, images, args.repeat, args.device,
-                    accept_all_masks=args.tiny is not None and args.segmenter is None)
-    print(json.dumps(out, indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""``vqa bench --task visdial``: the cost of ranking candidates with a shared prefix, against scoring the prefix
+"""``vqa bench visdial``: the cost of ranking candidates with a shared prefix, against scoring the prefix
 alone and against one full forward pass per candidate.
 
 The request is a VisDial-like round: a photo, a caption, nine earlier rounds and a question, with ``candidates``

@@ -1,9 +1,9 @@
-"""Benchmark the knowledge base's index types on synthetic vectors: ``python -m eval.bench_kb`` prints JSON.
+"""Benchmark the knowledge base's index types on synthetic vectors: ``vqa bench kb`` prints JSON.
 
 For each size: build seconds, query latency (a batch of queries, per query; and one query at a time, as the
 ``retrieve`` tool asks) for the exact ``flat`` index and the approximate ``ivf`` and ``hnsw`` indexes built
-exactly as ``tools.retrieve.index.build_index`` builds them, and recall@10 of each approximate index against flat, with a
-sweep of its search-time knob (IVF ``nprobe``, HNSW ``efSearch``).
+exactly as ``tools.retrieve.index.build_index`` builds them, and recall@10 of each approximate index against flat,
+with a sweep of its search-time knob (IVF ``nprobe``, HNSW ``efSearch``).
 
 The vectors lie near a 64-dimensional subspace with a falling spectrum, and the queries are perturbed database
 vectors: real embeddings have a low intrinsic dimension, while uniformly random vectors in 512 dimensions make
@@ -12,8 +12,6 @@ every neighbour equally far (a useless worst case), and well-separated Gaussian 
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 
 import numpy as np
@@ -80,22 +78,11 @@ def bench_size(n: int, dim: int, n_queries: int, k: int, singles: int, seed: int
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="10000,100000", help="comma list of database sizes")
-    p.add_argument("--dim", type=int, default=512)
-    p.add_argument("--queries", type=int, default=200, help="queries per batch (recall is averaged over them)")
-    p.add_argument("--singles", type=int, default=50, help="queries timed one at a time")
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
+def run(sizes: list[int], dim: int = 512, queries: int = 200, singles: int = 50, k: int = 10, seed: int = 0) -> dict:
+    """``bench_size`` for each database size, with faiss's version and threads."""
     import faiss
 
     t0 = time.perf_counter()
-    results = [bench_size(int(n), a.dim, a.queries, a.k, a.singles, a.seed) for n in a.sizes.split(",")]
-    print(json.dumps({"faiss": faiss.__version__, "threads": faiss.omp_get_max_threads(), "flat_max": FLAT_MAX,
-                      "results": results, "total_s": round(time.perf_counter() - t0, 1)}, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+    results = [bench_size(n, dim, queries, k, singles, seed) for n in sizes]
+    return {"faiss": faiss.__version__, "threads": faiss.omp_get_max_threads(), "flat_max": FLAT_MAX,
+            "results": results, "total_s": round(time.perf_counter() - t0, 1)}
