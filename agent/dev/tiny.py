@@ -26,6 +26,12 @@ NOTE = """# {role} (tiny, random weights)
 Random weights, useless for answers. Built by `agent.dev.tiny.make_tiny` (`vqa dev make-tiny`) so that tests
 run the real loading and inference code on CPU in seconds. Architecture: {arch}. Tokenizer: Qwen's byte-level BPE
 vocabulary ({vocab} tokens: llama.cpp's ggml-vocab-qwen2.gguf plus Qwen's added tokens at their real ids).
+{extra}"""
+
+FAVOUR_NOTE = """
+Favoured letters (`vqa dev make-tiny --favour-letters`, the model `vqa dev serve-tiny` serves): the last decoder
+layer's value bias adds one constant direction to every position, and the output rows of the tokens {tokens}
+point along it, so the next token is almost always one of them; which one still depends on the prompt and photo.
 """
 
 # Qwen's added tokens from id 151643 on, in id order (Qwen2.5-VL-*-Instruct and Qwen3-VL-*-Instruct
@@ -93,7 +99,7 @@ def _text(tok, **extra) -> dict:
                 pad_token_id=eot, **extra)
 
 
-def _save(out: Path, role: str, model, processor, tok) -> None:
+def _save(out: Path, role: str, model, processor, tok, extra: str = "") -> None:
     from transformers import GenerationConfig
 
     eot, eos = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")
@@ -103,10 +109,54 @@ def _save(out: Path, role: str, model, processor, tok) -> None:
     processor.save_pretrained(out)
     n_params = sum(p.numel() for p in model.parameters())
     arch = f"{type(model).__name__}, {n_params:,} parameters"
-    (out / "README.md").write_text(NOTE.format(role=role, arch=arch, vocab=len(tok)), encoding="utf-8")
+    (out / "README.md").write_text(NOTE.format(role=role, arch=arch, vocab=len(tok), extra=extra), encoding="utf-8")
 
 
-def build_qwen25_vl(out: Path, vocab_gguf: Path) -> None:
+# favour_letters: the option-letter tokens the favoured model's next token lands on (a-d, the usual four options;
+# lower and upper case, single tokens in Qwen's vocabulary), and how strongly (see favour_letters).
+FAVOURED_TOKENS = tuple("abcdABCD")
+FAVOUR_BIAS = 10.0  # norm of the last layer's value bias: the constant direction against ~1-2 of input-dependent residual
+FAVOUR_ALIGN = 1.5  # the letter rows' component along that direction (lifts them ~7 logits above every other token)
+FAVOUR_SPREAD = 3.0  # their random rest, scaled up so the input moves the letters' order, not only their sum
+
+
+def favour_letters(model, tok, tokens: Iterable[str] = FAVOURED_TOKENS) -> list[int]:
+    """Make a Qwen2.5-VL's next token favour ``tokens`` (their ids are returned), still by a real forward pass.
+
+    Qwen2 attention has q/k/v biases. Attention weights sum to one, so a value bias ``b`` in the last decoder layer
+    adds the constant ``o_proj(b)`` to the residual stream at every position; made large (``FAVOUR_BIAS``), it
+    dominates the final RMSNorm's output, which then points mostly along ``u = normalize(norm.weight * o_proj(b))``.
+    Each favoured token's output row becomes ``FAVOUR_ALIGN * u`` plus ``FAVOUR_SPREAD`` times its own random row
+    with the ``u`` component removed: the ``u`` part lifts all of them well above the other 151k tokens, the random
+    part, meeting the input-dependent rest of the hidden state, orders them differently for each prompt and photo.
+    ``b`` is the same for every key/value head, so ``o_proj(b)`` does not depend on how query heads share them.
+    The output layer must not be tied to the input embedding (else the letters' input vectors would change too).
+    """
+    import torch
+
+    if model.config.tie_word_embeddings:
+        raise ValueError("favour_letters needs an untied output layer (tie_word_embeddings=False)")
+    ids = [tok.convert_tokens_to_ids(t) for t in tokens]
+    if any(i is None or i == tok.unk_token_id for i in ids) or len(set(ids)) != len(ids):
+        raise ValueError(f"expected {list(tokens)} to be distinct single tokens, found ids {ids}")
+    text = model.model.language_model
+    attn = text.layers[-1].self_attn
+    gen = torch.Generator().manual_seed(SEED)
+    with torch.no_grad():
+        head = torch.randn(attn.head_dim, generator=gen)
+        bias = head.repeat(attn.v_proj.bias.numel() // attn.head_dim)
+        attn.v_proj.bias.copy_(bias * (FAVOUR_BIAS / bias.norm()))
+        constant = attn.o_proj.weight @ attn.v_proj.bias.repeat(attn.num_key_value_groups)
+        u = text.norm.weight * constant
+        u = u / u.norm()
+        rows = model.lm_head.weight
+        for i in ids:
+            rest = rows[i] - (rows[i] @ u) * u
+            rows[i] = FAVOUR_ALIGN * u + FAVOUR_SPREAD * rest
+    return ids
+
+
+def build_qwen25_vl(out: Path, vocab_gguf: Path, favour: bool = False) -> None:
     import torch
     from transformers import (
         AutoModelForImageTextToText,
@@ -122,14 +172,18 @@ def build_qwen25_vl(out: Path, vocab_gguf: Path) -> None:
         vision_config=dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
                            fullatt_block_indexes=[2], tokens_per_second=2, initializer_range=0.1),
-        tie_word_embeddings=True, **_ids(tok))  # depth 3: the least llama.cpp's converter takes (vqa dev serve-tiny)
+        tie_word_embeddings=not favour, **_ids(tok))  # depth 3: the least llama.cpp's converter takes (serve-tiny)
     torch.manual_seed(SEED)
     model = AutoModelForImageTextToText.from_config(config).eval()
+    extra = ""
+    if favour:
+        favour_letters(model, tok)
+        extra = FAVOUR_NOTE.format(tokens=", ".join(f"`{t}`" for t in FAVOURED_TOKENS))
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(min_pixels=3136, max_pixels=12845056, patch_size=14,
                                               temporal_patch_size=2, merge_size=2),
         video_processor=Qwen2VLVideoProcessor(), tokenizer=tok, chat_template=QWEN25_VL_CHAT_TEMPLATE)
-    _save(out, "vlm-qwen2.5-vl", model, processor, tok)
+    _save(out, "vlm-qwen2.5-vl", model, processor, tok, extra)
 
 
 def build_qwen3_vl(out: Path, vocab_gguf: Path) -> None:
@@ -335,11 +389,14 @@ ROLES: dict[str, Callable[..., None]] = {
 VLM_ROLES = ("vlm-qwen2.5-vl", "vlm-qwen3-vl")  # the builders that take the vocabulary
 
 
-def make_tiny(out_dir: Path, roles: Iterable[str] | None = None, vocab_gguf: Path | None = None) -> dict[str, Path]:
+def make_tiny(out_dir: Path, roles: Iterable[str] | None = None, vocab_gguf: Path | None = None,
+              favour: bool = False) -> dict[str, Path]:
     """Write one random-weight checkpoint folder per role under ``out_dir`` (replacing old ones); role -> folder.
 
     The VLMs' vocabulary is ``vocab_gguf`` (Qwen2's, as llama.cpp's ``ggml-vocab-qwen2.gguf``), by default the
-    cached copy from llama.cpp's source (``agent.dev.llamacpp.vocab_gguf``, downloaded once with pip)."""
+    cached copy from llama.cpp's source (``agent.dev.llamacpp.vocab_gguf``, downloaded once with pip).
+    ``favour``: the Qwen2.5-VL's next token favours the option letters (``favour_letters``; the model
+    ``vqa dev serve-tiny`` serves); the other roles are unchanged."""
     wanted = list(ROLES) if roles is None else list(roles)
     unknown = [r for r in wanted if r not in ROLES]
     if unknown:
@@ -355,6 +412,7 @@ def make_tiny(out_dir: Path, roles: Iterable[str] | None = None, vocab_gguf: Pat
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-        ROLES[role](folder, *([Path(vocab_gguf)] if role in VLM_ROLES else []))
+        ROLES[role](folder, *([Path(vocab_gguf)] if role in VLM_ROLES else []),
+                    **({"favour": True} if favour and role == "vlm-qwen2.5-vl" else {}))
         written[role] = folder
     return written
