@@ -1,5 +1,7 @@
 """The server backend against a REAL OpenAI-compatible server: llama.cpp (llama-cpp-python's ``llama_cpp.server``)
-serving the tiny random-weight Qwen2.5-VL that ``vqa dev serve-tiny`` converts with llama.cpp's own converter.
+serving the tiny random-weight Qwen2.5-VL that ``vqa dev serve-tiny`` builds with favoured letters
+(``make-tiny --favour-letters``: its next token is one of ``a``-``d``/``A``-``D``, which one depending on the input)
+and converts with llama.cpp's own converter.
 
 Random weights: the answers are noise, so these tests check the protocol (models list, logprobs, the photo read by
 the server's vision projector, tool offers) and that the commands end cleanly, never an answer's quality.
@@ -22,13 +24,19 @@ import openai
 import pytest
 from PIL import Image
 
+from agent.core.schema import Question
 from agent.dev.llamacpp import SERVED_ROLE
-from agent.reasoners.openai import data_url
+from agent.reasoners.base import ReasonRequest
+from agent.reasoners.openai import OpenAIBackend, data_url
 
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 VQA = str(Path(sys.executable).parent / "vqa")
 READY_WITHIN = 600.0  # seconds: a ceiling for conversion and start on a loaded machine, not an expected time
+# The letter path reads the answer's first tokens only (at most four: a leading "(" or "**" is skipped), and
+# llama-cpp-python computes every generated token's top logprobs in Python (a sort of the 151,936-token
+# vocabulary, most of a second a token on a busy 2-core machine): the asks generate 4 tokens, not the default 16.
+ENV = {"COLUMNS": "200", "VQA_MAX_NEW_TOKENS": "4"}
 
 
 def _free_port() -> int:
@@ -38,12 +46,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def llama_server(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """``vqa dev serve-tiny`` in its own process; its base URL once ``GET /v1/models`` answers."""
+def llama_server(tmp_path_factory: pytest.TempPathFactory):
+    """``vqa dev serve-tiny`` in its own process (it builds its model in a fresh folder); its base URL once
+    ``GET /v1/models`` answers."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("llama") / "server.log"
+    folder = tmp_path_factory.mktemp("llama")
+    log = folder / "server.log"
     with open(log, "w") as sink:
-        proc = subprocess.Popen([VQA, "dev", "serve-tiny", str(tiny_dir), "--port", str(port)], stdout=sink,
+        proc = subprocess.Popen([VQA, "dev", "serve-tiny", str(folder), "--port", str(port)], stdout=sink,
                                 stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + READY_WITHIN
@@ -67,7 +77,7 @@ def llama_server(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def vqa(*args: object) -> subprocess.CompletedProcess:
     return subprocess.run([VQA, *map(str, args)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "COLUMNS": "200"})
+                          env={**os.environ, **ENV})
 
 
 def first_token(url: str, image: Image.Image) -> list[dict]:
@@ -87,19 +97,43 @@ def test_llama_cpp_returns_logprobs_that_depend_on_the_photo(llama_server: str) 
     for top in (coffee, black):
         assert len(top) == 5 and all(isinstance(t["token"], str) and t["logprob"] <= 0 for t in top)
         assert all(math.isfinite(t["logprob"]) for t in top)
+        assert {t["token"] for t in top} <= set("abcdABCD")  # the favoured letters lead
     assert coffee != black  # the server's vision projector read the photo: another photo, other scores
 
 
-def test_vqa_ask_backend_openai_against_llama_cpp(llama_server: str) -> None:
-    p = vqa("ask", EXAMPLES / "images" / "coffee.jpg", "What is in the cup?", "-c", "tea", "-c", "coffee",
-            "-c", "milk", "-c", "water", "--tools", "none", "--backend", "openai", "--base-url", llama_server,
-            "--model", SERVED_ROLE, "--json")
+def ask_openai(server: str, photo: Path) -> dict:
+    p = vqa("ask", photo, "What is in the cup?", "-c", "tea", "-c", "coffee", "-c", "milk", "-c", "water",
+            "--tools", "none", "--backend", "openai", "--base-url", server, "--model", SERVED_ROLE, "--json")
     assert p.returncode == 0, p.stderr
-    rec = json.loads(p.stdout)
-    assert set(rec["probs"]) == {"a", "b", "c", "d"} and math.isclose(sum(rec["probs"].values()), 1.0, abs_tol=1e-6)
-    # a random model's first token is no letter (logprobs), it ignores vLLM's choice fields, llama-cpp-python
-    # refuses the json_schema response_format (HTTP 500 "validation error"): llama.cpp's GBNF grammar answers
-    assert rec["flags"] == ["path:grammar"] and rec["probs"][rec["answer"]] == 1.0 and rec["errors"] == []
+    return json.loads(p.stdout)
+
+
+def test_vqa_ask_backend_openai_gets_its_probabilities_from_llama_cpp_logprobs(llama_server: str,
+                                                                               tmp_path: Path) -> None:
+    black = tmp_path / "black.png"
+    Image.new("RGB", (320, 240), "black").save(black)
+    recs = [ask_openai(llama_server, photo) for photo in (EXAMPLES / "images" / "coffee.jpg", black)]
+    for rec in recs:
+        probs = rec["probs"]
+        assert set(probs) == {"a", "b", "c", "d"} and math.isclose(sum(probs.values()), 1.0, abs_tol=1e-6)
+        # the answer's first token is a letter and the other three are in the top logprobs: four scores, none 0
+        assert rec["flags"] == ["path:logprobs"] and rec["method"] == "logits" and rec["errors"] == []
+        assert all(0.0 < v < 1.0 for v in probs.values()) and rec["answer"] == max(probs, key=probs.get)
+    assert recs[0]["probs"] != recs[1]["probs"]  # a real forward pass over the photo, not constant scores
+
+
+def test_constraint_forms_against_llama_cpp_end_at_its_grammar(llama_server: str) -> None:
+    """Without logprobs (``generate``), the backend probes the constraint forms on the real server: it ignores
+    vLLM's ``structured_outputs``/``guided_choice`` (the reply is a run of letters, no parseable answer), refuses
+    the ``json_schema`` response_format (HTTP 500 "validation error"), and honours its GBNF grammar."""
+    backend = OpenAIBackend(SERVED_ROLE, llama_server, generate=True, backoff=0.01)  # its refusal is a 500: retried
+    q = Question(id="q", text="What is in the cup?", options={"a": "tea", "b": "coffee", "c": "milk", "d": "water"})
+    try:
+        decision = backend.decide([ReasonRequest(q, Image.open(EXAMPLES / "images" / "coffee.jpg"))])[0]
+    finally:
+        backend.close()
+    assert decision.flags == ["path:grammar"] and decision.method == "generate"
+    assert decision.probs[decision.raw] == 1.0 and sum(decision.probs.values()) == 1.0
 
 
 def test_vqa_ask_planner_vlm_against_llama_cpp_ends_cleanly(llama_server: str, tmp_path: Path) -> None:
@@ -107,10 +141,10 @@ def test_vqa_ask_planner_vlm_against_llama_cpp_ends_cleanly(llama_server: str, t
     cfg = tmp_path / "vqa.toml"
     cfg.write_text('[ocr]\nengine = "tesseract"\ntesseract_boxes = "tesseract"\ngpu = false\n')
     p = vqa("ask", EXAMPLES / "images" / "coffee.jpg", "What is in the cup?", "-c", "tea", "-c", "coffee",
-            "--planner", "vlm", "--max-steps", "2", "--config", cfg, "--backend", "openai", "--base-url",
-            llama_server, "--model", SERVED_ROLE, "--json")
+            "-c", "milk", "-c", "water", "--planner", "vlm", "--max-steps", "2", "--config", cfg, "--backend",
+            "openai", "--base-url", llama_server, "--model", SERVED_ROLE, "--json")
     assert p.returncode == 0, p.stderr
     rec = json.loads(p.stdout)
     rounds = [(r["planner"], r["calls"]) for r in rec["rounds"]]  # its text called no tool: no calls, no tools
     assert 1 <= len(rounds) <= 3 and all(r == ("vlm", []) for r in rounds)
-    assert rec["errors"] == [] and rec["tools"] == [] and rec["flags"] == ["path:grammar"]
+    assert rec["errors"] == [] and rec["tools"] == [] and rec["flags"] == ["path:logprobs"]

@@ -42,11 +42,15 @@ def make_tiny_cmd(
     vocab_gguf: Annotated[Optional[Path], Opt("--vocab-gguf", help="Qwen2's vocabulary as llama.cpp's "
                                               "ggml-vocab-qwen2.gguf (default: fetched once from the package index "
                                               "with pip, in llama-cpp-python's source, and cached).")] = None,
+    favour_letters: Annotated[bool, Opt("--favour-letters", help="The Qwen2.5-VL's next token favours the option "
+                                        "letters a-d (which one still depends on the prompt and photo): a random "
+                                        "model whose answer a server's top logprobs contain; the model `vqa dev "
+                                        "serve-tiny` serves.")] = False,
 ) -> None:
     """Write tiny random-weight checkpoints for every model role (useless for answers; for tests and smoke runs)."""
     from agent.dev.tiny import make_tiny
 
-    for role, path in make_tiny(out_dir, vocab_gguf=vocab_gguf).items():
+    for role, path in make_tiny(out_dir, vocab_gguf=vocab_gguf, favour=favour_letters).items():
         out.print(f"{role}: {path}")
 
 
@@ -66,25 +70,26 @@ def make_signs_cmd(
 
 @dev.command("serve-tiny")
 def serve_tiny_cmd(
-    tiny: Annotated[Path, typer.Argument(help="A `vqa dev make-tiny` folder (the tiny Qwen2.5-VL is made there when "
-                                         "missing).")],
+    tiny: Annotated[Path, typer.Argument(help="A folder for the served model: DIR/served/vlm-qwen2.5-vl is made "
+                                         "there when missing (`make-tiny --favour-letters`).")],
     port: Annotated[int, Opt("--port", min=1, max=65535)] = 8080,
     host: Annotated[str, Opt("--host")] = "127.0.0.1",
     vocab_gguf: Annotated[Optional[Path], Opt("--vocab-gguf", help="As for make-tiny, when the model is made.")] = None,
 ) -> None:
-    """Serve the tiny Qwen2.5-VL with llama.cpp (llama-cpp-python's OpenAI-compatible server) after converting it
-    with llama.cpp's own converter; try it with `vqa ask --backend openai --base-url http://HOST:PORT/v1 --model
-    vlm-qwen2.5-vl`. Random weights: answers are noise; the protocol is real."""
+    """Serve the tiny Qwen2.5-VL with favoured letters with llama.cpp (llama-cpp-python's OpenAI-compatible server)
+    after converting it with llama.cpp's own converter (the GGUF files are cached by the checkpoint's hash); try it
+    with `vqa ask --backend openai --base-url http://HOST:PORT/v1 --model vlm-qwen2.5-vl`. Random weights: answers
+    are noise; the protocol is real."""
     import os
     import sys
 
     from agent.dev.llamacpp import SERVED_ROLE, convert, server_command
     from agent.dev.tiny import make_tiny
 
-    model = tiny / SERVED_ROLE
+    model = tiny / "served" / SERVED_ROLE
     if not (model / "model.safetensors").is_file():
-        make_tiny(tiny, [SERVED_ROLE], vocab_gguf=vocab_gguf)
-    text, mmproj = convert(model, tiny / "gguf")
+        make_tiny(model.parent, [SERVED_ROLE], vocab_gguf=vocab_gguf, favour=True)
+    text, mmproj = convert(model)
     cmd = server_command(text, mmproj, host=host, port=port, alias=SERVED_ROLE)
     out.print(f"serving {SERVED_ROLE} at http://{host}:{port}/v1 (llama.cpp; Ctrl-C stops)", highlight=False)
     sys.stdout.flush()

@@ -131,31 +131,47 @@ def _read_gguf_vocab(gguf: Path) -> tuple[dict[str, int], list[str]]:
 SERVED_ROLE = "vlm-qwen2.5-vl"  # the tiny model llama.cpp serves (its converter and mtmd handle Qwen2.5-VL)
 
 
-def convert(model_dir: Path, out_dir: Path) -> tuple[Path, Path]:
+def checkpoint_digest(model_dir: Path) -> str:
+    """A hash of everything llama.cpp's converter reads from ``model_dir`` (every file in it, by name and content)
+    and of the converter's version: the key of the converted files in the cache."""
+    h = hashlib.sha256(f"llama-cpp-python=={LLAMA_CPP_PYTHON}".encode())
+    for f in sorted(p for p in Path(model_dir).iterdir() if p.is_file()):
+        h.update(f"\0{f.name}\0{f.stat().st_size}\0".encode())
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def convert(model_dir: Path) -> tuple[Path, Path]:
     """The checkpoint as GGUF with llama.cpp's own converter: the text model (f16) and the vision projector
-    (``--mmproj``); reused while newer than the checkpoint's weights."""
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    weights = model_dir / "model.safetensors"
-    if not weights.is_file():
+    (``--mmproj``). Kept in the cache (``gguf-<digest>``, keyed by ``checkpoint_digest``): the tiny builds are
+    seeded, so the same checkpoint is converted once per machine, not once per ``serve-tiny``."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "model.safetensors").is_file():
         raise ConfigError(f"expected a checkpoint folder with model.safetensors, found none in {model_dir}; "
                           "write one with: vqa dev make-tiny DIR")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    converter = source_dir() / "convert_hf_to_gguf.py"
-    made = []
-    for name, extra in ((f"{model_dir.name}-f16.gguf", []), (f"mmproj-{model_dir.name}-f16.gguf", ["--mmproj"])):
-        target = out_dir / name
-        if not target.is_file() or target.stat().st_mtime < weights.stat().st_mtime:
-            part = target.with_suffix(".part")
-            cmd = [sys.executable, str(converter), str(model_dir), "--outfile", str(part), "--outtype", "f16", *extra]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                why = (done.stderr.strip().splitlines() or ["no message"])[-1]
-                raise ConfigError(f"llama.cpp's converter could not convert {model_dir} ({' '.join(extra) or 'text'}"
-                                  f" model): {why}. Needs torch, sentencepiece and numpy: pip install "
-                                  "'vqa-orchestrator[llamacpp]'")
-            os.replace(part, target)
-        made.append(target)
-    return made[0], made[1]
+    dest = cache_root() / f"gguf-{checkpoint_digest(model_dir)}"
+    names = ("model-f16.gguf", "mmproj-f16.gguf")
+    if not all((dest / n).is_file() for n in names):
+        converter = source_dir() / "convert_hf_to_gguf.py"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".gguf-"))
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared like the rest of it
+        try:
+            for name, extra in zip(names, ([], ["--mmproj"])):
+                cmd = [sys.executable, str(converter), str(model_dir), "--outfile", str(tmp / name), "--outtype", "f16",
+                       *extra]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode != 0:
+                    why = (done.stderr.strip().splitlines() or ["no message"])[-1]
+                    raise ConfigError(f"llama.cpp's converter could not convert {model_dir} "
+                                      f"({' '.join(extra) or 'text'} model): {why}. Needs torch, sentencepiece and "
+                                      "numpy: pip install 'vqa-orchestrator[llamacpp]'")
+            _publish(tmp, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest / names[0], dest / names[1]
 
 
 def server_command(text_gguf: Path, mmproj_gguf: Path, *, host: str, port: int, alias: str,

@@ -26,7 +26,7 @@ NOTE = """# {role} (tiny, random weights)
 Random weights, useless for answers. Built by `agent.dev.tiny.make_tiny` (`vqa dev make-tiny`) so that tests
 run the real loading and inference code on CPU in seconds. Architecture: {arch}. Tokenizer: Qwen's byte-level BPE
 vocabulary ({vocab} tokens: llama.cpp's ggml-vocab-qwen2.gguf plus Qwen's added tokens at their real ids).
-"""
+{extra}"""
 
 # Qwen's added tokens from id 151643 on, in id order (Qwen2.5-VL-*-Instruct and Qwen3-VL-*-Instruct
 # tokenizer_config.json, added_tokens_decoder): (content, special).
@@ -93,7 +93,7 @@ def _text(tok, **extra) -> dict:
                 pad_token_id=eot, **extra)
 
 
-def _save(out: Path, role: str, model, processor, tok) -> None:
+def _save(out: Path, role: str, model, processor, tok, extra: str = "") -> None:
     from transformers import GenerationConfig
 
     eot, eos = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")
@@ -103,10 +103,10 @@ def _save(out: Path, role: str, model, processor, tok) -> None:
     processor.save_pretrained(out)
     n_params = sum(p.numel() for p in model.parameters())
     arch = f"{type(model).__name__}, {n_params:,} parameters"
-    (out / "README.md").write_text(NOTE.format(role=role, arch=arch, vocab=len(tok)), encoding="utf-8")
+    (out / "README.md").write_text(NOTE.format(role=role, arch=arch, vocab=len(tok), extra=extra), encoding="utf-8")
 
 
-def build_qwen25_vl(out: Path, vocab_gguf: Path) -> None:
+def build_qwen25_vl(out: Path, vocab_gguf: Path, favour: bool = False) -> None:
     import torch
     from transformers import (
         AutoModelForImageTextToText,
@@ -122,14 +122,20 @@ def build_qwen25_vl(out: Path, vocab_gguf: Path) -> None:
         vision_config=dict(depth=3, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
                            fullatt_block_indexes=[2], tokens_per_second=2, initializer_range=0.1),
-        tie_word_embeddings=True, **_ids(tok))  # depth 3: the least llama.cpp's converter takes (vqa dev serve-tiny)
+        tie_word_embeddings=not favour, **_ids(tok))  # depth 3: the least llama.cpp's converter takes (serve-tiny)
     torch.manual_seed(SEED)
     model = AutoModelForImageTextToText.from_config(config).eval()
+    extra = ""
+    if favour:
+        from agent.dev.favour import favour_letters, note
+
+        favour_letters(model, tok)
+        extra = note()
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(min_pixels=3136, max_pixels=12845056, patch_size=14,
                                               temporal_patch_size=2, merge_size=2),
         video_processor=Qwen2VLVideoProcessor(), tokenizer=tok, chat_template=QWEN25_VL_CHAT_TEMPLATE)
-    _save(out, "vlm-qwen2.5-vl", model, processor, tok)
+    _save(out, "vlm-qwen2.5-vl", model, processor, tok, extra)
 
 
 def build_qwen3_vl(out: Path, vocab_gguf: Path) -> None:
@@ -335,11 +341,14 @@ ROLES: dict[str, Callable[..., None]] = {
 VLM_ROLES = ("vlm-qwen2.5-vl", "vlm-qwen3-vl")  # the builders that take the vocabulary
 
 
-def make_tiny(out_dir: Path, roles: Iterable[str] | None = None, vocab_gguf: Path | None = None) -> dict[str, Path]:
+def make_tiny(out_dir: Path, roles: Iterable[str] | None = None, vocab_gguf: Path | None = None,
+              favour: bool = False) -> dict[str, Path]:
     """Write one random-weight checkpoint folder per role under ``out_dir`` (replacing old ones); role -> folder.
 
     The VLMs' vocabulary is ``vocab_gguf`` (Qwen2's, as llama.cpp's ``ggml-vocab-qwen2.gguf``), by default the
-    cached copy from llama.cpp's source (``agent.dev.llamacpp.vocab_gguf``, downloaded once with pip)."""
+    cached copy from llama.cpp's source (``agent.dev.llamacpp.vocab_gguf``, downloaded once with pip).
+    ``favour``: the Qwen2.5-VL's next token favours the option letters (``favour_letters``; the model
+    ``vqa dev serve-tiny`` serves); the other roles are unchanged."""
     wanted = list(ROLES) if roles is None else list(roles)
     unknown = [r for r in wanted if r not in ROLES]
     if unknown:
@@ -355,6 +364,7 @@ def make_tiny(out_dir: Path, roles: Iterable[str] | None = None, vocab_gguf: Pat
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
-        ROLES[role](folder, *([Path(vocab_gguf)] if role in VLM_ROLES else []))
+        ROLES[role](folder, *([Path(vocab_gguf)] if role in VLM_ROLES else []),
+                    **({"favour": True} if favour and role == "vlm-qwen2.5-vl" else {}))
         written[role] = folder
     return written
