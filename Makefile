@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO := runs/demo
 
-.PHONY: install system-deps demo test test-fast docs tiny screenshots clean
+.PHONY: install system-deps demo test test-slow docs tiny screenshots clean
 
 # constraints.txt: the exact versions of development and CI (the package itself declares ranges only)
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -33,18 +33,20 @@ demo: install
 	  --reasoner evidence --show
 	@echo "--- $(DEMO)/submission.csv"; cat $(DEMO)/submission.csv
 
+# make test: ruff, every test not marked slow, and the strict docs build (a few minutes); make test-slow: the tests
+# marked slow (real OCR and e5 weights, training, Ray, several vqa processes each). CI (.ci/run) runs both.
 test: install
 	$(BIN)/ruff check agent tools eval prompts tests examples
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test-slow: install
+	$(BIN)/python -m pytest -q -n 2 -m slow
 
 # The documentation site (docs/, mkdocs.yml) into site/, every warning an error; the reference pages are generated
 # from the code on every build (agent/cli/docs.py). `$(BIN)/mkdocs serve` previews it.
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
-
-test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
 
 # A picture of each tab of `vqa ui` (evidence reasoner, offline) in docs/screenshots/, taken in the system Chromium.
 screenshots: install

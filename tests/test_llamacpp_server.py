@@ -29,7 +29,6 @@ from agent.dev.llamacpp import SERVED_ROLE
 from agent.reasoners.base import ReasonRequest
 from agent.reasoners.openai import OpenAIBackend, data_url
 
-pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 VQA = str(Path(sys.executable).parent / "vqa")
 READY_WITHIN = 600.0  # seconds: a ceiling for conversion and start on a loaded machine, not an expected time
