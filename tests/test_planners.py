@@ -30,7 +30,8 @@ VQA = str(Path(sys.executable).parent / "vqa")
 ENV = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1"}
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 OCR = {"engine": "tesseract", "tesseract_boxes": "tesseract"}
-FAILING = {"detect": {"model": "/nonexistent/detector"}, "som": {"model": "/nonexistent/segmenter"}}  # fail fast
+FAILING = {"detect": {"model": "/nonexistent/detector"}, "som": {"model": "/nonexistent/segmenter"},  # fail fast
+           "caption": {"model": "/nonexistent/captioner"}}  # (anomaly has no model unless one is configured)
 OPTIONS = {"a": "apple", "b": "river", "c": "candle", "d": "stone"}
 NO_KEYWORD = "What is this about?"  # the router picks no tool for it (ocr scores under its threshold)
 KEYWORD = "What word is written on the page?"  # "written": the router's ocr rule
@@ -128,9 +129,10 @@ def test_max_rounds_bounds_escalation_and_no_tool_runs_twice(tmp_path: Path, max
     Image.new("RGB", (320, 240), "white").save(blank)  # nothing to read or find: every round stays unsure
     s = services(max_rounds=max_rounds)
     a = ask(s, Question(id="b", image=blank, text=NO_KEYWORD, options=OPTIONS))
-    # ocr is the only tool that can run here (detect and som cannot load, retrieve has no knowledge base): a
-    # tool that cannot run costs no round, so escalation ends when ocr has been added
-    assert len(a.rounds) == min(max_rounds, 2) and a.flags == ["no_evidence"]
+    # ocr is the only tool that can run here (detect, som and caption cannot load, anomaly and retrieve have no
+    # model or knowledge base): a tool that cannot run costs no round, so escalation ends when ocr has been added
+    rounds = [[c.tool for c in r.calls] for r in a.rounds]
+    assert len(a.rounds) == min(max_rounds, 2) and a.flags == ["no_evidence"], rounds
     added = [c.tool for r in a.rounds[1:] for c in r.calls]
     assert len(added) == min(max_rounds, 2) - 1 and len(set(added)) == len(added)
     assert all(c.ok for r in a.rounds for c in r.calls)
