@@ -95,3 +95,16 @@ def shared_ocr_engines() -> Iterator[dict]:
         mp.setattr(ocr, "EasyOcrEngine", shared(ocr.EasyOcrEngine))
         mp.setattr(ocr, "CraftBoxes", shared(ocr.CraftBoxes))
         yield engines
+
+
+@pytest.fixture(autouse=True)
+def session_tool_registry() -> Iterator[None]:
+    """A plug-in tool a test registers (``tools.register``, or a config file's ``[tools.register]`` read in the
+    test's process) is gone after the test: later tests in the session see the built-ins and entry points only,
+    never a leftover that a planner could pick."""
+    import tools
+
+    registry, names = tools.REGISTRY, list(tools.REGISTRY)
+    yield
+    if tools.REGISTRY is registry and list(tools.REGISTRY) != names:
+        tools.REGISTRY = tools.Registry(tools.BUILTIN)
